@@ -1,0 +1,1 @@
+"""Alert rules, the alert lifecycle, and delivery through email webhooks and SMTP."""

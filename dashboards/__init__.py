@@ -1,0 +1,1 @@
+"""Dash multi-page dashboards per commune, and the query API for notebooks."""

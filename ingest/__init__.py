@@ -1,0 +1,1 @@
+"""MQTT to store: the ingestor, its spool and its dead-letter."""

@@ -1,0 +1,25 @@
+"""Settings of the MQTT connection and of the fleet simulator."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class MqttSettings(BaseModel):
+    """How to reach the MQTT broker (Mosquitto in production, the embedded broker in the demo)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+
+class SimulatorSettings(BaseModel):
+    """Defaults of ``smartcity simulate``; every one can be overridden on the command line."""
+
+    devices_per_family: int = Field(2, ge=1, le=10000)
+    period_s: float = Field(60.0, gt=0)
+    speedup: float = Field(1.0, gt=0)
+    seed: int = 42

@@ -1,0 +1,1 @@
+"""Sub-commands of the smartcity CLI, one module each."""

@@ -1,0 +1,20 @@
+"""`smartcity demo`: not built yet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smartcity.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `demo` sub-command."""
+    parser = subparsers.add_parser("demo", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the sub-command."""
+    print("smartcity demo: not built yet", file=sys.stderr)
+    return 1

@@ -1,0 +1,101 @@
+"""The ``Store`` protocol that every other part reads and writes through.
+
+Frames exchanged with a store follow one convention, so nothing store-specific leaks out:
+
+* a ``time`` column of dtype ``Datetime("ns", "UTC")``;
+* tag columns of dtype ``String`` (which columns are tags is said on write);
+* every other column is a field: ``Float64``, ``Int64``, ``Boolean`` or ``String``; a null
+  means the field is absent from that row.
+
+A second write of the same (measurement, tags, time) overwrites the fields it carries and keeps
+the others (last write wins, field by field, as InfluxDB does), so replaying data is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+TIME = "time"
+TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+TagFilter = Mapping[str, str | Sequence[str]]
+"""Tag filters: tag key -> one value or any of several values."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row the store refused, with the store's reason."""
+
+    row: int
+    reason: str
+
+
+@dataclass(slots=True)
+class WriteReport:
+    """What a write achieved."""
+
+    written: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the store answers, and what it is."""
+
+    ok: bool
+    backend: str
+    version: str = ""
+    detail: str = ""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A time-series store. Implementations: ``InfluxStore``, ``DuckDBStore``."""
+
+    def write(
+        self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]
+    ) -> WriteReport:
+        """Write rows; ``tags`` names the tag columns, ``time`` is the timestamp, the rest fields.
+
+        Raises ``StoreUnavailable`` when nothing could be written for a reason that may pass,
+        ``StoreAuthError`` on refused credentials. Rows the store refuses individually are
+        reported in the result; the others are written.
+        """
+        ...
+
+    def read(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        where: TagFilter | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of one measurement with ``start <= time < end``, sorted by time then tags.
+
+        Columns: ``time``, every tag key of the measurement, then the selected fields (all when
+        ``fields`` is None). An unknown measurement reads as an empty frame.
+        """
+        ...
+
+    def series(self, measurement: str, *, where: TagFilter | None = None) -> pl.DataFrame:
+        """One row per series (distinct tag set) with its tag columns and ``last_time``."""
+        ...
+
+    def measurements(self) -> list[str]:
+        """Names of the measurements that hold data."""
+        ...
+
+    def health(self) -> Health:
+        """Whether the store answers; never raises."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
