@@ -7,6 +7,7 @@ a value outside it cannot be a real measurement, so the decoder refuses it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -52,7 +53,7 @@ class FieldSpec:
             return f"expected a number, got {value!r}"
         if self.kind == "int" and not float(value).is_integer():
             return f"expected an integer, got {value!r}"
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             return f"expected a finite number, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"{value} {self.unit} is below the physical minimum {self.minimum} {self.unit}"
@@ -101,7 +102,12 @@ AIR_QUALITY = FamilySpec(
         FieldSpec("co2", "float", "ppm", "Carbon dioxide", 250, 10000, unit_code="59"),
         FieldSpec("temperature", "float", "°C", "Air temperature", -40, 60, unit_code="CEL"),
         FieldSpec(
-            "relativeHumidity", "float", "1", "Relative humidity as a 0–1 fraction", 0, 1,
+            "relativeHumidity",
+            "float",
+            "1",
+            "Relative humidity as a 0–1 fraction",
+            0,
+            1,
             unit_code="C62",
         ),
     ),
@@ -114,15 +120,30 @@ TRAFFIC = FamilySpec(
     reporting_period_s=60.0,
     fields=(
         FieldSpec(
-            "intensity", "int", "vehicles", "Vehicles counted since the previous reading",
-            0, 10000, unit_code="E50",
+            "intensity",
+            "int",
+            "vehicles",
+            "Vehicles counted since the previous reading",
+            0,
+            10000,
+            unit_code="E50",
         ),
         FieldSpec(
-            "averageVehicleSpeed", "float", "km/h", "Mean speed of the vehicles counted",
-            0, 250, unit_code="KMH",
+            "averageVehicleSpeed",
+            "float",
+            "km/h",
+            "Mean speed of the vehicles counted",
+            0,
+            250,
+            unit_code="KMH",
         ),
         FieldSpec(
-            "occupancy", "float", "1", "Share of time the detector was occupied (0–1)", 0, 1,
+            "occupancy",
+            "float",
+            "1",
+            "Share of time the detector was occupied (0–1)",
+            0,
+            1,
             unit_code="C62",
         ),
         FieldSpec("laneId", "int", "1", "Lane number, 1 being the rightmost", 0, 32),
@@ -136,18 +157,24 @@ BUILDING = FamilySpec(
     reporting_period_s=300.0,
     fields=(
         FieldSpec(
-            "energy", "float", "kWh", "Cumulative electricity meter index", 0, 1e9,
-            counter=True, unit_code="KWH",
+            "energy",
+            "float",
+            "kWh",
+            "Cumulative electricity meter index",
+            0,
+            1e9,
+            counter=True,
+            unit_code="KWH",
         ),
-        FieldSpec("activePower", "float", "kW", "Instantaneous active power", 0, 10000,
-                  unit_code="KWT"),
-        FieldSpec("temperature", "float", "°C", "Indoor air temperature", -10, 50,
-                  unit_code="CEL"),
-        FieldSpec("co2", "float", "ppm", "Indoor CO2 concentration", 250, 10000,
-                  unit_code="59"),
+        FieldSpec("activePower", "float", "kW", "Instantaneous active power", 0, 10000, unit_code="KWT"),
+        FieldSpec("temperature", "float", "°C", "Indoor air temperature", -10, 50, unit_code="CEL"),
+        FieldSpec("co2", "float", "ppm", "Indoor CO2 concentration", 250, 10000, unit_code="59"),
         FieldSpec("occupancy", "int", "people", "People present", 0, 100000),
         FieldSpec(
-            "hvacMode", "enum", "", "Heating, ventilation and air-conditioning mode",
+            "hvacMode",
+            "enum",
+            "",
+            "Heating, ventilation and air-conditioning mode",
             choices=("off", "heating", "cooling", "ventilation"),
         ),
     ),
@@ -162,24 +189,50 @@ CAMERA = FamilySpec(
     fiware_type="CrowdFlowObserved",
     reporting_period_s=60.0,
     fields=(
-        FieldSpec("peopleCount", "int", "people", "People counted since the previous reading",
-                  0, 100000),
+        FieldSpec("peopleCount", "int", "people", "People counted since the previous reading", 0, 100000),
         FieldSpec(
-            "elevatedTemperatureCount", "int", "people",
-            "People flagged by thermographic screening since the previous reading", 0, 100000,
+            "elevatedTemperatureCount",
+            "int",
+            "people",
+            "People flagged by thermographic screening since the previous reading",
+            0,
+            100000,
         ),
-        FieldSpec("deviceTemperature", "float", "°C", "Camera housing temperature", -40, 100,
-                  unit_code="CEL"),
+        FieldSpec(
+            "deviceTemperature", "float", "°C", "Camera housing temperature", -40, 100, unit_code="CEL"
+        ),
         FieldSpec("framesPerSecond", "float", "fps", "Video frame rate", 0, 240),
         FieldSpec("online", "bool", "", "Whether the video stream is up"),
         FieldSpec("tampered", "bool", "", "Whether tampering (masking, moving) is detected"),
     ),
     forbidden_keys=frozenset(
         {
-            "image", "images", "picture", "photo", "snapshot", "thumbnail", "frame", "frames",
-            "video", "videoclip", "face", "faces", "faceid", "faceimage", "facialfeatures",
-            "identity", "identities", "personid", "personids", "personname", "licenseplate",
-            "plate", "numberplate", "biometric", "biometrics", "embedding",
+            "image",
+            "images",
+            "picture",
+            "photo",
+            "snapshot",
+            "thumbnail",
+            "frame",
+            "frames",
+            "video",
+            "videoclip",
+            "face",
+            "faces",
+            "faceid",
+            "faceimage",
+            "facialfeatures",
+            "identity",
+            "identities",
+            "personid",
+            "personids",
+            "personname",
+            "licenseplate",
+            "plate",
+            "numberplate",
+            "biometric",
+            "biometrics",
+            "embedding",
         }
     ),
 )
@@ -193,10 +246,10 @@ NETWORK = FamilySpec(
         FieldSpec("opticalTxPower", "float", "dBm", "Transmitted optical power", -20, 10),
         FieldSpec("throughputIn", "float", "bit/s", "Inbound throughput", 0, 4e11),
         FieldSpec("throughputOut", "float", "bit/s", "Outbound throughput", 0, 4e11),
-        FieldSpec("inErrors", "int", "frames", "Cumulative inbound error counter", 0, 2**63 - 1,
-                  counter=True),
-        FieldSpec("crcErrors", "int", "frames", "Cumulative CRC error counter", 0, 2**63 - 1,
-                  counter=True),
+        FieldSpec(
+            "inErrors", "int", "frames", "Cumulative inbound error counter", 0, 2**63 - 1, counter=True
+        ),
+        FieldSpec("crcErrors", "int", "frames", "Cumulative CRC error counter", 0, 2**63 - 1, counter=True),
         FieldSpec("latency", "float", "ms", "Round-trip latency to the core", 0, 60000),
         FieldSpec("linkUp", "bool", "", "Whether the link is up"),
         FieldSpec("cpuLoad", "float", "%", "CPU load in percent", 0, 100),

@@ -24,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         "processing, dashboards and alerts.",
     )
     parser.add_argument("--version", action="version", version=f"smartcity {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (default: $SMARTCITY_CONFIG)")
     parser.add_argument(
-        "--config", metavar="FILE", help="TOML settings file (default: $SMARTCITY_CONFIG)"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging verbosity (default: INFO)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -42,9 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

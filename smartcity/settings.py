@@ -42,9 +42,7 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Everything the platform's commands can be configured with."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SMARTCITY_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="SMARTCITY_", env_nested_delimiter="__", extra="forbid")
 
     communes_file: Path | None = None
     """The commune registry CSV; the shipped one when unset."""

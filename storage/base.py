@@ -57,9 +57,7 @@ class Health:
 class Store(Protocol):
     """A time-series store. Implementations: ``InfluxStore``, ``DuckDBStore``."""
 
-    def write(
-        self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]
-    ) -> WriteReport:
+    def write(self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]) -> WriteReport:
         """Write rows; ``tags`` names the tag columns, ``time`` is the timestamp, the rest fields.
 
         Raises ``StoreUnavailable`` when nothing could be written for a reason that may pass,

@@ -88,7 +88,10 @@ class ServerProcess:
             return
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
@@ -134,8 +137,14 @@ class ServerProcess:
 
 
 # Lines of docker/mosquitto.conf that only make sense in a deployment.
-_DEPLOYMENT_ONLY = ("listener", "allow_anonymous", "password_file", "acl_file",
-                    "persistence_location", "log_dest")
+_DEPLOYMENT_ONLY = (
+    "listener",
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+    "persistence_location",
+    "log_dest",
+)
 
 
 class Mosquitto(ServerProcess):
@@ -151,10 +160,7 @@ class Mosquitto(ServerProcess):
         data = workdir / "data"
         data.mkdir(exist_ok=True)
         shipped = (REPO / "docker" / "mosquitto.conf").read_text()
-        kept = [
-            line for line in shipped.splitlines()
-            if not line.strip().startswith(_DEPLOYMENT_ONLY)
-        ]
+        kept = [line for line in shipped.splitlines() if not line.strip().startswith(_DEPLOYMENT_ONLY)]
         kept += [
             f"persistence_location {data}/",
             f"listener {self.port} 127.0.0.1",
