@@ -13,7 +13,17 @@ from smartcity.settings import SettingsError, load_settings
 
 # Each module in smartcity.commands adds its sub-command with ``register(subparsers)`` and
 # sets ``func(args, settings) -> int`` as the parser default.
-COMMANDS = ("simulate", "storage", "ingest", "process", "backfill", "alerts", "dashboard", "demo")
+COMMANDS = (
+    "simulate",
+    "storage",
+    "ingest",
+    "process",
+    "backfill",
+    "alerts",
+    "dashboard",
+    "broker",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,6 +166,9 @@ class Mosquitto(ServerProcess):
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "log_dest stdout",
+            # As root, Mosquitto would switch to the `mosquitto` user, which cannot read the
+            # test's private temporary directory.
+            "user root" if os.geteuid() == 0 else "",
             extra_config,
         ]
         self.config_path.write_text("\n".join(kept) + "\n")
