@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, FamilySpec, FieldSpec
-from sensors.fiware import DESCRIPTIVE_ATTRIBUTES, convert_unit
+from sensors.fiware import DESCRIPTIVE_ATTRIBUTES, LEGACY_ATTRIBUTE_NAMES, convert_unit
 from sensors.readings import Decoded, DecodeError, FieldValue, Reading
 from sensors.topics import Topic, parse_topic
 
@@ -567,13 +567,17 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
     assert isinstance(time_ns, int)
     fields = message.fields
     values: dict[str, FieldValue] = {}
-    for name, attribute in item.items():
-        if name in DESCRIPTIVE_ATTRIBUTES:
+    for key, attribute in item.items():
+        if key in DESCRIPTIVE_ATTRIBUTES:
             continue
-        field_spec = fields.get(name)
+        field_spec = fields.get(key)
         if field_spec is None:
-            message.unknown_field(name, attribute, index, time_ns)
-            continue
+            legacy = LEGACY_ATTRIBUTE_NAMES.get(key)
+            field_spec = fields.get(legacy) if legacy else None
+            if field_spec is None:
+                message.unknown_field(key, attribute, index, time_ns)
+                continue
+        name = field_spec.name
         raw = attribute
         unit: str | _Problem | None = None
         if type(attribute) is dict:  # NGSI v2 normalized: {"type": ..., "value": ..., "metadata": ...}

@@ -126,7 +126,6 @@ TRAFFIC = FamilySpec(
             "Vehicles counted since the previous reading",
             0,
             10000,
-            unit_code="E50",
         ),
         FieldSpec(
             "averageVehicleSpeed",

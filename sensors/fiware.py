@@ -59,6 +59,19 @@ _MIXING_RATIOS = frozenset({"59", "61"})
 COMPATIBLE_WITH_UNITLESS = frozenset({"C62", "IE"})
 """Codes accepted on a field that has no unit code (counts, lane numbers): "one" and "person"."""
 
+LEGACY_ATTRIBUTE_NAMES: dict[str, str] = {
+    "CO": "co",
+    "CO2": "co2",
+    "NO2": "no2",
+    "O3": "o3",
+    "SO2": "so2",
+    "PM10": "pm10",
+    "PM2.5": "pm25",
+    "PM25": "pm25",
+}
+"""Upper-case pollutant names of the early (FIWARE Data Models 2017) AirQualityObserved,
+still sent by deployed gateways; read as the current lower-case names."""
+
 DESCRIPTIVE_ATTRIBUTES = frozenset(
     {
         "id",
