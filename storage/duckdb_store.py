@@ -1,0 +1,342 @@
+"""The embedded store: one DuckDB file, no server. The demo's default.
+
+Layout: one table per measurement in the schema ``m`` (``m."air_quality"``), with a ``time``
+column (``BIGINT``, nanoseconds since the epoch, UTC: exact, and cheap to convert to and from
+polars' ``Datetime("ns", "UTC")``), one ``VARCHAR`` column per tag ("" when a series has no such
+tag, as InfluxDB reads it) and one column per field. Columns are added as new tags and fields
+appear. The table ``main.smartcity_columns`` records which column is a tag and which a field.
+
+Writes are appends when the batch touches no stored (tags, time); otherwise the overlapping rows
+are updated field by field (a null keeps the stored value: last write wins, field by field, as in
+InfluxDB) and the rest appended. DuckDB's zone maps on ``time`` keep that check cheap for data
+arriving roughly in time order. Data goes in and out as Arrow, so polars frames cross without
+copies.
+
+Threads: one process may share a ``DuckDBStore`` between ingest, processing and dashboards.
+Writes and schema changes are serialised by a lock (one write transaction at a time); reads run
+concurrently, each thread with its own DuckDB cursor on the same database (MVCC: a read sees the
+last committed writes). DuckDB allows one process per file: two processes cannot share a file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport
+from storage.errors import QueryError, StoreError, WriteRejected
+from storage.frames import KIND_DTYPES, ROW, field_kind, prepare
+
+_SQL_TYPES = {"float": "DOUBLE", "integer": "BIGINT", "boolean": "BOOLEAN", "string": "VARCHAR"}
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier, double-quoted with inner quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table(measurement: str) -> str:
+    return f"m.{quote_ident(measurement)}"
+
+
+def _epoch_ns(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def tag_values(value: str | Sequence[str]) -> list[str]:
+    """A tag filter's accepted values as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+class _Schema:
+    """Tag keys and field kinds of one measurement, in the order they were added."""
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+        self.fields: dict[str, str] = {}
+
+
+class DuckDBStore:
+    """A ``Store`` in one DuckDB file (``":memory:"`` for a throw-away store)."""
+
+    backend = "duckdb"
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = duckdb.connect(self.path)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._closed = False
+        self._conn.execute("CREATE SCHEMA IF NOT EXISTS m")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS main.smartcity_columns ("
+            "measurement VARCHAR, name VARCHAR, kind VARCHAR, position INTEGER)"
+        )
+        self._schemas: dict[str, _Schema] = {}
+        rows = self._conn.execute(
+            "SELECT measurement, name, kind FROM main.smartcity_columns ORDER BY measurement, position"
+        ).fetchall()
+        for measurement, name, kind in rows:
+            schema = self._schemas.setdefault(measurement, _Schema())
+            if kind == "tag":
+                schema.tags.append(name)
+            else:
+                schema.fields[name] = kind
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._closed:
+            raise StoreError("the DuckDB store is closed")
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._conn.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def _schema_copy(self, measurement: str) -> tuple[list[str], dict[str, str]] | None:
+        with self._lock:
+            schema = self._schemas.get(measurement)
+            return None if schema is None else (list(schema.tags), dict(schema.fields))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]) -> WriteReport:
+        """Write rows (see ``storage.base.Store.write``)."""
+        prepared = prepare(measurement, frame, tags)
+        report = WriteReport(rejected=list(prepared.rejected))
+        data = prepared.frame
+        if data.height == 0:
+            return report
+        with self._lock:
+            schema = self._schemas.get(measurement) or _Schema()
+            data, conflicts = self._drop_type_conflicts(measurement, schema, data, prepared.fields)
+            report.rejected.extend(conflicts)
+            if data.height:
+                self._write_locked(measurement, schema, data, prepared.tags)
+        report.written = data.height
+        report.rejected.sort(key=lambda r: r.row)
+        return report
+
+    @staticmethod
+    def _drop_type_conflicts(
+        measurement: str, schema: _Schema, data: pl.DataFrame, fields: list[str]
+    ) -> tuple[pl.DataFrame, list[RejectedRow]]:
+        rejected: list[RejectedRow] = []
+        for name in fields:
+            if name in schema.tags:
+                raise WriteRejected(f"{name!r} is a tag of {measurement!r}; it cannot also be a field")
+            stored = schema.fields.get(name)
+            kind = field_kind(data.schema[name])
+            if stored is None or stored == kind or name not in data.columns:
+                continue
+            bad = data.filter(pl.col(name).is_not_null())
+            reason = f"field type conflict: {name!r} is {stored} in {measurement!r}, got {kind}"
+            rejected += [RejectedRow(row=r, reason=reason) for r in bad[ROW].to_list()]
+            data = data.filter(pl.col(name).is_null()).drop(name)
+        remaining = [f for f in fields if f in data.columns]
+        if remaining and data.height:
+            data = data.filter(pl.any_horizontal(pl.col(f).is_not_null() for f in remaining))
+        elif not remaining:
+            data = data.clear()
+        return data, rejected
+
+    def _write_locked(self, measurement: str, schema: _Schema, data: pl.DataFrame, tags: list[str]) -> None:
+        conn = self._conn
+        table = _table(measurement)
+        fields = [c for c in data.columns if c not in (ROW, TIME, *tags)]
+        for tag in tags:
+            if tag in schema.fields:
+                raise WriteRejected(f"{tag!r} is a field of {measurement!r}; it cannot also be a tag")
+        new_tags = [t for t in tags if t not in schema.tags]
+        new_fields = [f for f in fields if f not in schema.fields]
+        # Tags the batch does not carry are "" for its rows, as a missing tag reads in InfluxDB.
+        data = data.drop(ROW).with_columns(
+            pl.col(TIME).dt.epoch("ns"), *(pl.lit("").alias(t) for t in schema.tags if t not in tags)
+        )
+        all_tags = [*schema.tags, *new_tags]
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            if measurement not in self._schemas:
+                conn.execute(f"CREATE TABLE {table} ({quote_ident(TIME)} BIGINT NOT NULL)")
+            position = len(schema.tags) + len(schema.fields)
+            for tag in new_tags:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(tag)} VARCHAR DEFAULT ''")
+                position += 1
+                conn.execute(
+                    "INSERT INTO main.smartcity_columns VALUES (?, ?, 'tag', ?)", [measurement, tag, position]
+                )
+            for name in new_fields:
+                kind = field_kind(data.schema[name])
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {_SQL_TYPES[kind]}")
+                position += 1
+                conn.execute(
+                    "INSERT INTO main.smartcity_columns VALUES (?, ?, ?, ?)",
+                    [measurement, name, kind, position],
+                )
+            self._merge(conn, table, data.to_arrow(), all_tags, fields)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        schema.tags.extend(new_tags)
+        for name in new_fields:
+            schema.fields[name] = field_kind(data.schema[name])
+        self._schemas[measurement] = schema
+
+    @staticmethod
+    def _merge(
+        conn: duckdb.DuckDBPyConnection, table: str, batch: pa.Table, tags: list[str], fields: list[str]
+    ) -> None:
+        conn.register("smartcity_batch", batch)
+        try:
+            keys = [quote_ident(k) for k in (*tags, TIME)]
+            low, high = conn.execute(
+                f"SELECT min({quote_ident(TIME)}), max({quote_ident(TIME)}) FROM smartcity_batch"
+            ).fetchone() or (None, None)
+            join = " AND ".join(f"t.{k} = b.{k}" for k in keys)
+            in_range = f"t.{quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)}"
+            overlap = conn.execute(
+                f"SELECT count(*) FROM {table} t JOIN smartcity_batch b ON {join} WHERE {in_range}"
+            ).fetchone()
+            if overlap and overlap[0]:
+                sets = ", ".join(
+                    f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
+                )
+                conn.execute(
+                    f"UPDATE {table} AS t SET {sets} FROM smartcity_batch b WHERE {join} AND {in_range}"
+                )
+                conn.execute(
+                    f"INSERT INTO {table} BY NAME SELECT b.* FROM smartcity_batch b "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {join} AND {in_range})"
+                )
+            else:
+                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM smartcity_batch")
+        finally:
+            conn.unregister("smartcity_batch")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _where(tags: list[str], where: TagFilter | None, params: list[Any]) -> list[str]:
+        clauses: list[str] = []
+        for key, value in (where or {}).items():
+            values = tag_values(value)
+            if key not in tags:
+                # A tag the measurement never had is "" on every row, as in InfluxDB.
+                clauses.append("TRUE" if "" in values else "FALSE")
+                continue
+            if not values:
+                clauses.append("FALSE")
+                continue
+            clauses.append(f"{quote_ident(key)} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        return clauses
+
+    def read(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        where: TagFilter | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of one measurement in ``[start, end)`` (see ``storage.base.Store.read``)."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise QueryError("read() needs time-zone-aware start and end datetimes")
+        known = self._schema_copy(measurement)
+        wanted = list(dict.fromkeys(fields)) if fields is not None else None
+        if known is None:
+            return empty_frame([], {f: "float" for f in wanted or []})
+        tags, stored_fields = known
+        tags = sorted(tags)
+        if wanted is None:
+            wanted = sorted(stored_fields)
+        kinds = {f: stored_fields.get(f, "float") for f in wanted}
+        present = [f for f in wanted if f in stored_fields]
+        if not present:
+            return empty_frame(tags, kinds)
+        params: list[Any] = [_epoch_ns(start), _epoch_ns(end)]
+        clauses = [f"{quote_ident(TIME)} >= ?", f"{quote_ident(TIME)} < ?"]
+        clauses += self._where(tags, where, params)
+        clauses.append("(" + " OR ".join(f"{quote_ident(f)} IS NOT NULL" for f in present) + ")")
+        columns = [quote_ident(c) for c in (TIME, *tags, *present)]
+        order = ", ".join(quote_ident(c) for c in (TIME, *tags))
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {_table(measurement)} "
+            f"WHERE {' AND '.join(clauses)} ORDER BY {order}"
+        )
+        table = self._cursor().sql(sql, params=params).to_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+        missing = [f for f in wanted if f not in stored_fields]
+        if missing:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(f) for f in missing)
+        return frame.select(TIME, *tags, *wanted)
+
+    def series(self, measurement: str, *, where: TagFilter | None = None) -> pl.DataFrame:
+        """One row per series with its tags and ``last_time`` (see ``storage.base.Store.series``)."""
+        known = self._schema_copy(measurement)
+        if known is None:
+            return pl.DataFrame(schema={"last_time": TIME_DTYPE})
+        tags = sorted(known[0])
+        params: list[Any] = []
+        clauses = self._where(tags, where, params) or ["TRUE"]
+        tag_sql = ", ".join(quote_ident(t) for t in tags)
+        select = f"{tag_sql}, " if tags else ""
+        group = f" GROUP BY {tag_sql} ORDER BY {tag_sql}" if tags else ""
+        sql = (
+            f"SELECT {select}max({quote_ident(TIME)}) AS last_time FROM {_table(measurement)} "
+            f"WHERE {' AND '.join(clauses)}{group}"
+        )
+        frame = pl.from_arrow(self._cursor().sql(sql, params=params).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.filter(pl.col("last_time").is_not_null())
+        return frame.with_columns(pl.col("last_time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+
+    def measurements(self) -> list[str]:
+        """Names of the measurements that hold data."""
+        with self._lock:
+            names = sorted(self._schemas)
+        cursor = self._cursor()
+        return [n for n in names if cursor.execute(f"SELECT 1 FROM {_table(n)} LIMIT 1").fetchone()]
+
+    def health(self) -> Health:
+        """Whether the database answers; never raises."""
+        try:
+            self._cursor().execute("SELECT 1").fetchone()
+        except Exception as exc:
+            return Health(ok=False, backend=self.backend, version=duckdb.__version__, detail=str(exc))
+        return Health(ok=True, backend=self.backend, version=duckdb.__version__, detail=self.path)
+
+    def close(self) -> None:
+        """Close the database file."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def empty_frame(tags: Sequence[str], fields: dict[str, str]) -> pl.DataFrame:
+    """The frame an empty read returns: ``time``, the tags, the fields with their dtypes."""
+    schema: dict[str, pl.DataType] = {TIME: TIME_DTYPE}
+    schema.update({t: pl.String() for t in tags})
+    schema.update({f: KIND_DTYPES[kind] for f, kind in fields.items()})
+    return pl.DataFrame(schema=schema)

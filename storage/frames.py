@@ -1,0 +1,157 @@
+"""Checking and normalising the frames handed to ``Store.write``, the same way for every store.
+
+Both stores accept exactly the same rows and refuse exactly the same rows, so that a platform
+moved from DuckDB to InfluxDB (or back) behaves the same. The rules follow what InfluxDB can
+hold:
+
+* ``time`` is converted to ``Datetime("ns", "UTC")``; a naive datetime is taken as UTC, any
+  other time zone is converted. A row without a time is refused.
+* Tag values are strings; a null tag is the empty string, which means "no such tag" (InfluxDB
+  stores no empty tag). A tag value with a line break, or ending with a backslash, cannot be
+  carried by InfluxDB's line protocol: its row is refused.
+* Fields are ``Float64``, ``Int64``, ``Boolean`` or ``String`` (other integer and float widths
+  are widened). A null, NaN or infinite value means the field is absent from the row. A row
+  without any field is refused.
+* Several rows of one batch with the same (tags, time) are merged, the later one winning field
+  by field, as InfluxDB does with the points of one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from storage.base import TIME, RejectedRow
+from storage.errors import WriteRejected
+
+ROW = "__row"
+"""Column carrying each row's index in the caller's frame, to report refused rows by index."""
+
+FIELD_DTYPES: tuple[pl.DataType, ...] = (pl.Float64(), pl.Int64(), pl.Boolean(), pl.String())
+
+
+@dataclass(slots=True)
+class PreparedFrame:
+    """A frame ready to store: ``time``, tags, fields, plus the ``__row`` index column."""
+
+    frame: pl.DataFrame
+    tags: list[str]
+    fields: list[str]
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
+def _field_dtype(name: str, dtype: pl.DataType) -> pl.DataType:
+    if dtype in FIELD_DTYPES:
+        return dtype
+    if dtype.is_integer():
+        if dtype == pl.UInt64:
+            raise WriteRejected(f"field {name!r}: UInt64 does not fit the stores' Int64; cast it first")
+        return pl.Int64()
+    if dtype.is_float():
+        return pl.Float64()
+    if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.String()
+    raise WriteRejected(
+        f"field {name!r} has dtype {dtype}; a store field is Float64, Int64, Boolean or String"
+    )
+
+
+def _time_expr(dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        col = pl.col(TIME)
+        if dtype.time_zone is None:
+            col = col.dt.replace_time_zone("UTC")
+        return col.dt.convert_time_zone("UTC").dt.cast_time_unit("ns")
+    if dtype == pl.Date:
+        return pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC")
+    raise WriteRejected(f"column {TIME!r} has dtype {dtype}; expected a Datetime")
+
+
+def check_name(kind: str, name: str) -> None:
+    """Refuse a measurement, tag or field name that a store cannot hold."""
+    if not name:
+        raise WriteRejected(f"{kind} name is empty")
+    if "\n" in name or "\r" in name or name.endswith("\\"):
+        raise WriteRejected(f"{kind} name {name!r} contains a line break or ends with a backslash")
+    if name == TIME or name.startswith("__"):
+        raise WriteRejected(f"{kind} name {name!r} is reserved")
+
+
+def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> PreparedFrame:
+    """Check and normalise ``frame`` (see the module docstring); raise ``WriteRejected`` when the
+    frame as a whole is unusable (no ``time`` column, an unsupported dtype, a bad name)."""
+    check_name("measurement", measurement)
+    if TIME not in frame.columns:
+        raise WriteRejected(f"the frame has no {TIME!r} column (columns: {', '.join(frame.columns)})")
+    tag_list = list(dict.fromkeys(tags))
+    missing = [t for t in tag_list if t not in frame.columns]
+    if missing:
+        raise WriteRejected(f"tag column(s) {', '.join(missing)} not in the frame")
+    field_list = [c for c in frame.columns if c != TIME and c not in tag_list]
+    for name in tag_list:
+        check_name("tag", name)
+    for name in field_list:
+        check_name("field", name)
+
+    exprs: list[pl.Expr] = [_time_expr(frame.schema[TIME]).alias(TIME)]
+    exprs += [pl.col(t).cast(pl.String).fill_null("").alias(t) for t in tag_list]
+    for name in field_list:
+        dtype = _field_dtype(name, frame.schema[name])
+        expr = pl.col(name).cast(dtype)
+        if dtype == pl.Float64:
+            # NaN and infinities have no line-protocol form: they mean "no value".
+            expr = pl.when(expr.is_finite()).then(expr)
+        exprs.append(expr.alias(name))
+    out = frame.with_row_index(ROW).select(pl.col(ROW), *exprs)
+
+    reasons: list[tuple[pl.Expr, str]] = [(pl.col(TIME).is_null(), "no time")]
+    for t in tag_list:
+        bad = pl.col(t).str.contains("[\r\n]") | pl.col(t).str.ends_with("\\")
+        reasons.append((bad, f"tag {t!r} contains a line break or ends with a backslash"))
+    if field_list:
+        reasons.append((pl.all_horizontal(pl.col(f).is_null() for f in field_list), "no field value"))
+    else:
+        reasons.append((pl.lit(True), "no field value"))
+    reason = pl.lit(None, dtype=pl.String)
+    for condition, text in reversed(reasons):
+        reason = pl.when(condition).then(pl.lit(text)).otherwise(reason)
+    flagged = out.with_columns(reason.alias("__reason"))
+    refused = flagged.filter(pl.col("__reason").is_not_null())
+    rejected = [RejectedRow(row=r, reason=why) for r, why in refused.select(ROW, "__reason").iter_rows()]
+    if rejected:
+        out = flagged.filter(pl.col("__reason").is_null()).drop("__reason")
+
+    keys = [*tag_list, TIME]
+    if out.height > 1 and out.select(pl.struct(keys).is_duplicated().any()).item():
+        out = out.group_by(keys, maintain_order=True).agg(
+            pl.col(ROW).last(), *(pl.col(f).last(ignore_nulls=True) for f in field_list)
+        )
+        out = out.select(ROW, TIME, *tag_list, *field_list)
+    # Columns that are null on every remaining row carry nothing: a store would otherwise
+    # create them with a type guessed from nothing.
+    empty = [f for f in field_list if out.height == 0 or out[f].null_count() == out.height]
+    if empty:
+        out = out.drop(empty)
+        field_list = [f for f in field_list if f not in empty]
+    return PreparedFrame(out, tag_list, field_list, rejected)
+
+
+def field_kind(dtype: pl.DataType) -> str:
+    """The store-neutral name of a field dtype: float, integer, boolean or string."""
+    if dtype == pl.Float64:
+        return "float"
+    if dtype == pl.Int64:
+        return "integer"
+    if dtype == pl.Boolean:
+        return "boolean"
+    return "string"
+
+
+KIND_DTYPES: dict[str, pl.DataType] = {
+    "float": pl.Float64(),
+    "integer": pl.Int64(),
+    "boolean": pl.Boolean(),
+    "string": pl.String(),
+}

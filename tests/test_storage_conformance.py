@@ -1,0 +1,260 @@
+"""The conformance suite: every call of the ``Store`` protocol, run against every store.
+
+The same calls must give the same results on DuckDB and on a real InfluxDB, so that the
+platform behaves the same whichever store an operator picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from storage.base import TIME, TIME_DTYPE, Store
+from tests.storage_fixtures import STORE_KINDS, open_test_store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+TAGS = ["insee", "device_id"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """Each store in turn: DuckDB in a temporary file, InfluxStore against a real influxd."""
+    with open_test_store(request) as opened:
+        yield opened
+
+
+def readings(n: int, *, devices: int = 3, start: datetime = T0, step_s: int = 10) -> pl.DataFrame:
+    """``n`` rows spread over ``devices`` devices of two communes, every field type."""
+    idx = pl.int_range(0, n, eager=True)
+    return pl.DataFrame(
+        {
+            TIME: pl.datetime_range(
+                start, start + timedelta(seconds=step_s * (n - 1)), f"{step_s}s", time_unit="ns", eager=True
+            ),
+            "insee": pl.Series(["78498", "92049"])[idx % 2 if devices > 1 else idx * 0],
+            "device_id": ("dev-" + (idx % devices).cast(pl.String)),
+            "pm25": idx.cast(pl.Float64) / 7,
+            "count": idx * 3,
+            "online": idx % 2 == 0,
+            "state": "s" + idx.cast(pl.String),
+        }
+    )
+
+
+def read_all(store: Store, measurement: str, **kwargs: object) -> pl.DataFrame:
+    return store.read(measurement, start=T0 - 24 * HOUR, end=T0 + 24 * HOUR, **kwargs)  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_values_and_dtypes(store: Store) -> None:
+    frame = readings(50)
+    report = store.write("air_quality", frame, tags=TAGS)
+    assert report.written == frame.height and not report.rejected
+    got = read_all(store, "air_quality")
+    assert got.schema == pl.Schema(
+        {
+            TIME: TIME_DTYPE,
+            "device_id": pl.String,
+            "insee": pl.String,
+            "count": pl.Int64,
+            "online": pl.Boolean,
+            "pm25": pl.Float64,
+            "state": pl.String,
+        }
+    )
+    expected = frame.select(got.columns).sort(TIME, "device_id", "insee")
+    assert_frame_equal(got, expected)
+
+
+def test_floats_round_trip_exactly(store: Store) -> None:
+    values = [0.1, 1 / 3, 1e-300, 1.7976931348623157e308, -2.5e-7, 123456789.12345679, 0.0]
+    frame = pl.DataFrame(
+        {TIME: [T0 + timedelta(seconds=i) for i in range(len(values))], "insee": "78498", "x": values}
+    )
+    store.write("m", frame, tags=["insee"])
+    assert read_all(store, "m")["x"].to_list() == values
+
+
+def test_empty_results(store: Store) -> None:
+    store.write("air_quality", readings(10), tags=TAGS)
+    outside = store.read("air_quality", start=T0 - 2 * HOUR, end=T0 - HOUR)
+    assert outside.height == 0
+    assert outside.schema[TIME] == TIME_DTYPE
+    nobody = read_all(store, "air_quality", where={"insee": "00000"})
+    assert nobody.height == 0
+
+
+def test_unknown_measurement_reads_empty(store: Store) -> None:
+    got = read_all(store, "never_written", fields=["pm25"])
+    assert got.height == 0
+    assert got.columns == [TIME, "pm25"]
+    assert store.series("never_written").height == 0
+    assert "never_written" not in store.measurements()
+
+
+def test_measurements_lists_what_holds_data(store: Store) -> None:
+    store.write("air_quality", readings(3), tags=TAGS)
+    store.write("traffic_1h", readings(3), tags=TAGS)
+    assert {"air_quality", "traffic_1h"} <= set(store.measurements())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'quote"d',
+        "apos'trophe",
+        "back\\slash",
+        "with space",
+        "com,ma",
+        "equal=sign",
+        "Jouars-Pontchartrain ÉÈ 日本 😀",
+        "' OR 1=1 --",
+        '"; DROP MEASUREMENT x; --',
+        "a\\'b",
+        "x\\ny",
+    ],
+)
+def test_special_characters_in_tags_round_trip_and_filter(store: Store, value: str) -> None:
+    frame = pl.DataFrame(
+        {TIME: [T0, T0], "insee": [value, "78498"], "device_id": [value, "plain"], "pm25": [1.0, 2.0]}
+    )
+    assert store.write("air quality,odd=name", frame, tags=TAGS).written == 2
+    got = read_all(store, "air quality,odd=name", where={"device_id": value})
+    assert got.select("insee", "device_id", "pm25").rows() == [(value, value, 1.0)]
+    series = store.series("air quality,odd=name", where={"insee": value})
+    assert series.select("insee", "device_id").rows() == [(value, value)]
+
+
+def test_special_characters_in_field_names_and_string_values(store: Store) -> None:
+    text = 'say "hi" \\ to\nthe ÉÈ, world=1 '
+    frame = pl.DataFrame({TIME: [T0], "insee": ["1"], "odd key,=x": [text], 'q"f': [1.5]})
+    store.write("m", frame, tags=["insee"])
+    got = read_all(store, "m")
+    assert got["odd key,=x"].to_list() == [text]
+    assert got['q"f'].to_list() == [1.5]
+
+
+def test_duplicate_timestamps_last_write_wins_field_by_field(store: Store) -> None:
+    first = pl.DataFrame({TIME: [T0], "insee": ["1"], "device_id": ["d"], "a": [1.0], "b": [10]})
+    second = pl.DataFrame({TIME: [T0], "insee": ["1"], "device_id": ["d"], "a": [2.0], "b": [None]})
+    store.write("m", first, tags=TAGS)
+    store.write("m", second.with_columns(pl.col("b").cast(pl.Int64)), tags=TAGS)
+    got = read_all(store, "m")
+    assert got.select("a", "b").rows() == [(2.0, 10)]
+
+
+def test_duplicates_inside_one_batch_merge_in_order(store: Store) -> None:
+    frame = pl.DataFrame(
+        {
+            TIME: [T0, T0, T0],
+            "insee": ["1", "1", "1"],
+            "device_id": ["d", "d", "d"],
+            "a": [1.0, None, 3.0],
+            "b": [1, 2, None],
+        }
+    )
+    store.write("m", frame, tags=TAGS)
+    assert read_all(store, "m").select("a", "b").rows() == [(3.0, 2)]
+
+
+def test_out_of_order_writes_read_sorted(store: Store) -> None:
+    frame = readings(60)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=7)
+    store.write("m", shuffled[30:], tags=TAGS)
+    store.write("m", shuffled[:30], tags=TAGS)
+    got = read_all(store, "m")
+    assert_frame_equal(got, frame.select(got.columns).sort(TIME, "device_id", "insee"))
+
+
+def test_time_range_is_half_open(store: Store) -> None:
+    frame = readings(10, step_s=60)
+    store.write("m", frame, tags=TAGS)
+    start, end = T0 + timedelta(minutes=2), T0 + timedelta(minutes=5)
+    got = store.read("m", start=start, end=end)
+    assert (
+        got[TIME].to_list()
+        == frame.filter(pl.col(TIME).is_between(start, end, closed="left"))[TIME].to_list()
+    )
+
+
+def test_non_utc_input_is_converted_and_results_are_utc(store: Store) -> None:
+    paris = pl.DataFrame(
+        {
+            TIME: pl.Series([datetime(2026, 7, 1, 14, 0)]).dt.replace_time_zone("Europe/Paris"),
+            "insee": ["78498"],
+            "x": [1.0],
+        }
+    )
+    store.write("m", paris, tags=["insee"])
+    start = datetime(2026, 7, 1, 13, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    got = store.read("m", start=start, end=start + HOUR + timedelta(seconds=1))
+    assert got[TIME].to_list() == [datetime(2026, 7, 1, 12, 0, tzinfo=UTC)]
+    assert got.schema[TIME] == TIME_DTYPE
+    plus_five = timezone(timedelta(hours=5))
+    assert (
+        store.read("m", start=datetime(2026, 7, 1, 17, 0, tzinfo=plus_five), end=start + 2 * HOUR).height == 1
+    )
+
+
+def test_tag_filter_with_one_and_several_values(store: Store) -> None:
+    frame = readings(30, devices=5)
+    store.write("m", frame, tags=TAGS)
+    one = read_all(store, "m", where={"device_id": "dev-1"})
+    assert one.height == frame.filter(pl.col("device_id") == "dev-1").height > 0
+    several = read_all(store, "m", where={"device_id": ["dev-1", "dev-3"], "insee": "92049"})
+    expected = frame.filter(pl.col("device_id").is_in(["dev-1", "dev-3"]) & (pl.col("insee") == "92049"))
+    assert sorted(several["count"].to_list()) == sorted(expected["count"].to_list())
+
+
+def test_field_selection(store: Store) -> None:
+    frame = readings(10)
+    store.write("m", frame, tags=TAGS)
+    got = read_all(store, "m", fields=["count", "pm25"])
+    assert got.columns == [TIME, "device_id", "insee", "count", "pm25"]
+    assert sorted(got["count"].to_list()) == frame["count"].to_list()
+
+
+def test_field_selection_skips_rows_without_those_fields(store: Store) -> None:
+    frame = pl.DataFrame({TIME: [T0, T0 + HOUR], "insee": ["1", "1"], "a": [1.0, None], "b": [None, 2.0]})
+    store.write("m", frame, tags=["insee"])
+    assert read_all(store, "m", fields=["a"]).select(TIME, "a").rows() == [(T0, 1.0)]
+
+
+def test_series_last_time(store: Store) -> None:
+    frame = readings(40, devices=4)
+    store.write("m", frame, tags=TAGS)
+    got = store.series("m")
+    expected = frame.group_by(TAGS).agg(pl.col(TIME).max().alias("last_time"))
+    assert_frame_equal(got.select(*TAGS, "last_time"), expected, check_row_order=False)
+    filtered = store.series("m", where={"insee": "78498"})
+    assert set(filtered["insee"]) == {"78498"}
+
+
+def test_rows_without_any_field_are_refused_and_reported(store: Store) -> None:
+    frame = pl.DataFrame(
+        {TIME: [T0, T0 + HOUR, T0], "insee": ["1", "1", "2"], "a": [1.0, None, float("nan")]}
+    )
+    report = store.write("m", frame, tags=["insee"])
+    assert report.written == 1
+    assert [r.row for r in report.rejected] == [1, 2]
+    assert read_all(store, "m").height == 1
+
+
+def test_large_batch(store: Store) -> None:
+    frame = readings(50_000, devices=200, step_s=1)
+    assert store.write("m", frame, tags=TAGS).written == frame.height
+    got = read_all(store, "m")
+    assert got.height == frame.height
+    assert got["count"].sum() == frame["count"].sum()
+
+
+def test_missing_tag_reads_as_empty_string_and_filters_as_such(store: Store) -> None:
+    frame = pl.DataFrame({TIME: [T0, T0], "insee": ["1", "2"], "field": ["pm25", None], "v": [1.0, 2.0]})
+    store.write("rejected_readings", frame, tags=["insee", "field"])
+    got = read_all(store, "rejected_readings", where={"field": ""})
+    assert got.select("insee", "field").rows() == [("2", "")]
