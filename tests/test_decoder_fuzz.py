@@ -1,0 +1,104 @@
+"""Property tests: whatever arrives, the decoder returns a Decoded and never raises.
+
+Beyond "no exception", the decoder must not reach its own safety net (``internal_error``), and
+whatever it keeps must satisfy the contract: known fields, in bounds, plausible times.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensors.decoder import MAX_AHEAD_NS, MIN_TIME_NS
+from sensors.families import FAMILIES
+from sensors.readings import REASONS, Decoded
+from tests.decoder_fixtures import NOW_NS, make_decoder, topic
+
+DECODER = make_decoder(max_payload_bytes=64 * 1024, max_batch=50)
+FAMILY_NAMES = [family.value for family in FAMILIES]
+FIELD_NAMES = sorted({field.name for spec in FAMILIES.values() for field in spec.fields})
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+valid_topics = st.builds(
+    topic,
+    st.sampled_from([*FAMILY_NAMES, "weather"]),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True),
+    st.sampled_from(["78498", "92012", "75056"]),
+)
+timestamps = (
+    st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+    | st.text(max_size=30)
+)
+field_values = json_scalars | st.dictionaries(
+    st.sampled_from(["type", "value", "metadata"]),
+    json_scalars | st.fixed_dictionaries({"unitCode": st.sampled_from(["GQ", "GP", "P1", "CEL", "61", "X"])}),
+)
+readings = st.fixed_dictionaries(
+    {"ts": timestamps},
+    optional={name: field_values for name in FIELD_NAMES}
+    | {"type": st.sampled_from(["AirQualityObserved", "TrafficFlowObserved", "CrowdFlowObserved", "x"])}
+    | {"dateObserved": timestamps},
+)
+
+
+def _assert_sound(decoded: Any) -> None:
+    assert isinstance(decoded, Decoded)
+    reasons = [error.reason for error in decoded.errors]
+    assert "internal_error" not in reasons, decoded.errors
+    assert set(reasons) <= set(REASONS)
+    for reading in decoded.readings:
+        spec = FAMILIES[next(f for f in FAMILIES if f.value == reading.family)]
+        assert MIN_TIME_NS <= reading.time_ns <= NOW_NS + MAX_AHEAD_NS
+        assert reading.fields
+        for name, value in reading.fields.items():
+            field = spec.field(name)
+            assert field is not None
+            assert field.check(value) is None, (name, value)
+
+
+@SETTINGS
+@given(st.text(max_size=80), st.binary(max_size=300))
+def test_arbitrary_topic_and_bytes(any_topic: str, payload: bytes) -> None:
+    _assert_sound(DECODER.decode(any_topic, payload))
+
+
+@SETTINGS
+@given(valid_topics, st.binary(max_size=300))
+def test_valid_topic_arbitrary_bytes(valid_topic: str, payload: bytes) -> None:
+    _assert_sound(DECODER.decode(valid_topic, payload))
+
+
+@SETTINGS
+@given(valid_topics, json_values)
+def test_valid_topic_arbitrary_json(valid_topic: str, document: object) -> None:
+    _assert_sound(DECODER.decode(valid_topic, json.dumps(document).encode()))
+
+
+@SETTINGS
+@given(valid_topics, readings | st.lists(readings, max_size=60))
+def test_reading_shaped_payloads(valid_topic: str, document: object) -> None:
+    _assert_sound(DECODER.decode(valid_topic, json.dumps(document).encode()))
+
+
+def test_deeply_nested_payload_is_malformed_not_a_crash() -> None:
+    payload = b"[" * 100_000 + b"]" * 100_000
+    decoded = make_decoder(max_payload_bytes=1_000_000).decode(topic("camera"), payload)
+    assert [error.reason for error in decoded.errors] == ["malformed_json"]
+
+
+def test_non_bytes_payload_and_topic_do_not_raise() -> None:
+    assert DECODER.decode(None, b"{}").errors[0].reason == "bad_topic"  # type: ignore[arg-type]
+    assert DECODER.decode(topic("traffic"), "text").errors[0].reason == "not_utf8"  # type: ignore[arg-type]
