@@ -1,25 +1,68 @@
-"""Settings of the ingestor."""
+"""Settings of the ingestor (``SMARTCITY_INGEST__*`` in the environment, ``[ingest]`` in TOML)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from sensors.topics import SUBSCRIPTION
+from sensors.topics import DEADLETTER_PREFIX, SUBSCRIPTION
 
 
 class IngestSettings(BaseModel):
     """How ``smartcity ingest`` subscribes, batches, spools and reports."""
 
     topic: str = SUBSCRIPTION
-    shared_group: str | None = None
+    shared_group: str | None = Field(None, pattern=r"^[^/+#$]+$")
     """When set, subscribe as ``$share/<group>/<topic>`` so several ingestors split the load."""
-    client_id: str = "smartcity-ingest"
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    client_id: str = Field("smartcity-ingest", min_length=1, max_length=128)
+    """Fixed, so the broker keeps this ingestor's session (and its queued readings) while it is down.
+    Each ingestor of a shared group needs its own."""
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    """How long the broker keeps the session of a disconnected ingestor."""
+    receive_maximum: int = Field(20000, ge=1, le=65535)
+    """MQTT 5 flow control: how many unacknowledged readings messages the broker may have in flight
+    to this ingestor. Messages are acknowledged only once stored, so this bounds the ingestor's
+    memory and must exceed what one batch holds for batches to fill by size."""
+    queue_max_messages: int = Field(50000, ge=1)
+    """Bound of the queue between the MQTT network thread and the writer thread."""
     batch_size: int = Field(5000, ge=1)
+    """Readings per store write; a batch is also flushed after ``batch_interval_s``."""
     batch_interval_s: float = Field(1.0, gt=0)
+    store_timeout_s: float = Field(10.0, gt=0)
+    """A store write slower than this counts as the store being down: the batch is spooled."""
+    store_max_retries: int = Field(1, ge=0)
+    """Retries inside one store write before spooling (the spool replays later anyway)."""
+    retry_interval_s: float = Field(2.0, gt=0)
+    """First delay before trying a store that failed again; doubles up to ``retry_max_interval_s``."""
+    retry_max_interval_s: float = Field(30.0, gt=0)
     spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 16)
+    """When the spool holds this much, ingest stops acknowledging: the broker keeps the readings."""
     deadletter_file: Path = Path("var/deadletter.jsonl")
+    deadletter_topic: str = DEADLETTER_PREFIX
+    """Prefix of the dead-letter topics: ``<prefix>/<reason>/<original topic>``."""
+    deadletter_publish: bool = True
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9108, ge=0, le=65535)
+    """HTTP port of ``/metrics`` and ``/healthz``; 0 picks a free port, None serves nothing."""
+    log_interval_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> IngestSettings:
+        if not self.topic or self.topic.startswith("$share/"):
+            raise ValueError(
+                f"topic {self.topic!r}: give the plain topic filter and the group in shared_group"
+            )
+        if any(ch in self.deadletter_topic for ch in "+#") or self.deadletter_topic.endswith("/"):
+            raise ValueError(f"deadletter_topic {self.deadletter_topic!r} must be a plain topic prefix")
+        if self.retry_max_interval_s < self.retry_interval_s:
+            raise ValueError("retry_max_interval_s must be at least retry_interval_s")
+        return self
+
+    @property
+    def subscription(self) -> str:
+        """The topic filter actually subscribed to (with the shared-subscription prefix if any)."""
+        if self.shared_group:
+            return f"$share/{self.shared_group}/{self.topic}"
+        return self.topic

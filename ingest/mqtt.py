@@ -1,0 +1,222 @@
+"""The MQTT side of the ingestor: a persistent MQTT 5 session with manual acknowledgement.
+
+paho-mqtt's network thread only wraps each message and puts it on the writer's inbox; the
+writer acknowledges later, from its own thread, once the message is durable. paho queues the
+PUBACK on a thread-safe deque and wakes its loop, so acknowledging from another thread is safe.
+
+An acknowledgement is only meaningful on the connection that delivered the message: after a
+reconnection the broker delivers unacknowledged messages again and may reuse packet ids, so
+acks of an older connection are dropped (the message comes again, is stored again: harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.batch import Ack, Message
+from ingest.config import IngestSettings
+from ingest.metrics import IngestMetrics
+from ingest.writer import Inbox
+from sensors.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+OUTGOING_QUEUE_LIMIT = 10_000
+"""Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
+skipped (the dead-letter file always has the record)."""
+
+
+class MqttConsumer:
+    """Subscribes with QoS 1 in a persistent session and feeds the writer's inbox."""
+
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        settings: IngestSettings,
+        inbox: Inbox,
+        metrics: IngestMetrics,
+    ) -> None:
+        self._mqtt = mqtt_settings
+        self._settings = settings
+        self._inbox = inbox
+        self._metrics = metrics
+        self._deadletter_prefix = settings.deadletter_topic + "/"
+        self._queue_limit = settings.queue_max_messages
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._space = threading.Event()
+        self._paused = False
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.subscribe_error: str | None = None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if mqtt_settings.username:
+            client.username_pw_set(mqtt_settings.username, mqtt_settings.password)
+        if mqtt_settings.tls:
+            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_queued_messages_set(OUTGOING_QUEUE_LIMIT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects on its own after a loss."""
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
+        properties.ReceiveMaximum = self._settings.receive_maximum
+        self._client.connect_async(
+            self._mqtt.host,
+            self._mqtt.port,
+            keepalive=self._mqtt.keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def pause(self) -> None:
+        """Stop taking messages in (they stay unacknowledged: the broker delivers them again)."""
+        self._paused = True
+        self._space.set()
+
+    def stop(self) -> None:
+        """Send the acknowledgements still queued, disconnect (keeping the session), stop the loop."""
+        # PUBACKs queued by the writer are ahead of the DISCONNECT in paho's outgoing queue.
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        return self._connected.is_set()
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the broker granted the subscription on the current connection."""
+        return self._subscribed.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Block until subscribed (or ``timeout``); True when subscribed."""
+        return self._subscribed.wait(timeout)
+
+    # --- acknowledgements and publications (writer thread) --------------------------------------
+
+    def ack(self, acks: Sequence[Ack]) -> int:
+        """Acknowledge messages delivered on the current connection; returns how many."""
+        sent = 0
+        client = self._client
+        with self._lock:
+            generation = self._generation
+            if not self._connected.is_set():
+                return 0
+            for mid, qos, message_generation in acks:
+                if qos and message_generation == generation:
+                    client.ack(mid, qos)
+                    sent += 1
+        return sent
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 1 without blocking (used for dead-letter records)."""
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            log.warning("dead-letter publication skipped on %s: outgoing queue full", topic)
+
+    def space_available(self) -> None:
+        """Called by the writer after draining: wakes the network thread if it waits for room."""
+        if self._inbox.qsize() < self._queue_limit:
+            self._space.set()
+
+    # --- paho callbacks (network thread) ------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        with self._lock:
+            self._generation += 1
+        self._connected.set()
+        self._metrics.connected.set(1)
+        log.info(
+            "connected to %s:%d as %s (session %s)",
+            self._mqtt.host,
+            self._mqtt.port,
+            self._settings.client_id,
+            "resumed" if flags.session_present else "new",
+        )
+        shared = self._settings.shared_group is not None
+        # No Local keeps our own dead-letter publications away; MQTT 5 forbids it on shared
+        # subscriptions, where the topic filter of on_message does the job.
+        options = SubscribeOptions(qos=1, noLocal=not shared, retainHandling=1)
+        client.subscribe(self._settings.subscription, options=options)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        failures = [code for code in reason_codes if code.is_failure]
+        if failures:
+            self.subscribe_error = f"broker refused subscription {self._settings.subscription}: {failures[0]}"
+            log.error(self.subscribe_error)
+            return
+        self.subscribe_error = None
+        self._subscribed.set()
+        log.info("subscribed to %s (QoS 1)", self._settings.subscription)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        with self._lock:
+            self._generation += 1
+            self._connected.clear()
+        self._subscribed.clear()
+        self._metrics.connected.set(0)
+        if not self._paused:
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._paused:
+            return
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")
+        if topic.startswith(self._deadletter_prefix):
+            # A dead-letter record (ours or another ingestor's) reached a wide subscription.
+            client.ack(message.mid, message.qos)
+            return
+        payload = cast(bytes, message.payload)
+        inbox = self._inbox
+        inbox.put(Message(message.mid, message.qos, topic, payload, time.time_ns(), self._generation))
+        metrics = self._metrics
+        metrics.messages.inc()
+        metrics.bytes.inc(len(payload))
+        if inbox.qsize() >= self._queue_limit:
+            self._wait_for_space()
+
+    def _wait_for_space(self) -> None:
+        # Only reached when the broker ignores our receive maximum: slow the network thread
+        # down rather than let the inbox grow without bound.
+        while self._inbox.qsize() >= self._queue_limit and not self._paused:
+            self._space.clear()
+            self._space.wait(1.0)
