@@ -1,0 +1,98 @@
+"""The optional device topology: which network device each device reaches the platform through.
+
+A CSV file with a header ``device_id,parent`` (extra columns such as ``insee`` or ``note`` are
+ignored); ``parent`` is the device id of the gateway, switch or ONT in front of ``device_id``,
+empty for a device directly connected. When a parent is offline, the offline alerts of the
+devices behind it (at any depth) are suppressed: one message about the parent instead of one
+per child. See docs/alerts.md.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+from sensors.topics import DEVICE_ID_PATTERN
+
+
+class TopologyError(ValueError):
+    """The topology file is malformed; the message names the line."""
+
+
+class Topology:
+    """Device -> parent links, checked for unknown ids and cycles."""
+
+    def __init__(self, parents: dict[str, str]) -> None:
+        self._parents = dict(parents)
+        for device in self._parents:
+            self._check_cycle(device)
+
+    def _check_cycle(self, device: str) -> None:
+        seen = [device]
+        current = self._parents.get(device)
+        while current is not None:
+            if current in seen:
+                raise TopologyError(f"devices {' -> '.join([*seen, current])} form a cycle")
+            seen.append(current)
+            current = self._parents.get(current)
+
+    def parent(self, device_id: str) -> str | None:
+        """The device directly in front of ``device_id``, or None."""
+        return self._parents.get(device_id)
+
+    def ancestors(self, device_id: str) -> list[str]:
+        """Every device between ``device_id`` and the core, nearest first."""
+        chain = []
+        current = self._parents.get(device_id)
+        while current is not None:
+            chain.append(current)
+            current = self._parents.get(current)
+        return chain
+
+    def down_ancestor(self, device_id: str, offline: Iterable[str]) -> str | None:
+        """The farthest offline ancestor of ``device_id`` (the root cause), or None."""
+        down = set(offline)
+        found = None
+        for ancestor in self.ancestors(device_id):
+            if ancestor in down:
+                found = ancestor
+        return found
+
+    def __len__(self) -> int:
+        return len(self._parents)
+
+    @classmethod
+    def empty(cls) -> Topology:
+        """A topology that knows no link (nothing is ever suppressed)."""
+        return cls({})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Topology:
+        """Read a topology CSV; ``TopologyError`` naming the line on a problem."""
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise TopologyError(f"cannot read device topology {path}: {exc.strerror}") from exc
+        reader = csv.DictReader(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        if not {"device_id", "parent"} <= set(reader.fieldnames or []):
+            raise TopologyError(f"{path}: expected a header with the columns device_id and parent")
+        parents: dict[str, str] = {}
+        for line_no, row in enumerate(reader, start=2):
+            device = (row.get("device_id") or "").strip()
+            parent = (row.get("parent") or "").strip()
+            for what, value in (("device_id", device), ("parent", parent)):
+                if value and not DEVICE_ID_PATTERN.match(value):
+                    raise TopologyError(f"{path}:{line_no}: {what} {value!r} is not a valid device id")
+            if not device:
+                raise TopologyError(f"{path}:{line_no}: device_id is empty")
+            if device in parents:
+                raise TopologyError(f"{path}:{line_no}: device {device!r} is listed twice")
+            if parent == device:
+                raise TopologyError(f"{path}:{line_no}: device {device!r} is its own parent")
+            if parent:
+                parents[device] = parent
+        try:
+            return cls(parents)
+        except TopologyError as exc:
+            raise TopologyError(f"{path}: {exc}") from None
