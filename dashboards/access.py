@@ -1,0 +1,217 @@
+"""The one place where commune rights are enforced: every page, callback and API call reads here.
+
+``CommuneData`` wraps the store for one signed-in user. Each read names its communes, is
+refused with ``Forbidden`` when any of them is not the user's, and always queries the store with
+an ``insee`` filter restricted to the user's communes, so no code path above can widen it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import polars as pl
+
+from dashboards.timerange import WINDOWS, TimeRange
+from dashboards.users import User
+from sensors.communes import Commune, CommuneRegistry
+from sensors.families import Family, family_spec
+from storage.base import TIME, Store
+
+Level = Literal["commune", "device"]
+
+INDICES: dict[str, tuple[str, ...]] = {
+    "atmo_daily": ("index", "label", "color", "complete", "pollutant"),
+    "eaqi_hourly": ("index", "label", "color", "pollutant"),
+    "traffic_congestion": ("level", "label", "speed_ratio", "occupancy", "intensity"),
+    "building_energy_daily": ("energy_kwh", "baseline_kwh", "deviation"),
+    "camera_hourly": ("people", "elevated_temperature", "online_ratio", "tampered"),
+    "network_health": ("availability", "rx_margin_db", "error_rate"),
+}
+"""Index measurements (docs/measurements.md) and their main fields."""
+
+COMMUNE_DEVICE = "_commune"
+"""``device_id`` of commune-level rows in ``traffic_congestion``."""
+
+
+class AccessError(Exception):
+    """Base class of the errors of this module."""
+
+
+class Forbidden(AccessError):
+    """The user may not see a commune they asked for."""
+
+    def __init__(self, insee: str) -> None:
+        super().__init__(f"commune {insee} is not among the communes you may see")
+        self.insee = insee
+
+
+class BadQuery(AccessError, ValueError):
+    """The query names something that does not exist (family, resolution, commune, index)."""
+
+
+def aggregate_measurement(family: str, window: str, level: Level) -> str:
+    """``air_quality_1h`` or ``air_quality_1h_commune``; ``BadQuery`` for an unknown name."""
+    if family_spec(family) is None:
+        raise BadQuery(f"unknown family {family!r}: expected one of {', '.join(f.value for f in Family)}")
+    if window not in WINDOWS:
+        raise BadQuery(f"unknown resolution {window!r}: expected one of {', '.join(WINDOWS)}")
+    return f"{family}_{window}" + ("_commune" if level == "commune" else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CommuneData:
+    """The store as one user may see it."""
+
+    store: Store
+    user: User
+    registry: CommuneRegistry
+
+    # -- rights -----------------------------------------------------------------------------
+
+    def communes(self) -> list[Commune]:
+        """The registry's communes this user may see, in registry order."""
+        return [c for c in self.registry if self.user.may_see(c.insee)]
+
+    def check(self, insee: str) -> Commune:
+        """The commune when the user may see it; ``Forbidden`` or ``BadQuery`` otherwise.
+
+        Rights are checked before existence, so a non-admin learns nothing about other codes.
+        """
+        if not self.user.may_see(insee):
+            raise Forbidden(insee)
+        commune = self.registry.get(insee)
+        if commune is None:
+            raise BadQuery(f"unknown commune {insee!r}: not in the commune registry")
+        return commune
+
+    def resolve(self, communes: Sequence[str] | None) -> list[str]:
+        """The asked communes after checking each; all the user's communes when none is asked."""
+        if not communes:
+            return [c.insee for c in self.communes()]
+        return [self.check(code).insee for code in dict.fromkeys(communes)]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _read(
+        self,
+        measurement: str,
+        communes: Sequence[str] | None,
+        span: TimeRange,
+        *,
+        where: dict[str, str | Sequence[str]] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        codes = self.resolve(communes)
+        if not codes:
+            return pl.DataFrame({TIME: pl.Series([], dtype=pl.Datetime("ns", "UTC")), "insee": []})
+        # The insee filter is set last, so nothing passed in ``where`` can widen it.
+        filters: dict[str, str | Sequence[str]] = {**(where or {}), "insee": codes}
+        return self.store.read(measurement, start=span.start, end=span.end, where=filters, fields=fields)
+
+    def aggregates(
+        self,
+        family: str,
+        communes: Sequence[str] | None,
+        span: TimeRange,
+        window: str,
+        *,
+        level: Level = "commune",
+        fields: Sequence[str] | None = None,
+        device_id: str | None = None,
+    ) -> pl.DataFrame:
+        """Rolling aggregates (``f_mean``, ``f_min``...) at one resolution."""
+        measurement = aggregate_measurement(family, window, level)
+        where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
+        return self._read(measurement, communes, span, where=where, fields=fields)
+
+    def readings(
+        self,
+        family: str,
+        insee: str,
+        span: TimeRange,
+        *,
+        device_id: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Raw readings of one commune (optionally one device)."""
+        if family_spec(family) is None:
+            raise BadQuery(f"unknown family {family!r}: expected one of {', '.join(f.value for f in Family)}")
+        where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
+        return self._read(family, [insee], span, where=where, fields=fields)
+
+    def index(
+        self,
+        name: str,
+        communes: Sequence[str] | None,
+        span: TimeRange,
+        *,
+        fields: Sequence[str] | None = None,
+        where: dict[str, str | Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
+        """An index measurement: ``atmo_daily``, ``traffic_congestion``..."""
+        if name not in INDICES:
+            raise BadQuery(f"unknown index {name!r}: expected one of {', '.join(INDICES)}")
+        return self._read(name, communes, span, fields=fields, where=where)
+
+    def anomalies(
+        self, communes: Sequence[str] | None, span: TimeRange, *, device_id: str | None = None
+    ) -> pl.DataFrame:
+        """Anomalies that started in the range (one row per anomaly)."""
+        where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
+        return self._read("anomalies", communes, span, where=where)
+
+    def alerts(self, communes: Sequence[str] | None, span: TimeRange) -> pl.DataFrame:
+        """Alert transitions (pending, firing, resolved) in the range."""
+        return self._read("alert_events", communes, span)
+
+    def open_alerts(
+        self, communes: Sequence[str] | None, now: datetime, lookback_days: int = 90
+    ) -> pl.DataFrame:
+        """The alerts whose latest transition is ``firing``: one row per (insee, rule, scope)."""
+        events = self.alerts(
+            communes, TimeRange(now - timedelta(days=lookback_days), now + timedelta(minutes=1))
+        )
+        if events.is_empty() or "state" not in events.columns:
+            return events.head(0)
+        latest = events.sort(TIME).group_by("insee", "rule", "scope", maintain_order=True).last()
+        return latest.filter(pl.col("state") == "firing")
+
+    def devices(self, communes: Sequence[str] | None) -> pl.DataFrame:
+        """Every device seen: ``family``, ``insee``, ``device_id``, ``last_time``, ``period_s``."""
+        codes = self.resolve(communes)
+        frames = []
+        for family in Family:
+            if not codes:
+                break
+            seen = self.store.series(family.value, where={"insee": codes})
+            if seen.is_empty():
+                continue
+            spec = family_spec(family.value)
+            frames.append(
+                seen.select(
+                    pl.lit(family.value).alias("family"),
+                    pl.col("insee"),
+                    pl.col("device_id"),
+                    pl.col("last_time").cast(pl.Datetime("ns", "UTC")),
+                    pl.lit(spec.reporting_period_s if spec else 60.0).alias("period_s"),
+                )
+            )
+        if not frames:
+            return pl.DataFrame(
+                schema={
+                    "family": pl.String,
+                    "insee": pl.String,
+                    "device_id": pl.String,
+                    "last_time": pl.Datetime("ns", "UTC"),
+                    "period_s": pl.Float64,
+                }
+            )
+        return pl.concat(frames).sort("insee", "family", "device_id")
+
+
+def utc_now() -> datetime:
+    """The current time, UTC (one place to read the clock)."""
+    return datetime.now(UTC)

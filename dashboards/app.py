@@ -1,0 +1,115 @@
+"""The Dash application: pages, sign-in and the query API on one Flask server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+import flask
+from dash import dcc, html
+from dash.development.base_component import Component
+
+from dashboards import api
+from dashboards.auth import AppContext, SignInLimiter, current_language, current_user, install
+from dashboards.config import DashboardSettings
+from dashboards.i18n import Language, t
+from dashboards.pages import commune, device, overview
+from dashboards.pages.common import aria
+from dashboards.users import UserDirectory
+from sensors.communes import CommuneRegistry
+from storage.base import Store
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegistry) -> dash.Dash:
+    """The dashboards over ``store``, signing in the users of ``settings.users_file``.
+
+    Several apps may live in one process (tests): callbacks are attached to this app, not to
+    Dash's global list, and each request finds its store through its own Flask app.
+    """
+    server = flask.Flask(__name__)
+    context = AppContext(
+        store=store,
+        settings=settings,
+        registry=registry,
+        users=UserDirectory(Path(settings.users_file)),
+        limiter=SignInLimiter(settings.max_failed_signins, settings.signin_window_s),
+    )
+    install(server, context)
+    server.register_blueprint(api.api)
+    app = dash.Dash(
+        __name__,
+        server=server,  # type: ignore[arg-type]
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS),
+        title="Smartcity",
+        update_title=None,  # type: ignore[arg-type]
+        suppress_callback_exceptions=True,
+        serve_locally=True,
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.overview", path=overview.PATH, layout=overview.layout, title="Smartcity"
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.commune",
+        path_template=commune.PATH_TEMPLATE,
+        layout=commune.layout,
+        title="Smartcity — commune",
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.device",
+        path_template=device.PATH_TEMPLATE,
+        layout=device.layout,
+        title="Smartcity — device",
+    )
+    app.layout = shell
+    for page in (overview, commune, device):
+        page.register_callbacks(app)
+    return app
+
+
+def shell() -> Component:
+    """Header (skip link, navigation, language, user) around the current page."""
+    lang = current_language()
+    user = current_user()
+    other: Language = "en" if lang == "fr" else "fr"
+    return html.Div(
+        [
+            html.A(t(lang, "app.skip"), href="#content", className="skip-link"),
+            html.Header(
+                [
+                    html.Nav(
+                        [
+                            dcc.Link(t(lang, "app.title"), href="/", className="brand"),
+                            dcc.Link(t(lang, "nav.overview"), href="/"),
+                        ],
+                        **aria(label="main"),
+                    ),
+                    html.Div(
+                        [
+                            # A full page load, so every component is rebuilt in the new language.
+                            html.A(
+                                t(lang, "app.switch_language"),
+                                href=f"?lang={other}",
+                                lang=other,
+                                id="language-switch",
+                                **aria(
+                                    label=t(lang, "app.language") + ": " + t(other, "app.switch_language")
+                                ),
+                            ),
+                            html.Span(
+                                t(lang, "app.signed_in_as", user=user.name) if user else "", className="user"
+                            ),
+                            html.A(t(lang, "app.sign_out"), href="/logout", id="sign-out"),
+                        ],
+                        className="session",
+                    ),
+                ],
+                className="topbar",
+            ),
+            dash.page_container,
+        ],
+        lang=lang,
+    )

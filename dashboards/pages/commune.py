@@ -1,0 +1,299 @@
+"""Commune page ``/commune/<insee>``: live aggregates per family, ATMO history, devices, events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+import polars as pl
+from dash import Input, Output, State, dcc, html
+from dash.development.base_component import Component
+
+from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
+from dashboards.auth import app_context, current_data, current_language
+from dashboards.config import DashboardSettings
+from dashboards.i18n import Language, format_datetime, format_duration, format_number, t
+from dashboards.pages.common import aria, preset_range, range_picker, refusal, table
+from dashboards.views import (
+    atmo_chart,
+    device_status,
+    family_chart,
+    field_label,
+    recent_alerts,
+    recent_anomalies,
+)
+from sensors.families import Family, family_spec
+from storage.base import TIME
+
+PATH_TEMPLATE = "/commune/<insee>"
+
+
+def layout(insee: str = "", **_: Any) -> Component:
+    """The page skeleton for one commune, or a refusal when it is not the user's."""
+    lang = current_language()
+    data = current_data()
+    try:
+        commune = data.check(insee)
+    except Forbidden:
+        return refusal(lang, insee)
+    except AccessError:
+        return html.Main(html.H1(t(lang, "common.unknown")), id="content")
+    first = Family.AIR_QUALITY.value
+    options, field = field_options(first, lang)
+    return html.Main(
+        [
+            dcc.Store(id="commune-insee", data=insee),
+            html.H1(t(lang, "commune.title", name=commune.name, insee=insee)),
+            range_picker("commune-range", lang, "24h"),
+            html.P(id="commune-updated", className="updated", **aria(live="polite")),
+            dcc.Tabs(
+                id="commune-family",
+                value=first,
+                children=[dcc.Tab(label=t(lang, f"families.{f.value}"), value=f.value) for f in Family],
+            ),
+            html.Div(
+                [
+                    html.Label(t(lang, "commune.field"), htmlFor="commune-field"),
+                    dcc.Dropdown(id="commune-field", options=options, value=field, clearable=False),
+                ],
+                className="field-picker",
+            ),
+            dcc.Graph(id="commune-chart", config={"displaylogo": False}),
+            html.Button(t(lang, "common.export"), id="commune-export", className="button"),
+            dcc.Download(id="commune-download"),
+            dcc.Graph(id="commune-atmo", config={"displaylogo": False}),
+            html.Div(id="commune-status"),
+            dcc.Interval(id="commune-tick", interval=app_context().settings.refresh_s * 1000),
+        ],
+        id="content",
+    )
+
+
+def field_options(family: str, lang: Language) -> tuple[list[dict[str, str]], str]:
+    """The numeric fields of a family as dropdown options, and the first one."""
+    spec = family_spec(family)
+    fields = spec.numeric_fields if spec else ()
+    options = [{"label": field_label(f, lang), "value": f} for f in fields]
+    return options, fields[0] if fields else ""
+
+
+def family_panel(
+    data: CommuneData,
+    insee: str,
+    family: str,
+    field: str,
+    *,
+    range_key: str,
+    lang: Language,
+    settings: DashboardSettings,
+    now: datetime,
+) -> tuple[go.Figure, str]:
+    """The family tab's chart and the 'updated at' line."""
+    span = preset_range(range_key, now)
+    chart = family_chart(data, insee, family, field, span, lang=lang, max_points=settings.max_points)
+    return chart.figure, t(lang, "common.refresh", time=format_datetime(now, lang, seconds=True))
+
+
+def atmo_panel(data: CommuneData, insee: str, range_key: str, lang: Language, now: datetime) -> go.Figure:
+    """The ATMO history chart."""
+    return atmo_chart(data, insee, preset_range(range_key, now), lang).figure
+
+
+def status_panel(
+    data: CommuneData,
+    insee: str,
+    range_key: str,
+    *,
+    lang: Language,
+    settings: DashboardSettings,
+    now: datetime,
+) -> list[Component]:
+    """Device status, anomalies and alerts of the commune, as tables."""
+    span = preset_range(range_key, now)
+    devices = device_status(data, insee, now, settings.online_after_periods)
+    device_rows = [
+        [
+            dcc.Link(row["device_id"], href=f"/device/{insee}/{row['device_id']}"),
+            t(lang, f"families.{row['family']}"),
+            format_datetime(row["last_time"], lang, seconds=True),
+            format_duration(row["silent_s"], lang),
+            format_duration(row["lateness_s"], lang),
+            # Written state plus a symbol: the colour of the row is not the only signal.
+            html.Span(
+                ("● " if row["online"] else "✕ ")
+                + t(lang, "common.online" if row["online"] else "common.offline"),
+                className="online" if row["online"] else "offline",
+            ),
+        ]
+        for row in devices.iter_rows(named=True)
+    ]
+    anomalies = recent_anomalies(data, insee, span)
+    anomaly_rows = [
+        [
+            format_datetime(row[TIME], lang),
+            t(lang, "commune.open") if row.get("open") else _end_text(row.get("end_ns"), lang),
+            dcc.Link(row["device_id"], href=f"/device/{insee}/{row['device_id']}"),
+            field_label(row.get("field") or "", lang),
+            t(lang, f"kind.{row.get('kind')}"),
+            format_number(row.get("observed"), lang),
+            format_number(row.get("expected"), lang),
+        ]
+        for row in anomalies.iter_rows(named=True)
+    ]
+    alerts = recent_alerts(data, insee, span)
+    alert_rows = [
+        [
+            format_datetime(row[TIME], lang),
+            str(row.get("rule", "")),
+            str(row.get("scope", "")),
+            t(lang, f"state.{row.get('state')}"),
+            str(row.get("severity") or ""),
+            str(row.get("summary") or ""),
+        ]
+        for row in alerts.iter_rows(named=True)
+    ]
+    c = "commune."
+    return [
+        table(
+            t(lang, c + "devices"),
+            [t(lang, c + k) for k in ("device", "kind", "last_seen", "silent", "lateness", "status")],
+            device_rows,
+            "commune-devices",
+        ),
+        table(
+            t(lang, c + "anomalies"),
+            [t(lang, c + k) for k in ("start", "end", "device", "field", "kind", "observed", "expected")],
+            anomaly_rows,
+            "commune-anomalies",
+        ),
+        table(
+            t(lang, c + "alerts"),
+            [t(lang, c + k) for k in ("start", "rule", "scope", "state", "severity", "summary")],
+            alert_rows,
+            "commune-alerts",
+        ),
+    ]
+
+
+def _end_text(end_ns: int | None, lang: Language) -> str:
+    if end_ns is None:
+        return "–"
+    return format_datetime(pl.Series([end_ns]).cast(pl.Datetime("ns", "UTC")).item(), lang)
+
+
+def export_csv(
+    data: CommuneData,
+    insee: str,
+    family: str,
+    field: str,
+    *,
+    range_key: str,
+    settings: DashboardSettings,
+    now: datetime,
+) -> dict[str, Any]:
+    """What the chart shows, as a CSV download (times in UTC, ISO 8601)."""
+    span = preset_range(range_key, now)
+    chart = family_chart(data, insee, family, field, span, lang="en", max_points=settings.max_points)
+    frame = chart.frame.with_columns(pl.col(TIME).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return {
+        "content": frame.write_csv(),
+        "filename": f"{insee}_{family}_{field}_{chart.window}_{range_key}.csv",
+        "type": "text/csv",
+    }
+
+
+def _refused_figure(lang: Language, exc: AccessError) -> go.Figure:
+    message = t(lang, "common.forbidden", insee=exc.insee) if isinstance(exc, Forbidden) else str(exc)
+    figure = go.Figure(layout={"template": "none"})
+    figure.add_annotation(text=message, showarrow=False, xref="paper", yref="paper")
+    return figure
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    """Attach this page's callbacks to ``app``; each reads through the signed-in user's rights."""
+
+    @app.callback(
+        Output("commune-field", "options"),
+        Output("commune-field", "value"),
+        Input("commune-family", "value"),
+    )
+    def on_family(family: str) -> tuple[list[dict[str, str]], str]:
+        return field_options(family, current_language())
+
+    @app.callback(
+        Output("commune-chart", "figure"),
+        Output("commune-updated", "children"),
+        Input("commune-insee", "data"),
+        Input("commune-family", "value"),
+        Input("commune-field", "value"),
+        Input("commune-range", "value"),
+        Input("commune-tick", "n_intervals"),
+    )
+    def on_chart(insee: str, family: str, field: str, range_key: str, _: int | None) -> tuple[go.Figure, str]:
+        lang = current_language()
+        try:
+            return family_panel(
+                current_data(),
+                insee,
+                family,
+                field,
+                range_key=range_key,
+                lang=lang,
+                settings=app_context().settings,
+                now=utc_now(),
+            )
+        except AccessError as exc:
+            return _refused_figure(lang, exc), ""
+
+    @app.callback(
+        Output("commune-atmo", "figure"),
+        Input("commune-insee", "data"),
+        Input("commune-range", "value"),
+        Input("commune-tick", "n_intervals"),
+    )
+    def on_atmo(insee: str, range_key: str, _: int | None) -> go.Figure:
+        lang = current_language()
+        try:
+            return atmo_panel(current_data(), insee, range_key, lang, utc_now())
+        except AccessError as exc:
+            return _refused_figure(lang, exc)
+
+    @app.callback(
+        Output("commune-status", "children"),
+        Input("commune-insee", "data"),
+        Input("commune-range", "value"),
+        Input("commune-tick", "n_intervals"),
+    )
+    def on_status(insee: str, range_key: str, _: int | None) -> list[Component]:
+        lang = current_language()
+        try:
+            return status_panel(
+                current_data(), insee, range_key, lang=lang, settings=app_context().settings, now=utc_now()
+            )
+        except Forbidden:
+            return [refusal(lang, insee)]
+
+    @app.callback(
+        Output("commune-download", "data"),
+        Input("commune-export", "n_clicks"),
+        State("commune-insee", "data"),
+        State("commune-family", "value"),
+        State("commune-field", "value"),
+        State("commune-range", "value"),
+        prevent_initial_call=True,
+    )
+    def on_export(_: int | None, insee: str, family: str, field: str, range_key: str) -> dict[str, Any]:
+        try:
+            return export_csv(
+                current_data(),
+                insee,
+                family,
+                field,
+                range_key=range_key,
+                settings=app_context().settings,
+                now=utc_now(),
+            )
+        except AccessError:
+            raise dash.exceptions.PreventUpdate from None

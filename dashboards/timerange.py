@@ -1,0 +1,90 @@
+"""Time ranges: parsing (``-7d``, ``now``, ISO 8601), presets, and the resolution that fits one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+WINDOWS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+"""Aggregate resolutions written by processing (docs/measurements.md)."""
+
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w|y)$")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+class TimeRangeError(ValueError):
+    """A time or range that cannot be understood; the message says what is expected."""
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """``now``, a relative time (``-90m``, ``-7d``, ``-1y``) or an ISO 8601 date/time (UTC if naive)."""
+    value = text.strip()
+    if value in ("", "now"):
+        return now
+    match = _RELATIVE.match(value)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TimeRangeError(
+            f"cannot read time {text!r}: use 'now', a relative time like -7d, -12h, -30m, or ISO 8601 "
+            "like 2026-11-01T00:00:00Z"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A half-open UTC range ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def parse(cls, start: str, end: str | None, now: datetime | None = None) -> TimeRange:
+        """A range from two texts read by ``parse_time``; the end defaults to now."""
+        now = now or datetime.now(UTC)
+        begin, finish = parse_time(start, now), parse_time(end or "now", now)
+        if begin >= finish:
+            raise TimeRangeError(f"start {start!r} is not before end {end or 'now'!r}")
+        return cls(begin, finish)
+
+    @classmethod
+    def last(cls, span: timedelta, now: datetime | None = None) -> TimeRange:
+        """The range that ends now and lasts ``span``."""
+        now = now or datetime.now(UTC)
+        return cls(now - span, now)
+
+    @property
+    def span(self) -> timedelta:
+        """How long the range lasts."""
+        return self.end - self.start
+
+
+def fitting_window(span: timedelta, max_points: int) -> str:
+    """The finest aggregate resolution that keeps one series within ``max_points`` points.
+
+    That gives 1 min for the last hours, 1 h for weeks, 1 day for years (with 2,000 points).
+    """
+    for name, width in WINDOWS.items():
+        if span / width <= max_points:
+            return name
+    return "1d"
+
+
+PRESETS: dict[str, timedelta] = {
+    "3h": timedelta(hours=3),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "1y": timedelta(days=365),
+    "5y": timedelta(days=5 * 365),
+}
+"""The ranges offered by the pages' time-range picker."""

@@ -1,0 +1,320 @@
+"""Fabricated store contents for the dashboard tests and benchmark, in docs/measurements.md schemas.
+
+Everything is built with vectorised numpy/polars from a seed, so a test can derive what a page
+must show from the same frames it wrote. Nothing here depends on processing being done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dashboards.users import ApiToken, User, UserDirectory, hash_password, token_digest
+from dashboards.views import paris_day_start
+from sensors.families import Family, family_spec
+from storage.base import TIME, Store
+
+WINDOW_WIDTH = {
+    "1m": timedelta(minutes=1),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+ATMO_LABELS = ("bon", "moyen", "dégradé", "mauvais", "très mauvais", "extrêmement mauvais")
+ATMO_COLORS = ("#50F0E6", "#50CCAA", "#F0E641", "#FF5050", "#960032", "#872181")
+TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+
+def _times(start: datetime, end: datetime, width: timedelta) -> pl.Series:
+    return (
+        pl.datetime_range(start, end - width, width, eager=True, time_zone="UTC").cast(TIME_DTYPE).alias(TIME)
+    )
+
+
+def floor_time(moment: datetime, width: timedelta) -> datetime:
+    """``moment`` rounded down to a multiple of ``width`` since the epoch."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // width) * width
+
+
+def aggregate_frame(
+    family: str,
+    window: str,
+    communes: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    devices_per_commune: int = 0,
+    seed: int = 7,
+) -> pl.DataFrame:
+    """Aggregates of every numeric field of ``family``: commune level, or per device when asked.
+
+    The mean follows a daily cycle around a level that differs per commune; min <= mean <= p95
+    <= max always holds.
+    """
+    spec = family_spec(family)
+    assert spec is not None
+    width = WINDOW_WIDTH[window]
+    times = _times(floor_time(start, width), end, width)
+    keys = pl.DataFrame({"insee": list(communes)})
+    if devices_per_commune:
+        keys = keys.join(pl.DataFrame({"device_no": list(range(devices_per_commune))}), how="cross").select(
+            "insee",
+            (pl.lit(f"{family[:3]}-") + pl.col("insee") + "-" + pl.col("device_no").cast(pl.String)).alias(
+                "device_id"
+            ),
+        )
+    frame = keys.join(times.to_frame(), how="cross")
+    n = frame.height
+    rng = np.random.default_rng(seed)
+    hours = frame.get_column(TIME).dt.hour().to_numpy() + frame.get_column(TIME).dt.minute().to_numpy() / 60
+    commune_level = frame.get_column("insee").cast(pl.Int64).to_numpy() % 17 / 17
+    columns: dict[str, np.ndarray] = {}
+    for index, name in enumerate(spec.numeric_fields):
+        field = spec.field(name)
+        assert field is not None
+        low = field.minimum if field.minimum is not None else 0.0
+        high = field.maximum if field.maximum is not None else 100.0
+        scale = min(high - low, 100.0) / 4
+        base = low + scale * (1 + commune_level) + scale * 0.5 * np.sin((hours - 6 - index) / 24 * 2 * np.pi)
+        mean = base + rng.normal(0, scale * 0.05, n)
+        spread = np.abs(rng.normal(scale * 0.1, scale * 0.02, n))
+        columns[f"{name}_mean"] = np.clip(mean, low, high)
+        columns[f"{name}_min"] = np.clip(mean - spread, low, high)
+        columns[f"{name}_max"] = np.clip(mean + spread, low, high)
+        columns[f"{name}_p95"] = np.clip(mean + 0.8 * spread, low, high)
+        columns[f"{name}_count"] = np.full(n, max(int(width / timedelta(seconds=spec.reporting_period_s)), 1))
+    return frame.with_columns(pl.from_dict(columns)).with_columns(pl.col("^.*_count$").cast(pl.Int64))
+
+
+def atmo_frame(communes: Sequence[str], days: Sequence[datetime], seed: int = 11) -> pl.DataFrame:
+    """``atmo_daily`` rows: one per commune and day, random classes."""
+    rng = np.random.default_rng(seed)
+    keys = pl.DataFrame({"insee": list(communes)}).join(
+        pl.DataFrame({TIME: pl.Series(list(days)).cast(TIME_DTYPE)}), how="cross"
+    )
+    index = rng.integers(1, 7, keys.height)
+    labels = np.array(ATMO_LABELS)[index - 1]
+    colors = np.array(ATMO_COLORS)[index - 1]
+    frame = keys.with_columns(
+        pl.Series("index", index, dtype=pl.Int64),
+        pl.Series("label", labels),
+        pl.Series("color", colors),
+        pl.lit(True).alias("complete"),
+        pl.lit("pm10").alias("pollutant"),
+        *[
+            pl.Series(f"sub_{p}", np.minimum(index, rng.integers(1, 7, keys.height)), dtype=pl.Int64)
+            for p in ("pm25", "pm10", "no2", "o3", "so2")
+        ],
+    )
+    return frame
+
+
+def traffic_frame(communes: Sequence[str], start: datetime, end: datetime) -> pl.DataFrame:
+    """Commune-level ``traffic_congestion`` every 15 minutes."""
+    times = _times(floor_time(start, timedelta(minutes=15)), end, timedelta(minutes=15))
+    frame = pl.DataFrame({"insee": list(communes)}).join(times.to_frame(), how="cross")
+    level = (frame.get_column(TIME).dt.hour().to_numpy() // 5) % 5
+    labels = np.array(["fluide", "dense", "chargé", "saturé", "bloqué"])[level]
+    return frame.with_columns(
+        pl.lit("_commune").alias("device_id"),
+        pl.Series("level", level, dtype=pl.Int64),
+        pl.Series("label", labels),
+        pl.lit(0.8).alias("speed_ratio"),
+        pl.lit(0.2).alias("occupancy"),
+        pl.lit(120.0).alias("intensity"),
+    )
+
+
+def raw_frame(
+    family: str,
+    communes: Sequence[str],
+    *,
+    devices_per_commune: int,
+    start: datetime,
+    end: datetime,
+    period: timedelta,
+    seed: int = 3,
+) -> pl.DataFrame:
+    """Raw readings with ``received_at`` 2 s after the observed time."""
+    spec = family_spec(family)
+    assert spec is not None
+    agg = aggregate_frame(
+        family, "1m", communes, start, end, devices_per_commune=devices_per_commune, seed=seed
+    )
+    times = _times(floor_time(start, period), end, period)
+    keys = agg.select("insee", "device_id").unique(maintain_order=True)
+    frame = keys.join(times.to_frame(), how="cross")
+    rng = np.random.default_rng(seed)
+    values = {name: rng.normal(20, 2, frame.height) for name in spec.numeric_fields}
+    return frame.with_columns(pl.from_dict(values)).with_columns(
+        (pl.col(TIME).dt.epoch("ns") + 2_000_000_000).alias("received_at")
+    )
+
+
+def anomaly_frame(rows: Sequence[tuple[str, str, str, str, str, datetime, float, float]]) -> pl.DataFrame:
+    """``anomalies`` rows from (insee, family, device_id, field, kind, start, observed, expected)."""
+    return pl.DataFrame(
+        {
+            "insee": [r[0] for r in rows],
+            "family": [r[1] for r in rows],
+            "device_id": [r[2] for r in rows],
+            "field": [r[3] for r in rows],
+            "kind": [r[4] for r in rows],
+            TIME: pl.Series([r[5] for r in rows]).cast(TIME_DTYPE),
+            "observed": [r[6] for r in rows],
+            "expected": [r[7] for r in rows],
+            "score": [9.0] * len(rows),
+            "open": [True] * len(rows),
+            "end_ns": pl.Series([None] * len(rows), dtype=pl.Int64),
+        }
+    )
+
+
+def alert_frame(rows: Sequence[tuple[str, str, str, str, datetime, str]]) -> pl.DataFrame:
+    """``alert_events`` rows from (insee, rule, scope, state, time, summary)."""
+    return pl.DataFrame(
+        {
+            "insee": [r[0] for r in rows],
+            "rule": [r[1] for r in rows],
+            "scope": [r[2] for r in rows],
+            "state": [r[3] for r in rows],
+            TIME: pl.Series([r[4] for r in rows]).cast(TIME_DTYPE),
+            "summary": [r[5] for r in rows],
+            "severity": ["warning"] * len(rows),
+            "value": [80.0] * len(rows),
+            "threshold": [50.0] * len(rows),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What ``fill_store`` wrote, so tests derive their expectations from it."""
+
+    now: datetime
+    communes: tuple[str, ...]
+    atmo: pl.DataFrame
+    anomalies: pl.DataFrame
+    alerts: pl.DataFrame
+
+
+def fill_store(
+    store: Store,
+    communes: Sequence[str],
+    now: datetime,
+    *,
+    days: int = 3,
+    windows: Sequence[str] = ("1m", "15m", "1h", "1d"),
+    devices_per_commune: int = 2,
+    raw_hours: float = 2.0,
+) -> Scenario:
+    """A few days of aggregates, ATMO, traffic, raw readings, anomalies and alerts."""
+    start = now - timedelta(days=days)
+    for family in Family:
+        for window in windows:
+            store.write(
+                f"{family.value}_{window}_commune",
+                aggregate_frame(family.value, window, communes, start, now),
+                tags=["insee"],
+            )
+            if devices_per_commune and window != "1m":
+                store.write(
+                    f"{family.value}_{window}",
+                    aggregate_frame(
+                        family.value, window, communes, start, now, devices_per_commune=devices_per_commune
+                    ),
+                    tags=["insee", "device_id"],
+                )
+        if devices_per_commune:
+            raw = raw_frame(
+                family.value,
+                communes,
+                devices_per_commune=devices_per_commune,
+                start=now - timedelta(hours=raw_hours),
+                end=now,
+                period=timedelta(seconds=60),
+            )
+            store.write(family.value, raw, tags=["insee", "device_id"])
+    today = paris_day_start(now)
+    day_starts = [(today - timedelta(days=d)).astimezone(UTC) for d in range(days, -1, -1)]
+    atmo = atmo_frame(communes, day_starts)
+    store.write("atmo_daily", atmo, tags=["insee"])
+    store.write("traffic_congestion", traffic_frame(communes, start, now), tags=["insee", "device_id"])
+    first = communes[0]
+    anomalies = anomaly_frame(
+        [
+            (
+                code,
+                "air_quality",
+                f"air-{code}-0",
+                "pm25",
+                kind,
+                now - timedelta(hours=1 + i),
+                480.0 + i,
+                12.5,
+            )
+            for i, (code, kind) in enumerate((c, k) for c in communes for k in ("spike", "stuck"))
+        ]
+    )
+    store.write("anomalies", anomalies, tags=["insee", "family", "device_id", "field", "kind"])
+    alerts = alert_frame(
+        [
+            (
+                code,
+                "pm25-high",
+                f"{code}/air_quality",
+                "firing",
+                now - timedelta(minutes=30),
+                f"PM2.5 high in {code}",
+            )
+            for code in communes
+        ]
+        + [
+            (
+                first,
+                "network-down",
+                f"{first}/network",
+                "resolved",
+                now - timedelta(minutes=20),
+                "link back up",
+            )
+        ]
+    )
+    store.write("alert_events", alerts, tags=["insee", "rule", "scope"])
+    return Scenario(now=now, communes=tuple(communes), atmo=atmo, anomalies=anomalies, alerts=alerts)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user written to a users file, with the clear password and API token tests sign in with."""
+
+    name: str
+    password: str
+    token: str
+    communes: tuple[str, ...]
+
+
+def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> dict[str, Account]:
+    """A users file holding these (name, communes) users, each with a password and a token."""
+    directory = UserDirectory(path)
+    made: dict[str, Account] = {}
+    users = []
+    for name, communes in accounts:
+        password, token = f"pw-{name}-secret", f"sct_test_{name}_token"
+        users.append(
+            User(
+                name=name,
+                communes=frozenset(communes),
+                password_hash=hash_password(password),
+                tokens=(ApiToken("test", token_digest(token)),),
+            )
+        )
+        made[name] = Account(name, password, token, tuple(communes))
+    directory.save(users)
+    return made
