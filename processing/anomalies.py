@@ -1,0 +1,657 @@
+"""Anomaly detection on raw readings: out of bounds, spikes, stuck sensors, drift, offline devices.
+
+Every function here is pure (frames in, frames out) and vectorised with polars expressions, so
+it runs the same in the runner and in a notebook::
+
+    from processing.anomalies import detect_anomalies
+    anomalies = detect_anomalies(readings, "air_quality", rejected=rejected)
+
+The result has the schema of the ``anomalies`` measurement (docs/measurements.md); docs/anomalies.md
+explains each method and why it uses robust statistics (medians and MADs) rather than means and
+standard deviations, which the very outliers they look for would inflate.
+
+Output is deterministic: the same input gives the same rows with the same start times, so the
+runner can rewrite them as often as late data requires.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from processing.anomaly_frame import (
+    ANOMALY_SCHEMA,
+    ANOMALY_TAGS,
+    DEV,
+    FIRST,
+    KINDS,
+    WHOLE_DEVICE,
+    AnomalyOptionError,
+    AnomalyOptions,
+    Prepared,
+    empty_anomalies,
+    finish,
+    prepare,
+)
+from sensors.families import Family
+
+__all__ = [
+    "ANOMALY_SCHEMA",
+    "ANOMALY_TAGS",
+    "KINDS",
+    "AnomalyOptionError",
+    "AnomalyOptions",
+    "detect_anomalies",
+    "detect_drift",
+    "detect_offline",
+    "detect_out_of_bounds",
+    "detect_spikes",
+    "detect_stuck",
+]
+
+MAD_TO_SIGMA = 1.4826
+"""Turns a median absolute deviation into a standard deviation for Gaussian noise."""
+HOUR_NS = 3_600_000_000_000
+SECOND_NS = 1_000_000_000
+
+AMBIENT_FIELDS: dict[str, tuple[str, ...]] = {
+    Family.AIR_QUALITY.value: (
+        "pm25",
+        "pm10",
+        "no2",
+        "o3",
+        "so2",
+        "co",
+        "co2",
+        "temperature",
+        "relativeHumidity",
+    ),
+}
+"""Fields that devices of one commune should agree on (they measure the same air): the default
+fields of the drift detector."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def detect_anomalies(
+    frame: pl.DataFrame,
+    family: str,
+    *,
+    rejected: pl.DataFrame | None = None,
+    now: datetime | None = None,
+    **options: Any,
+) -> pl.DataFrame:
+    """Every kind of anomaly in ``frame``, raw readings of one ``family`` in the store convention.
+
+    ``rejected`` holds rows of ``rejected_readings`` (any family and reason: those that are
+    ``out_of_bounds`` values of this family become anomalies). ``now`` is the time at which a
+    silent device or a flatline still going on counts as open; None means the latest reading
+    of ``frame``. ``options`` are the fields of :class:`AnomalyOptions`.
+
+    Returns rows in the schema of the ``anomalies`` measurement, sorted by time then tags.
+    """
+    opts = AnomalyOptions.from_kwargs(options)
+    prep = prepare(frame, family, now=now)
+    # Spikes, stuck and drift all need per-(device, hour) medians: compute them once.
+    hourly = _hourly(prep, _spike_fields(prep)) if prep.frame.height else None
+    stuck = _stuck(prep, opts, hourly)
+    parts = [
+        _out_of_bounds(prep, opts, rejected),
+        _without_flatlines(_spikes(prep, opts, hourly), stuck),
+        stuck,
+        _drift(prep, opts, hourly),
+        _offline(prep, opts),
+    ]
+    found = [part for part in parts if part.height]
+    return finish(pl.concat(found, how="diagonal_relaxed")) if found else empty_anomalies()
+
+
+def detect_out_of_bounds(
+    frame: pl.DataFrame, family: str, *, rejected: pl.DataFrame | None = None, **options: Any
+) -> pl.DataFrame:
+    """Values outside the contract's physical bounds, in ``frame`` or refused by ingest.
+
+    Readings of one device and field closer than ``out_of_bounds_merge_s`` form one anomaly;
+    ``observed`` is the worst value, ``expected`` the bound it crossed, ``score`` how far beyond
+    it as a share of the field's physical range.
+    """
+    return finish(_out_of_bounds(prepare(frame, family), AnomalyOptions.from_kwargs(options), rejected))
+
+
+def detect_spikes(frame: pl.DataFrame, family: str, **options: Any) -> pl.DataFrame:
+    """Readings far from their neighbours (a Hampel filter: rolling median and MAD).
+
+    Each reading is compared with the median of the two readings before and the two after it;
+    the residual is scaled by 1.4826 x the median absolute residual of that device and field
+    over the same clock hour. Consecutive spiking readings form one anomaly whose ``observed``
+    is the worst value, ``expected`` the neighbours' median there and ``score`` its robust z.
+    """
+    return finish(_spikes(prepare(frame, family), AnomalyOptions.from_kwargs(options)))
+
+
+def detect_stuck(
+    frame: pl.DataFrame, family: str, *, now: datetime | None = None, **options: Any
+) -> pl.DataFrame:
+    """Flatlines: a field repeating the exact same value for longer than the field allows.
+
+    The allowed duration is learned from the fleet (see :class:`AnomalyOptions`); fields that are
+    constant by nature, counters, booleans, enums, and runs at a physical bound (zero vehicles
+    at night, a saturated humidity) are left out. ``score`` is the duration over the allowed
+    duration; ``observed`` the repeated value; ``expected`` the device's median for that field.
+    """
+    return finish(_stuck(prepare(frame, family, now=now), AnomalyOptions.from_kwargs(options)))
+
+
+def detect_drift(frame: pl.DataFrame, family: str, **options: Any) -> pl.DataFrame:
+    """Devices diverging for hours from the other devices of their family in their commune.
+
+    Per clock hour, each device's median is compared with the median of the commune's devices
+    (at least ``drift_min_devices``), scaled by the fleet's robust spread of that difference.
+    ``observed`` and ``expected`` are the device's and the commune's hourly medians at the worst
+    hour; ``score`` its robust z.
+    """
+    return finish(_drift(prepare(frame, family), AnomalyOptions.from_kwargs(options)))
+
+
+def detect_offline(
+    frame: pl.DataFrame, family: str, *, now: datetime | None = None, **options: Any
+) -> pl.DataFrame:
+    """Devices silent for more than ``offline_periods`` reporting periods.
+
+    A device's period is its own median interval between readings (or the family's
+    ``reporting_period_s`` when it has too few readings). The anomaly starts at the last reading
+    before the silence and ends at the first reading after it; a device still silent at ``now``
+    has an open anomaly (``open`` true, ``end_ns`` null). ``observed`` is the silence in seconds,
+    ``expected`` the period, ``score`` their ratio.
+    """
+    return finish(_offline(prepare(frame, family, now=now), AnomalyOptions.from_kwargs(options)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Out of bounds
+
+
+def _out_of_bounds(prep: Prepared, opts: AnomalyOptions, rejected: pl.DataFrame | None) -> pl.DataFrame:
+    bounds = _bounds_table(prep)
+    points: list[pl.DataFrame] = []
+    for row in bounds.iter_rows(named=True):
+        name, low, high = row["field"], row["low"], row["high"]
+        if name not in prep.numeric_fields:
+            continue
+        value = pl.col(name)
+        outside = prep.frame.filter((value < low) | (value > high))
+        if outside.height:
+            points.append(
+                prep.with_tags(outside.select("time", DEV, value.alias("value"))).select(
+                    "time", "insee", "device_id", pl.lit(name).alias("field"), "value"
+                )
+            )
+    if rejected is not None and rejected.height:
+        points.append(_rejected_points(prep, rejected))
+    if not points:
+        return empty_anomalies()
+    merge_ns = int(opts.out_of_bounds_merge_s * SECOND_NS)
+    excess = pl.max_horizontal(pl.col("low") - pl.col("value"), pl.col("value") - pl.col("high"))
+    merged = (
+        pl.concat(points)
+        .join(bounds, on="field")
+        .with_columns(
+            excess.alias("excess"),
+            pl.when(pl.col("value") < pl.col("low")).then("low").otherwise("high").alias("bound"),
+        )
+        .sort("insee", "device_id", "field", "time")
+        .with_columns(
+            _new_group(
+                ["insee", "device_id", "field"], pl.col("time").diff().dt.total_nanoseconds() > merge_ns
+            )
+        )
+        .group_by("group", maintain_order=True)
+        .agg(
+            pl.col("time").first(),
+            pl.col("time").last().dt.epoch("ns").alias("end_ns"),
+            pl.col("insee", "device_id", "field").first(),
+            pl.col("value").sort_by("excess").last().alias("observed"),
+            pl.col("bound").sort_by("excess").last().alias("expected"),
+            (pl.col("excess") / (pl.col("high") - pl.col("low"))).max().alias("score"),
+        )
+    )
+    return merged.with_columns(
+        family=pl.lit(prep.family), kind=pl.lit("out_of_bounds"), open=pl.lit(False)
+    ).drop("group")
+
+
+def _bounds_table(prep: Prepared) -> pl.DataFrame:
+    """One row per bounded numeric field of the family: ``field``, ``low``, ``high``."""
+    rows = [
+        (
+            f.name,
+            f.minimum if f.minimum is not None else -math.inf,
+            f.maximum if f.maximum is not None else math.inf,
+        )
+        for f in prep.spec.fields
+        if f.kind in ("float", "int") and (f.minimum is not None or f.maximum is not None)
+    ]
+    return pl.DataFrame(
+        rows, schema={"field": pl.String, "low": pl.Float64, "high": pl.Float64}, orient="row"
+    )
+
+
+def _rejected_points(prep: Prepared, rejected: pl.DataFrame) -> pl.DataFrame:
+    """The ``out_of_bounds`` rows of ``rejected_readings`` that belong to this family."""
+    needed = ("time", "insee", "family", "device_id", "reason", "field", "value")
+    missing = [name for name in needed if name not in rejected.columns]
+    if missing:
+        raise ValueError(f"rejected readings lack the column(s) {', '.join(missing)}")
+    time = pl.col("time")
+    if isinstance(rejected.schema["time"], pl.Datetime) and rejected.schema["time"].time_zone is None:
+        time = time.dt.replace_time_zone("UTC")
+    return rejected.filter(
+        (pl.col("family") == prep.family)
+        & (pl.col("reason") == "out_of_bounds")
+        & pl.col("value").is_not_null()
+        & pl.col("field").is_in(list(prep.numeric_fields) + [f.name for f in prep.spec.fields])
+    ).select(
+        time.cast(ANOMALY_SCHEMA["time"]).alias("time"),
+        pl.col("insee").cast(pl.String),
+        pl.col("device_id").cast(pl.String),
+        pl.col("field").cast(pl.String),
+        pl.col("value").cast(pl.Float64),
+    )
+
+
+def _new_group(keys: list[str], breaks: pl.Expr) -> pl.Expr:
+    """A group number that changes when a key changes or ``breaks`` is true (rows in key order)."""
+    for key in keys:
+        breaks = breaks | (pl.col(key) != pl.col(key).shift(1))
+    return breaks.fill_null(True).cum_sum().alias("group")
+
+
+# ---------------------------------------------------------------------------------------------
+# Spikes
+
+
+def _spike_fields(prep: Prepared) -> list[str]:
+    return [name for name in prep.numeric_fields if not prep.field_spec(name).counter]
+
+
+def _neighbour_median(name: str) -> pl.Expr:
+    """Median of the two readings before and the two after, within the same device.
+
+    Written with sums, minima and maxima rather than ``rolling_median`` because it is ten times
+    faster; a spike of up to two readings cannot move it.
+    """
+    first = pl.col(FIRST)
+    valid = {
+        -2: ~first.shift(-1, fill_value=True) & ~first.shift(-2, fill_value=True),
+        -1: ~first.shift(-1, fill_value=True),
+        1: ~first,
+        2: ~first & ~first.shift(1, fill_value=True),
+    }
+    x = pl.col(name)
+    around = [pl.when(ok).then(x.shift(k)) for k, ok in valid.items()]
+    count = pl.sum_horizontal([a.is_not_null() for a in around])
+    total = pl.sum_horizontal(around)
+    low, high = pl.min_horizontal(around), pl.max_horizontal(around)
+    return (
+        pl.when(count == 4)
+        .then((total - low - high) / 2)
+        .when(count == 3)
+        .then(total - low - high)
+        .when(count == 2)
+        .then(total / 2)
+        .when(count == 1)
+        .then(total)
+    )
+
+
+def _hour_key(prep: Prepared) -> pl.Expr:
+    """A group key per (device, clock hour), increasing along the prepared frame."""
+    hour = pl.col("time").dt.epoch("ns") // HOUR_NS
+    first_hour = prep.frame["time"].min()
+    assert isinstance(first_hour, datetime)
+    base = int(prep.frame.select(pl.col("time").min().dt.epoch("ns")).item()) // HOUR_NS
+    last = int(prep.frame.select(pl.col("time").max().dt.epoch("ns")).item()) // HOUR_NS
+    span = last - base + 1
+    return (pl.col(DEV).cast(pl.Int64) * span + (hour - base)).alias("_hour_key")
+
+
+def _hourly(prep: Prepared, fields: list[str]) -> pl.DataFrame:
+    """Per (device, clock hour): the median of each field and of its absolute residual."""
+    keyed = prep.frame.select(
+        _hour_key(prep).set_sorted(),
+        DEV,
+        (pl.col("time").dt.epoch("ns") // HOUR_NS).alias("hour"),
+        *fields,
+        # Exact zeros are left out: a flatline would otherwise shrink the scale of its hour to
+        # nothing and turn the ordinary noise around it into spikes.
+        *(_absolute_residual(f).alias(f"_r_{f}") for f in fields),
+    )
+    return keyed.group_by("_hour_key", maintain_order=True).agg(
+        pl.col(DEV).first(),
+        pl.col("hour").first(),
+        *(pl.col(f).median() for f in fields),
+        *(pl.col(f"_r_{f}").median() for f in fields),
+    )
+
+
+def _absolute_residual(name: str) -> pl.Expr:
+    residual = (pl.col(name) - _neighbour_median(name)).abs()
+    return pl.when(residual > 0).then(residual)
+
+
+def _spikes(prep: Prepared, opts: AnomalyOptions, hourly: pl.DataFrame | None = None) -> pl.DataFrame:
+    fields = _spike_fields(prep)
+    if not fields or prep.frame.height == 0:
+        return empty_anomalies()
+    if hourly is None:
+        hourly = _hourly(prep, fields)
+    # Each row's hour is found by position: hourly is in the same (device, hour) order.
+    position = prep.frame.select(_hour_key(prep).rle_id().alias("_pos"))["_pos"]
+    found: list[pl.DataFrame] = []
+    for name in fields:
+        # A device's quietest hours may not be much quieter than its usual: the floor keeps a
+        # near-constant hour from turning every small wiggle into a spike.
+        unit = 1.0 if prep.field_spec(name).kind == "int" else 1e-12  # a count moves by whole units
+        mad = pl.col(f"_r_{name}")
+        floor = pl.max_horizontal(
+            opts.spike_scale_floor * mad.median().over(DEV), pl.lit(unit / MAD_TO_SIGMA)
+        )
+        scale = (
+            hourly.select((MAD_TO_SIGMA * pl.max_horizontal(mad, floor)).fill_null(unit).alias("scale"))
+            .to_series()
+            .gather(position)
+        )
+        expected = _neighbour_median(name)
+        z = ((pl.col(name) - expected) / scale).alias("score")
+        flagged = (
+            prep.frame.with_row_index("_row")
+            .with_columns(expected.alias("expected"), z)
+            .filter(pl.col("score").abs() > opts.spike_threshold)
+            .select("_row", "time", DEV, pl.col(name).alias("observed"), "expected", "score")
+        )
+        if flagged.height:
+            found.append(flagged.with_columns(pl.lit(name).alias("field")))
+    if not found:
+        return empty_anomalies()
+    spikes = (
+        pl.concat(found)
+        .sort("field", "_row")
+        .with_columns(_new_group(["field"], pl.col("_row").diff() != 1))
+        .group_by("group", maintain_order=True)
+        .agg(
+            pl.col("time").first(),
+            pl.col("time").last().dt.epoch("ns").alias("end_ns"),
+            pl.col(DEV, "field").first(),
+            pl.col("observed", "expected").sort_by(pl.col("score").abs()).last(),
+            pl.col("score").abs().max(),
+        )
+    )
+    return prep.with_tags(spikes).with_columns(kind=pl.lit("spike"), open=pl.lit(False)).drop("group")
+
+
+def _without_flatlines(spikes: pl.DataFrame, stuck: pl.DataFrame) -> pl.DataFrame:
+    """``spikes`` less those in the clock hours of a flatline of the same device and field.
+
+    A flatline empties the spread of its hours, so the ordinary noise next to it, and the jump
+    when it ends, would look like spikes; the stuck anomaly already reports what happened.
+    """
+    if spikes.height == 0 or stuck.height == 0:
+        return spikes
+    spans = stuck.select(
+        "device_id",
+        "field",
+        pl.col("time").dt.truncate("1h").alias("_from"),
+        (
+            pl.col("end_ns").fill_null(pl.lit(2**62)).cast(ANOMALY_SCHEMA["time"]).dt.truncate("1h")
+            + pl.duration(hours=1)
+        ).alias("_to"),
+    )
+    explained = (
+        spikes.with_row_index("_spike")
+        .join(spans, on=["device_id", "field"])
+        .filter((pl.col("time") >= pl.col("_from")) & (pl.col("time") < pl.col("_to")))
+        .select("_spike")
+    )
+    return spikes.with_row_index("_spike").join(explained, on="_spike", how="anti").drop("_spike")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stuck
+
+
+def _stuck_fields(prep: Prepared) -> list[str]:
+    return [name for name in prep.numeric_fields if not prep.field_spec(name).counter]
+
+
+def _stuck(prep: Prepared, opts: AnomalyOptions, hourly: pl.DataFrame | None = None) -> pl.DataFrame:
+    frame = prep.frame
+    if frame.height == 0:
+        return empty_anomalies()
+    last_of_device = pl.col(FIRST).shift(-1, fill_value=True)
+    found: list[pl.DataFrame] = []
+    for name in _stuck_fields(prep):
+        spec = prep.field_spec(name)
+        x = pl.col(name)
+        comparable = x.is_not_null() & x.shift(1).is_not_null() & ~pl.col(FIRST)
+        same = comparable & (x == x.shift(1))
+        counts = frame.select(comparable.sum().alias("n"), same.sum().alias("same")).row(0)
+        if counts[0] == 0 or 1 - counts[1] / counts[0] < opts.stuck_min_change_rate:
+            continue  # constant by nature (a lane number): repeating is its normal behaviour
+        runs = (
+            frame.with_row_index("_row")
+            .with_columns(last_of_device.alias("_last"), pl.col("time").shift(1).alias("_start"))
+            .filter(same)
+            .with_columns(_new_group([], pl.col("_row").diff() != 1))
+            .group_by("group", maintain_order=True)
+            .agg(
+                pl.col(DEV).first(),
+                pl.col("_start").first().alias("time"),
+                pl.col("time").last().alias("_end"),
+                pl.col(name).first().alias("observed"),
+                (pl.len() + 1).alias("readings"),
+                pl.col("_last").last().alias("open"),
+            )
+            .with_columns((pl.col("_end") - pl.col("time")).dt.total_nanoseconds().alias("duration_ns"))
+        )
+        # At a physical bound the value is clipped, not frozen: zero vehicles at night.
+        at_bound = pl.lit(False)
+        if spec.minimum is not None:
+            at_bound = at_bound | (pl.col("observed") <= spec.minimum)
+        if spec.maximum is not None:
+            at_bound = at_bound | (pl.col("observed") >= spec.maximum)
+        runs = runs.filter(~at_bound)
+        if runs.height == 0:
+            continue
+        allowed_ns = _allowed_flatline_ns(runs["duration_ns"], counts[0] - counts[1], opts)
+        stuck = runs.filter(
+            (pl.col("duration_ns") > allowed_ns) & (pl.col("readings") >= opts.stuck_min_readings)
+        )
+        if stuck.height:
+            found.append(
+                stuck.select(
+                    "time",
+                    DEV,
+                    pl.lit(name).alias("field"),
+                    pl.when(pl.col("open"))
+                    .then(None)
+                    .otherwise(pl.col("_end").dt.epoch("ns"))
+                    .alias("end_ns"),
+                    "observed",
+                    (pl.col("duration_ns") / allowed_ns).alias("score"),
+                    "open",
+                )
+            )
+    if not found:
+        return empty_anomalies()
+    stuck_rows = pl.concat(found)
+    medians = _device_medians(prep, sorted(set(stuck_rows["field"])), hourly)
+    return (
+        prep.with_tags(stuck_rows)
+        .join(medians, on=[DEV, "field"], how="left")
+        .with_columns(kind=pl.lit("stuck"))
+    )
+
+
+def _allowed_flatline_ns(durations: pl.Series, changes: int, opts: AnomalyOptions) -> float:
+    """How long a field may legitimately repeat a value, learned from the whole fleet.
+
+    Most readings start a new run (the value changed); ``durations`` are the runs of two or more
+    equal readings. The longest legitimate repeat is the (1 - tail) quantile over every run, which
+    only falls among the repeats when they are more than ``tail`` of all runs.
+    """
+    total_runs = changes + durations.len()
+    share = opts.stuck_tail * total_runs / max(durations.len(), 1)
+    longest = 0.0
+    if share < 1:
+        value = durations.quantile(1 - share, interpolation="higher")
+        longest = float(value) if isinstance(value, int | float) else 0.0
+    return max(opts.stuck_min_duration_s * SECOND_NS, opts.stuck_factor * longest)
+
+
+def _device_medians(prep: Prepared, fields: list[str], hourly: pl.DataFrame | None) -> pl.DataFrame:
+    """Each device's median of ``fields``, long: ``_dev``, ``field``, ``expected``.
+
+    From the hourly medians when they are at hand (the median of hourly medians: cheap, and
+    as robust), else from the readings.
+    """
+    source = hourly if hourly is not None and all(f in hourly.columns for f in fields) else prep.frame
+    return (
+        source.group_by(DEV)
+        .agg(pl.col(fields).median())
+        .unpivot(index=DEV, variable_name="field", value_name="expected")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift
+
+
+def _drift_fields(prep: Prepared, opts: AnomalyOptions) -> list[str]:
+    wanted = opts.drift_fields if opts.drift_fields is not None else AMBIENT_FIELDS.get(prep.family, ())
+    return [name for name in wanted if name in prep.numeric_fields]
+
+
+def _drift(prep: Prepared, opts: AnomalyOptions, hourly: pl.DataFrame | None = None) -> pl.DataFrame:
+    fields = _drift_fields(prep, opts)
+    if not fields or prep.frame.height == 0:
+        return empty_anomalies()
+    if hourly is None:
+        hourly = _hourly(prep, fields)
+    hours = (
+        prep.with_tags(hourly.select(DEV, "hour", *fields))
+        .unpivot(index=[DEV, "insee", "hour"], on=fields, variable_name="field", value_name="observed")
+        .drop_nulls("observed")
+    )
+    commune = hours.group_by("insee", "field", "hour").agg(
+        pl.col("observed").median().alias("expected"), pl.len().alias("devices")
+    )
+    compared = (
+        hours.join(commune, on=["insee", "field", "hour"])
+        .filter(pl.col("devices") >= opts.drift_min_devices)
+        .with_columns((pl.col("observed") - pl.col("expected")).alias("gap"))
+    )
+    if compared.height == 0:
+        return empty_anomalies()
+    # The fleet's robust spread of the gap, per field: devices differ a little by nature
+    # (siting, calibration); a drift is a gap far beyond that.
+    spread = compared.group_by("field").agg(
+        (MAD_TO_SIGMA * pl.col("gap").abs().median()).alias("spread"),
+        (1e-6 * pl.col("expected").abs().median() + 1e-12).alias("floor"),
+    )
+    last_hour = hours.group_by(DEV).agg(pl.col("hour").max().alias("last_hour"))
+    drifting = (
+        compared.join(spread, on="field")
+        .with_columns((pl.col("gap") / pl.max_horizontal("spread", "floor")).alias("score"))
+        .filter(pl.col("score").abs() > opts.drift_threshold)
+        .sort(DEV, "field", "hour")
+        .with_columns(
+            _new_group(
+                [DEV, "field"],
+                (pl.col("hour").diff() != 1) | (pl.col("score").sign() != pl.col("score").sign().shift(1)),
+            )
+        )
+        .group_by("group", maintain_order=True)
+        .agg(
+            pl.col(DEV, "insee", "field").first(),
+            pl.col("hour").first().alias("first_hour"),
+            pl.col("hour").last().alias("end_hour"),
+            pl.len().alias("hours"),
+            pl.col("observed", "expected").sort_by(pl.col("score").abs()).last(),
+            pl.col("score").abs().max(),
+        )
+        .filter(pl.col("hours") >= opts.drift_min_hours)
+        .join(last_hour, on=DEV)
+    )
+    if drifting.height == 0:
+        return empty_anomalies()
+    still = pl.col("end_hour") >= pl.col("last_hour")
+    rows = drifting.select(
+        (pl.col("first_hour") * HOUR_NS).cast(ANOMALY_SCHEMA["time"]).alias("time"),
+        DEV,
+        "field",
+        pl.when(still).then(None).otherwise((pl.col("end_hour") + 1) * HOUR_NS).alias("end_ns"),
+        "observed",
+        "expected",
+        "score",
+        still.alias("open"),
+    )
+    return prep.with_tags(rows).with_columns(kind=pl.lit("drift"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline
+
+
+def _offline(prep: Prepared, opts: AnomalyOptions) -> pl.DataFrame:
+    frame = prep.frame
+    if frame.height == 0:
+        return empty_anomalies()
+    default_ns = int(prep.spec.reporting_period_s * SECOND_NS)
+    gap = pl.when(~pl.col(FIRST)).then(pl.col("time").diff().dt.total_nanoseconds())
+    gaps = frame.select(DEV, "time", gap.alias("gap"))
+    periods = gaps.group_by(DEV, maintain_order=True).agg(
+        pl.col("gap").median().alias("median"),
+        pl.len().alias("readings"),
+        pl.col("time").last().alias("last"),
+    )
+    periods = periods.with_columns(
+        pl.when((pl.col("readings") >= opts.offline_min_readings) & (pl.col("median") > 0))
+        .then(pl.col("median"))
+        .otherwise(default_ns)
+        .cast(pl.Float64)
+        .alias("period")
+    )
+    shortest = periods["period"].min()
+    assert isinstance(shortest, float)
+    closed = (
+        gaps.filter(pl.col("gap") > opts.offline_periods * shortest)
+        .join(periods.select(DEV, "period"), on=DEV)
+        .filter(pl.col("gap") > opts.offline_periods * pl.col("period"))
+        .select(
+            (pl.col("time") - pl.duration(nanoseconds=pl.col("gap"))).alias("time"),
+            DEV,
+            pl.col("time").dt.epoch("ns").alias("end_ns"),
+            (pl.col("gap") / SECOND_NS).alias("observed"),
+            (pl.col("period") / SECOND_NS).alias("expected"),
+            (pl.col("gap") / pl.col("period")).alias("score"),
+            pl.lit(False).alias("open"),
+        )
+    )
+    now_ns = prep.now_ns()
+    silence = pl.lit(now_ns) - pl.col("last").dt.epoch("ns")
+    still = periods.filter(silence > opts.offline_periods * pl.col("period")).select(
+        pl.col("last").alias("time"),
+        DEV,
+        pl.lit(None, dtype=pl.Int64).alias("end_ns"),
+        (silence / SECOND_NS).alias("observed"),
+        (pl.col("period") / SECOND_NS).alias("expected"),
+        (silence / pl.col("period")).alias("score"),
+        pl.lit(True).alias("open"),
+    )
+    rows = pl.concat([closed, still])
+    return prep.with_tags(rows).with_columns(kind=pl.lit("offline"), field=pl.lit(WHOLE_DEVICE))

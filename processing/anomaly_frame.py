@@ -1,0 +1,235 @@
+"""What the anomaly detectors share: their options, the output schema, and the prepared frame.
+
+A detector needs each device's readings contiguous and in time order. Store reads come sorted
+by time then tags, so :func:`prepare` re-sorts once (by an integer device code, which is much
+cheaper than sorting by the ``device_id`` strings) and every detector works on that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from sensors.families import FAMILIES, Family, FamilySpec, FieldSpec
+
+TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+KINDS = ("out_of_bounds", "spike", "stuck", "drift", "offline")
+"""Every value of the ``kind`` tag, in the order the detectors run."""
+
+ANOMALY_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME_DTYPE,
+    "insee": pl.String(),
+    "family": pl.String(),
+    "device_id": pl.String(),
+    "field": pl.String(),
+    "kind": pl.String(),
+    "end_ns": pl.Int64(),
+    "observed": pl.Float64(),
+    "expected": pl.Float64(),
+    "score": pl.Float64(),
+    "open": pl.Boolean(),
+}
+"""Columns of the ``anomalies`` measurement (docs/measurements.md), in order."""
+
+ANOMALY_TAGS = ("insee", "family", "device_id", "field", "kind")
+"""The tag columns of ``anomalies``: pass them to ``Store.write``."""
+
+WHOLE_DEVICE = ""
+"""The ``field`` tag of an anomaly about the whole device (offline), as ``rejected_readings`` does."""
+
+DEV = "_dev"
+"""Integer device code column of a prepared frame."""
+FIRST = "_first"
+"""Boolean column of a prepared frame: the row is its device's first reading."""
+
+
+class AnomalyOptionError(ValueError):
+    """An anomaly option is unknown or has a value that cannot work; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyOptions:
+    """Tuning of the detectors. The defaults are the ones measured in docs/anomalies.md."""
+
+    spike_threshold: float = 8.0
+    """Robust z-score (residual over 1.4826 x MAD) above which a reading is a spike."""
+    spike_scale_floor: float = 0.5
+    """Lowest scale of an hour, as a share of the device's median hourly scale: a quiet hour
+    (rounded values, a flatline) must not turn every small wiggle into a spike."""
+    stuck_min_duration_s: float = 1200.0
+    """A flatline shorter than this is never reported, whatever the field."""
+    stuck_min_readings: int = 4
+    """Nor one of fewer identical readings than this."""
+    stuck_factor: float = 2.0
+    """The allowed duration is at least this times the longest legitimate repeat (see below)."""
+    stuck_tail: float = 1e-3
+    """The longest legitimate repeat of a field is the (1 - stuck_tail) quantile of the run
+    durations of that field over the whole fleet."""
+    stuck_min_change_rate: float = 0.02
+    """A field that changes in fewer than this share of consecutive readings over the fleet is
+    constant by nature (a lane number, a configuration): it is not checked for flatlines."""
+    drift_threshold: float = 4.0
+    """Robust z-score of a device's hourly median against its commune's above which an hour drifts."""
+    drift_min_hours: int = 3
+    """Consecutive drifting hours needed to report a drift."""
+    drift_min_devices: int = 3
+    """Devices of the family a commune needs for its median to be a reference."""
+    drift_fields: tuple[str, ...] | None = None
+    """Fields compared across devices; None means the family's ambient fields (all of
+    ``air_quality``: devices of one commune measure the same air). Traffic lanes, buildings or
+    links differ by nature, so comparing them with their neighbours says nothing."""
+    offline_periods: float = 5.0
+    """Silent for more than this many reporting periods means offline."""
+    offline_min_readings: int = 10
+    """Readings a device needs for its own median interval to be its period; fewer and the
+    family's ``reporting_period_s`` is used."""
+    out_of_bounds_merge_s: float = 600.0
+    """Out-of-bounds readings of one device and field closer than this form one anomaly."""
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "drift_fields":
+                if value is not None and not all(isinstance(v, str) for v in value):
+                    raise AnomalyOptionError(f"drift_fields must be field names, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise AnomalyOptionError(f"anomaly option {item.name}={value!r} must be a finite number")
+            if value <= 0 and item.name not in ("stuck_min_change_rate",):
+                raise AnomalyOptionError(f"anomaly option {item.name}={value!r} must be > 0")
+        if not 0 < self.stuck_tail < 1:
+            raise AnomalyOptionError(f"stuck_tail={self.stuck_tail} must be between 0 and 1")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> AnomalyOptions:
+        """Options from keyword arguments, with a clear error for a misspelt one."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise AnomalyOptionError(
+                f"unknown anomaly option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if isinstance(options.get("drift_fields"), list):
+            options = {**options, "drift_fields": tuple(options["drift_fields"])}
+        return cls(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A family's readings ready for the detectors.
+
+    ``frame`` holds ``time``, ``_dev`` (a device index: 0, 1, 2... in row order), ``_first`` and
+    the family's numeric fields present in the input, as Float64; rows are grouped by device and
+    in time order within a device. ``devices`` maps ``_dev`` to ``insee`` and ``device_id``.
+    """
+
+    spec: FamilySpec
+    frame: pl.DataFrame
+    devices: pl.DataFrame
+    numeric_fields: tuple[str, ...]
+    """Float and int fields present, counters included."""
+    now: datetime | None
+    """The reference time for "still open"; None means the latest reading of the frame."""
+
+    @property
+    def family(self) -> str:
+        """The family name, as written in the ``family`` tag."""
+        return self.spec.family.value
+
+    def field_spec(self, name: str) -> FieldSpec:
+        """The contract of one field of the family."""
+        spec = self.spec.field(name)
+        assert spec is not None  # prepare() kept only the family's fields
+        return spec
+
+    def now_ns(self) -> int | None:
+        """``now`` in ns since the epoch, or the latest reading's time; None when empty."""
+        if self.now is not None:
+            now = self.now if self.now.tzinfo is not None else self.now.replace(tzinfo=UTC)
+            return (now - EPOCH) // timedelta(microseconds=1) * 1000
+        if self.frame.height == 0:
+            return None
+        return int(self.frame.select(pl.col("time").max().dt.epoch("ns")).item())
+
+    def with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` (with a ``_dev`` column) with ``insee``, ``device_id`` and ``family`` added."""
+        return rows.join(self.devices, on=DEV, how="left").with_columns(family=pl.lit(self.family))
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def family_spec_of(family: str) -> FamilySpec:
+    """The contract of a family by name; a clear error for an unknown one."""
+    try:
+        return FAMILIES[Family(family)]
+    except ValueError:
+        known = ", ".join(f.value for f in Family)
+        raise ValueError(f"unknown family {family!r}; known: {known}") from None
+
+
+def prepare(frame: pl.DataFrame, family: str, *, now: datetime | None = None) -> Prepared:
+    """Check ``frame`` (raw readings of ``family`` in the store convention) and sort it by device.
+
+    Raises ``ValueError`` naming the problem when a required column is missing or mistyped.
+    Extra columns (``received_at``, unknown fields) are ignored, and so are booleans and enums:
+    no detector looks at them (a switch that stays off is not a fault).
+    """
+    spec = family_spec_of(family)
+    missing = [name for name in ("time", "insee", "device_id") if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{family} readings lack the column(s) {', '.join(missing)}")
+    time_dtype = frame.schema["time"]
+    if not isinstance(time_dtype, pl.Datetime):
+        raise ValueError(f"{family} readings: column time must be a Datetime, got {time_dtype}")
+    numeric = tuple(f.name for f in spec.fields if f.kind in ("float", "int") and f.name in frame.columns)
+    for name in numeric:
+        dtype = frame.schema[name]
+        if not (dtype.is_numeric() or dtype == pl.Null):
+            raise ValueError(f"{family} readings: field {name} must be numeric, got {dtype}")
+    time_expr = pl.col("time")
+    if time_dtype.time_zone is None:
+        time_expr = time_expr.dt.replace_time_zone("UTC")
+    frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
+    if not frame["time"].is_sorted():
+        frame = frame.sort("time")
+    # A stable sort on an integer code keeps the time order within each device, and costs a
+    # fraction of a sort on the strings or on (device, time).
+    code = pl.col("device_id").cast(pl.Categorical).to_physical()
+    order = frame.select(pl.arg_sort_by(code, maintain_order=True)).to_series()
+    out = frame.select(
+        time_expr.cast(TIME_DTYPE).alias("time"),
+        code.alias("_code"),
+        *(pl.col(name).cast(pl.Float64) for name in numeric),
+    )[order]
+    first = (pl.col("_code") != pl.col("_code").shift(1)).fill_null(True)
+    out = out.with_columns(first.alias(FIRST)).with_columns(
+        (pl.col(FIRST).cum_sum() - 1).cast(pl.UInt32).alias(DEV)
+    )
+    starts = out.select(pl.arg_where(pl.col(FIRST))).to_series()
+    devices = frame.select("insee", "device_id")[order.gather(starts)].with_columns(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias(DEV),
+        pl.col("insee").cast(pl.String),
+        pl.col("device_id").cast(pl.String),
+    )
+    out = out.select("time", DEV, FIRST, *numeric)
+    return Prepared(spec=spec, frame=out, devices=devices, numeric_fields=numeric, now=now)
+
+
+def empty_anomalies() -> pl.DataFrame:
+    """An ``anomalies`` frame with no row."""
+    return pl.DataFrame(schema=ANOMALY_SCHEMA)
+
+
+def finish(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast to the ``anomalies`` schema, in its column order, sorted so that output is stable."""
+    if frame.height == 0:
+        return empty_anomalies()
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in ANOMALY_SCHEMA.items()).sort(
+        "time", "insee", "device_id", "field", "kind"
+    )
