@@ -386,7 +386,9 @@ class Evaluator:
             else now.timestamp()
         )
         fmt = self._value_formatter(rule, unit, language)
-        item_lines = [(self._label(r, commune_name), fmt(r.value)) for r in records]
+        # A single commune-level alert says everything in its summary; a list is for groups.
+        listed = [r for r in records if r.device_id] or (records if len(records) > 1 else [])
+        item_lines = [(self._label(r, commune_name), fmt(r.value)) for r in listed]
         dependant_ids = sorted({r.device_id for r in dependants if r.device_id})
         variables = {
             "commune": commune_name,
