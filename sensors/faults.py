@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -532,3 +533,33 @@ def _truth_frame(
         }
     )
     return frame.sort("start", "insee", "device_id", "kind", "field")
+
+
+def write_ground_truth(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write the ground truth as Parquet (``.parquet``) or CSV (anything else).
+
+    CSV times are RFC 3339 UTC with nanoseconds; ``read_ground_truth`` reads either back.
+    """
+    path = Path(path)
+    if path.parent != Path():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        frame.with_columns(
+            pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%S%.9fZ"),
+        ).write_csv(path)
+    return path
+
+
+def read_ground_truth(path: str | Path) -> pl.DataFrame:
+    """Read a ground-truth file written by ``write_ground_truth`` (``GROUND_TRUTH_SCHEMA``)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).cast(GROUND_TRUTH_SCHEMA)  # type: ignore[arg-type]
+    text_schema = {name: pl.String() for name in GROUND_TRUTH_SCHEMA} | {"value": pl.Float64()}
+    frame = pl.read_csv(path, schema=text_schema)
+    return frame.with_columns(
+        pl.col("field").fill_null(""),
+        pl.col("start", "end").str.to_datetime("%Y-%m-%dT%H:%M:%S%.9fZ", time_unit="ns", time_zone="UTC"),
+    )

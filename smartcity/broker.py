@@ -53,10 +53,11 @@ class EmbeddedBroker:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        amqtt_logger = logging.getLogger("amqtt")
-        if amqtt_logger.level == logging.NOTSET:
-            # amqtt logs every connection at INFO and client hiccups as errors: too chatty for a demo.
-            amqtt_logger.setLevel(logging.WARNING)
+        for name in ("amqtt", "transitions"):
+            chatty = logging.getLogger(name)
+            if chatty.level == logging.NOTSET:
+                # amqtt (and its state machine library) log every connection step at INFO.
+                chatty.setLevel(logging.WARNING)
 
     @property
     def running(self) -> bool:
