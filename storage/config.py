@@ -13,7 +13,10 @@ class InfluxSettings(BaseModel):
 
     url: str = "http://127.0.0.1:8086"
     database: str = "smartcity"
-    """On 2.x, the bucket name (database ``bucket`` maps to ``bucket/autogen``)."""
+    """The 1.x database (2.x: the DBRP database; 3.x: the database). Written ``name/policy``
+    (e.g. ``smartcity/autogen``, or a 2.x bucket mapped as ``bucket/rp``), every measurement goes
+    to that one retention policy; written ``name``, raw readings go to ``raw_retention_policy``
+    and everything else to ``aggregate_retention_policy``."""
     username: str | None = None
     password: str | None = None
     token: str | None = None
@@ -22,9 +25,29 @@ class InfluxSettings(BaseModel):
     """2.x organisation, only needed by ``smartcity storage init`` to create buckets."""
     raw_retention_days: int = Field(30, ge=1)
     aggregate_retention_days: int = Field(5 * 365, ge=1)
+    raw_retention_policy: str = "raw"
+    """1.x retention policy (2.x: bucket ``<database>/<policy>``) of raw readings."""
+    aggregate_retention_policy: str = "aggregates"
+    """1.x retention policy (2.x: bucket ``<database>/<policy>``) of everything else."""
+    raw_measurements: list[str] = Field(
+        default_factory=lambda: [
+            "air_quality",
+            "traffic",
+            "building",
+            "camera",
+            "network",
+            "rejected_readings",
+        ]
+    )
+    """Measurements kept for the raw retention; every other one goes to the aggregates policy."""
     batch_size: int = Field(5000, ge=1, le=1_000_000)
+    gzip_level: int = Field(1, ge=0, le=9)
+    """Compression of write bodies (0: none). Level 1 costs little CPU and shrinks 5-8x."""
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    retry_backoff_s: float = Field(0.5, gt=0)
+    """First retry delay; doubled at each attempt (with jitter), up to ``retry_max_backoff_s``."""
+    retry_max_backoff_s: float = Field(30.0, gt=0)
 
 
 class DuckDBSettings(BaseModel):

@@ -7,8 +7,10 @@ hold:
 * ``time`` is converted to ``Datetime("ns", "UTC")``; a naive datetime is taken as UTC, any
   other time zone is converted. A row without a time is refused.
 * Tag values are strings; a null tag is the empty string, which means "no such tag" (InfluxDB
-  stores no empty tag). A tag value with a line break, or ending with a backslash, cannot be
-  carried by InfluxDB's line protocol: its row is refused.
+  stores no empty tag). A tag value with a line break, or with a backslash at its end or just
+  before ``,``, ``=`` or a space, cannot be carried by InfluxDB's line protocol: its row is
+  refused.
+* An empty string field is no value (InfluxDB's CSV answers cannot tell them apart).
 * Fields are ``Float64``, ``Int64``, ``Boolean`` or ``String`` (other integer and float widths
   are widened). A null, NaN or infinite value means the field is absent from the row. A row
   without any field is refused.
@@ -103,13 +105,16 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
         if dtype == pl.Float64:
             # NaN and infinities have no line-protocol form: they mean "no value".
             expr = pl.when(expr.is_finite()).then(expr)
+        elif dtype == pl.String:
+            # InfluxDB's CSV answers cannot tell "" from no value: both stores read "" as null.
+            expr = pl.when(expr != "").then(expr)
         exprs.append(expr.alias(name))
     out = frame.with_row_index(ROW).select(pl.col(ROW), *exprs)
 
     reasons: list[tuple[pl.Expr, str]] = [(pl.col(TIME).is_null(), "no time")]
     for t in tag_list:
-        bad = pl.col(t).str.contains("[\r\n]") | pl.col(t).str.ends_with("\\")
-        reasons.append((bad, f"tag {t!r} contains a line break or ends with a backslash"))
+        bad = pl.col(t).str.contains(r"[\r\n]|\\([,= ]|$)")
+        reasons.append((bad, f"tag {t!r} has a line break, or a backslash at its end or before , = or space"))
     if field_list:
         reasons.append((pl.all_horizontal(pl.col(f).is_null() for f in field_list), "no field value"))
     else:

@@ -15,9 +15,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from storage.base import TIME, TIME_DTYPE, Store
-from tests.storage_fixtures import STORE_KINDS, open_test_store
+from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+__all__ = ["shared_influxd"]
+
+# Recent enough for InfluxDB's 30-day retention of raw readings to keep it.
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
 HOUR = timedelta(hours=1)
 TAGS = ["insee", "device_id"]
 
