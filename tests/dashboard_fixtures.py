@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dash
 import numpy as np
 import polars as pl
 
+from dashboards.config import DashboardSettings
 from dashboards.users import ApiToken, User, UserDirectory, hash_password, token_digest
 from dashboards.views import paris_day_start
+from sensors.communes import CommuneRegistry
 from sensors.families import Family, family_spec
 from storage.base import TIME, Store
 
@@ -318,3 +321,31 @@ def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> di
         made[name] = Account(name, password, token, tuple(communes))
     directory.save(users)
     return made
+
+
+POISSY, MONTROUGE, CONFLANS = "78498", "92049", "78172"
+
+
+@dataclass
+class DashboardEnv:
+    """A filled store, a users file and an app over them."""
+
+    store: Store
+    settings: DashboardSettings
+    registry: CommuneRegistry
+    scenario: Scenario
+    accounts: dict[str, Account]
+    app: dash.Dash
+
+
+def make_env(directory: Path, now: datetime | None = None, **settings: object) -> DashboardEnv:
+    """Three communes of data, users ``poissy`` (Poissy only) and ``admin`` (every commune), an app."""
+    from dashboards.app import create_app
+    from storage.duckdb_store import DuckDBStore
+
+    store = DuckDBStore()
+    scenario = fill_store(store, [POISSY, MONTROUGE, CONFLANS], now or datetime.now(UTC))
+    accounts = write_users(directory / "users.toml", [("poissy", [POISSY]), ("admin", ["*"])])
+    config = DashboardSettings(users_file=directory / "users.toml", **settings)  # type: ignore[arg-type]
+    registry = CommuneRegistry.load()
+    return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))

@@ -48,6 +48,7 @@ def layout(insee: str = "", **_: Any) -> Component:
             html.H1(t(lang, "commune.title", name=commune.name, insee=insee)),
             range_picker("commune-range", lang, "24h"),
             html.P(id="commune-updated", className="updated", **aria(live="polite")),
+            html.H2(t(lang, "commune.family"), className="visually-hidden"),
             dcc.Tabs(
                 id="commune-family",
                 value=first,

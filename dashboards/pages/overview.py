@@ -40,10 +40,13 @@ def overview_content(
     """The map and the table of the user's communes, and the 'updated at' line."""
     rows = overview_rows(data, now, settings.online_after_periods)
     body = [
-        dcc.Graph(
-            id="overview-map",
-            figure=overview_map(rows, lang),
-            config={"displaylogo": False, "responsive": True},
+        html.Div(
+            dcc.Graph(
+                id="overview-map",
+                figure=overview_map(rows, lang),
+                config={"displaylogo": False, "responsive": True},
+            ),
+            role="figure",
             **aria(label=t(lang, "overview.map_title")),
         ),
         _table(rows, lang),

@@ -1,0 +1,185 @@
+"""Building blocks of the dashboards: users file, rights, ranges, downsampling, French formats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dashboards.access import BadQuery, CommuneData, Forbidden
+from dashboards.auth import SignInLimiter
+from dashboards.downsample import m4
+from dashboards.i18n import format_datetime, format_number, format_quantity, t
+from dashboards.timerange import TimeRange, TimeRangeError, fitting_window, parse_time
+from dashboards.users import (
+    User,
+    UserDirectory,
+    UsersFileError,
+    hash_password,
+    parse_users,
+    token_digest,
+    verify_password,
+)
+from dashboards.views import ATMO_COLORS, readable_text_color
+from sensors.communes import CommuneRegistry
+from storage.duckdb_store import DuckDBStore
+from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, aggregate_frame, write_users
+
+NOW = datetime(2026, 11, 28, 13, 0, tzinfo=UTC)
+
+
+def test_password_hash_is_salted_and_verifies_only_the_right_password() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second  # salted
+    assert "correct horse" not in first
+    assert verify_password("correct horse", first)
+    assert not verify_password("correct horsE", first)
+    assert not verify_password("correct horse", "not-a-hash")
+
+
+def test_users_file_round_trip_and_token_lookup(tmp_path: Path) -> None:
+    accounts = write_users(tmp_path / "users.toml", [("poissy", [POISSY]), ("admin", ["*"])])
+    directory = UserDirectory(tmp_path / "users.toml")
+    assert directory.authenticate("poissy", accounts["poissy"].password) is not None
+    assert directory.authenticate("poissy", accounts["admin"].password) is None
+    assert directory.authenticate("nobody", "whatever") is None
+    by_token = directory.by_token(accounts["admin"].token)
+    assert by_token is not None and by_token.is_admin
+    text = (tmp_path / "users.toml").read_text()
+    assert accounts["poissy"].password not in text and accounts["poissy"].token not in text
+    assert token_digest(accounts["poissy"].token) in text
+    assert (tmp_path / "users.toml").stat().st_mode & 0o077 == 0
+
+
+def test_users_file_changes_are_seen_without_restart(tmp_path: Path) -> None:
+    accounts = write_users(tmp_path / "users.toml", [("poissy", [POISSY])])
+    directory = UserDirectory(tmp_path / "users.toml")
+    assert directory.by_token(accounts["poissy"].token) is not None
+    write_users(tmp_path / "users.toml", [("other", [MONTROUGE])])
+    assert directory.by_token(accounts["poissy"].token) is None
+    assert directory.get("poissy") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[users.a]\ncommunes = '78498'\n", "communes must be a list"),
+        ("[users.a]\ncommunes = ['78498']\npassword = 'plain'\n", "scrypt hash"),
+        ("[users.a]\ncommunes = ['78498']\ntokens = [{ name = 'x' }]\n", "sha256"),
+        ("[users\n", "not valid TOML"),
+    ],
+)
+def test_malformed_users_file_is_explained(text: str, problem: str) -> None:
+    with pytest.raises(UsersFileError, match=problem):
+        parse_users(text)
+
+
+def test_rights_are_enforced_in_the_data_layer() -> None:
+    store = DuckDBStore()
+    store.write(
+        "air_quality_1h_commune",
+        aggregate_frame("air_quality", "1h", [POISSY, MONTROUGE], NOW - timedelta(days=1), NOW),
+        tags=["insee"],
+    )
+    registry = CommuneRegistry.load()
+    poissy = CommuneData(store, User("p", frozenset({POISSY})), registry)
+    span = TimeRange.last(timedelta(days=2), NOW)
+    assert [c.insee for c in poissy.communes()] == [POISSY]
+    with pytest.raises(Forbidden):
+        poissy.aggregates("air_quality", [MONTROUGE], span, "1h")
+    with pytest.raises(Forbidden):
+        poissy.aggregates("air_quality", [POISSY, MONTROUGE], span, "1h")
+    # No commune named means "all of mine", never "all".
+    mine = poissy.aggregates("air_quality", None, span, "1h")
+    assert set(mine.get_column("insee").unique()) == {POISSY}
+    # An unknown commune is "forbidden" for a non-admin (no probing of codes) and a 400 for an admin.
+    with pytest.raises(Forbidden):
+        poissy.check("99999")
+    admin = CommuneData(store, User("a", frozenset({"*"})), registry)
+    with pytest.raises(BadQuery, match="unknown commune"):
+        admin.check("99999")
+    with pytest.raises(BadQuery, match="unknown resolution"):
+        admin.aggregates("air_quality", [POISSY], span, "5m")
+    assert set(admin.aggregates("air_quality", None, span, "1h").get_column("insee").unique()) == {
+        POISSY,
+        MONTROUGE,
+    }
+    assert CONFLANS in {c.insee for c in admin.communes()}
+
+
+def test_time_parsing_relative_iso_and_errors() -> None:
+    assert parse_time("-7d", NOW) == NOW - timedelta(days=7)
+    assert parse_time("-90m", NOW) == NOW - timedelta(minutes=90)
+    assert parse_time("2026-11-01T00:00:00Z", NOW) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01T01:00:00+01:00", NOW) == datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(TimeRangeError, match="relative time like -7d"):
+        parse_time("last week", NOW)
+    with pytest.raises(TimeRangeError, match="not before end"):
+        TimeRange.parse("-1d", "-2d", NOW)
+
+
+@pytest.mark.parametrize(
+    ("span", "window"),
+    [
+        (timedelta(hours=3), "1m"),
+        (timedelta(days=7), "15m"),
+        (timedelta(days=30), "1h"),
+        (timedelta(days=1000), "1d"),
+    ],
+)
+def test_resolution_fits_the_range(span: timedelta, window: str) -> None:
+    assert fitting_window(span, 2000) == window
+
+
+def test_m4_keeps_extremes_and_caps_points() -> None:
+    n = 50_000
+    times = pl.datetime_range(NOW, NOW + timedelta(seconds=n - 1), "1s", eager=True, time_zone="UTC")
+    values = np.sin(np.arange(n) / 500)
+    values[12_345], values[40_000] = 99.0, -99.0
+    frame = pl.DataFrame({"time": times.cast(pl.Datetime("ns", "UTC")), "v": values})
+    shown = m4(frame, "v", 1000)
+    assert shown.height <= 1000
+    assert shown.get_column("v").max() == 99.0 and shown.get_column("v").min() == -99.0
+    assert shown.get_column("time").is_sorted()
+    assert shown.get_column("time").first() == frame.get_column("time").first()
+    assert shown.get_column("time").last() == frame.get_column("time").last()
+    small = frame.head(10)
+    assert m4(small, "v", 1000).equals(small)
+
+
+def test_french_and_english_formats() -> None:
+    assert format_number(12.5, "fr") == "12,5"
+    assert format_number(1234.5, "fr") == "1\u202f234,5"
+    assert format_number(1234.5, "en") == "1,234.5"
+    assert format_quantity(12.5, "µg/m³", "fr") == "12,5\u00a0µg/m³"
+    assert format_quantity(0.42, "1", "fr") == "42,0\u00a0%"
+    # 13:00 UTC is 14:00 in Paris in November (CET).
+    assert format_datetime(NOW, "fr") == "28/11/2026 14:00"
+    assert format_datetime(datetime(2026, 7, 1, 12, tzinfo=UTC), "en") == "2026-07-01 14:00"
+    assert t("fr", "atmo.degrade") == "Dégradé" and t("en", "atmo.degrade") == "Degraded"
+
+
+def test_atmo_badge_text_has_enough_contrast_on_every_official_colour() -> None:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    for colour in ATMO_COLORS:
+        text = readable_text_color(colour)
+        lighter, darker = sorted((luminance(colour), luminance(text)), reverse=True)
+        assert (lighter + 0.05) / (darker + 0.05) >= 4.5, colour
+
+
+def test_sign_in_limiter_locks_per_user_and_per_address() -> None:
+    limiter = SignInLimiter(max_failures=3, window_s=60)
+    for second in range(3):
+        assert limiter.retry_after("alice", "10.0.0.1", now=second) == 0
+        limiter.failed("alice", "10.0.0.1", now=second)
+    assert limiter.retry_after("alice", "10.0.0.2", now=5) > 0  # same user, other address
+    assert limiter.retry_after("bob", "10.0.0.1", now=5) > 0  # same address, other user
+    assert limiter.retry_after("bob", "10.0.0.2", now=5) == 0
+    assert limiter.retry_after("alice", "10.0.0.2", now=61) == 0  # the window passed
