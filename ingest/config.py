@@ -37,7 +37,7 @@ class IngestSettings(BaseModel):
     """First delay before trying a store that failed again; doubles up to ``retry_max_interval_s``."""
     retry_max_interval_s: float = Field(30.0, gt=0)
     spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = Field(1 << 30, ge=1 << 16)
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 12)
     """When the spool holds this much, ingest stops acknowledging: the broker keeps the readings."""
     deadletter_file: Path = Path("var/deadletter.jsonl")
     deadletter_topic: str = DEADLETTER_PREFIX

@@ -96,6 +96,8 @@ class Ingestor:
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop consuming, flush and acknowledge what was received, disconnect; True when clean.
 
+        The store stays open: it belongs to the caller.
+
         Messages that arrive during the shutdown are left unacknowledged: the broker keeps them in
         the session for the next start.
         """
@@ -112,7 +114,6 @@ class Ingestor:
         self.deadletter.close()
         if self._server:
             self._server.stop()
-        self.store.close()
         clean = flushed and self.writer.failure is None
         log.info("ingest stopped%s", "" if clean else " (not cleanly: see above)")
         return clean

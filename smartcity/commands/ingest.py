@@ -134,4 +134,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             break
     clean = ingestor.stop()
     ingestor.log_stats()
+    store.close()
     return 0 if clean else 1
