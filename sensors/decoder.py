@@ -53,6 +53,7 @@ _JSON = json.JSONDecoder()
 _HUGE = 1.7976931348623157e308
 _MAX_SHOWN = 60
 _TOPIC_CACHE_SIZE = 100_000
+_SAFE_KEYS_SIZE = 10_000
 
 
 class _Problem(NamedTuple):
@@ -325,6 +326,7 @@ class Decoder:
         self.max_batch = max_batch
         self._clock = clock
         self._topics: dict[str, Topic] = {}
+        self._safe_keys: dict[str, set[str]] = {spec.family.value: set() for spec in FAMILIES.values()}
         self._fields: dict[str, dict[str, _FieldCheck]] = {
             spec.family.value: {f.name: _field_check(f) for f in spec.fields} for spec in FAMILIES.values()
         }
@@ -403,7 +405,7 @@ class Decoder:
             errors.append(DecodeError("malformed_json", f"payload is not valid JSON: {exc}"))
             return result
         if spec.forbidden_keys:
-            found = _find_forbidden(document, spec.forbidden_keys)
+            found = _find_forbidden(document, spec.forbidden_keys, self._safe_keys[parsed.family])
             if found is not None:
                 errors.append(
                     DecodeError(
@@ -636,23 +638,44 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
     return message.reading(time_ns, values, index)
 
 
-def _find_forbidden(document: object, forbidden: frozenset[str]) -> tuple[str, str] | None:
+_KeyPath = tuple[object, str | int] | None
+"""Where a key sits in a payload, as a linked list ``(parent path, key or list index)``."""
+
+
+def _find_forbidden(
+    document: object, forbidden: frozenset[str], safe_keys: set[str]
+) -> tuple[str, str] | None:
     """The first forbidden key anywhere in ``document`` and its path, or None.
 
     Keys are compared case-insensitively, ignoring ``_`` and ``-`` (``Face_Image`` is
-    ``faceimage``). Iterative, so a deeply nested payload cannot exhaust the stack.
+    ``faceimage``). ``safe_keys`` remembers keys already found harmless (the same few field
+    names recur in every message). Iterative, so a deeply nested payload cannot exhaust the
+    stack; the path of a key is only spelled out when the key is refused.
     """
-    stack: list[tuple[object, str]] = [(document, "")]
+    stack: list[tuple[object, _KeyPath]] = [(document, None)]
     while stack:
         node, path = stack.pop()
         if type(node) is dict:
             for key, child in node.items():
-                if key.lower().replace("_", "").replace("-", "") in forbidden:
-                    return key, f"{path}/{key}"
-                if type(child) in (dict, list):
-                    stack.append((child, f"{path}/{key}"))
+                if key not in safe_keys:
+                    if key.lower().replace("_", "").replace("-", "") in forbidden:
+                        return key, _spell((path, key))
+                    if len(safe_keys) < _SAFE_KEYS_SIZE:
+                        safe_keys.add(key)
+                if type(child) is dict or type(child) is list:
+                    stack.append((child, (path, key)))
         elif type(node) is list:
             for position, child in enumerate(node):
-                if type(child) in (dict, list):
-                    stack.append((child, f"{path}[{position}]"))
+                if type(child) is dict or type(child) is list:
+                    stack.append((child, (path, position)))
     return None
+
+
+def _spell(path: object) -> str:
+    """``/a/b[0]/c`` from the linked path ``((((None, "a"), "b"), 0), "c")``."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        segment: object = path[1]
+        path = path[0]
+        parts.append(f"[{segment}]" if isinstance(segment, int) else f"/{segment}")
+    return "".join(reversed(parts))
