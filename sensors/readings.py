@@ -110,6 +110,16 @@ class Decoded:
         return not self.errors
 
     @property
+    def payload_is_private(self) -> bool:
+        """True when the payload must not be kept anywhere, not even in a dead-letter.
+
+        A camera payload refused with ``forbidden_field`` may hold an image, a face or an
+        identity: whoever records the refusal keeps the topic, the size and the errors, never
+        the bytes.
+        """
+        return any(error.reason == "forbidden_field" for error in self.errors)
+
+    @property
     def refused(self) -> bool:
         """True when the whole message was refused (a message-level error): it kept nothing."""
         return any(error.reason in MESSAGE_REASONS for error in self.errors)

@@ -24,6 +24,7 @@ def _refused_whole(decoded: Decoded, reason: str) -> None:
     assert decoded.readings == []
     assert decoded.refused
     assert decoded.errors[0].level == "message"
+    assert decoded.payload_is_private == (reason == "forbidden_field")
 
 
 def test_truncated_json() -> None:
