@@ -59,17 +59,16 @@ def test_round_trip_keeps_values_and_dtypes(store: Store) -> None:
     report = store.write("air_quality", frame, tags=TAGS)
     assert report.written == frame.height and not report.rejected
     got = read_all(store, "air_quality")
-    assert got.schema == pl.Schema(
-        {
-            TIME: TIME_DTYPE,
-            "device_id": pl.String,
-            "insee": pl.String,
-            "count": pl.Int64,
-            "online": pl.Boolean,
-            "pm25": pl.Float64,
-            "state": pl.String,
-        }
-    )
+    expected_schema: dict[str, pl.DataType] = {
+        TIME: TIME_DTYPE,
+        "device_id": pl.String(),
+        "insee": pl.String(),
+        "count": pl.Int64(),
+        "online": pl.Boolean(),
+        "pm25": pl.Float64(),
+        "state": pl.String(),
+    }
+    assert got.schema == pl.Schema(expected_schema)
     expected = frame.select(got.columns).sort(TIME, "device_id", "insee")
     assert_frame_equal(got, expected)
 
@@ -261,3 +260,19 @@ def test_missing_tag_reads_as_empty_string_and_filters_as_such(store: Store) -> 
     store.write("rejected_readings", frame, tags=["insee", "field"])
     got = read_all(store, "rejected_readings", where={"field": ""})
     assert got.select("insee", "field").rows() == [("2", "")]
+
+
+def test_field_type_conflict_refuses_only_the_rows_carrying_it(store: Store) -> None:
+    first = readings(10)
+    store.write("m", first, tags=TAGS)
+    later = readings(10, start=T0 + HOUR)
+    idx = pl.int_range(0, 10)
+    conflicting = later.with_columns(
+        pl.when(idx == 2).then(pl.lit(1, dtype=pl.Int64)).alias("pm25"),  # float in the store
+        pl.when(idx == 6).then(pl.lit(1.5)).alias("count"),  # integer in the store
+    ).with_columns(pl.when(idx.is_in([2, 6]).not_()).then(pl.col("state")).alias("state"))
+    report = store.write("m", conflicting, tags=TAGS)
+    assert [r.row for r in report.rejected] == [2, 6]
+    assert all("conflict" in r.reason for r in report.rejected)
+    assert report.written == 8
+    assert read_all(store, "m").height == 18
