@@ -84,7 +84,7 @@ class Evaluator:
     def __init__(
         self,
         rules: RulesFile,
-        store: Store,
+        store: Store | None,
         registry: CommuneRegistry,
         outbox: Outbox,
         *,
@@ -113,13 +113,16 @@ class Evaluator:
 
     def evaluate(self) -> EvaluationReport:
         """Apply every rule once at the clock's current time."""
+        if self.store is None:
+            raise RuntimeError("this evaluator was built without a store: it can only send test messages")
+        store = self.store
         now = self.clock()
         report = EvaluationReport(at=now)
         observations: dict[str, list[Observation]] = {}
         for rule in self.rules.rules:
             communes = self.registry.codes if rule.communes == "*" else list(rule.communes)
             try:
-                observations[rule.name] = observe(rule, self.store, now, communes)
+                observations[rule.name] = observe(rule, store, now, communes)
             except StoreError as exc:
                 # No data is not a clear signal: keep every alert of this rule as it is.
                 report.errors.append(f"rule {rule.name}: cannot read the store: {exc}")
@@ -136,7 +139,7 @@ class Evaluator:
                 report.transitions += self._advance(rule, observations[rule.name], now, offline)
         self._forget_unknown_rules()
         report.messages = self._queue_messages(report.transitions, now)
-        self._record_events(report.transitions, now)
+        self._record_events(store, report.transitions, now)
         self._prune(now)
         self.state.save(self.state_file)
         return report
@@ -245,7 +248,7 @@ class Evaluator:
 
     # -- history -----------------------------------------------------------------------------
 
-    def _record_events(self, transitions: list[Transition], now: datetime) -> None:
+    def _record_events(self, store: Store, transitions: list[Transition], now: datetime) -> None:
         for t in transitions:
             self.state.unsaved_events.append(
                 {
@@ -278,7 +281,7 @@ class Evaluator:
             schema_overrides={"value": pl.Float64, "threshold": pl.Float64},
         ).with_columns(pl.col("time").cast(TIME_DTYPE))
         try:
-            self.store.write("alert_events", frame, tags=["insee", "rule", "scope"])
+            store.write("alert_events", frame, tags=["insee", "rule", "scope"])
         except StoreError as exc:
             log.warning(
                 "alert history kept locally (%d events) until the store is back: %s", len(events), exc

@@ -119,6 +119,11 @@ def index_class(value: object) -> int:
     raise ValueError(f"expected an index class 1 to 6 or one of {names}")
 
 
+def _shown(value: object) -> object:
+    """A value as the operator wrote it: TOML's 50 is validated as 50.0 but shown as 50."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _check_env_name(value: str | None) -> str | None:
     if value is not None and not _ENV_NAME.match(value):
         raise ValueError(
@@ -273,7 +278,7 @@ class Rule(_Strict):
         problems: list[str] = []
 
         def problem(key: str, value: object, expected: str) -> None:
-            problems.append(f"key {key!r}: value {value!r}: expected {expected}")
+            problems.append(f"key {key!r}: value {_shown(value)!r}: expected {expected}")
 
         families = ", ".join(f.value for f in Family)
         spec = family_spec(self.family)
@@ -290,7 +295,7 @@ class Rule(_Strict):
                 problem("field", self.field, f"a field of {self.family}: {', '.join(spec.numeric_fields)}")
         for key, value in (("raise", self.raise_level), ("clear", self.clear_level)):
             if value is not None and self.condition in ("anomaly", "offline"):
-                problem(key, value, f"nothing: a {self.condition} condition has no level")
+                problem(key, value, f"nothing: {self.condition} conditions have no level")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -322,11 +327,15 @@ class Rule(_Strict):
         if isinstance(self.raise_level, int | float) and isinstance(self.clear_level, int | float):
             if self.condition == "above" and self.clear_level > self.raise_level:
                 problem(
-                    "clear", self.clear_level, f"a level at or below raise ({self.raise_level}) for 'above'"
+                    "clear",
+                    self.clear_level,
+                    f"a level at or below raise ({_shown(self.raise_level)}) for 'above'",
                 )
             if self.condition == "below" and self.clear_level < self.raise_level:
                 problem(
-                    "clear", self.clear_level, f"a level at or above raise ({self.raise_level}) for 'below'"
+                    "clear",
+                    self.clear_level,
+                    f"a level at or above raise ({_shown(self.raise_level)}) for 'below'",
                 )
 
     def _check_index(self, problem: Any) -> None:
@@ -565,7 +574,11 @@ def explain(exc: ValidationError, data: dict[str, Any], source: Path | None) -> 
         keys = [p for p in loc if not p.isdigit() and p not in ("rules", "delivery")]
         value = error.get("input")
         for part in message.split("\n"):
-            line = part
+            line = (
+                "expected " + part.removeprefix("Input should be ")
+                if part.startswith("Input should be ")
+                else part
+            )
             if line.startswith(("key ", "rule ")) or not keys:
                 lines.append(f"  {prefix}: {line}" if prefix else f"  {line}")
             else:
@@ -586,7 +599,7 @@ def _describe_location(loc: list[str], raw_rules: list[Any]) -> str:
         name = raw.get("name") if isinstance(raw, dict) else None
         return f"rule {name!r} (rules[{index}])" if name else f"rules[{index}] (no name)"
     if len(loc) >= 2 and loc[0] == "delivery":
-        return f"[delivery.{loc[1]!r}]"
+        return f'[delivery."{loc[1]}"]'
     if loc and loc[0] == "defaults":
         return "[defaults]"
     return ""
