@@ -262,10 +262,11 @@ def coerce_value(spec: FieldSpec, value: object) -> FieldValue | _Problem:
         spec.maximum is not None and number > spec.maximum
     ):
         shown = _shown(number) if isinstance(number, int) and abs(number) > 10**15 else f"{number:g}"
+        unit = "" if spec.unit in ("", "1") else f" {spec.unit}"  # "0.5 1" would read as a typo
         return _Problem(
             "out_of_bounds",
-            f"{spec.name}: {shown} {spec.unit} is outside the physical bounds "
-            f"[{_bound(spec.minimum)}, {_bound(spec.maximum)}] {spec.unit}",
+            f"{spec.name}: {shown}{unit} is outside the physical bounds "
+            f"[{_bound(spec.minimum)}, {_bound(spec.maximum)}]{unit}",
             number if abs(number) < 1e300 else None,
         )
     return number
@@ -559,16 +560,16 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
     spec = message.spec
     entity_type = item.get("type")
     if spec.fiware_type is None or entity_type != spec.fiware_type:
-        expected = (
-            f"expected {spec.fiware_type!r}"
-            if spec.fiware_type
-            else f"family {spec.family.value} has no FIWARE data model: send the native form with ts"
-        )
+        if spec.fiware_type is None:
+            why = f"family {spec.family.value} has no FIWARE data model: send the native form with ts"
+        elif entity_type is None:
+            why = f'a FIWARE entity needs "type": {spec.fiware_type!r} (or send the native form with ts)'
+        else:
+            why = f"the topic's family {spec.family.value} expects {spec.fiware_type!r}"
         message.errors.append(
             DecodeError(
                 "wrong_entity_type",
-                f"entity type {_shown(entity_type)} does not match the topic's family "
-                f"{spec.family.value}: {expected}",
+                f"entity type {_shown(entity_type)} refused: {why}",
                 index=index,
                 field="type",
                 value=_scalar(entity_type),

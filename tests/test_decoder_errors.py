@@ -258,6 +258,9 @@ def test_fiware_entity_of_another_type() -> None:
     no_model = decoder.decode(topic("building"), encode(entity))
     assert _reasons(wrong) == ["wrong_entity_type"] and "TrafficFlowObserved" in wrong.errors[0].detail
     assert _reasons(no_model) == ["wrong_entity_type"] and "native form" in no_model.errors[0].detail
+    untyped = decoder.decode(topic("air_quality"), encode({"dateObserved": TS, "pm25": 3}))
+    assert _reasons(untyped) == ["wrong_entity_type"]
+    assert "needs \"type\": 'AirQualityObserved'" in untyped.errors[0].detail
 
 
 def test_top_level_scalar_is_not_a_reading() -> None:
