@@ -135,7 +135,10 @@ class Ingestor:
             return False, "unhealthy: " + "; ".join(problems)
         detail = "ok"
         if self.metrics.store_up.value() == 0:
-            detail += f" (store down: spooling, {self.spool.batches} batch(es) waiting)"
+            detail += (
+                f" (store down, spooling: {self.spool.batches} batch(es) waiting; "
+                f"last error: {self.writer.last_store_error})"
+            )
         return True, detail
 
     def log_stats(self) -> None:

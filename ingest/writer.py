@@ -32,7 +32,7 @@ from ingest.spool import Spool, SpoolCorrupt, SpoolFull
 from ingest.tables import Table
 from sensors.frames import RECEIVED_AT
 from storage.base import Store
-from storage.errors import StoreAuthError, StoreUnavailable, WriteRejected
+from storage.errors import StoreAuthError, StoreError, StoreUnavailable, WriteRejected
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class Writer:
         self._next_store_try = 0.0
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self.failure: BaseException | None = None
+        self.last_store_error: str | None = None
+        """Why the last store write failed (shown by /healthz while the store is down)."""
         metrics.spool_bytes.track(lambda: float(spool.bytes))
         metrics.spool_batches.track(lambda: float(spool.batches))
         metrics.held_messages.track(self._held_messages)
@@ -248,7 +250,9 @@ class Writer:
             )
             self._dead_letter_rows(table, range(table.rows), str(exc))
             return
-        except (StoreUnavailable, StoreAuthError) as exc:
+        except (StoreUnavailable, StoreAuthError, StoreError) as exc:
+            # Auth and missing-database errors need an operator, not a retry loop that loses
+            # data: spool, say so loudly in the log and /healthz, and keep trying.
             self._store_failed(type(exc).__name__, exc)
         except Exception as exc:  # an unexpected store error must not lose readings: spool them
             log.exception("unexpected error writing %s", table.measurement)
@@ -270,6 +274,7 @@ class Writer:
     def _store_failed(self, error: str, exc: BaseException) -> NoReturn:
         metrics = self._metrics
         metrics.store_failures.inc(1, error)
+        self.last_store_error = f"{error}: {exc}"
         if metrics.store_up.value() == 1:
             log.warning(
                 "store unavailable (%s: %s): spooling, retrying in %.1fs", error, exc, self._retry_delay
