@@ -355,3 +355,20 @@ def test_smtp_starttls_and_authentication(tmp_path: Path) -> None:
     finally:
         controller.stop()
         world.close()
+
+
+def test_the_documented_receiver_recipe_verifies_our_signatures(repo_root: Path) -> None:
+    import re
+    import time
+
+    doc = (repo_root / "docs" / "alerts.md").read_text()
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify" in block]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    body = b'{"id":"abc","subject":"[Poissy] \xc3\xa9"}'
+    header = sign(SECRET, int(time.time()), body)
+    namespace["verify"](SECRET, header, body)
+    with pytest.raises(ValueError, match="bad signature"):
+        namespace["verify"](SECRET, header, body.replace(b"abc", b"abd"))
+    with pytest.raises(ValueError, match="stale"):
+        namespace["verify"](SECRET, sign(SECRET, int(time.time()) - 3600, body), body)
