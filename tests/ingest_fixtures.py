@@ -36,8 +36,8 @@ from storage.base import Store, WriteReport
 from storage.errors import StoreUnavailable
 from tests.servers import REPO, free_port, wait_until
 
-FLEET_START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
-"""A Monday morning: rush hour and working buildings, so every family's signals move."""
+FLEET_START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+"""Recent, so InfluxDB's raw retention (30 days) keeps it, and in the past, as real readings are."""
 WIDE_START = datetime(2020, 1, 1, tzinfo=UTC)
 WIDE_END = datetime(2035, 1, 1, tzinfo=UTC)
 
