@@ -95,9 +95,7 @@ def shell() -> Component:
                                 href=f"?lang={other}",
                                 lang=other,
                                 id="language-switch",
-                                **aria(
-                                    label=t(lang, "app.language") + ": " + t(other, "app.switch_language")
-                                ),
+                                **aria(label=f"{t(lang, 'app.language')} : {t(lang, 'app.switch_language')}"),
                             ),
                             html.Span(
                                 t(lang, "app.signed_in_as", user=user.name) if user else "", className="user"

@@ -182,16 +182,28 @@ def overview_map(rows: pl.DataFrame, lang: Language) -> go.Figure:
             name=t(lang, "overview.communes"),
         )
     )
-    mean_lat = sum(rows.get_column("latitude").to_list()) / rows.height
+    latitudes, longitudes = rows.get_column("latitude").to_list(), rows.get_column("longitude").to_list()
+    mean_lat = sum(latitudes) / len(latitudes)
+    # One degree of longitude is shorter than one of latitude by cos(latitude).
+    aspect = 1 / math.cos(math.radians(mean_lat))
+    pad_lon = max((max(longitudes) - min(longitudes)) * 0.15, 0.08)
+    pad_lat = max((max(latitudes) - min(latitudes)) * 0.15, 0.05)
     figure.update_layout(
         hovermode="closest",
         height=480,
-        xaxis={"title": {"text": "longitude"}, "tickformat": ".2f"},
-        # One degree of longitude is shorter than one of latitude by cos(latitude).
+        xaxis={
+            "title": {"text": "longitude (°E)"},
+            "tickformat": ".2f",
+            "range": [min(longitudes) - pad_lon, max(longitudes) + pad_lon],
+            "zeroline": False,
+        },
         yaxis={
-            "title": {"text": "latitude"},
+            "title": {"text": "latitude (°N)"},
+            "tickformat": ".2f",
+            "range": [min(latitudes) - pad_lat, max(latitudes) + pad_lat],
             "scaleanchor": "x",
-            "scaleratio": 1 / math.cos(math.radians(mean_lat)),
+            "scaleratio": aspect,
+            "zeroline": False,
         },
         showlegend=False,
     )
@@ -237,14 +249,17 @@ def family_chart(
         figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
         return Chart(figure, frame, window)
     frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
-    for kind, dash_style in (("max", "dot"), ("min", "dot")):
+    # The max line, then the min line filled up to it: a band the mean runs through.
+    for kind, fill in (("max", None), ("min", "tonexty")):
         shown = m4(frame, f"{field}_{kind}", max_points)
         figure.add_trace(
             go.Scattergl(
                 x=_local_times(shown),
                 y=shown.get_column(f"{field}_{kind}").to_numpy(),
                 mode="lines",
-                line={"width": 1, "dash": dash_style, "color": "#6B7280"},
+                line={"width": 0.5, "color": "#9CA3AF"},
+                fill=fill,
+                fillcolor="rgba(156, 163, 175, 0.35)",
                 name=t(lang, f"stat.{kind}"),
             )
         )
@@ -269,7 +284,8 @@ def atmo_chart(data: CommuneData, insee: str, span: TimeRange, lang: Language) -
     )
     figure = go.Figure(layout=_base_layout(lang, t(lang, "commune.atmo_title")))
     figure.update_layout(
-        xaxis={"tickformat": "%d/%m/%Y" if lang == "fr" else "%Y-%m-%d"},
+        xaxis={"type": "category", "title": {"text": ""}},
+        margin={"l": 150, "r": 20, "t": 50, "b": 60},
         yaxis={
             "range": [0, 6.5],
             "tickvals": list(range(1, 7)),
@@ -282,7 +298,8 @@ def atmo_chart(data: CommuneData, insee: str, span: TimeRange, lang: Language) -
         figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
         return Chart(figure, frame, "1d")
     indices = frame.get_column("index").to_list()
-    days_text = frame.get_column(TIME).dt.convert_time_zone("Europe/Paris").dt.strftime("%Y-%m-%d").to_list()
+    day_format = "%d/%m/%Y" if lang == "fr" else "%Y-%m-%d"
+    days_text = frame.get_column(TIME).dt.convert_time_zone("Europe/Paris").dt.strftime(day_format).to_list()
     figure.add_trace(
         go.Bar(
             x=days_text,
