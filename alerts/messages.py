@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -161,7 +162,8 @@ class Templates:
         escaped["dependants"] = html_dependants
         subject = self._templates[(language, kind, "subject")].substitute(variables)
         return Rendered(
-            subject=" ".join(subject.split()),
+            # One line: a newline in a subject would break (or inject) email headers.
+            subject=re.sub(r"\s*[\r\n]+\s*", " ", subject).strip(),
             text=self._templates[(language, kind, "txt")].substitute(variables),
             html=self._templates[(language, kind, "html")].substitute(escaped),
         )

@@ -332,3 +332,29 @@ def test_history_events_wait_for_the_store_and_are_not_lost(
         assert events["state"].to_list() == ["firing"]
     finally:
         world.close()
+
+
+def test_the_run_loop_evaluates_and_delivers_until_stopped(
+    tmp_path: Path,
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    import threading
+
+    from tests.servers import wait_until
+
+    world = make_world(tmp_path, [_threshold_rule(**{"for": "0s"})], {POISSY: webhook_delivery(receiver.url)})
+    try:
+        commune_aggregate(world.store, POISSY, [world.clock.now - timedelta(minutes=15)], [75.0])
+        evaluator = world.evaluator()
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=evaluator.run, args=(stop,), kwargs={"interval_s": 60, "delivery_interval_s": 0.02}
+        )
+        loop.start()
+        wait_until(lambda: len(receiver.accepted()) == 1, timeout=10, what="the firing message")
+        stop.set()
+        loop.join(timeout=10)
+        assert not loop.is_alive()
+        assert _types(receiver) == ["alert.firing"]
+    finally:
+        world.close()
