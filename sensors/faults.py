@@ -369,8 +369,14 @@ class _Injector:
                 continue
             values = self.columns[name]
             low, high = self.bounds(name)
-            total = float(sign * 2.5 * _scale(values[d]))
-            values[d, s:e] = np.clip(values[d, s:e] + np.linspace(0.0, total, e - s), low, high)
+            size = 2.5 * _scale(values[d])
+            # Drift where there is room for it: the ramp must not be flattened by the bounds.
+            room = {1.0: high - float(values[d, s:e].max()), -1.0: float(values[d, s:e].min()) - low}
+            side = -sign if room[sign] < size and room[-sign] > room[sign] else sign
+            total = float(side * min(size, 0.9 * room[side]))
+            if total == 0:
+                continue
+            values[d, s:e] = values[d, s:e] + np.linspace(0.0, total, e - s)
             rows.append((d, s, e - 1, name, total))
         self.record(FaultKind.DRIFT, rows)
 
@@ -401,11 +407,17 @@ class _Injector:
                 continue
             values = self.columns[name]
             low, high = self.bounds(name)
-            magnitude = 8 * _scale(values[d]) + 1.0
+            magnitude = max(8 * _scale(values[d]), 1e-3 * min(high - low, 1e6))
             base = float(values[d, s])
-            # Upwards unless that leaves the physical range: a spike is a plausible, wrong value.
-            target = base + magnitude if base + magnitude <= high else base - magnitude
-            target = min(max(target, low), high)
+            # Upwards unless that leaves the physical range (a spike is a plausible, wrong value),
+            # else downwards, else as far as the range allows on its roomier side.
+            up, down = high - base, base - low
+            if up >= magnitude:
+                target = base + magnitude
+            elif down >= magnitude:
+                target = base - magnitude
+            else:
+                target = base + 0.9 * up if up >= down else base - 0.9 * down
             if values.dtype.kind in "iu":
                 target = float(round(target))
             values[d, s:e] = target
@@ -433,24 +445,37 @@ class _Injector:
         self.record(FaultKind.OUT_OF_BOUNDS, rows)
 
     def reset(self, rate: float) -> None:
-        """Every counter of the device restarts from zero (a reboot or a meter exchange)."""
+        """Every counter of the device restarts from zero (a reboot or a meter exchange).
+
+        Recorded for each counter where the drop shows: a counter still at zero shows nothing.
+        """
         counters = [f.name for f in self.spec.fields if f.counter and f.name in self.columns]
         device, start = self.events(rate)
         if not counters:
             return
-        rows: list[TruthRow] = []
+        # The first reading after the reset (later than the event if the device is silent then)
+        # and the last reading before it: the drop is seen between the two.
+        resets: list[tuple[int, int, int]] = []
         for d, s in zip(device.tolist(), start.tolist(), strict=True):
-            # The first reading after the reset (later than s if the device is silent at s).
-            visible = np.flatnonzero(self.present[d, s:])
-            if s < 1 or len(visible) == 0:
-                continue
-            first = int(s + visible[0])
-            self.taken.any_field[d, first] = True  # a dropout there would hide the reset
+            after = np.flatnonzero(self.present[d, s:])
+            before = np.flatnonzero(self.present[d, :s])
+            if len(after) and len(before):
+                resets.append((d, s + int(after[0]), int(before[-1])))
+        rows: list[TruthRow] = []
+        last: dict[int, int] = {}
+        # In time order per device: a reset shifts everything after it, later resets included.
+        for d, first, previous in sorted(resets):
+            if first <= last.get(d, -2) + 1:
+                continue  # two resets in a row would look like one
+            last[d] = first
             for name in counters:
                 values = self.columns[name]
                 increment = values[d, first] - values[d, first - 1]
+                if values[d, previous] <= increment:
+                    continue
                 values[d, first:] -= values[d, first] - increment
                 rows.append((d, first, first, name, float(values[d, first])))
+                self.taken.any_field[d, first] = True  # a dropout there would hide the reset
         self.record(FaultKind.RESET, rows)
 
     def draw(self, rate: float) -> tuple[IntArray, IntArray]:
@@ -471,8 +496,12 @@ class _Injector:
             self.truth.add(kind, d, s, s)
 
         d, s = self.draw(rates.out_of_order)
-        # Sent just after the next reading, which must exist for the order to be broken.
+        # Sent just after the next reading, which must exist for the order to be broken; two
+        # neighbouring swaps would cancel out, so a swap's neighbours are left alone.
+        flat = d * self.steps + s
         ok = (s + 1 < self.steps) & self.present[d, np.minimum(s + 1, self.steps - 1)]
+        ok &= ~np.isin(flat + 1, flat) & ~np.isin(flat - 1, flat)
+        ok &= ~self.taken.any_field[d, np.minimum(s + 1, self.steps - 1)]
         d, s = d[ok], s[ok]
         period_ns = round(self.period_s * 1e9)
         self.received[d, s] = self.received[d, s + 1] + self.rng.integers(

@@ -261,23 +261,27 @@ def air_quality(ctx: SignalContext) -> Columns:
     cal = ctx.calendar
     temperature = ctx.per_device(ctx.weather.temperature) + ctx.constant(-0.4, 0.4) + ctx.noise(0.08)
     anomaly = temperature - ctx.per_device(ctx.weather.daily_mean)
-    humidity = 0.72 - 0.03 * anomaly + 0.06 * ctx.shared(8 * 3600) + 0.02 * ctx.own(3600) + ctx.noise(0.005)
+    wetness = 0.72 - 0.03 * anomaly + 0.06 * ctx.shared(8 * 3600) + 0.02 * ctx.own(3600)
+    # A logistic squash keeps humidity below saturation, so that clean data never flatlines at 1.
+    humidity = 0.05 + 0.93 / (1 + np.exp(-(wetness - 0.6) / 0.12)) + ctx.noise(0.004)
     rush = ctx.row(rush_profile(cal)) * ctx.constant(0.6, 1.4)  # busy-road stations see more
     background = ctx.shared(6 * 3600)
-    no2 = 14 + 38 * rush + 6 * background + 2 * ctx.own(1800) + ctx.noise(1.0)
+    # Multiplicative variations keep concentrations positive without clipping (a clipped signal
+    # would flatline, which is what a stuck sensor looks like).
+    no2 = (14 + 38 * rush) * np.exp(0.3 * background + 0.1 * ctx.own(1800)) + ctx.noise(1.0)
     sun = ctx.per_device(ctx.weather.sunshine)
-    o3 = 22 + 70 * sun * ctx.row(bump(cal.hour, 15.5, 3.0)) + 8 * ctx.shared(8 * 3600) - 0.25 * (no2 - 14)
-    o3 = o3 + ctx.noise(1.2)
-    pm25 = 9 * np.exp(0.35 * ctx.shared(10 * 3600)) + 3 * rush + 0.8 * ctx.own(2 * 3600) + ctx.noise(0.4)
+    o3 = (22 + 70 * sun * ctx.row(bump(cal.hour, 15.5, 3.0))) * np.exp(0.25 * ctx.shared(8 * 3600))
+    o3 = o3 * np.exp(-0.008 * np.clip(no2 - 14, 0, None)) + ctx.noise(1.2)  # NO titrates ozone
+    pm25 = 9 * np.exp(0.35 * ctx.shared(10 * 3600) + 0.1 * ctx.own(2 * 3600)) + 3 * rush + ctx.noise(0.4)
     pm10 = 1.5 * pm25 + 4 + 1.2 * ctx.own(2 * 3600) + ctx.noise(0.6)
-    so2 = 2 + 0.8 * ctx.shared(12 * 3600) + ctx.noise(0.15)
+    so2 = 2.5 * np.exp(0.3 * ctx.shared(12 * 3600)) + ctx.noise(0.15)
     co = 0.25 + 0.35 * rush + 0.04 * background + ctx.noise(0.01)
     co2 = 415 + 30 * rush + 8 * background + ctx.noise(2.0)
     return {
-        "pm25": np.round(np.clip(pm25, 0.5, 900), 1),
-        "pm10": np.round(np.clip(pm10, 1.0, 1800), 1),
-        "no2": np.round(np.clip(no2, 0.5, 1800), 1),
-        "o3": np.round(np.clip(o3, 0.5, 900), 1),
+        "pm25": np.round(np.clip(pm25, 0.5, 900), 2),
+        "pm10": np.round(np.clip(pm10, 1.0, 1800), 2),
+        "no2": np.round(np.clip(no2, 0.5, 1800), 2),
+        "o3": np.round(np.clip(o3, 0.5, 900), 2),
         "so2": np.round(np.clip(so2, 0.1, 1800), 2),
         "co": np.round(np.clip(co, 0.01, 90), 3),
         "co2": np.round(np.clip(co2, 300, 9000), 1),
@@ -295,7 +299,7 @@ def traffic(ctx: SignalContext) -> Columns:
     expected = capacity * load / 1.2 * ctx.period_s / 3600
     intensity = ctx.rng.poisson(expected).astype(np.int64)
     saturation = np.clip(load / 1.2, 0, 1.3)
-    occupancy = np.clip(0.01 + 0.32 * saturation**2 + ctx.noise(0.01), 0.0, 0.98)
+    occupancy = np.clip((0.012 + 0.32 * saturation**2) * np.exp(ctx.noise(0.15)), 0.0, 0.98)
     free_speed = ctx.rng.choice(np.array([50.0, 70.0, 90.0]), size=(ctx.devices, 1))
     speed = free_speed * (1 - 0.55 * np.clip(saturation - 0.4, 0, None) ** 1.5) + ctx.noise(2.0)
     speed = np.clip(speed, 3, 200)
@@ -303,7 +307,7 @@ def traffic(ctx: SignalContext) -> Columns:
     return {
         "intensity": intensity,
         "averageVehicleSpeed": np.round(speed, 1),
-        "occupancy": np.round(occupancy, 3),
+        "occupancy": np.round(occupancy, 4),
         "laneId": lane.astype(np.int64),
         "congested": (occupancy > 0.3) | (speed < 0.45 * free_speed),
     }
@@ -375,8 +379,11 @@ def network(ctx: SignalContext) -> Columns:
     rx = ctx.constant(-22, -14) + ctx.noise(0.03)
     tx = ctx.constant(1.0, 4.0) + ctx.noise(0.02)
     error_rate = ctx.constant(0.001, 0.05) * ctx.period_s / 60
-    in_errors = np.cumsum(ctx.rng.poisson(np.broadcast_to(error_rate, (ctx.devices, cal.steps))), axis=1)
-    crc_errors = np.cumsum(ctx.rng.binomial(np.diff(in_errors, axis=1, prepend=0), 0.6), axis=1)
+    new_errors = ctx.rng.poisson(np.broadcast_to(error_rate, (ctx.devices, cal.steps)))
+    new_crc = ctx.rng.binomial(new_errors, 0.6)
+    # Counters count since the device booted, long before the simulation starts.
+    in_errors = np.round(ctx.constant(100, 100_000)).astype(np.int64) + np.cumsum(new_errors, axis=1)
+    crc_errors = np.round(ctx.constant(50, 50_000)).astype(np.int64) + np.cumsum(new_crc, axis=1)
     latency = 1.5 + 4 * utilisation**3 + np.abs(ctx.noise(0.2))
     cpu = 8 + 35 * utilisation + ctx.noise(1.5)
     return {
