@@ -7,6 +7,7 @@ whatever it keeps must satisfy the contract: known fields, in bounds, plausible 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from sensors.decoder import MAX_AHEAD_NS, MIN_TIME_NS
 from sensors.families import FAMILIES
+from sensors.frames import family_schema, readings_to_frames
 from sensors.readings import REASONS, Decoded
 from tests.decoder_fixtures import NOW_NS, make_decoder, topic
 
@@ -36,15 +38,30 @@ valid_topics = st.builds(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True),
     st.sampled_from(["78498", "92012", "75056"]),
 )
+# Plausible values are drawn often, so that many readings survive and what is kept gets checked.
+plausible_ms = st.integers(min_value=MIN_TIME_NS // 1_000_000, max_value=NOW_NS // 1_000_000)
 timestamps = (
-    st.integers(min_value=-(2**70), max_value=2**70)
+    plausible_ms
+    | plausible_ms.map(lambda ms: datetime.fromtimestamp(ms / 1000, UTC).isoformat())
+    | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats()
     | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
     | st.text(max_size=30)
 )
-field_values = json_scalars | st.dictionaries(
-    st.sampled_from(["type", "value", "metadata"]),
-    json_scalars | st.fixed_dictionaries({"unitCode": st.sampled_from(["GQ", "GP", "P1", "CEL", "61", "X"])}),
+plausible_values = (
+    st.floats(min_value=-60, max_value=1000)
+    | st.integers(min_value=0, max_value=300)
+    | st.booleans()
+    | st.sampled_from(["off", "heating", "cooling"])
+)
+field_values = (
+    plausible_values
+    | json_scalars
+    | st.dictionaries(
+        st.sampled_from(["type", "value", "metadata"]),
+        json_scalars
+        | st.fixed_dictionaries({"unitCode": st.sampled_from(["GQ", "GP", "P1", "CEL", "61", "X"])}),
+    )
 )
 readings = st.fixed_dictionaries(
     {"ts": timestamps},
@@ -90,7 +107,12 @@ def test_valid_topic_arbitrary_json(valid_topic: str, document: object) -> None:
 @SETTINGS
 @given(valid_topics, readings | st.lists(readings, max_size=60))
 def test_reading_shaped_payloads(valid_topic: str, document: object) -> None:
-    _assert_sound(DECODER.decode(valid_topic, json.dumps(document).encode()))
+    decoded = DECODER.decode(valid_topic, json.dumps(document).encode())
+    _assert_sound(decoded)
+    # Whatever the decoder keeps, the frame builder turns into store-convention frames.
+    for family, frame in readings_to_frames(decoded.readings, NOW_NS).items():
+        assert frame.schema == family_schema(family)
+        assert frame.height == sum(1 for r in decoded.readings if r.family == family)
 
 
 def test_deeply_nested_payload_is_malformed_not_a_crash() -> None:
