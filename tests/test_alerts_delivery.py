@@ -3,6 +3,7 @@ content, through failures and restarts."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Iterator
@@ -372,3 +373,38 @@ def test_the_documented_receiver_recipe_verifies_our_signatures(repo_root: Path)
         namespace["verify"](SECRET, header, body.replace(b"abc", b"abd"))
     with pytest.raises(ValueError, match="stale"):
         namespace["verify"](SECRET, sign(SECRET, int(time.time()) - 3600, body), body)
+
+
+def test_the_reference_receiver_checks_signatures_and_drops_duplicates(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from alerts.receiver import SignedWebhookReceiver
+
+    received: list[dict[str, Any]] = []
+    server = SignedWebhookReceiver([SECRET], received.append)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/hooks"
+    world = make_world(
+        tmp_path, [PM10_RULE], {POISSY: webhook_delivery(url)}, clock=FakeClock(datetime.now(UTC))
+    )
+    try:
+        evaluator = world.evaluator()
+        [envelope] = evaluator.send_test("pm10-eleve")
+        # The same message queued again, as after an answer lost on the way back.
+        evaluator.outbox.put(dataclasses.replace(envelope, created_at=envelope.created_at + 1))
+        evaluator.deliver()
+        assert [m["id"] for m in received] == [envelope.id]
+        assert [r["outcome"] for r in world.audit()] == ["delivered", "delivered"]
+
+        os.environ[SECRET_ENV] = "not the receiver's secret"
+        evaluator.send_test("pm10-eleve", "78498")
+        world.clock.advance(seconds=1)
+        evaluator.send_test("pm10-eleve")
+        evaluator.deliver()
+        assert world.audit()[-1]["status"] == 401
+        assert world.audit()[-1]["outcome"] == "retry"  # kept: the secret can be fixed
+        assert len(received) == 1
+    finally:
+        os.environ[SECRET_ENV] = SECRET
+        server.stop()
+        world.close()

@@ -48,6 +48,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     test.add_argument("--rule", required=True, help="name of the rule")
     test.add_argument("--commune", metavar="INSEE", help="commune to send for (default: the rule's first)")
     test.add_argument("--rules", dest="test_rules", metavar="FILE", type=Path, help="rules file")
+    receive = actions.add_parser(
+        "receive",
+        help="run a local webhook receiver that verifies signatures and prints messages (demo, tests)",
+    )
+    receive.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    receive.add_argument("--port", type=int, default=8099, help="port to listen on (default 8099)")
+    receive.add_argument(
+        "--secret-env",
+        action="append",
+        metavar="NAME",
+        help="environment variable holding a webhook secret; repeat for several communes "
+        "(default SMARTCITY_WEBHOOK_SECRET)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,6 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.action == "check":
         return _check(args.file, registry, settings)
+    if args.action == "receive":
+        return _receive(args)
     path = getattr(args, "test_rules", None) or args.rules or settings.alerts.rules_file
     if path is None:
         print(
@@ -103,6 +118,33 @@ def _check(path: Path, registry: CommuneRegistry, settings: Settings) -> int:
     missing = rules.missing_secrets()
     if missing:
         print(f"  warning: environment variable(s) not set here: {', '.join(missing)}")
+    return 0
+
+
+def _receive(args: argparse.Namespace) -> int:
+    import os
+
+    from alerts.receiver import SignedWebhookReceiver, print_message
+
+    names = args.secret_env or ["SMARTCITY_WEBHOOK_SECRET"]
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        print(
+            f"smartcity alerts receive: environment variable(s) not set: {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return 2
+    receiver = SignedWebhookReceiver(
+        [os.environ[n] for n in names], print_message, host=args.host, port=args.port
+    )
+    print(
+        f"receiving signed alert messages on http://{args.host}:{receiver.port}/ (Ctrl-C to stop)", flush=True
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=receiver.stop).start())
+    try:
+        receiver.serve_forever()
+    except KeyboardInterrupt:
+        receiver.stop()
     return 0
 
 
