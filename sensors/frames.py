@@ -82,11 +82,8 @@ def readings_to_frames(
 
 
 def _column(field_spec: FieldSpec, values: list[dict[str, FieldValue]]) -> list[FieldValue | None]:
+    # polars reads the ints of a hand-built Reading into a Float64 column as floats: no casting here.
     name = field_spec.name
-    if field_spec.kind == "float":
-        # The decoder stores floats, but a hand-built Reading may carry an int: polars would
-        # refuse a mixed list for a Float64 column.
-        return [None if (value := fields.get(name)) is None else float(value) for fields in values]
     return [fields.get(name) for fields in values]
 
 
