@@ -228,10 +228,14 @@ class Evaluator:
         return self.topology.down_ancestor(record.device_id, offline)
 
     def _forget_unknown_rules(self) -> None:
-        names = {r.name for r in self.rules.rules}
-        for key in [k for k, r in self.state.alerts.items() if r.rule not in names]:
-            log.info("forgetting alert %s: its rule is no longer in the rules file", key)
-            del self.state.alerts[key]
+        # After the rules file changed: an alert whose rule is gone, or whose commune the rule
+        # no longer covers, would otherwise stay firing forever, unseen.
+        rules = {r.name: r for r in self.rules.rules}
+        for key, record in list(self.state.alerts.items()):
+            rule = rules.get(record.rule)
+            if rule is None or not rule.covers(record.insee):
+                log.info("forgetting alert %s: the rules file no longer covers it", key)
+                del self.state.alerts[key]
 
     def _prune(self, now: datetime) -> None:
         stamp = now.timestamp()

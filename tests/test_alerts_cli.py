@@ -119,3 +119,54 @@ def test_no_rules_file_is_a_clear_error(
     monkeypatch.delenv("SMARTCITY_ALERTS__RULES_FILE", raising=False)
     assert main(["alerts", "--once"]) == 2
     assert "no rules file" in capsys.readouterr().err
+
+
+def test_receive_prints_the_messages_it_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from tests.servers import free_port, wait_until
+
+    port = free_port()
+    env = {**os.environ, SECRET_ENV: SECRET}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartcity.cli",
+            "alerts",
+            "receive",
+            "--port",
+            str(port),
+            "--secret-env",
+            SECRET_ENV,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, timeout=30, what="smartcity alerts receive to listen")
+        rules = tmp_path / "alerts.toml"
+        rules.write_text(RULES.format(url=f"http://127.0.0.1:{port}/hooks/78498", secret_env=SECRET_ENV))
+        monkeypatch.setenv(SECRET_ENV, SECRET)
+        monkeypatch.setenv("SMARTCITY_ALERTS__OUTBOX_DIR", str(tmp_path / "outbox"))
+        monkeypatch.setenv("SMARTCITY_ALERTS__AUDIT_FILE", str(tmp_path / "audit.jsonl"))
+        assert main(["alerts", "test", "--rule", "pm10-eleve", "--rules", str(rules)]) == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "=== alert.test to astreinte@ville-poissy.example" in output
+    assert "Subject: [Poissy] Message d'essai" in output
