@@ -18,11 +18,12 @@ from types import FrameType
 
 from alerts.engine import Evaluator
 from alerts.messages import TemplateError, Templates
-from alerts.outbox import Outbox
-from alerts.rules import RulesError, RulesFile, load_rules
+from alerts.rules import RulesError, load_rules
+from alerts.service import build_evaluator, run_options
 from alerts.topology import Topology, TopologyError
 from sensors.communes import CommuneRegistry, RegistryError
 from smartcity.settings import Settings
+from storage import open_store
 
 log = logging.getLogger("smartcity.alerts")
 
@@ -75,30 +76,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _check(args.file, registry, settings)
     if args.action == "receive":
         return _receive(args)
-    path = getattr(args, "test_rules", None) or args.rules or settings.alerts.rules_file
-    if path is None:
-        print(
-            "smartcity alerts: no rules file: give --rules FILE or set alerts.rules_file "
-            "(SMARTCITY_ALERTS__RULES_FILE); examples/alerts.toml is a full example",
-            file=sys.stderr,
-        )
-        return 2
+    path = getattr(args, "test_rules", None) or args.rules
     try:
-        rules = load_rules(path, registry)
-        templates = Templates(rules.defaults.templates_dir or settings.alerts.templates_dir)
-        topology = Topology.load(rules.defaults.topology) if rules.defaults.topology else Topology.empty()
-    except (RulesError, TemplateError, TopologyError) as exc:
+        evaluator = build_evaluator(settings.alerts, None, registry, rules_file=path)
+    except ValueError as exc:  # rules, templates, topology, or an unreadable state file
         print(f"smartcity alerts: {exc}", file=sys.stderr)
         return 2
-    for name in rules.missing_secrets():
+    # A test message needs no store (and a running evaluator may hold the DuckDB file).
+    store = open_store(settings.store) if args.action is None else None
+    evaluator.store = store
+    for name in evaluator.rules.missing_secrets():
         log.warning("environment variable %s is not set: messages for its channel wait in the outbox", name)
-    if args.action == "test":
-        return _test(
-            args, rules=rules, registry=registry, templates=templates, topology=topology, settings=settings
-        )
-    return _evaluate(
-        args, rules=rules, registry=registry, templates=templates, topology=topology, settings=settings
-    )
+    try:
+        if args.action == "test":
+            return _test(args, evaluator)
+        return _evaluate(args, evaluator, settings)
+    finally:
+        evaluator.outbox.close()
+        if store is not None:
+            store.close()
 
 
 def _check(path: Path, registry: CommuneRegistry, settings: Settings) -> int:
@@ -148,41 +144,14 @@ def _receive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _outbox(settings: Settings) -> Outbox:
-    return Outbox(settings.alerts.outbox_dir, settings.alerts.audit_file)
-
-
-def _test(
-    args: argparse.Namespace,
-    *,
-    rules: RulesFile,
-    registry: CommuneRegistry,
-    templates: Templates,
-    topology: Topology,
-    settings: Settings,
-) -> int:
-    outbox = _outbox(settings)
-    # No store: a test message needs none, and the running evaluator may hold the DuckDB file.
-    evaluator = Evaluator(
-        rules,
-        None,
-        registry,
-        outbox,
-        state_file=settings.alerts.state_file,
-        dashboard_url=settings.alerts.dashboard_url,
-        language=settings.alerts.language,
-        templates=templates,
-        topology=topology,
-    )
+def _test(args: argparse.Namespace, evaluator: Evaluator) -> int:
     try:
         envelopes = evaluator.send_test(args.rule, args.commune)
     except KeyError as exc:
         print(f"smartcity alerts test: {exc.args[0]}", file=sys.stderr)
-        outbox.close()
         return 2
     ids = {e.id for e in envelopes}
-    results = [(e, a) for e, a in outbox.deliver_due(evaluator.clock()) if e.id in ids]
-    outbox.close()
+    results = [(e, a) for e, a in evaluator.outbox.deliver_due(evaluator.clock()) if e.id in ids]
     for envelope, attempt in results:
         if attempt.ok:
             print(f"test message {envelope.id} delivered to {attempt.target}")
@@ -194,67 +163,32 @@ def _test(
     return 0 if results and all(a.ok for _, a in results) else 1
 
 
-def _evaluate(
-    args: argparse.Namespace,
-    *,
-    rules: RulesFile,
-    registry: CommuneRegistry,
-    templates: Templates,
-    topology: Topology,
-    settings: Settings,
-) -> int:
-    from storage import open_store
-
-    store = open_store(settings.store)
-    outbox = _outbox(settings)
-    try:
-        evaluator = Evaluator(
-            rules,
-            store,
-            registry,
-            outbox,
-            state_file=settings.alerts.state_file,
-            dashboard_url=settings.alerts.dashboard_url,
-            language=settings.alerts.language,
-            templates=templates,
-            topology=topology,
+def _evaluate(args: argparse.Namespace, evaluator: Evaluator, settings: Settings) -> int:
+    if args.once:
+        report = evaluator.evaluate()
+        delivered = evaluator.deliver()
+        firing = sum(1 for a in evaluator.state.alerts.values() if a.status == "firing")
+        print(
+            f"{len(report.transitions)} transition(s), {len(report.messages)} message(s) queued, "
+            f"{delivered} delivered, {len(evaluator.outbox.pending())} waiting in the outbox; "
+            f"{firing} alert(s) firing"
         )
-    except ValueError as exc:  # an unreadable state file
-        print(f"smartcity alerts: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if args.once:
-            report = evaluator.evaluate()
-            delivered = evaluator.deliver()
-            firing = sum(1 for a in evaluator.state.alerts.values() if a.status == "firing")
-            print(
-                f"{len(report.transitions)} transition(s), {len(report.messages)} message(s) queued, "
-                f"{delivered} delivered, {len(outbox.pending())} waiting in the outbox; "
-                f"{firing} alert(s) firing"
-            )
-            for error in report.errors:
-                print(f"  error: {error}", file=sys.stderr)
-            return 1 if report.errors else 0
-        stop = threading.Event()
+        for error in report.errors:
+            print(f"  error: {error}", file=sys.stderr)
+        return 1 if report.errors else 0
+    stop = threading.Event()
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %d: stopping after the current step", signum)
-            stop.set()
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current step", signum)
+        stop.set()
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        log.info(
-            "evaluating %d rule(s) every %.0fs; outbox %s",
-            len(rules.rules),
-            settings.alerts.interval_s,
-            settings.alerts.outbox_dir,
-        )
-        evaluator.run(
-            stop,
-            interval_s=settings.alerts.interval_s,
-            delivery_interval_s=settings.alerts.delivery_interval_s,
-        )
-        return 0
-    finally:
-        outbox.close()
-        store.close()
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "evaluating %d rule(s) every %.0fs; outbox %s",
+        len(evaluator.rules.rules),
+        settings.alerts.interval_s,
+        settings.alerts.outbox_dir,
+    )
+    evaluator.run(stop, **run_options(settings.alerts))
+    return 0
