@@ -53,11 +53,16 @@ class EmbeddedBroker:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        for name in ("amqtt", "transitions"):
+        # amqtt (and its state machine library) log every connection step at INFO, and warn about
+        # PUBACKs of deliveries it already settled when a session closes: noise for a demo.
+        for name, level in (
+            ("amqtt", logging.WARNING),
+            ("transitions", logging.WARNING),
+            ("amqtt.mqtt.protocol.handler", logging.ERROR),
+        ):
             chatty = logging.getLogger(name)
             if chatty.level == logging.NOTSET:
-                # amqtt (and its state machine library) log every connection step at INFO.
-                chatty.setLevel(logging.WARNING)
+                chatty.setLevel(level)
 
     @property
     def running(self) -> bool:
