@@ -92,7 +92,7 @@ def aggregate_frame(
         columns[f"{name}_max"] = np.clip(mean + spread, low, high)
         columns[f"{name}_p95"] = np.clip(mean + 0.8 * spread, low, high)
         columns[f"{name}_count"] = np.full(n, max(int(width / timedelta(seconds=spec.reporting_period_s)), 1))
-    return frame.with_columns(pl.from_dict(columns)).with_columns(pl.col("^.*_count$").cast(pl.Int64))
+    return frame.with_columns(pl.DataFrame(columns)).with_columns(pl.col("^.*_count$").cast(pl.Int64))
 
 
 def atmo_frame(communes: Sequence[str], days: Sequence[datetime], seed: int = 11) -> pl.DataFrame:
@@ -155,7 +155,7 @@ def raw_frame(
     frame = keys.join(times.to_frame(), how="cross")
     rng = np.random.default_rng(seed)
     values = {name: rng.normal(20, 2, frame.height) for name in spec.numeric_fields}
-    return frame.with_columns(pl.from_dict(values)).with_columns(
+    return frame.with_columns(pl.DataFrame(values)).with_columns(
         (pl.col(TIME).dt.epoch("ns") + 2_000_000_000).alias("received_at")
     )
 
@@ -346,6 +346,6 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     store = DuckDBStore()
     scenario = fill_store(store, [POISSY, MONTROUGE, CONFLANS], now or datetime.now(UTC))
     accounts = write_users(directory / "users.toml", [("poissy", [POISSY]), ("admin", ["*"])])
-    config = DashboardSettings(users_file=directory / "users.toml", **settings)  # type: ignore[arg-type]
+    config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
