@@ -41,6 +41,8 @@ class InfluxSettings(BaseModel):
     )
     """Measurements kept for the raw retention; every other one goes to the aggregates policy."""
     batch_size: int = Field(5000, ge=1, le=1_000_000)
+    write_concurrency: int = Field(2, ge=1, le=16)
+    """Batches of one write in flight at once: the server parses one while the next is sent."""
     gzip_level: int = Field(1, ge=0, le=9)
     """Compression of write bodies (0: none). Level 1 costs little CPU and shrinks 5-8x."""
     timeout_s: float = Field(30.0, gt=0)

@@ -35,6 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -239,10 +240,22 @@ class InfluxStore:
         if policy:
             params["rp"] = policy
         batch = _Batch(self, measurement, params, data, lines)
-        refused: list[tuple[int, str]] = []
         size = self.settings.batch_size
-        for start in range(0, len(lines), size):
-            refused += batch.send(start, min(start + size, len(lines)))
+        spans = [(start, min(start + size, len(lines))) for start in range(0, len(lines), size)]
+        refused: list[tuple[int, str]] = []
+        if len(spans) == 1 or self.settings.write_concurrency == 1:
+            for start, end in spans:
+                refused += batch.send(start, end)
+        else:
+            # The batches of one write hold distinct (series, time) keys (prepare merged the
+            # duplicates), so their order does not matter and they may be sent side by side.
+            with ThreadPoolExecutor(
+                self.settings.write_concurrency, thread_name_prefix="influx-write"
+            ) as pool:
+                futures = [pool.submit(batch.send, start, end) for start, end in spans]
+                # result() re-raises a batch's failure; leaving the pool waits for the others.
+                for future in futures:
+                    refused += future.result()
         rows = data[ROW]
         report.rejected += [RejectedRow(row=int(rows[i]), reason=reason) for i, reason in refused]
         report.rejected.sort(key=lambda r: r.row)
