@@ -478,8 +478,7 @@ class Evaluator:
         if rule.condition == "index_at_least":
             return index_label(level, language) + (" ou pire" if language == "fr" else " or worse")
         if rule.condition == "offline":
-            any_family = "air_quality" if rule.family == "*" else rule.family
-            span = format_span(rule.silence_after(any_family), language)
+            span = format_span(min(rule.silence_after(f) for f in rule.families), language)
             return f"{'silence de plus de' if language == 'fr' else 'silent for more than'} {span}"
         if rule.condition == "anomaly":
             return f"{'anomalie' if language == 'fr' else 'anomaly'} « {rule.kind} »"

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from alerts.rules import Rule
-from sensors.families import Family
 from storage.base import TIME, Store, TagFilter
 
 
@@ -86,7 +85,7 @@ def _thresholds(rule: Rule, store: Store, now: datetime, communes: Sequence[str]
             observed_at=row[TIME],
             raised=bool(row["_raised"]),
             cleared=bool(row["_cleared"]),
-            family=rule.family,
+            family=rule.single_family,
         )
         for row in latest.iter_rows(named=True)
     ]
@@ -95,7 +94,7 @@ def _thresholds(rule: Rule, store: Store, now: datetime, communes: Sequence[str]
 def _anomalies(rule: Rule, store: Store, now: datetime, communes: Sequence[str]) -> list[Observation]:
     where: dict[str, str | list[str]] = {"insee": list(communes), "kind": str(rule.kind)}
     if rule.family != "*":
-        where["family"] = rule.family
+        where["family"] = rule.families
     if rule.field:
         where["field"] = rule.field
     frame = store.read(
@@ -117,7 +116,7 @@ def _anomalies(rule: Rule, store: Store, now: datetime, communes: Sequence[str])
                 observed_at=row[TIME],
                 raised=is_open,
                 cleared=not is_open,
-                family=str(row.get("family") or rule.family),
+                family=str(row.get("family") or rule.single_family),
                 detail=str(row.get("field") or ""),
             )
         )
@@ -125,10 +124,9 @@ def _anomalies(rule: Rule, store: Store, now: datetime, communes: Sequence[str])
 
 
 def _offline(rule: Rule, store: Store, now: datetime, communes: Sequence[str]) -> list[Observation]:
-    families = [f.value for f in Family] if rule.family == "*" else [rule.family]
     observations = []
     where: TagFilter = {"insee": list(communes)}
-    for family in families:
+    for family in rule.families:
         seen = store.series(family, where=where)
         if seen.is_empty() or "device_id" not in seen.columns:
             continue

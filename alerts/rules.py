@@ -229,7 +229,7 @@ class Rule(_Strict):
     title: str | None = None
     description: str | None = None
     communes: list[str] | Literal["*"]
-    family: str
+    family: str | list[str]
     condition: ConditionName
     measurement: str | None = None
     field: str | None = None
@@ -281,9 +281,17 @@ class Rule(_Strict):
             problems.append(f"key {key!r}: value {_shown(value)!r}: expected {expected}")
 
         families = ", ".join(f.value for f in Family)
-        spec = family_spec(self.family)
-        if spec is None and not (self.family == "*" and self.condition in ("anomaly", "offline")):
-            problem("family", self.family, f"one of {families}" + ' (or "*" for anomaly and offline)')
+        spec = family_spec(self.single_family)
+        several = self.condition in ("anomaly", "offline")
+        if isinstance(self.family, list):
+            if not several:
+                problem("family", self.family, f"one family for a {self.condition} condition")
+            elif not self.family or any(family_spec(f) is None for f in self.family):
+                problem("family", self.family, f"a list of families among {families}")
+        elif spec is None and not (self.family == "*" and several):
+            problem(
+                "family", self.family, f"one of {families}" + ' (or "*" or a list for anomaly and offline)'
+            )
         if self.condition in ("above", "below"):
             self._check_threshold(problem)
         elif self.condition == "index_at_least":
@@ -301,7 +309,7 @@ class Rule(_Strict):
         return self
 
     def _check_threshold(self, problem: Any) -> None:
-        spec = family_spec(self.family)
+        spec = family_spec(self.single_family)
         if self.measurement is None:
             problem(
                 "measurement", None, f"a measurement, e.g. '{self.family}_15m_commune' or '{self.family}'"
@@ -363,6 +371,18 @@ class Rule(_Strict):
     # -- what the evaluator needs, derived from the validated keys --------------------------
 
     @property
+    def single_family(self) -> str:
+        """The family when the rule names exactly one ("" otherwise)."""
+        return self.family if isinstance(self.family, str) and self.family != "*" else ""
+
+    @property
+    def families(self) -> list[str]:
+        """Every family the rule watches ("*" expanded)."""
+        if self.family == "*":
+            return [f.value for f in Family]
+        return list(self.family) if isinstance(self.family, list) else [self.family]
+
+    @property
     def source_measurement(self) -> str:
         """The measurement this rule reads."""
         if self.condition == "index_at_least":
@@ -370,8 +390,8 @@ class Rule(_Strict):
         if self.condition == "anomaly":
             return "anomalies"
         if self.condition == "offline":
-            return self.family
-        return self.measurement or self.family
+            return ",".join(self.families) if self.family != "*" else "*"
+        return self.measurement or self.single_family
 
     @property
     def source_field(self) -> str | None:
@@ -399,7 +419,7 @@ class Rule(_Strict):
             return self.unit
         if self.condition == "offline":
             return "min"
-        spec = family_spec(self.family)
+        spec = family_spec(self.single_family)
         if spec is None or self.condition not in {"above", "below"}:
             return ""
         fields = measurement_fields(spec.family, self.source_measurement) or {}

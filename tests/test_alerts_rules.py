@@ -74,6 +74,14 @@ def test_the_shipped_example_covers_the_nine_communes(repo_root: Path) -> None:
         ({"condition": "anomaly", "kind": None, "raise": None}, "key 'kind': value None: expected one of"),
         ({"condition": "offline", "raise": 3}, "key 'raise': value 3"),
         ({"recipients": ["pas-une-adresse"]}, "expected email addresses, got 'pas-une-adresse'"),
+        (
+            {"family": ["air_quality", "traffic"]},
+            "key 'family': value ['air_quality', 'traffic']: expected one family",
+        ),
+        (
+            {"condition": "offline", "raise": None, "family": ["air_quality", "bus"]},
+            "expected a list of families among air_quality",
+        ),
     ],
 )
 def test_each_mistake_is_named_with_its_rule_key_value_and_expectation(
