@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sensors.communes import CommuneRegistry
@@ -39,10 +39,12 @@ MAX_AHEAD_NS = 86_400 * NS_PER_S
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(?:([Zz])|([+-])(\d\d):?(\d\d))"
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(?:([Zz])|([+-])(\d\d):?(\d\d))",
+    re.ASCII,  # \d would otherwise accept any Unicode digit
 )
 _DURATION = re.compile(
     r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?",
+    re.ASCII,
 )
 _MISSING: Any = object()
 _DAYS_SINCE_EPOCH: dict[str, int] = {}
@@ -105,6 +107,8 @@ def parse_rfc3339(text: str) -> int | str:
         return f"{_shown(text)} is not a valid date-time: time of day out of range"
     seconds = days * 86_400 + hours * 3600 + minutes * 60 + secs
     if not zulu:
+        if int(off_h) > 23 or int(off_m) > 59:
+            return f"{_shown(text)} is not a valid date-time: UTC offset out of range"
         offset = int(off_h) * 3600 + int(off_m) * 60
         seconds -= offset if sign == "+" else -offset
     nanos = int(fraction[:9].ljust(9, "0")) if fraction else 0
@@ -123,18 +127,20 @@ def _parse_iso_fallback(text: str) -> int | str:
 
 
 def _parse_duration_ns(text: str) -> int | None:
+    """An ISO 8601 duration of weeks, days, hours, minutes and seconds, in ns (None if not one).
+
+    Integer arithmetic only: an absurd duration gives an absurd instant, refused as such,
+    rather than an overflow.
+    """
     match = _DURATION.fullmatch(text)
     if match is None or text in ("P", "PT") or text.endswith("T"):
         return None
     weeks, days, hours, minutes, seconds = match.groups()
-    total = timedelta(
-        weeks=int(weeks or 0),
-        days=int(days or 0),
-        hours=int(hours or 0),
-        minutes=int(minutes or 0),
-        seconds=float((seconds or "0").replace(",", ".")),
+    whole_seconds, _, fraction = (seconds or "0").replace(",", ".").partition(".")
+    total_s = (
+        (int(weeks or 0) * 7 + int(days or 0)) * 86_400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
     )
-    return (total.days * 86_400 + total.seconds) * NS_PER_S + total.microseconds * 1000
+    return (total_s + int(whole_seconds)) * NS_PER_S + (int(fraction[:9].ljust(9, "0")) if fraction else 0)
 
 
 def parse_observed(text: str) -> int | str:

@@ -221,6 +221,21 @@ def test_timestamps_out_of_range() -> None:
         decoded = decoder.decode(topic("air_quality"), encode({"ts": ts, "pm25": 1}))
         assert _reasons(decoded) == ["bad_timestamp"], ts
         assert hint in decoded.errors[0].detail, (ts, decoded.errors[0].detail)
+    absurd_intervals = {
+        "2025-06-01T11:00:00Z/P99999999999999W": "future",
+        "P99999999999999W/2025-06-01T11:00:00Z": None,  # a long interval ending now is fine
+        "2025-06-01T11:00:00Z/PT99999999999999999999S": "future",
+        "2025-06-01T11:00:00Z/PT": "not an ISO 8601 duration",
+        "2025-06-01T12:00:00Z/2025-06-01T11:00:00Z": "ends before it starts",
+    }
+    for interval, problem in absurd_intervals.items():
+        entity = {"id": "x", "type": "AirQualityObserved", "dateObserved": interval, "pm25": 1}
+        decoded = decoder.decode(topic("air_quality"), encode(entity))
+        if problem is None:
+            assert decoded.ok, (interval, decoded.errors)
+        else:
+            assert _reasons(decoded) == ["bad_timestamp"], interval
+            assert problem in decoded.errors[0].detail, (interval, decoded.errors[0].detail)
     # A day ahead is tolerated (device clocks drift), beyond it is not.
     assert decoder.decode(topic("air_quality"), encode({"ts": iso(NOW_NS + day_ns // 2), "pm25": 1})).ok
 

@@ -40,13 +40,18 @@ valid_topics = st.builds(
 )
 # Plausible values are drawn often, so that many readings survive and what is kept gets checked.
 plausible_ms = st.integers(min_value=MIN_TIME_NS // 1_000_000, max_value=NOW_NS // 1_000_000)
-timestamps = (
-    plausible_ms
-    | plausible_ms.map(lambda ms: datetime.fromtimestamp(ms / 1000, UTC).isoformat())
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
+date_texts = (
+    plausible_ms.map(lambda ms: datetime.fromtimestamp(ms / 1000, UTC).isoformat())
     | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
     | st.text(max_size=30)
+)
+huge = st.integers(min_value=0, max_value=10**25)
+durations = st.from_regex(r"P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+([.,]\d+)?S)?)?", fullmatch=True) | st.builds(
+    "P{}W{}DT{}H{}M{}S".format, huge, huge, huge, huge, huge
+)
+intervals = st.tuples(date_texts | durations, date_texts | durations).map("/".join)
+timestamps = (
+    plausible_ms | date_texts | intervals | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
 )
 plausible_values = (
     st.floats(min_value=-60, max_value=1000)
@@ -63,11 +68,38 @@ field_values = (
         | st.fixed_dictionaries({"unitCode": st.sampled_from(["GQ", "GP", "P1", "CEL", "61", "X"])}),
     )
 )
-readings = st.fixed_dictionaries(
+entity_types = st.sampled_from(["AirQualityObserved", "TrafficFlowObserved", "CrowdFlowObserved", "x"])
+native_readings = st.fixed_dictionaries(
     {"ts": timestamps},
     optional={name: field_values for name in FIELD_NAMES}
-    | {"type": st.sampled_from(["AirQualityObserved", "TrafficFlowObserved", "CrowdFlowObserved", "x"])}
-    | {"dateObserved": timestamps},
+    | {"type": entity_types, "dateObserved": timestamps},
+)
+fiware_entities = st.fixed_dictionaries(
+    {"type": entity_types},
+    optional={name: field_values for name in FIELD_NAMES}
+    | {
+        "id": st.text(max_size=10),
+        "dateObserved": timestamps
+        | st.fixed_dictionaries({"type": st.just("DateTime"), "value": timestamps}),
+        "dateObservedTo": timestamps,
+        "location": json_values,
+    },
+)
+readings = native_readings | fiware_entities
+
+
+fiware_messages = st.sampled_from([spec for spec in FAMILIES.values() if spec.fiware_type]).flatmap(
+    lambda spec: st.tuples(
+        st.just(topic(spec.family.value)),
+        st.lists(
+            st.fixed_dictionaries(
+                {"type": st.just(spec.fiware_type), "dateObserved": timestamps},
+                optional={field.name: field_values for field in spec.fields},
+            ),
+            min_size=1,
+            max_size=20,
+        ),
+    )
 )
 
 
@@ -124,3 +156,10 @@ def test_deeply_nested_payload_is_malformed_not_a_crash() -> None:
 def test_non_bytes_payload_and_topic_do_not_raise() -> None:
     assert DECODER.decode(None, b"{}").errors[0].reason == "bad_topic"  # type: ignore[arg-type]
     assert DECODER.decode(topic("traffic"), "text").errors[0].reason == "not_utf8"  # type: ignore[arg-type]
+
+
+@SETTINGS
+@given(fiware_messages)
+def test_fiware_entities_of_the_topics_model(message: tuple[str, list[dict[str, Any]]]) -> None:
+    valid_topic, entities = message
+    _assert_sound(DECODER.decode(valid_topic, json.dumps(entities).encode()))
