@@ -393,16 +393,22 @@ def _send_all(
 ) -> None:
     if messages.is_empty():
         return
-    send_ns = messages["send_ns"].to_list()
-    topics = messages["topic"].to_list()
-    payloads = messages["payload"].to_list()
-    readings = messages["readings"].to_list()
-    sim_start = send_ns[0]
+    sim_start = int(messages["send_ns"][0])
     wall_start = time.time()
     next_progress = time.monotonic() + progress_every_s
-    for index, (at, topic, payload, count) in enumerate(
-        zip(send_ns, topics, payloads, readings, strict=True)
-    ):
+    # Python objects a slice at a time: a large run does not hold every payload twice.
+    rows = (
+        row
+        for chunk in messages.iter_slices(10_000)
+        for row in zip(
+            chunk["send_ns"].to_list(),
+            chunk["topic"].to_list(),
+            chunk["payload"].to_list(),
+            chunk["readings"].to_list(),
+            strict=True,
+        )
+    )
+    for index, (at, topic, payload, count) in enumerate(rows):
         if stop is not None and stop.is_set():
             report.stopped = True
             return
