@@ -1,0 +1,177 @@
+"""Air-quality indices: the French ATMO index (daily) and the European Air Quality Index (hourly).
+
+Both start from hourly means per device. An hour is valid when readings cover at least 75% of
+it, and a daily statistic needs at least 18 valid hours (75% of the day): the aggregation
+criteria of Directive 2008/50/EC, annex VII, which the ATMO index inherits through the French
+monitoring rules. A day or an hour without enough data gets a null sub-index, never a guess.
+
+At commune level, the value of each pollutant is the worst of the commune's stations: the
+index is a public warning, so one polluted street is not averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import polars as pl
+
+from processing.indices.scales import ATMO, EAQI, POLLUTANTS, Scale
+from processing.windows import window_start
+from storage.base import TIME_DTYPE
+
+COVERAGE = 0.75
+"""Share of an hour (of the hours of a day) that data must cover for a valid mean."""
+_HOUR_NS = 3_600_000_000_000
+
+
+def hourly_means(
+    readings: pl.DataFrame | pl.LazyFrame,
+    fields: Sequence[str] = POLLUTANTS,
+    *,
+    reporting_period_s: float = 60.0,
+    coverage: float = COVERAGE,
+) -> pl.DataFrame:
+    """Hourly mean of each field per device, null when the hour is not covered enough.
+
+    Coverage is measured in slots of ``max(reporting_period_s, 60)`` seconds: an hour is valid
+    when at least ``coverage`` of its slots hold a reading of the field. Fields missing from
+    ``readings`` come out as null columns. Columns: ``time`` (hour start), ``insee``,
+    ``device_id``, one Float64 per field.
+    """
+    lazy = readings.lazy()
+    names = set(lazy.collect_schema().names())
+    slot_ns = int(max(reporting_period_s, 60.0) * 1e9)
+    needed = coverage * (_HOUR_NS / slot_ns)
+    slot = pl.col("time").cast(TIME_DTYPE).cast(pl.Int64) // slot_ns
+    present = [f for f in fields if f in names]
+    aggs: list[pl.Expr] = []
+    for name in present:
+        value = pl.col(name).cast(pl.Float64)
+        covered = slot.filter(value.is_not_null()).n_unique()
+        aggs.append(pl.when(covered >= needed).then(value.mean()).alias(name))
+    if not aggs:
+        aggs = [pl.len().alias("_rows")]
+    result = (
+        lazy.with_columns(pl.col("time").cast(TIME_DTYPE))
+        .group_by(pl.col("time").dt.truncate("1h"), "insee", "device_id")
+        .agg(aggs)
+        .collect()
+    )
+    missing = [pl.lit(None, dtype=pl.Float64).alias(f) for f in fields if f not in names]
+    return (
+        result.with_columns(missing)
+        .select("time", "insee", "device_id", *fields)
+        .sort("time", "insee", "device_id")
+    )
+
+
+def _index_columns(scale: Scale, subs: Sequence[str], gate: pl.Expr | None = None) -> list[pl.Expr]:
+    sub_cols = [pl.col(f"sub_{p}") for p in subs]
+    worst = pl.max_horizontal(sub_cols)
+    index = worst if gate is None else pl.when(gate).then(worst)
+    # The responsible pollutant: the first (in the scale's order) whose sub-index is the worst.
+    pollutant: pl.Expr = pl.lit(None, dtype=pl.String)
+    for p in reversed(subs):
+        pollutant = pl.when(pl.col(f"sub_{p}") == index).then(pl.lit(p)).otherwise(pollutant)
+    return [
+        index.alias("index"),
+        scale.label(index).alias("label"),
+        scale.color(index).alias("color"),
+        pl.when(index.is_not_null()).then(pollutant).alias("pollutant"),
+    ]
+
+
+def atmo_daily(
+    readings: pl.DataFrame | pl.LazyFrame,
+    *,
+    reporting_period_s: float = 60.0,
+    coverage: float = COVERAGE,
+    required: Sequence[str] = POLLUTANTS,
+) -> pl.DataFrame:
+    """The ATMO index of each commune and Paris day, from raw ``air_quality`` readings.
+
+    Sub-indices: PM2.5 and PM10 from the daily mean, NO2, O3 and SO2 from the daily maximum of
+    hourly means, each on the arrêté's scale; the index is the worst sub-index. A day is
+    ``complete`` when every pollutant of ``required`` has a valid daily value somewhere in the
+    commune; otherwise ``index``, ``label``, ``color`` and ``pollutant`` are null (the day shows
+    as unavailable), and the sub-indices that could be computed are still given.
+
+    Columns: ``time`` (Paris midnight, UTC), ``insee``, ``index``, ``label``, ``color``,
+    ``complete``, ``pollutant``, ``sub_<pollutant>`` and the daily value ``<pollutant>`` (µg/m³).
+    """
+    hourly = hourly_means(readings, POLLUTANTS, reporting_period_s=reporting_period_s, coverage=coverage)
+    min_hours = math.ceil(coverage * 24)
+    daily_stat = {"pm25": "mean", "pm10": "mean", "no2": "max", "o3": "max", "so2": "max"}
+    per_device: list[pl.Expr] = []
+    for p in POLLUTANTS:
+        value = pl.col(p)
+        stat = value.mean() if daily_stat[p] == "mean" else value.max()
+        per_device.append(pl.when(value.count() >= min_hours).then(stat).alias(p))
+    days = (
+        hourly.with_columns(window_start(pl.col("time"), "1d").alias("time"))
+        .group_by("time", "insee", "device_id")
+        .agg(per_device)
+        .group_by("time", "insee")
+        .agg(pl.col(p).max() for p in POLLUTANTS)
+        .with_columns(ATMO.sub_index(p, pl.col(p)).alias(f"sub_{p}") for p in POLLUTANTS)
+    )
+    complete = pl.all_horizontal([pl.col(f"sub_{p}").is_not_null() for p in required])
+    return (
+        days.with_columns(complete.alias("complete"))
+        .with_columns(_index_columns(ATMO, POLLUTANTS, gate=pl.col("complete")))
+        .select(
+            "time",
+            "insee",
+            "index",
+            "label",
+            "color",
+            "complete",
+            "pollutant",
+            *(f"sub_{p}" for p in POLLUTANTS),
+            *POLLUTANTS,
+        )
+        .sort("time", "insee")
+    )
+
+
+def eaqi_hourly(
+    readings: pl.DataFrame | pl.LazyFrame,
+    *,
+    reporting_period_s: float = 60.0,
+    coverage: float = COVERAGE,
+) -> pl.DataFrame:
+    """The European Air Quality Index of each commune and hour, from raw ``air_quality`` readings.
+
+    NO2, O3 and SO2 from the hourly mean; PM2.5 and PM10 from the 24-hour running mean ending
+    with the hour, valid when at least 75% of those 24 hours are valid (EEA). The index is the
+    worst available sub-index; an hour with no valid pollutant has a null index.
+
+    Columns: ``time`` (hour start), ``insee``, ``index``, ``label``, ``color``, ``pollutant``,
+    ``sub_<pollutant>`` and the value ``<pollutant>`` each sub-index comes from (µg/m³).
+    """
+    hourly = hourly_means(readings, POLLUTANTS, reporting_period_s=reporting_period_s, coverage=coverage)
+    min_hours = math.ceil(coverage * 24)
+    running: list[pl.Expr] = []
+    for p in ("pm25", "pm10"):
+        mean = pl.col(p).rolling_mean_by("time", window_size="24h", min_samples=min_hours)
+        running.append(mean.over("insee", "device_id").alias(p))
+    return (
+        hourly.sort("insee", "device_id", "time")
+        .with_columns(running)
+        .group_by("time", "insee")
+        .agg(pl.col(p).max() for p in POLLUTANTS)
+        .with_columns(EAQI.sub_index(p, pl.col(p)).alias(f"sub_{p}") for p in POLLUTANTS)
+        .with_columns(_index_columns(EAQI, POLLUTANTS))
+        .select(
+            "time",
+            "insee",
+            "index",
+            "label",
+            "color",
+            "pollutant",
+            *(f"sub_{p}" for p in POLLUTANTS),
+            *POLLUTANTS,
+        )
+        .sort("time", "insee")
+    )
