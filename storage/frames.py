@@ -113,23 +113,29 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
 
     reasons: list[tuple[pl.Expr, str]] = [(pl.col(TIME).is_null(), "no time")]
     for t in tag_list:
+        # A cheap literal scan first: the exact pattern only runs on frames that need it.
+        if not out.select(pl.col(t).str.contains_any(["\n", "\r", "\\"]).any()).item():
+            continue
         bad = pl.col(t).str.contains(r"[\r\n]|\\([,= ]|$)")
         reasons.append((bad, f"tag {t!r} has a line break, or a backslash at its end or before , = or space"))
     if field_list:
         reasons.append((pl.all_horizontal(pl.col(f).is_null() for f in field_list), "no field value"))
     else:
         reasons.append((pl.lit(True), "no field value"))
-    reason = pl.lit(None, dtype=pl.String)
-    for condition, text in reversed(reasons):
-        reason = pl.when(condition).then(pl.lit(text)).otherwise(reason)
-    flagged = out.with_columns(reason.alias("__reason"))
-    refused = flagged.filter(pl.col("__reason").is_not_null())
-    rejected = [RejectedRow(row=r, reason=why) for r, why in refused.select(ROW, "__reason").iter_rows()]
-    if rejected:
+    rejected: list[RejectedRow] = []
+    if out.select(pl.any_horizontal(condition for condition, _ in reasons).any()).item():
+        reason = pl.lit(None, dtype=pl.String)
+        for condition, text in reversed(reasons):
+            reason = pl.when(condition).then(pl.lit(text)).otherwise(reason)
+        flagged = out.with_columns(reason.alias("__reason"))
+        refused = flagged.filter(pl.col("__reason").is_not_null())
+        rejected = [RejectedRow(row=r, reason=why) for r, why in refused.select(ROW, "__reason").iter_rows()]
         out = flagged.filter(pl.col("__reason").is_null()).drop("__reason")
 
     keys = [*tag_list, TIME]
-    if out.height > 1 and out.select(pl.struct(keys).is_duplicated().any()).item():
+    # Hashes are compared first (much cheaper than the keys): a collision only costs the merge
+    # below, which is right in any case.
+    if out.height > 1 and out.select(pl.struct(keys).hash().is_duplicated().any()).item():
         out = out.group_by(keys, maintain_order=True).agg(
             pl.col(ROW).last(), *(pl.col(f).last(ignore_nulls=True) for f in field_list)
         )
