@@ -147,69 +147,97 @@ class Evaluator:
     def _advance(
         self, rule: Rule, observations: list[Observation], now: datetime, offline: set[str]
     ) -> list[Transition]:
-        stamp = now.timestamp()
+        """Move every alert of ``rule`` one step, given what the rule sees now."""
         seen = {o.scope: o for o in observations}
-        cooldown = rule.cooldown if rule.cooldown is not None else self.rules.defaults.cooldown
-        clear_for = rule.clear_for if rule.clear_for is not None else self.rules.defaults.clear_for
         scopes = set(seen) | {r.scope for r in self.state.alerts.values() if r.rule == rule.name}
         transitions: list[Transition] = []
         for scope in sorted(scopes):
             obs = seen.get(scope)
             record = self.state.alerts.get(f"{rule.name}|{scope}")
-            if obs is not None and record is not None:
-                record.value, record.observed_at = obs.value, obs.observed_at.timestamp()
             if record is None or record.status == "resolved":
-                if obs is None or not obs.raised:
-                    continue
-                cooling = record is not None and record.notified and record.resolved_at is not None
-                if (
-                    cooling
-                    and record is not None
-                    and stamp < (record.resolved_at or 0) + cooldown.total_seconds()
-                ):
-                    continue
-                record = AlertRecord(
-                    rule=rule.name,
-                    scope=scope,
-                    insee=obs.insee,
-                    device_id=obs.device_id,
-                    status="pending",
-                    since=stamp,
-                    value=obs.value,
-                    observed_at=obs.observed_at.timestamp(),
-                )
-                self.state.alerts[record.key] = record
-                if rule.hold_for > timedelta(0):
-                    transitions.append(Transition(rule, record, None, "pending", notify=False))
-                    continue
-                transitions.append(self._fire(rule, record, stamp, offline, before=None))
-            elif record.status == "pending":
-                # Anomalies vanish from the lookback when they close: no row is a clear.
-                gone = obs is None and rule.condition == "anomaly"
-                if gone or (obs is not None and obs.cleared):
-                    record.status, record.resolved_at = "resolved", stamp
-                    transitions.append(Transition(rule, record, "pending", "resolved", notify=False))
-                elif stamp - record.since >= rule.hold_for.total_seconds():
-                    transitions.append(self._fire(rule, record, stamp, offline, before="pending"))
-            else:  # firing
-                gone = obs is None and rule.condition == "anomaly"
-                if gone or (obs is not None and obs.cleared):
-                    record.clearing_since = record.clearing_since or stamp
-                    if stamp - record.clearing_since >= clear_for.total_seconds():
-                        record.status, record.resolved_at = "resolved", stamp
-                        transitions.append(
-                            Transition(rule, record, "firing", "resolved", notify=record.notified)
-                        )
-                    continue
+                step = self._start(rule, record, obs, now, offline)
+            else:
                 if obs is not None:
-                    record.clearing_since = None
-                if not record.notified:
-                    # A suppressed alert speaks up once its parent is back while it is still down.
-                    record.suppressed_by = self._suppressor(rule, record, offline)
-                    if record.suppressed_by is None:
-                        record.notified = True
-                        transitions.append(Transition(rule, record, "firing", "firing", notify=True))
+                    record.value, record.observed_at = obs.value, obs.observed_at.timestamp()
+                # Anomalies vanish from the lookback once closed: for them, no row is a clear.
+                clear = obs.cleared if obs is not None else rule.condition == "anomaly"
+                if record.status == "pending":
+                    step = self._pending(rule, record, clear=clear, now=now, offline=offline)
+                else:
+                    step = self._firing(
+                        rule, record, clear=clear, seen=obs is not None, now=now, offline=offline
+                    )
+            if step is not None:
+                transitions.append(step)
         return transitions
+
+    def _start(
+        self,
+        rule: Rule,
+        record: AlertRecord | None,
+        obs: Observation | None,
+        now: datetime,
+        offline: set[str],
+    ) -> Transition | None:
+        if obs is None or not obs.raised:
+            return None
+        if now.timestamp() < self._cooling_until(rule, record):
+            return None
+        record = AlertRecord(
+            rule=rule.name,
+            scope=obs.scope,
+            insee=obs.insee,
+            device_id=obs.device_id,
+            status="pending",
+            since=now.timestamp(),
+            value=obs.value,
+            observed_at=obs.observed_at.timestamp(),
+        )
+        self.state.alerts[record.key] = record
+        if rule.hold_for > timedelta(0):
+            return Transition(rule, record, None, "pending", notify=False)
+        return self._fire(rule, record, now.timestamp(), offline, before=None)
+
+    def _pending(
+        self, rule: Rule, record: AlertRecord, *, clear: bool, now: datetime, offline: set[str]
+    ) -> Transition | None:
+        stamp = now.timestamp()
+        if clear:
+            record.status, record.resolved_at = "resolved", stamp
+            return Transition(rule, record, "pending", "resolved", notify=False)
+        if stamp - record.since >= rule.hold_for.total_seconds():
+            return self._fire(rule, record, stamp, offline, before="pending")
+        return None
+
+    def _firing(
+        self, rule: Rule, record: AlertRecord, *, clear: bool, seen: bool, now: datetime, offline: set[str]
+    ) -> Transition | None:
+        stamp = now.timestamp()
+        if clear:
+            record.clearing_since = record.clearing_since or stamp
+            clear_for = rule.clear_for if rule.clear_for is not None else self.rules.defaults.clear_for
+            if stamp - record.clearing_since < clear_for.total_seconds():
+                return None
+            record.status, record.resolved_at = "resolved", stamp
+            return Transition(rule, record, "firing", "resolved", notify=record.notified)
+        if seen:  # still raised, or between the levels: the clear delay starts again
+            record.clearing_since = None
+        if not record.notified:
+            # A suppressed alert speaks up once its parent is back while it is still down.
+            record.suppressed_by = self._suppressor(rule, record, offline)
+            if record.suppressed_by is None:
+                record.notified = True
+                return Transition(rule, record, "firing", "firing", notify=True)
+        return None
+
+    def _cooling_until(self, rule: Rule, record: AlertRecord | None) -> float:
+        """Until when a resolved alert may not start again (only after a notified one)."""
+        if record is None or not record.notified or record.resolved_at is None:
+            return 0.0
+        return record.resolved_at + self._cooldown(rule).total_seconds()
+
+    def _cooldown(self, rule: Rule) -> timedelta:
+        return rule.cooldown if rule.cooldown is not None else self.rules.defaults.cooldown
 
     def _fire(
         self, rule: Rule, record: AlertRecord, stamp: float, offline: set[str], before: AlertStatus | None
@@ -246,8 +274,7 @@ class Evaluator:
                 rule = self.rules.rule(record.rule)
             except KeyError:
                 continue
-            cooldown = rule.cooldown if rule.cooldown is not None else self.rules.defaults.cooldown
-            if stamp - record.resolved_at > cooldown.total_seconds():
+            if stamp - record.resolved_at > self._cooldown(rule).total_seconds():
                 del self.state.alerts[key]
 
     # -- history -----------------------------------------------------------------------------
