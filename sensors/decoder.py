@@ -632,9 +632,16 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
             message.field_error(unit, name, index, time_ns)
             continue
         if unit is not None and isinstance(raw, int | float) and not isinstance(raw, bool):
-            converted = convert_unit(raw, unit, field_spec.unit_code)
+            try:
+                converted = convert_unit(raw, unit, field_spec.unit_code)
+            except OverflowError:  # an integer too large for any float: out of every bound
+                problem_ = _Problem("out_of_bounds", f"{name}: {_shown(raw)} {unit} is out of any range")
+                message.field_error(problem_, name, index, time_ns)
+                continue
             if isinstance(converted, str):
-                message.field_error(_Problem("wrong_unit", f"{name}: {converted}", raw), name, index, time_ns)
+                message.field_error(
+                    _Problem("wrong_unit", f"{name}: {converted}", _scalar(raw)), name, index, time_ns
+                )
                 continue
             raw = converted
         value = coerce_value(field_spec, raw)

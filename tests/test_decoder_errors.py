@@ -266,6 +266,24 @@ def test_wrong_unit_is_a_field_error() -> None:
     assert by_field["no2"].value == 21
 
 
+def test_numbers_beyond_any_float_are_refused_fields() -> None:
+    huge = 10**400  # valid JSON, and Python parses it exactly: no float can hold it
+    entity = {
+        "type": "AirQualityObserved",
+        "dateObserved": TS,
+        "pm25": 4,
+        "co": {"value": huge, "metadata": {"unitCode": "GQ"}},
+        "temperature": {"value": huge, "metadata": {"unitCode": "FAH"}},
+        "no2": {"value": huge, "metadata": {"unitCode": "GQ"}},
+        "o3": huge,
+    }
+    decoded = make_decoder().decode(topic("air_quality"), encode(entity))
+    assert decoded.readings[0].fields == {"pm25": 4.0}
+    assert {e.field: e.reason for e in decoded.errors} == dict.fromkeys(
+        ["co", "temperature", "no2", "o3"], "out_of_bounds"
+    )
+
+
 def test_fiware_entity_of_another_type() -> None:
     decoder = make_decoder()
     entity = {"id": "x", "type": "AirQualityObserved", "dateObserved": TS, "pm25": 3}

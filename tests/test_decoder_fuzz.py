@@ -59,13 +59,21 @@ plausible_values = (
     | st.booleans()
     | st.sampled_from(["off", "heating", "cooling"])
 )
-field_values = (
+huge_numbers = st.integers(min_value=-(10**400), max_value=10**400) | st.sampled_from([10**400, -(10**400)])
+unit_codes = st.sampled_from(["GQ", "GP", "P1", "CEL", "FAH", "MTS", "61", "X"])
+field_values: st.SearchStrategy[Any] = (
     plausible_values
     | json_scalars
+    | huge_numbers
     | st.dictionaries(
         st.sampled_from(["type", "value", "metadata"]),
-        json_scalars
-        | st.fixed_dictionaries({"unitCode": st.sampled_from(["GQ", "GP", "P1", "CEL", "61", "X"])}),
+        json_scalars | huge_numbers | st.fixed_dictionaries({"unitCode": unit_codes}),
+    )
+    | st.fixed_dictionaries(
+        {"value": plausible_values | huge_numbers | json_scalars},
+        optional={
+            "metadata": st.fixed_dictionaries({"unitCode": unit_codes | st.builds(dict, value=unit_codes)})
+        },
     )
 )
 entity_types = st.sampled_from(["AirQualityObserved", "TrafficFlowObserved", "CrowdFlowObserved", "x"])
