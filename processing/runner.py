@@ -1,0 +1,433 @@
+"""The processing runner: reads raw readings from a store, runs the jobs, writes results back.
+
+Incremental and correct under late data:
+
+* every job has a watermark (``processing.watermarks``): the latest ``received_at`` of the raw
+  readings it has processed;
+* a run reads the arrival times of the readings observed within ``horizon`` of now; those
+  received after the watermark (minus a ``settle`` margin, for readings received before the
+  watermark but written to the store after it, as ingest batches and spools them) are new;
+* the windows those new readings fall in are *dirty*: each job recomputes exactly its dirty
+  windows from the stored raw readings and rewrites them. Late or back-filled readings make old
+  windows dirty, so their aggregates are corrected; nothing else is touched;
+* a store write of the same (measurement, tags, time) overwrites, so running twice gives the
+  same result (idempotent). ``backfill`` recomputes every window of a period, whatever the
+  watermarks say; readings older than ``horizon`` need it.
+
+Work is cut in Paris days: a dirty day is read once, whole (a day's p95 needs every reading of
+the day), and the memory used is that of one day of one family.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from processing.aggregates import LEVELS, aggregate_all, measurement_name, output_tags
+from processing.indices.air import atmo_daily, eaqi_hourly
+from processing.indices.building import BASELINE_WEEKS, building_energy_daily
+from processing.indices.camera import camera_hourly
+from processing.indices.network import network_health
+from processing.indices.traffic import traffic_congestion, traffic_profile
+from processing.watermarks import Watermarks
+from processing.windows import WINDOWS, floor, next_start, to_ns, window_start
+from sensors.families import FAMILIES, Family
+from storage.base import TIME_DTYPE, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HORIZON = timedelta(hours=24)
+DEFAULT_SETTLE = timedelta(minutes=15)
+PROFILE_HISTORY = timedelta(days=28)
+ANOMALY_CONTEXT = timedelta(hours=6)
+"""Readings before the first dirty day given to the anomaly pass, so that rolling medians and
+flatlines have their past; anomalies starting in that context are left as they were."""
+COUNTER_LOOKBACK = timedelta(hours=1)
+"""Readings before a day that counters need: the first increase of the day needs the last
+reading of the day before."""
+
+
+@dataclass(slots=True)
+class JobReport:
+    """What one job did in one run."""
+
+    job: str
+    windows: int = 0
+    rows_written: int = 0
+    rows_read: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a run did, job by job."""
+
+    jobs: list[JobReport] = field(default_factory=list)
+
+    @property
+    def rows_written(self) -> int:
+        """Rows written by every job."""
+        return sum(job.rows_written for job in self.jobs)
+
+    @property
+    def failed(self) -> list[JobReport]:
+        """Jobs that raised."""
+        return [job for job in self.jobs if job.error is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Dirty:
+    """The observed times of new readings of one family: what must be recomputed."""
+
+    times: pl.Series
+    """Datetime("ns", "UTC") observed times; several readings in one window count once."""
+
+    def starts(self, window: str, spread: timedelta = timedelta(0)) -> set[int]:
+        """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
+        if self.times.is_empty():
+            return set()
+        frame = self.times.to_frame("time")
+        starts = frame.select(window_start(pl.col("time"), window).unique())["time"]
+        result = set(starts.cast(pl.Int64).to_list())
+        if spread > timedelta(0):
+            extra: set[int] = set()
+            for start in list(result):
+                moment = datetime.fromtimestamp(start / 1e9, tz=UTC)
+                limit = moment + spread
+                moment = next_start(moment, window)
+                while moment <= limit:
+                    extra.add(to_ns(moment))
+                    moment = next_start(moment, window)
+            result |= extra
+        return result
+
+    def days(self, spread: timedelta = timedelta(0)) -> list[datetime]:
+        """The Paris days (their UTC start) holding dirty windows, in order."""
+        if self.times.is_empty():
+            return []
+        times = self.times
+        if spread > timedelta(0):
+            times = pl.concat([times, (times + spread).cast(TIME_DTYPE)])
+        starts = times.to_frame("time").select(window_start(pl.col("time"), "1d").unique().sort())["time"]
+        return [datetime.fromtimestamp(int(ns) / 1e9, tz=UTC) for ns in starts.cast(pl.Int64)]
+
+
+def _in_starts(starts: set[int]) -> pl.Expr:
+    return pl.col("time").cast(pl.Int64).is_in(sorted(starts))
+
+
+JobFunc = Callable[["Runner", Dirty, JobReport], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job: its name (the watermark key), the raw family it follows, and what it does."""
+
+    name: str
+    family: str
+    run: JobFunc
+
+
+class Runner:
+    """Runs the processing jobs against a store. See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        families: Iterable[str] | None = None,
+        horizon: timedelta = DEFAULT_HORIZON,
+        settle: timedelta = DEFAULT_SETTLE,
+        anomalies: bool = True,
+        anomaly_options: dict[str, Any] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.families = [Family(f).value for f in (families or [f.value for f in FAMILIES])]
+        self.horizon = horizon
+        self.settle = settle
+        self.anomalies = anomalies
+        self.anomaly_options = dict(anomaly_options or {})
+        self.clock = clock
+        self.watermarks = Watermarks(store)
+        self._now = clock()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        """Every job, in the order they must run (indices read the aggregates)."""
+        jobs: list[Job] = [Job(f"aggregates:{f}", f, _aggregates_job) for f in self.families]
+        extra = {
+            "air_quality": [
+                Job("atmo_daily", "air_quality", _atmo_job),
+                Job("eaqi_hourly", "air_quality", _eaqi_job),
+            ],
+            "traffic": [Job("traffic_congestion", "traffic", _traffic_job)],
+            "building": [Job("building_energy_daily", "building", _building_job)],
+            "camera": [Job("camera_hourly", "camera", _camera_job)],
+            "network": [Job("network_health", "network", _network_job)],
+        }
+        for family in self.families:
+            jobs += extra.get(family, [])
+        if self.anomalies:
+            jobs += [Job(f"anomalies:{f}", f, _anomalies_job) for f in self.families]
+        return jobs
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def run_once(self) -> RunReport:
+        """Process what arrived since each job's watermark; return what was done."""
+        self._now = self.clock()
+        report = RunReport()
+        arrivals: dict[str, pl.DataFrame] = {}
+        for job in self.jobs():
+            if job.family not in arrivals:
+                arrivals[job.family] = self._arrivals(job.family)
+            seen = arrivals[job.family]
+            mark = self.watermarks.get(job.name, now=self._now)
+            new = seen if mark is None else seen.filter(pl.col("received_at") > mark - _ns(self.settle))
+            dirty = Dirty(new["time"])
+            job_report = self._run_job(job, dirty)
+            report.jobs.append(job_report)
+            if job_report.error is None and not seen.is_empty():
+                latest = int(seen["received_at"].max())  # type: ignore[arg-type]
+                self.watermarks.set(job.name, max(latest, mark or latest), now=self._now)
+        return report
+
+    def backfill(self, start: datetime, end: datetime, *, jobs: Sequence[str] | None = None) -> RunReport:
+        """Recompute every window of ``[start, end)`` from the stored readings, whatever the watermarks."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("backfill needs time-zone-aware start and end")
+        if end <= start:
+            raise ValueError(f"backfill: end {end.isoformat()} is not after start {start.isoformat()}")
+        self._now = self.clock()
+        # Every minute of the period is dirty: the windows of every size follow.
+        grid = pl.datetime_range(
+            floor(start, "1m"), end, "1m", closed="left", eager=True, time_unit="ns", time_zone="UTC"
+        )
+        dirty = Dirty(grid.cast(TIME_DTYPE))
+        report = RunReport()
+        for job in self.jobs():
+            if jobs and job.name not in jobs and job.name.split(":")[0] not in jobs:
+                continue
+            report.jobs.append(self._run_job(job, dirty))
+        return report
+
+    def run_forever(self, interval_s: float, *, stop: Callable[[], bool] = lambda: False) -> None:
+        """``run_once`` every ``interval_s`` seconds until ``stop()`` is true."""
+        while not stop():
+            started = time.monotonic()
+            try:
+                report = self.run_once()
+                log.info(
+                    "processing run: %d rows written by %d jobs, %d failed",
+                    report.rows_written,
+                    len(report.jobs),
+                    len(report.failed),
+                )
+            except Exception:
+                # One bad run (store down) must not stop the scheduler: the next run catches up.
+                log.exception("processing run failed; retrying at the next interval")
+            deadline = started + interval_s
+            while not stop() and time.monotonic() < deadline:
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    # -- helpers used by the jobs --------------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        """The time of the current run."""
+        return self._now
+
+    def read(self, measurement: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
+        """Rows of ``measurement`` in ``[start, end)``, counted in ``report``."""
+        frame = self.store.read(measurement, start=start, end=end)
+        report.rows_read += frame.height
+        return frame
+
+    def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
+        """Write ``frame`` (nothing when empty), counted in ``report``."""
+        if frame.is_empty():
+            return
+        result = self.store.write(measurement, frame, tags=list(tags))
+        report.rows_written += result.written
+        for rejected in result.rejected[:5]:
+            log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
+
+    def _arrivals(self, family: str) -> pl.DataFrame:
+        frame = self.store.read(
+            family, start=self._now - self.horizon, end=self._now + timedelta(days=2), fields=["received_at"]
+        )
+        if frame.is_empty() or "received_at" not in frame.columns:
+            return pl.DataFrame(schema={"time": TIME_DTYPE, "received_at": pl.Int64})
+        return frame.select(
+            pl.col("time").cast(TIME_DTYPE), pl.col("received_at").cast(pl.Int64)
+        ).drop_nulls()
+
+    def _run_job(self, job: Job, dirty: Dirty) -> JobReport:
+        report = JobReport(job.name)
+        started = time.perf_counter()
+        try:
+            job.run(self, dirty, report)
+        except Exception as exc:
+            # One failing job (a bug, a store error) must not stop the others; its watermark
+            # stays, so the next run retries its windows.
+            log.exception("processing job %s failed", job.name)
+            report.error = f"{type(exc).__name__}: {exc}"
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _ns(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1e9)
+
+
+def _day_range(day: datetime) -> tuple[datetime, datetime]:
+    return day, next_start(day, "1d")
+
+
+def _within(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    return frame.filter((pl.col("time") >= start) & (pl.col("time") < end))
+
+
+def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    family = next(f for f in runner.families if report.job.endswith(f":{f}"))
+    starts = {window: dirty.starts(window) for window in WINDOWS}
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        raw = runner.read(family, day_start - COUNTER_LOOKBACK, day_end, report)
+        if raw.is_empty():
+            continue
+        results = aggregate_all(raw, family)
+        for window in WINDOWS:
+            for level in LEVELS:
+                name = measurement_name(family, window, level)
+                out = _within(results[name], day_start, day_end).filter(_in_starts(starts[window]))
+                report.windows += out.height
+                runner.write(name, out, output_tags(level), report)
+
+
+def _atmo_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        raw = runner.read("air_quality", day_start, day_end, report)
+        if raw.is_empty():
+            continue
+        out = _within(atmo_daily(raw, reporting_period_s=period), day_start, day_end)
+        report.windows += out.height
+        runner.write("atmo_daily", out, ["insee"], report)
+
+
+def _eaqi_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    # A reading weighs on the PM 24-hour running means of the 23 following hours too.
+    spread = timedelta(hours=23)
+    hours = dirty.starts("1h", spread)
+    period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
+    for day in dirty.days(spread):
+        day_start, day_end = _day_range(day)
+        raw = runner.read("air_quality", day_start - timedelta(hours=24), day_end, report)
+        if raw.is_empty():
+            continue
+        out = _within(eaqi_hourly(raw, reporting_period_s=period), day_start, day_end).filter(
+            _in_starts(hours)
+        )
+        report.windows += out.height
+        runner.write("eaqi_hourly", out, ["insee"], report)
+
+
+def _traffic_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    hours = dirty.starts("1h")
+    source = measurement_name("traffic", "1h")
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        hourly = runner.read(source, day_start, day_end, report)
+        if hourly.is_empty() or "averageVehicleSpeed_mean" not in hourly.columns:
+            continue
+        history = runner.read(source, day_start - PROFILE_HISTORY, day_start, report)
+        if history.is_empty() or "averageVehicleSpeed_mean" not in history.columns:
+            history = hourly.clear()
+        out = traffic_congestion(hourly, traffic_profile(history)).filter(_in_starts(hours))
+        report.windows += out.height
+        runner.write("traffic_congestion", out, ["insee", "device_id"], report)
+
+
+def _building_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    source = measurement_name("building", "1d")
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        daily = runner.read(source, day_start, day_end, report)
+        if daily.is_empty() or "energy_increase" not in daily.columns:
+            continue
+        history = runner.read(source, day_start - timedelta(weeks=BASELINE_WEEKS, days=1), day_start, report)
+        usable = not history.is_empty() and "energy_increase" in history.columns
+        out = building_energy_daily(daily, history if usable else None)
+        report.windows += out.height
+        runner.write("building_energy_daily", out, ["insee", "device_id"], report)
+
+
+def _camera_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    hours = dirty.starts("1h")
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        raw = runner.read("camera", day_start, day_end, report)
+        if raw.is_empty():
+            continue
+        out = camera_hourly(raw).filter(_in_starts(hours))
+        report.windows += out.height
+        runner.write("camera_hourly", out, ["insee", "device_id"], report)
+
+
+def _network_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    hours = dirty.starts("1h")
+    for day in dirty.days():
+        day_start, day_end = _day_range(day)
+        raw = runner.read("network", day_start - COUNTER_LOOKBACK, day_end, report)
+        if raw.is_empty():
+            continue
+        out = _within(network_health(raw), day_start, day_end).filter(_in_starts(hours))
+        report.windows += out.height
+        runner.write("network_health", out, ["insee", "device_id"], report)
+
+
+def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    try:
+        from processing.anomalies import detect_anomalies
+    except ImportError:  # the anomaly pass is optional: aggregates and indices run without it
+        log.warning("processing.anomalies is not available: anomaly detection skipped")
+        return
+    family = report.job.split(":", 1)[1]
+    days = dirty.days()
+    today = floor(runner.now, "1d")
+    # Silence is only seen by looking: the current day is always checked, new data or not.
+    if today not in days:
+        days.append(today)
+    start = min(days)
+    end = min(next_start(max(days), "1d"), runner.now + timedelta(seconds=1))
+    raw = runner.read(family, start - ANOMALY_CONTEXT, end, report)
+    rejected = runner.read("rejected_readings", start - ANOMALY_CONTEXT, end, report)
+    if raw.is_empty():
+        return
+    now = min(end, runner.now)
+    found = detect_anomalies(
+        raw,
+        family,
+        rejected=rejected if not rejected.is_empty() else None,
+        now=now,
+        **runner.anomaly_options,
+    )
+    day_starts = {to_ns(day) for day in days}
+    out = found.filter(
+        (pl.col("time") >= start)
+        & window_start(pl.col("time"), "1d").cast(pl.Int64).is_in(sorted(day_starts))
+    )
+    report.windows += out.height
+    tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
+    runner.write("anomalies", out, tags, report)

@@ -1,0 +1,76 @@
+"""Per-job watermarks kept in the store (measurement ``_watermarks``, docs/measurements.md).
+
+A watermark is the latest ``received_at`` (arrival time, ns) of the raw readings a job has
+processed. The row of a job is written at the start of the current UTC day, so the measurement
+grows by one row per job and day however often the runner runs (a later write of the same day
+overwrites the earlier one), and no retention policy drops it as too old.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from processing.windows import from_ns
+from storage.base import TIME_DTYPE, Store
+
+MEASUREMENT = "_watermarks"
+LOOKBACK = timedelta(days=400)
+"""How far back the last watermark row of a job is looked for."""
+
+
+class Watermarks:
+    """Read and write the watermarks of jobs in a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, job: str, *, now: datetime | None = None) -> int | None:
+        """The job's watermark (ns), or None when it never ran."""
+        now = now or datetime.now(UTC)
+        rows = self.store.read(
+            MEASUREMENT,
+            start=now - LOOKBACK,
+            end=now + timedelta(days=2),
+            where={"job": job},
+            fields=["processed_until"],
+        )
+        if rows.is_empty() or "processed_until" not in rows.columns:
+            return None
+        value = rows.sort("time")["processed_until"].drop_nulls()
+        return int(value[-1]) if len(value) else None
+
+    def set(self, job: str, processed_until: int, *, now: datetime | None = None) -> None:
+        """Record that ``job`` has processed every reading received up to ``processed_until``."""
+        now = now or datetime.now(UTC)
+        day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        row = pl.DataFrame(
+            {
+                "time": [day],
+                "job": [job],
+                "processed_until": [processed_until],
+                "updated_at": [time.time_ns()],
+            },
+            schema={
+                "time": TIME_DTYPE,
+                "job": pl.String,
+                "processed_until": pl.Int64,
+                "updated_at": pl.Int64,
+            },
+        )
+        self.store.write(MEASUREMENT, row, tags=["job"])
+
+    def all(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Every job's watermark as a UTC datetime, for reports."""
+        now = now or datetime.now(UTC)
+        rows = self.store.read(MEASUREMENT, start=now - LOOKBACK, end=now + timedelta(days=2))
+        if rows.is_empty() or "processed_until" not in rows.columns:
+            return {}
+        last = rows.sort("time").group_by("job").agg(pl.col("processed_until").drop_nulls().last())
+        return {
+            str(job): from_ns(int(value))
+            for job, value in last.iter_rows()
+            if value is not None  # a job whose rows all lack the field has no watermark
+        }
