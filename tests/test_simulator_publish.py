@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,14 @@ from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family
 from sensors.faults import FaultKind, FaultRates, read_ground_truth
 from sensors.fleet import Fleet, FleetConfig, generate_fleet
-from sensors.publisher import PublishError, PublishOptions, build_messages, publish_fleet
+from sensors.publisher import (
+    PublishError,
+    PublishOptions,
+    PublishReport,
+    build_messages,
+    publish_fleet,
+    publish_messages,
+)
 from sensors.readings import Decoded
 from smartcity.cli import main
 from tests.servers import Mosquitto, free_port
@@ -164,3 +172,21 @@ def test_simulate_help_documents_every_option(capsys: pytest.CaptureFixture[str]
         "--ground-truth", "--embedded-broker", "--max-inflight", "--max-queued", "--batch-size",
     ):  # fmt: skip
         assert option in text
+
+
+def test_publishing_survives_a_broker_restart(mosquitto: Mosquitto) -> None:
+    fleet = generate_fleet(FleetConfig(communes=["78498", "78005"], seed=12), START, timedelta(minutes=40))
+    messages = build_messages(fleet)
+    restarted = threading.Event()
+
+    def restart_once(report: PublishReport) -> None:
+        # Mid-stream, the broker goes away and comes back on the same port.
+        if not restarted.is_set() and report.published > 0:
+            restarted.set()
+            mosquitto.stop()
+            mosquitto.start()
+
+    options = PublishOptions(port=mosquitto.port, speedup=800, max_queued=50)
+    report = publish_messages(messages, options, on_progress=restart_once, progress_every_s=0.2)
+    assert restarted.is_set()
+    assert report.published == report.acknowledged == messages.height
