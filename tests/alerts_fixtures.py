@@ -25,7 +25,7 @@ from alerts.outbox import Outbox
 from alerts.rules import RulesFile, parse_rules
 from alerts.signing import verify
 from sensors.communes import CommuneRegistry
-from storage.base import TIME_DTYPE
+from storage.base import TIME_DTYPE, Store
 from storage.duckdb_store import DuckDBStore
 from tests.servers import free_port
 
@@ -172,7 +172,7 @@ def verify_request(request: Recorded, *, now: datetime) -> int:
 # -- store frames in the shared schema ------------------------------------------------------
 
 
-def commune_aggregate(store: DuckDBStore, insee: str, times: list[datetime], values: list[float]) -> None:
+def commune_aggregate(store: Store, insee: str, times: list[datetime], values: list[float]) -> None:
     """Rows of ``air_quality_15m_commune`` with ``pm10_mean`` (other stats too, as processing writes)."""
     frame = pl.DataFrame(
         {
@@ -214,7 +214,7 @@ class AlertWorld:
     """A store, rules, an outbox directory and a clock; ``evaluator()`` builds one (again)."""
 
     tmp: Path
-    store: DuckDBStore
+    store: Store
     rules: RulesFile
     registry: CommuneRegistry
     clock: FakeClock
@@ -273,6 +273,7 @@ def make_world(
     *,
     defaults: Mapping[str, Any] | None = None,
     clock: FakeClock | None = None,
+    store: Store | None = None,
 ) -> AlertWorld:
     """Build an ``AlertWorld`` from rules written as TOML would parse them."""
     os.environ[SECRET_ENV] = SECRET
@@ -284,7 +285,7 @@ def make_world(
     }
     return AlertWorld(
         tmp=tmp_path,
-        store=DuckDBStore(tmp_path / "store.duckdb"),
+        store=store if store is not None else DuckDBStore(tmp_path / "store.duckdb"),
         rules=parse_rules(data, registry),
         registry=registry,
         clock=clock or FakeClock(),
