@@ -209,8 +209,10 @@ def _native_time(value: object) -> int | str:
 
 
 def _fiware_time(value: object) -> int | str:
-    if type(value) is dict:
+    if type(value) is dict:  # NGSI v2 {"type": "DateTime", "value": ...}
         value = value.get("value")
+        if type(value) is dict:  # NGSI-LD {"type": "Property", "value": {"@type": "DateTime", "@value": ...}}
+            value = value.get("@value")
     if type(value) is str:
         return parse_observed(value)
     return f"dateObserved {_shown(value)} is not an ISO 8601 date-time or interval"
@@ -295,12 +297,15 @@ def _bound(bound: float | None) -> str:
 
 
 def _unit_code(attribute: Mapping[str, Any]) -> str | _Problem | None:
+    """The unit code of a normalized attribute: NGSI v2 ``metadata.unitCode`` (a text or a
+    ``{"type": "Text", "value": ...}`` attribute), or NGSI-LD's ``unitCode`` member."""
     metadata = attribute.get("metadata")
     if metadata is None:
-        return None
-    if type(metadata) is not dict:
+        unit = attribute.get("unitCode")
+    elif type(metadata) is not dict:
         return _Problem("wrong_unit", f"metadata {_shown(metadata)} is not an object")
-    unit = metadata.get("unitCode")
+    else:
+        unit = metadata.get("unitCode")
     if unit is None:
         return None
     if type(unit) is dict:

@@ -219,3 +219,17 @@ def test_integral_float_for_an_int_field_becomes_an_int() -> None:
     decoded = make_decoder().decode(topic("camera"), encode({"ts": iso(OBSERVED_NS), "peopleCount": 12.0}))
     assert decoded.readings[0].fields == {"peopleCount": 12}
     assert type(decoded.readings[0].fields["peopleCount"]) is int
+
+
+def test_ngsi_ld_style_unit_code_and_date_time() -> None:
+    entity = {
+        "id": "urn:ngsi-ld:AirQualityObserved:aq-1",
+        "type": "AirQualityObserved",
+        "dateObserved": {"type": "Property", "value": {"@type": "DateTime", "@value": iso(OBSERVED_NS)}},
+        "co": {"type": "Property", "value": 1500, "unitCode": "GQ"},
+        "pm25": {"type": "Property", "value": 8.5},
+    }
+    decoded = make_decoder().decode(topic("air_quality"), encode(entity))
+    assert decoded.ok, decoded.errors
+    assert decoded.readings[0].time_ns == OBSERVED_NS
+    assert decoded.readings[0].fields == {"co": 1500 / 1000, "pm25": 8.5}
