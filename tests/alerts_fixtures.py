@@ -187,9 +187,7 @@ def commune_aggregate(store: Store, insee: str, times: list[datetime], values: l
     store.write("air_quality_15m_commune", frame, tags=["insee"])
 
 
-def raw_readings(
-    store: DuckDBStore, family: str, insee: str, devices: list[str], times: list[datetime]
-) -> None:
+def raw_readings(store: Store, family: str, insee: str, devices: list[str], times: list[datetime]) -> None:
     """One raw reading per device and time (the values do not matter for offline rules)."""
     rows = [(t, insee, d) for t in times for d in devices]
     field_name = {"network": "latency", "air_quality": "pm10", "building": "temperature"}.get(
