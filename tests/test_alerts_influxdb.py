@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tests.alerts_fixtures import (
     FakeClock,
@@ -26,7 +27,7 @@ def test_alerts_run_on_influxdb(
     influxd: Influxd,
     receiver: WebhookReceiver,  # noqa: F811
 ) -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {
             "name": "hors-ligne",
             "communes": "*",
