@@ -36,6 +36,13 @@ def atmo_text(index: int | None, lang: Language) -> str:
     return t(lang, f"atmo.{ATMO_CLASSES[index - 1]}")
 
 
+def traffic_text(level: int | None, lang: Language) -> str:
+    """A congestion level (0 free-flowing to 4 jammed) in words, with the level itself."""
+    if level is None or not 0 <= level <= 4:
+        return t(lang, "traffic.none")
+    return f"{t(lang, f'traffic.level_{level}')} ({level}/4)"
+
+
 def atmo_color(index: int | None) -> str:
     """The official colour of an index (grey without data)."""
     return ATMO_COLORS[index - 1] if index is not None and 1 <= index <= 6 else "#BDBDBD"

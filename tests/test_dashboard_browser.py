@@ -132,6 +132,11 @@ def test_admin_overview_and_commune_page_with_stored_data(
     expect(page.locator("#commune-alerts")).to_contain_text("pm25-high")
     expect(page.locator("#commune-anomalies")).to_contain_text("pic")
     shot(page, "commune")
+    with page.expect_download() as downloading:
+        page.get_by_role("button", name="Exporter en CSV").click()
+    exported = pl.read_csv(downloading.value.path(), schema_overrides={"insee": pl.String})
+    assert exported.columns[:3] == [TIME, "insee", "pm25_mean"]
+    assert exported.height > 0 and set(exported.get_column("insee")) == {POISSY}
     # Switch the range with the keyboard: focus the "7 derniers jours" radio and select it.
     page.get_by_label("7 derniers jours").focus()
     page.keyboard.press("Space")

@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import flask
@@ -17,9 +17,10 @@ from dash import html
 from flask.testing import FlaskClient
 
 from dashboards.access import CommuneData, Forbidden
+from dashboards.i18n import PARIS
 from dashboards.pages import commune, device, overview
-from dashboards.pages.common import preset_range
-from dashboards.views import ATMO_COLORS, atmo_text, paris_day_start
+from dashboards.pages.common import CUSTOM, range_key, span_of
+from dashboards.views import ATMO_COLORS, atmo_text, paris_day_start, traffic_text
 from storage.base import TIME
 from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env
 
@@ -63,6 +64,13 @@ def test_overview_lists_only_the_users_communes_with_todays_atmo(env: DashboardE
     assert atmo_text(index, "fr") in shown  # the class is written, not only coloured
     assert ATMO_COLORS[index - 1] in shown
     assert "Actualisé" in updated
+    traffic = env.store.read(
+        "traffic_congestion",
+        start=now - timedelta(hours=2),
+        end=now,
+        where={"insee": POISSY, "device_id": "_commune"},
+    )
+    assert traffic_text(traffic.get_column("level").last(), "fr") in shown  # type: ignore[arg-type]
     admin_body, _ = overview.overview_content(data_of(env, "admin"), "en", env.settings, now)
     assert "Montrouge" in texts(admin_body) and "Conflans-Sainte-Honorine" in texts(admin_body)
 
@@ -82,7 +90,7 @@ def test_family_chart_shows_the_stored_aggregates_at_the_fitting_resolution(env:
     mean = next(trace for trace in figure.data if trace.name == "moyenne")
     stored = env.store.read(
         "air_quality_1m_commune",
-        start=preset_range("3h", now).start,
+        start=span_of("3h", now).start,
         end=now,
         where={"insee": POISSY},
         fields=["pm25_mean"],
@@ -144,6 +152,32 @@ def test_status_panel_lists_devices_anomalies_and_alerts(env: DashboardEnv) -> N
     assert all(kind in shown for kind in expected_kinds)
     assert "pm25-high" in shown and "firing" in shown and "network-down" in shown and "resolved" in shown
     assert MONTROUGE not in shown
+
+
+def test_chosen_dates_are_whole_paris_days(env: DashboardEnv) -> None:
+    key = range_key(CUSTOM, "2026-11-20", "2026-11-18T00:00:00")
+    assert key == "custom:2026-11-20:2026-11-18"
+    span = span_of(key, env.scenario.now)
+    # Midnight Paris is 23:00 UTC the day before in November.
+    assert span.start == datetime(2026, 11, 17, 23, tzinfo=UTC)
+    assert span.end == datetime(2026, 11, 20, 23, tzinfo=UTC)
+    assert range_key(CUSTOM, None, "2026-11-18") == "24h"  # half-picked: keep a sensible range
+    assert span_of("custom:garbage", env.scenario.now).span == timedelta(hours=24)
+    now = env.scenario.now
+    today = now.astimezone(PARIS).date()
+    key = range_key(CUSTOM, (today - timedelta(days=2)).isoformat(), today.isoformat())
+    figure, _ = commune.family_panel(
+        data_of(env, "poissy"),
+        POISSY,
+        "air_quality",
+        "pm25",
+        range_key=key,
+        lang="en",
+        settings=env.settings,
+        now=now,
+    )
+    assert "per minute" in figure.layout.title.text or "per 15 minutes" in figure.layout.title.text
+    assert len(next(trace for trace in figure.data if trace.name == "mean").y) > 0
 
 
 def test_csv_export_is_what_the_chart_shows(env: DashboardEnv) -> None:
@@ -214,7 +248,7 @@ def callback_body(insee: str) -> dict[str, Any]:
         "outputs": {"id": "commune-status", "property": "children"},
         "inputs": [
             {"id": "commune-insee", "property": "data", "value": insee},
-            {"id": "commune-range", "property": "value", "value": "24h"},
+            {"id": "commune-range-key", "property": "data", "value": "24h"},
             {"id": "commune-tick", "property": "n_intervals", "value": None},
         ],
         "changedPropIds": ["commune-insee.data"],

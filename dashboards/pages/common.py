@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from dash import dcc, html
 
-from dashboards.i18n import Language, t
+from dashboards.i18n import PARIS, Language, t
 from dashboards.timerange import PRESETS, TimeRange
 
 Cell = Any
@@ -35,30 +35,71 @@ def table(
     )
 
 
+CUSTOM = "custom"
+"""The picker value that selects the dates of the calendar."""
+
+
 def range_picker(
     component_id: str, lang: Language, value: str, presets: Sequence[str] | None = None
 ) -> html.Div:
-    """The time-range picker: radio buttons (reachable and switchable with the keyboard)."""
+    """The time-range picker: radio buttons (keyboard-friendly) and a calendar for chosen dates.
+
+    ``range_key`` turns what is picked into one key (``24h`` or ``custom:2026-11-01:2026-11-15``)
+    that the data callbacks read through ``span_of``.
+    """
     keys = list(presets or PRESETS)
+    options = [{"label": t(lang, f"range.{key}"), "value": key} for key in keys]
+    options.append({"label": t(lang, "range.custom"), "value": CUSTOM})
     return html.Div(
         [
             html.Span(t(lang, "common.range"), id=f"{component_id}-label", className="picker-label"),
             dcc.RadioItems(
                 id=component_id,
-                options=[{"label": t(lang, f"range.{key}"), "value": key} for key in keys],
+                options=options,
                 value=value if value in keys else keys[1],
                 inline=True,
                 className="range-picker",
                 labelClassName="range-option",
             ),
+            dcc.DatePickerRange(
+                id=f"{component_id}-dates",
+                display_format="DD/MM/YYYY" if lang == "fr" else "YYYY-MM-DD",
+                first_day_of_week=1,
+                start_date_placeholder_text=t(lang, "range.from"),
+                end_date_placeholder_text=t(lang, "range.to"),
+                updatemode="bothdates",
+                className="date-picker",
+            ),
+            dcc.Store(id=f"{component_id}-key", data=value if value in keys else keys[1]),
         ],
         role="group",
         **aria(labelledby=f"{component_id}-label"),
     )
 
 
-def preset_range(key: str | None, now: datetime) -> TimeRange:
-    """The range of a picker value (24 hours when the value is unknown)."""
+def range_key(choice: str | None, start_date: str | None, end_date: str | None) -> str:
+    """One key for the picked range: the preset, or ``custom:<first day>:<last day>``."""
+    if choice == CUSTOM:
+        if start_date and end_date:
+            return f"{CUSTOM}:{start_date[:10]}:{end_date[:10]}"
+        return "24h"
+    return choice or "24h"
+
+
+def span_of(key: str | None, now: datetime) -> TimeRange:
+    """The range of a picker key: a preset ending now, or whole days (Paris time) of the calendar.
+
+    An unknown or malformed key falls back to the last 24 hours.
+    """
+    if key and key.startswith(f"{CUSTOM}:"):
+        try:
+            _, first_text, last_text = key.split(":")
+            first, last = sorted((date.fromisoformat(first_text), date.fromisoformat(last_text)))
+        except ValueError:
+            return TimeRange.last(PRESETS["24h"], now)
+        start = datetime.combine(first, time(), PARIS).astimezone(UTC)
+        end = datetime.combine(last + timedelta(days=1), time(), PARIS).astimezone(UTC)
+        return TimeRange(start, end)
     return TimeRange.last(PRESETS.get(key or "", PRESETS["24h"]), now)
 
 

@@ -15,7 +15,7 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_duration, format_number, t
-from dashboards.pages.common import aria, preset_range, range_picker, refusal, table
+from dashboards.pages.common import aria, range_key, range_picker, refusal, span_of, table
 from dashboards.views import (
     atmo_chart,
     device_status,
@@ -92,14 +92,14 @@ def family_panel(
     now: datetime,
 ) -> tuple[go.Figure, str]:
     """The family tab's chart and the 'updated at' line."""
-    span = preset_range(range_key, now)
+    span = span_of(range_key, now)
     chart = family_chart(data, insee, family, field, span, lang=lang, max_points=settings.max_points)
     return chart.figure, t(lang, "common.refresh", time=format_datetime(now, lang, seconds=True))
 
 
 def atmo_panel(data: CommuneData, insee: str, range_key: str, lang: Language, now: datetime) -> go.Figure:
     """The ATMO history chart."""
-    return atmo_chart(data, insee, preset_range(range_key, now), lang).figure
+    return atmo_chart(data, insee, span_of(range_key, now), lang).figure
 
 
 def status_panel(
@@ -112,7 +112,7 @@ def status_panel(
     now: datetime,
 ) -> list[Component]:
     """Device status, anomalies and alerts of the commune, as tables."""
-    span = preset_range(range_key, now)
+    span = span_of(range_key, now)
     devices = device_status(data, insee, now, settings.online_after_periods)
     device_rows = [
         [
@@ -159,7 +159,7 @@ def status_panel(
     return [
         table(
             t(lang, c + "devices"),
-            [t(lang, c + k) for k in ("device", "kind", "last_seen", "silent", "lateness", "status")],
+            [t(lang, c + k) for k in ("device", "family", "last_seen", "silent", "lateness", "status")],
             device_rows,
             "commune-devices",
         ),
@@ -195,7 +195,7 @@ def export_csv(
     now: datetime,
 ) -> dict[str, Any]:
     """What the chart shows, as a CSV download (times in UTC, ISO 8601)."""
-    span = preset_range(range_key, now)
+    span = span_of(range_key, now)
     chart = family_chart(data, insee, family, field, span, lang="en", max_points=settings.max_points)
     frame = chart.frame.with_columns(pl.col(TIME).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return {
@@ -216,6 +216,15 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``; each reads through the signed-in user's rights."""
 
     @app.callback(
+        Output("commune-range-key", "data"),
+        Input("commune-range", "value"),
+        Input("commune-range-dates", "start_date"),
+        Input("commune-range-dates", "end_date"),
+    )
+    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
+        return range_key(choice, start_date, end_date)
+
+    @app.callback(
         Output("commune-field", "options"),
         Output("commune-field", "value"),
         Input("commune-family", "value"),
@@ -229,7 +238,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Input("commune-insee", "data"),
         Input("commune-family", "value"),
         Input("commune-field", "value"),
-        Input("commune-range", "value"),
+        Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
     def on_chart(insee: str, family: str, field: str, range_key: str, _: int | None) -> tuple[go.Figure, str]:
@@ -251,7 +260,7 @@ def register_callbacks(app: dash.Dash) -> None:
     @app.callback(
         Output("commune-atmo", "figure"),
         Input("commune-insee", "data"),
-        Input("commune-range", "value"),
+        Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
     def on_atmo(insee: str, range_key: str, _: int | None) -> go.Figure:
@@ -264,7 +273,7 @@ def register_callbacks(app: dash.Dash) -> None:
     @app.callback(
         Output("commune-status", "children"),
         Input("commune-insee", "data"),
-        Input("commune-range", "value"),
+        Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
     def on_status(insee: str, range_key: str, _: int | None) -> list[Component]:
@@ -282,7 +291,7 @@ def register_callbacks(app: dash.Dash) -> None:
         State("commune-insee", "data"),
         State("commune-family", "value"),
         State("commune-field", "value"),
-        State("commune-range", "value"),
+        State("commune-range-key", "data"),
         prevent_initial_call=True,
     )
     def on_export(_: int | None, insee: str, family: str, field: str, range_key: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
-from dashboards.pages.common import preset_range, range_picker, refusal, table
+from dashboards.pages.common import range_key, range_picker, refusal, span_of, table
 from dashboards.pages.commune import field_options
 from dashboards.views import device_chart, field_label, recent_anomalies
 from storage.base import TIME
@@ -78,7 +78,7 @@ def device_panel(
     now: datetime,
 ) -> tuple[go.Figure, Component]:
     """The device chart and its anomalies table."""
-    span = preset_range(range_key, now)
+    span = span_of(range_key, now)
     insee, device_id = key["insee"], key["device_id"]
     chart = device_chart(
         data,
@@ -109,11 +109,20 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
     @app.callback(
+        Output("device-range-key", "data"),
+        Input("device-range", "value"),
+        Input("device-range-dates", "start_date"),
+        Input("device-range-dates", "end_date"),
+    )
+    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
+        return range_key(choice, start_date, end_date)
+
+    @app.callback(
         Output("device-chart", "figure"),
         Output("device-anomalies", "children"),
         Input("device-key", "data"),
         Input("device-field", "value"),
-        Input("device-range", "value"),
+        Input("device-range-key", "data"),
         Input("device-tick", "n_intervals"),
     )
     def on_device(

@@ -15,7 +15,14 @@ from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, t
 from dashboards.pages.common import aria, table
-from dashboards.views import atmo_color, atmo_text, overview_map, overview_rows, readable_text_color
+from dashboards.views import (
+    atmo_color,
+    atmo_text,
+    overview_map,
+    overview_rows,
+    readable_text_color,
+    traffic_text,
+)
 
 PATH = "/"
 
@@ -65,12 +72,11 @@ def _table(rows: pl.DataFrame, lang: Language) -> html.Table:
             className="atmo-badge",
             style={"backgroundColor": colour, "color": readable_text_color(colour)},
         )
-        traffic = row.get("traffic_label") or t(lang, "traffic.none")
         lines.append(
             [
                 dcc.Link(f"{row['name']} ({row['insee']})", href=f"/commune/{row['insee']}"),
                 badge,
-                str(traffic),
+                traffic_text(row.get("traffic_level"), lang),
                 f"{row['devices_online']} / {row['devices_total']}",
                 str(row["open_alerts"]),
             ]
