@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -266,7 +266,7 @@ def webhook_delivery(url: str, recipients: list[str] | None = None) -> dict[str,
 
 def make_world(
     tmp_path: Path,
-    rules: list[Mapping[str, Any]],
+    rules: Sequence[Mapping[str, Any]],
     delivery: Mapping[str, Any],
     *,
     defaults: Mapping[str, Any] | None = None,
