@@ -6,6 +6,15 @@ from pydantic import BaseModel, Field
 
 
 class ProcessingSettings(BaseModel):
-    """How often ``smartcity process`` runs its jobs."""
+    """How often ``smartcity process`` runs its jobs, and how far back it looks for late data."""
 
     interval_s: float = Field(60.0, gt=0)
+    """Seconds between two runs."""
+    horizon_s: float = Field(86_400.0, gt=0)
+    """Readings observed up to this long ago are checked for late arrivals at every run; later
+    corrections to older periods need ``smartcity backfill``."""
+    settle_s: float = Field(900.0, ge=0)
+    """Readings received up to this long before a job's watermark are looked at again, for
+    those that reached the store after later ones (ingest batches, spool replays)."""
+    anomalies: bool = True
+    """Run the anomaly pass."""

@@ -210,7 +210,13 @@ class Runner:
         self._now = self.clock()
         # Every minute of the period is dirty: the windows of every size follow.
         grid = pl.datetime_range(
-            floor(start, "1m"), end, "1m", closed="left", eager=True, time_unit="ns", time_zone="UTC"
+            floor(start, "1m"),
+            end.astimezone(UTC),
+            "1m",
+            closed="left",
+            eager=True,
+            time_unit="ns",
+            time_zone="UTC",
         )
         dirty = Dirty(grid.cast(TIME_DTYPE))
         report = RunReport()

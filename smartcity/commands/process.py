@@ -1,20 +1,100 @@
-"""`smartcity process`: not built yet."""
+"""``smartcity process``: run the processing jobs (aggregates, indices, anomalies) on a schedule."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
+from datetime import timedelta
+from types import FrameType
 
+from processing.runner import Runner, RunReport
+from sensors.families import Family
 from smartcity.settings import Settings
+from storage import StoreError, open_store
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `process` sub-command."""
-    parser = subparsers.add_parser("process", help="(not built yet)")
+    """Add the ``process`` sub-command."""
+    parser = subparsers.add_parser(
+        "process",
+        help="compute aggregates, indices and anomalies from the stored readings, on a schedule",
+        description=(
+            "Every processing.interval_s seconds (default 60), read the readings that arrived "
+            "since the last run, recompute every window they touched (late readings included) "
+            "and write aggregates, indices and anomalies back to the store. Stops cleanly on "
+            "SIGTERM or Ctrl-C."
+        ),
+    )
+    parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between runs (default: processing.interval_s)",
+    )
+    add_job_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``process`` and ``backfill``."""
+    parser.add_argument(
+        "--family",
+        action="append",
+        choices=[f.value for f in Family],
+        help="only this family (repeatable; default: all five)",
+    )
+    parser.add_argument("--no-anomalies", action="store_true", help="skip the anomaly pass")
+
+
+def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
+    """The runner the settings and options describe (opens the store)."""
+    config = settings.processing
+    return Runner(
+        open_store(settings.store),
+        families=args.family,
+        horizon=timedelta(seconds=config.horizon_s),
+        settle=timedelta(seconds=config.settle_s),
+        anomalies=config.anomalies and not args.no_anomalies,
+    )
+
+
+def print_report(report: RunReport) -> None:
+    """One line per job: windows, rows read and written, time, error."""
+    for job in report.jobs:
+        state = f"FAILED: {job.error}" if job.error else "ok"
+        print(
+            f"{job.job:28} {job.windows:8d} windows {job.rows_read:10d} rows read "
+            f"{job.rows_written:8d} written {job.seconds:7.2f} s  {state}"
+        )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the sub-command."""
-    print("smartcity process: not built yet", file=sys.stderr)
-    return 1
+    try:
+        runner = build_runner(args, settings)
+    except StoreError as exc:
+        print(f"smartcity process: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.once:
+            report = runner.run_once()
+            print_report(report)
+            return 1 if report.failed else 0
+        stop = threading.Event()
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            log.info("%s received: stopping after the current run", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        runner.run_forever(args.interval or settings.processing.interval_s, stop=stop.is_set)
+        return 0
+    finally:
+        runner.store.close()
