@@ -110,6 +110,8 @@ class DuckDBStore:
         return cursor
 
     def _schema_copy(self, measurement: str) -> tuple[list[str], dict[str, str]] | None:
+        if self._closed:
+            raise StoreError("the DuckDB store is closed")
         with self._lock:
             schema = self._schemas.get(measurement)
             return None if schema is None else (list(schema.tags), dict(schema.fields))
@@ -124,6 +126,8 @@ class DuckDBStore:
         if data.height == 0:
             return report
         with self._lock:
+            if self._closed:
+                raise StoreError("the DuckDB store is closed")
             schema = self._schemas.get(measurement) or _Schema()
             data, conflicts = self._drop_type_conflicts(measurement, schema, data, prepared.fields)
             report.rejected.extend(conflicts)

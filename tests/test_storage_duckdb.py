@@ -1,0 +1,98 @@
+"""DuckDBStore specifics: one file that survives a restart, schema growth, threads sharing it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from storage import StoreSettings, open_store
+from storage.base import TIME
+from storage.duckdb_store import DuckDBStore
+from storage.errors import StoreError, WriteRejected
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+WINDOW = {"start": T0 - timedelta(days=1), "end": T0 + timedelta(days=1)}
+
+
+def rows(device: str, n: int, **fields: object) -> pl.DataFrame:
+    times = (
+        pl.Series(TIME, [T0] * n).dt.cast_time_unit("ns")
+        + pl.int_range(0, n, eager=True).cast(pl.Duration("ms")) * 1000
+    )
+    return pl.DataFrame({TIME: times, "insee": "78498", "device_id": device, **fields})
+
+
+def test_the_file_keeps_data_and_schema_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "city.duckdb"
+    store = DuckDBStore(path)
+    store.write("air_quality", rows("a", 3, pm25=[1.0, 2.0, 3.0]), tags=["insee", "device_id"])
+    store.write("air_quality", rows("b", 2, no2=[4, 5], lane=["x", "y"]), tags=["insee", "device_id", "lane"])
+    store.close()
+    reopened = DuckDBStore(path)
+    got = reopened.read("air_quality", **WINDOW)  # type: ignore[arg-type]
+    assert got.columns == [TIME, "device_id", "insee", "lane", "no2", "pm25"]
+    assert got.schema["no2"] == pl.Int64
+    assert got.height == 5
+    assert reopened.measurements() == ["air_quality"]
+    reopened.close()
+
+
+def test_open_store_defaults_to_duckdb(tmp_path: Path) -> None:
+    settings = StoreSettings.model_validate({"duckdb": {"path": str(tmp_path / "x" / "s.duckdb")}})
+    store = open_store(settings)
+    assert isinstance(store, DuckDBStore) and store.health().ok
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.read("m", **WINDOW)  # type: ignore[arg-type]
+
+
+def test_a_frame_that_cannot_be_stored_is_refused_as_a_whole() -> None:
+    store = DuckDBStore()
+    with pytest.raises(WriteRejected, match="no 'time' column"):
+        store.write("m", pl.DataFrame({"x": [1.0]}), tags=[])
+    with pytest.raises(WriteRejected, match="dtype"):
+        store.write("m", pl.DataFrame({TIME: [T0], "x": [[1, 2]]}), tags=[])
+    with pytest.raises(WriteRejected, match="tag column"):
+        store.write("m", pl.DataFrame({TIME: [T0], "x": [1.0]}), tags=["insee"])
+
+
+def test_threads_write_and_read_side_by_side(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "threads.duckdb")
+    errors: list[BaseException] = []
+    per_writer, batches = 200, 10
+    finished = threading.Event()
+
+    def writer(device: str) -> None:
+        try:
+            for batch in range(batches):
+                frame = rows(device, per_writer).with_columns(
+                    (pl.col(TIME) + pl.duration(hours=batch)), v=pl.lit(float(batch))
+                )
+                store.write("m", frame, tags=["insee", "device_id"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not finished.is_set():
+                store.read("m", **WINDOW)  # type: ignore[arg-type]
+                store.series("m")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(f"dev{i}",)) for i in range(4)]
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in writers + readers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    finished.set()
+    for thread in readers:
+        thread.join()
+    assert not errors, errors
+    assert store.read("m", **WINDOW).height == 4 * per_writer * batches  # type: ignore[arg-type]
+    assert store.series("m").height == 4
