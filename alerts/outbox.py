@@ -11,6 +11,7 @@ Files are written to a temporary name then renamed, so a crash never leaves half
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -121,12 +122,26 @@ class Outbox:
         return Envelope(**json.loads(path.read_text("utf-8")))
 
     def deliver_due(self, now: datetime) -> list[tuple[Envelope, Attempt]]:
-        """Make one attempt for every message whose time has come; return what happened."""
+        """Make one attempt for every message whose time has come; return what happened.
+
+        An exclusive lock on the outbox makes a second process on the same directory (``smartcity
+        alerts test`` next to the running evaluator) wait instead of sending a message twice.
+        """
+        with (self.pending_dir.parent / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._deliver_due(now)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _deliver_due(self, now: datetime) -> list[tuple[Envelope, Attempt]]:
         stamp = now.timestamp()
         done: list[tuple[Envelope, Attempt]] = []
         for path in sorted(self.pending_dir.glob("*.json")):
             try:
                 envelope = self._read(path)
+            except FileNotFoundError:
+                continue  # delivered meanwhile by another process
             except (OSError, ValueError, TypeError) as exc:
                 log.error("outbox file %s is unreadable (%s); moved to failed/", path.name, exc)
                 os.replace(path, self.failed_dir / path.name)

@@ -71,6 +71,8 @@ class WebhookReceiver:
     port: int = field(default_factory=free_port)
     requests: list[Recorded] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    hold: threading.Event | None = None
+    """When set to an event, each answer waits for it (a receiver slower than the timeout)."""
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +92,8 @@ class WebhookReceiver:
                 with receiver._lock:
                     receiver.requests.append(Recorded(self.path, dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.hold is not None:
+                    receiver.hold.wait(timeout=30)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -408,3 +408,33 @@ def test_the_reference_receiver_checks_signatures_and_drops_duplicates(tmp_path:
         os.environ[SECRET_ENV] = SECRET
         server.stop()
         world.close()
+
+
+def test_a_receiver_slower_than_the_timeout_is_retried_with_the_same_key(
+    tmp_path: Path,
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    import threading
+
+    delivery = {
+        POISSY: {
+            **webhook_delivery(receiver.url),
+            "webhook": {"url": receiver.url, "secret_env": SECRET_ENV, "timeout_s": 0.3},
+        }
+    }
+    world = make_world(tmp_path, [PM10_RULE], delivery)
+    receiver.hold = threading.Event()
+    try:
+        evaluator = world.evaluator()
+        evaluator.send_test("pm10-eleve")
+        evaluator.deliver()
+        assert world.audit()[0]["outcome"] == "retry"
+        assert world.audit()[0]["error"] == "timed out"
+        receiver.hold.set()
+        world.clock.advance(minutes=5)
+        evaluator.deliver()
+        assert [r["outcome"] for r in world.audit()] == ["retry", "delivered"]
+        assert len({r.headers["Idempotency-Key"] for r in receiver.accepted()}) == 1
+    finally:
+        receiver.hold.set()
+        world.close()
