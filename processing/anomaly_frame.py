@@ -8,6 +8,7 @@ cheaper than sorting by the ``device_id`` strings) and every detector works on t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,7 +57,7 @@ class AnomalyOptionError(ValueError):
 class AnomalyOptions:
     """Tuning of the detectors. The defaults are the ones measured in docs/anomalies.md."""
 
-    spike_threshold: float = 8.0
+    spike_threshold: float = 10.0
     """Robust z-score (residual over 1.4826 x MAD) above which a reading is a spike."""
     spike_scale_floor: float = 0.5
     """Lowest scale of an hour, as a share of the device's median hourly scale: a quiet hour
@@ -73,7 +74,7 @@ class AnomalyOptions:
     stuck_min_change_rate: float = 0.02
     """A field that changes in fewer than this share of consecutive readings over the fleet is
     constant by nature (a lane number, a configuration): it is not checked for flatlines."""
-    drift_threshold: float = 4.0
+    drift_threshold: float = 6.0
     """Robust z-score of a device's hourly median against its commune's above which an hour drifts."""
     drift_min_hours: int = 3
     """Consecutive drifting hours needed to report a drift."""
@@ -121,11 +122,11 @@ class AnomalyOptions:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A family's readings ready for the detectors.
+    """A family's readings (or a chunk of its devices) ready for the detectors.
 
-    ``frame`` holds ``time``, ``_dev`` (a device index: 0, 1, 2... in row order), ``_first`` and
-    the family's numeric fields present in the input, as Float64; rows are grouped by device and
-    in time order within a device. ``devices`` maps ``_dev`` to ``insee`` and ``device_id``.
+    ``frame`` holds ``time``, ``_dev`` (a device index, increasing along the rows), ``_first``
+    and the family's numeric fields present in the input, as Float64; rows are grouped by device
+    and in time order within a device. ``devices`` maps ``_dev`` to ``insee`` and ``device_id``.
     """
 
     spec: FamilySpec
@@ -133,8 +134,9 @@ class Prepared:
     devices: pl.DataFrame
     numeric_fields: tuple[str, ...]
     """Float and int fields present, counters included."""
-    now: datetime | None
-    """The reference time for "still open"; None means the latest reading of the frame."""
+    now_ns: int | None
+    """The reference time for "still open", ns since the epoch: ``now``, or the latest reading
+    of the whole input (not of the chunk); None when there is no reading."""
 
     @property
     def family(self) -> str:
@@ -147,21 +149,15 @@ class Prepared:
         assert spec is not None  # prepare() kept only the family's fields
         return spec
 
-    def now_ns(self) -> int | None:
-        """``now`` in ns since the epoch, or the latest reading's time; None when empty."""
-        if self.now is not None:
-            now = self.now if self.now.tzinfo is not None else self.now.replace(tzinfo=UTC)
-            return (now - EPOCH) // timedelta(microseconds=1) * 1000
-        if self.frame.height == 0:
-            return None
-        return int(self.frame.select(pl.col("time").max().dt.epoch("ns")).item())
-
     def with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` (with a ``_dev`` column) with ``insee``, ``device_id`` and ``family`` added."""
         return rows.join(self.devices, on=DEV, how="left").with_columns(family=pl.lit(self.family))
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CHUNK_ROWS = 2_000_000
+"""Readings per chunk of devices: bounds the memory of the intermediate columns."""
 
 
 def family_spec_of(family: str) -> FamilySpec:
@@ -180,6 +176,15 @@ def prepare(frame: pl.DataFrame, family: str, *, now: datetime | None = None) ->
     Extra columns (``received_at``, unknown fields) are ignored, and so are booleans and enums:
     no detector looks at them (a switch that stays off is not a fault).
     """
+    chunks = list(prepare_chunks(frame, family, now=now, chunk_rows=None))
+    return chunks[0]
+
+
+def prepare_chunks(
+    frame: pl.DataFrame, family: str, *, now: datetime | None = None, chunk_rows: int | None = CHUNK_ROWS
+) -> Iterator[Prepared]:
+    """Like :func:`prepare`, in chunks of whole devices of about ``chunk_rows`` readings each
+    (one chunk when None). Device indices and ``now_ns`` are those of the whole input."""
     spec = family_spec_of(family)
     missing = [name for name in ("time", "insee", "device_id") if name not in frame.columns]
     if missing:
@@ -195,30 +200,60 @@ def prepare(frame: pl.DataFrame, family: str, *, now: datetime | None = None) ->
     time_expr = pl.col("time")
     if time_dtype.time_zone is None:
         time_expr = time_expr.dt.replace_time_zone("UTC")
-    frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
+    if frame.select((pl.col("time").is_null() | pl.col("device_id").is_null()).any()).item():
+        frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
     if not frame["time"].is_sorted():
         frame = frame.sort("time")
+    now_ns = _now_ns(frame, now)
     # A stable sort on an integer code keeps the time order within each device, and costs a
     # fraction of a sort on the strings or on (device, time).
-    code = pl.col("device_id").cast(pl.Categorical).to_physical()
-    order = frame.select(pl.arg_sort_by(code, maintain_order=True)).to_series()
-    out = frame.select(
-        time_expr.cast(TIME_DTYPE).alias("time"),
-        code.alias("_code"),
-        *(pl.col(name).cast(pl.Float64) for name in numeric),
-    )[order]
-    first = (pl.col("_code") != pl.col("_code").shift(1)).fill_null(True)
-    out = out.with_columns(first.alias(FIRST)).with_columns(
-        (pl.col(FIRST).cum_sum() - 1).cast(pl.UInt32).alias(DEV)
-    )
-    starts = out.select(pl.arg_where(pl.col(FIRST))).to_series()
+    code = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series()
+    order = code.to_frame("_code").select(pl.arg_sort_by("_code", maintain_order=True)).to_series()
+    sorted_code = code.gather(order)
+    first = (sorted_code != sorted_code.shift(1)).fill_null(True)
+    starts = first.arg_true()
     devices = frame.select("insee", "device_id")[order.gather(starts)].with_columns(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias(DEV),
         pl.col("insee").cast(pl.String),
         pl.col("device_id").cast(pl.String),
     )
-    out = out.select("time", DEV, FIRST, *numeric)
-    return Prepared(spec=spec, frame=out, devices=devices, numeric_fields=numeric, now=now)
+    device_index = (first.cum_sum() - 1).cast(pl.UInt32).alias(DEV)
+    columns = frame.select(
+        time_expr.cast(TIME_DTYPE).alias("time"), *(pl.col(n).cast(pl.Float64) for n in numeric)
+    )
+    bounds = _chunk_bounds(starts, frame.height, chunk_rows)
+    for lo, hi in bounds:
+        rows = order.slice(lo, hi - lo)
+        chunk = columns[rows].with_columns(
+            device_index.slice(lo, hi - lo), first.slice(lo, hi - lo).alias(FIRST)
+        )
+        chunk = chunk.select("time", DEV, FIRST, *numeric)
+        yield Prepared(spec=spec, frame=chunk, devices=devices, numeric_fields=numeric, now_ns=now_ns)
+
+
+def _chunk_bounds(starts: pl.Series, height: int, chunk_rows: int | None) -> list[tuple[int, int]]:
+    """Row ranges of chunks that never split a device (``starts``: first row of each device)."""
+    if chunk_rows is None or height <= chunk_rows:
+        return [(0, height)]
+    bounds: list[tuple[int, int]] = []
+    lo = 0
+    # One step per device, not per reading: a Python loop is fine here.
+    cut_points = [*starts.to_list()[1:], height]
+    for cut in cut_points:
+        if cut - lo >= chunk_rows or cut == height:
+            bounds.append((lo, cut))
+            lo = cut
+    return bounds
+
+
+def _now_ns(frame: pl.DataFrame, now: datetime | None) -> int | None:
+    if now is not None:
+        aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+        return (aware - EPOCH) // timedelta(microseconds=1) * 1000
+    if frame.height == 0:
+        return None
+    latest = frame.select(pl.col("time").max().dt.epoch("ns")).item()
+    return int(latest)
 
 
 def empty_anomalies() -> pl.DataFrame:
