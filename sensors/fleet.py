@@ -221,29 +221,35 @@ def generate_fleet(config: FleetConfig, start: datetime, end: datetime | timedel
 def _frame(
     spec: FamilySpec, injected: Injected, times: IntArray, tags: pl.DataFrame, *, with_received_at: bool
 ) -> pl.DataFrame:
-    """Flatten ``(devices, steps)`` arrays to a time-major frame and drop absent readings."""
-    devices, steps = injected.present.shape
-    device_index = np.tile(np.arange(devices), steps)
+    """Flatten ``(devices, steps)`` arrays to a time-major frame, keeping present readings only.
+
+    Each field is copied once, straight into its filtered time-major order, and its array is
+    released as soon as it is copied: the peak memory stays near the size of the frame.
+    """
+    devices, _ = injected.present.shape
+    # Boolean indexing of the transposed (steps, devices) views yields time-major order.
+    keep = injected.present.T
+    kept = np.flatnonzero(keep)
+    step, device = np.divmod(kept, devices)
+    del kept
     columns: dict[str, pl.Series] = {
-        "time": pl.Series("time", np.repeat(times, devices)).cast(pl.Datetime("ns", "UTC")),
-        "insee": tags["insee"].gather(device_index),
-        "device_id": tags["device_id"].gather(device_index),
+        "time": pl.Series("time", times[step]).cast(pl.Datetime("ns", "UTC")),
+        "insee": tags["insee"].gather(device),
+        "device_id": tags["device_id"].gather(device),
     }
+    del step, device
     for field_spec in spec.fields:
-        values = injected.columns[field_spec.name].T.ravel()
+        values = injected.columns.pop(field_spec.name).T[keep]
         choices = ENUM_CHOICES.get((spec.family, field_spec.name))
         if choices is not None:
             series = pl.Series(field_spec.name, choices, dtype=pl.String).gather(values)
         else:
             series = pl.Series(field_spec.name, values).cast(_DTYPES[field_spec.kind])
+        del values
         nulls = injected.nulls.get(field_spec.name)
         if nulls is not None:
-            series.scatter(np.flatnonzero(nulls.T.ravel()), None)
+            series.scatter(np.flatnonzero(nulls.T[keep]), None)
         columns[field_spec.name] = series.alias(field_spec.name)
     if with_received_at:
-        columns["received_at"] = pl.Series("received_at", injected.received_ns.T.ravel())
-    frame = pl.DataFrame(columns)
-    present = injected.present.T.ravel()
-    if not present.all():
-        frame = frame.filter(pl.Series(present))
-    return frame
+        columns["received_at"] = pl.Series("received_at", injected.received_ns.T[keep])
+    return pl.DataFrame(columns)
