@@ -1,0 +1,173 @@
+"""Rolling aggregates against a direct computation, window boundaries, Paris days, counters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+import pytest
+
+from processing.aggregates import aggregate, aggregate_all, measurement_name
+from processing.windows import WINDOWS, floor, next_start, to_ns, window_start, window_start_ns
+from storage.base import TIME_DTYPE
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def readings(times: list[datetime], **fields: list[float | None]) -> pl.DataFrame:
+    n = len(times)
+    return pl.DataFrame(
+        {
+            "time": pl.Series(times).cast(TIME_DTYPE),
+            "insee": fields.pop("insee", ["78498"] * n),  # type: ignore[arg-type]
+            "device_id": fields.pop("device_id", ["aq-1"] * n),  # type: ignore[arg-type]
+            **{name: pl.Series(values, dtype=pl.Float64) for name, values in fields.items()},
+        }
+    )
+
+
+def random_frame(rng: np.random.Generator, rows: int, start: datetime, span: timedelta) -> pl.DataFrame:
+    offsets = rng.integers(0, int(span.total_seconds() * 1e3), rows)
+    pm25 = rng.gamma(2.0, 6.0, rows)
+    pm25[rng.random(rows) < 0.1] = np.nan  # some readings lack the field
+    return pl.DataFrame(
+        {
+            "time": pl.Series([start + timedelta(milliseconds=int(o)) for o in offsets]).cast(TIME_DTYPE),
+            "insee": rng.choice(["78498", "92049"], rows),
+            "device_id": rng.choice(["a", "b", "c"], rows),
+            "pm25": pm25,
+            "no2": rng.normal(40, 10, rows),
+        }
+    ).with_columns(pl.col("pm25").fill_nan(None))
+
+
+def direct(
+    frame: pl.DataFrame, window: str, keys: list[str], field: str
+) -> dict[tuple[object, ...], tuple[float, ...]]:
+    """Mean, min, max, p95 (numpy, linear) and count of each group, computed row by row."""
+    starts = frame.select(window_start(pl.col("time"), window))["time"].to_list()
+    groups: dict[tuple[object, ...], list[float]] = {}
+    for start, row in zip(starts, frame.iter_rows(named=True), strict=True):
+        values = groups.setdefault((start, *(row[k] for k in keys)), [])
+        if row[field] is not None:
+            values.append(row[field])
+    return {
+        key: (float(np.mean(v)), min(v), max(v), float(np.percentile(v, 95)), len(v))
+        if v
+        else (None, None, None, None, 0)  # type: ignore[misc]
+        for key, v in groups.items()
+    }
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("level", ["device", "commune"])
+def test_statistics_match_a_direct_computation(window: str, level: str) -> None:
+    rng = np.random.default_rng(7)
+    frame = random_frame(rng, 3000, datetime(2026, 3, 28, 20, tzinfo=UTC), timedelta(hours=30))
+    keys = ["insee", "device_id"] if level == "device" else ["insee"]
+    result = aggregate(frame, "air_quality", window, level)  # type: ignore[arg-type]
+    for field in ("pm25", "no2"):
+        expected = direct(frame, window, keys, field)
+        assert result.height == len(expected)
+        for row in result.iter_rows(named=True):
+            mean, low, high, p95, count = expected[(row["time"], *(row[k] for k in keys))]
+            assert row[f"{field}_count"] == count
+            if count:
+                assert row[f"{field}_mean"] == pytest.approx(mean)
+                assert row[f"{field}_min"] == low
+                assert row[f"{field}_max"] == high
+                assert row[f"{field}_p95"] == pytest.approx(p95)
+            else:
+                assert row[f"{field}_mean"] is None
+
+
+def test_a_reading_on_a_window_boundary_opens_the_next_window() -> None:
+    base = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    frame = readings(
+        [base + timedelta(minutes=14, seconds=59, microseconds=999_999), base + timedelta(minutes=15)],
+        pm25=[1.0, 2.0],
+    )
+    result = aggregate(frame, "air_quality", "15m")
+    assert result["time"].to_list() == [base, base + timedelta(minutes=15)]
+    assert result["pm25_mean"].to_list() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("day", "hours"),
+    [(datetime(2026, 3, 29), 23), (datetime(2026, 10, 25), 25), (datetime(2026, 6, 1), 24)],
+)
+def test_day_windows_follow_paris_midnight_across_dst(day: datetime, hours: int) -> None:
+    midnight = day.replace(tzinfo=PARIS)
+    following = (day + timedelta(days=1)).replace(tzinfo=PARIS)
+    # One reading per UTC hour from an hour before the Paris day to an hour after it.
+    times = [midnight.astimezone(UTC) + timedelta(hours=h) for h in range(-1, hours + 1)]
+    frame = readings(times, pm25=[1.0] * len(times))
+    result = aggregate(frame, "air_quality", "1d")
+    by_start = dict(zip(result["time"].to_list(), result["pm25_count"].to_list(), strict=True))
+    assert by_start[midnight.astimezone(UTC)] == hours
+    assert by_start[following.astimezone(UTC)] == 1
+    assert floor(midnight.astimezone(UTC) + timedelta(hours=hours - 1), "1d") == midnight.astimezone(UTC)
+    assert next_start(midnight.astimezone(UTC), "1d") == following.astimezone(UTC)
+
+
+def test_fast_day_windows_equal_the_time_zone_conversion_over_two_years() -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    times = pl.datetime_range(
+        start, start + timedelta(days=730), "37m", eager=True, time_unit="ns", time_zone="UTC"
+    ).to_frame("time")
+    lo, hi = to_ns(start), to_ns(start + timedelta(days=730))
+    fast = times.select(window_start_ns(pl.col("time").cast(pl.Int64), "1d", lo, hi))["time"]
+    slow = times.select(window_start(pl.col("time"), "1d").cast(pl.Int64))["time"]
+    assert (fast == slow).all()
+
+
+def test_counters_give_increases_with_resets_not_means() -> None:
+    base = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    times = [base + timedelta(minutes=20 * i) for i in range(7)]
+    # Meter: 100 -> 110 -> 125 | 10:00 window: 130, reset to 4, 9 | 11:00: 20
+    energy = [100.0, 110.0, 125.0, 130.0, 4.0, 9.0, 20.0]
+    frame = readings(times, device_id=["b-1"] * 7, energy=energy, activePower=[1.0] * 7)  # type: ignore[arg-type]
+    hourly = aggregate(frame, "building", "1h")
+    assert "energy_mean" not in hourly.columns
+    rows = {row["time"]: row for row in hourly.iter_rows(named=True)}
+    assert rows[base]["energy_increase"] == 25.0  # first reading has no known past
+    assert rows[base + timedelta(hours=1)]["energy_increase"] == 5.0 + 4.0 + 5.0  # reset: counts the new 4
+    assert rows[base + timedelta(hours=1)]["energy_resets"] == 1
+    assert rows[base + timedelta(hours=2)]["energy_increase"] == 11.0
+    daily = aggregate(frame, "building", "1d")
+    assert daily["energy_increase"].to_list() == [sum(rows[t]["energy_increase"] for t in rows)]
+
+
+def test_counter_increases_stay_within_each_device() -> None:
+    base = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    times = [base, base + timedelta(minutes=1), base, base + timedelta(minutes=1)]
+    frame = readings(
+        times,
+        insee=["78498", "78498", "92049", "92049"],  # type: ignore[arg-type]
+        device_id=["n-1", "n-1", "n-2", "n-2"],  # type: ignore[arg-type]
+        inErrors=[1000.0, 1003.0, 5.0, 6.0],
+    )
+    result = aggregate(frame, "network", "1h").sort("insee")
+    assert result["inErrors_increase"].to_list() == [3.0, 1.0]
+    commune = aggregate(frame, "network", "1h", "commune").sort("insee")
+    assert commune["inErrors_increase"].to_list() == [3.0, 1.0]
+
+
+def test_every_window_and_level_is_named_after_the_data_model() -> None:
+    frame = readings([datetime(2026, 6, 1, tzinfo=UTC)], pm25=[3.0])
+    names = set(aggregate_all(frame, "air_quality"))
+    assert names == {measurement_name("air_quality", w, lv) for w in WINDOWS for lv in ("device", "commune")}
+    assert "air_quality_1h_commune" in names
+
+
+def test_empty_input_and_bad_input() -> None:
+    empty = readings([], pm25=[])
+    assert aggregate(empty, "air_quality", "1h").is_empty()
+    with pytest.raises(ValueError, match="unknown family"):
+        aggregate(empty, "weather", "1h")
+    with pytest.raises(ValueError, match="unknown window"):
+        aggregate(empty, "air_quality", "5m")
+    with pytest.raises(ValueError, match="device_id"):
+        aggregate(empty.drop("device_id"), "air_quality", "1h")
