@@ -56,6 +56,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 200
 
     @property
     def json(self) -> dict[str, Any]:
@@ -90,8 +91,8 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
-                    receiver.requests.append(Recorded(self.path, dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.requests.append(Recorded(self.path, dict(self.headers.items()), body, status))
                 if receiver.hold is not None:
                     receiver.hold.wait(timeout=30)
                 self.send_response(status)
@@ -114,10 +115,14 @@ class WebhookReceiver:
             self._server.server_close()
             self._server = None
 
-    def accepted(self) -> list[Recorded]:
-        """Requests answered with a 2xx, in order (retries of a refused request excluded)."""
+    def received(self) -> list[Recorded]:
+        """Every request received, in order, whatever it was answered."""
         with self._lock:
             return list(self.requests)
+
+    def accepted(self) -> list[Recorded]:
+        """The requests answered with a 2xx: the messages the receiver took."""
+        return [r for r in self.received() if 200 <= r.status < 300]
 
 
 @pytest.fixture
