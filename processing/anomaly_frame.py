@@ -181,10 +181,13 @@ def prepare(frame: pl.DataFrame, family: str, *, now: datetime | None = None) ->
 
 
 def prepare_chunks(
-    frame: pl.DataFrame, family: str, *, now: datetime | None = None, chunk_rows: int | None = CHUNK_ROWS
+    frame: pl.DataFrame, family: str, *, now: datetime | None = None, chunk_rows: int | None = -1
 ) -> Iterator[Prepared]:
     """Like :func:`prepare`, in chunks of whole devices of about ``chunk_rows`` readings each
-    (one chunk when None). Device indices and ``now_ns`` are those of the whole input."""
+    (``CHUNK_ROWS`` by default, one chunk when None). Device indices and ``now_ns`` are those of
+    the whole input."""
+    if chunk_rows == -1:
+        chunk_rows = CHUNK_ROWS
     spec = family_spec_of(family)
     missing = [name for name in ("time", "insee", "device_id") if name not in frame.columns]
     if missing:
