@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-import processing.anomaly_frame as anomaly_frame
+from processing import anomaly_frame
 from processing.anomalies import (
     ANOMALY_SCHEMA,
     AnomalyOptionError,
