@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -124,13 +125,24 @@ def _shown(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _check_env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.match(value):
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
         raise ValueError(
             "expected the NAME of an environment variable (capitals, digits, underscores), "
             "e.g. 'SMARTCITY_WEBHOOK_SECRET_78498': secrets never go in the rules file"
         )
     return value
+
+
+def _check_emails(values: list[str]) -> list[str]:
+    bad = [v for v in values if not _EMAIL.match(v)]
+    if bad:
+        raise ValueError(f"expected email addresses, got {', '.join(repr(b) for b in bad)}")
+    return values
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+Emails = Annotated[list[str], AfterValidator(_check_emails)]
 
 
 class _Strict(BaseModel):
@@ -141,7 +153,7 @@ class WebhookChannel(_Strict):
     """An email webhook: a relay or transactional-email service that accepts signed JSON."""
 
     url: str
-    secret_env: str
+    secret_env: EnvName
     """Environment variable holding the HMAC secret shared with the receiver."""
     timeout_s: float = Field(10.0, gt=0, le=300)
 
@@ -152,8 +164,6 @@ class WebhookChannel(_Strict):
             raise ValueError("expected an http:// or https:// URL")
         return value
 
-    _secret_env = field_validator("secret_env")(classmethod(lambda cls, v: _check_env_name(v)))
-
 
 class SmtpChannel(_Strict):
     """Direct delivery to a mail server."""
@@ -163,14 +173,12 @@ class SmtpChannel(_Strict):
     security: Literal["starttls", "ssl", "none"] = "starttls"
     """``starttls`` (submission, port 587), ``ssl`` (implicit TLS, port 465), ``none`` (local relay)."""
     username: str | None = None
-    password_env: str | None = None
+    password_env: EnvName | None = None
     """Environment variable holding the password; required with ``username``."""
     sender: str = Field(alias="from")
     ca_file: Path | None = None
     """A CA bundle to trust instead of the system's (a commune's internal mail server)."""
     timeout_s: float = Field(30.0, gt=0, le=300)
-
-    _password_env = field_validator("password_env")(classmethod(lambda cls, v: _check_env_name(v)))
 
     @field_validator("sender")
     @classmethod
@@ -186,22 +194,13 @@ class SmtpChannel(_Strict):
         return self
 
 
-def _check_emails(values: list[str]) -> list[str]:
-    bad = [v for v in values if not _EMAIL.match(v)]
-    if bad:
-        raise ValueError(f"expected email addresses, got {', '.join(repr(b) for b in bad)}")
-    return values
-
-
 class Delivery(_Strict):
     """Who is told for one commune (or ``"*"``, every commune without its own), and how."""
 
-    recipients: list[str] = Field(default_factory=list)
+    recipients: Emails = Field(default_factory=list)
     webhook: WebhookChannel | None = None
     smtp: SmtpChannel | None = None
     language: Language | None = None
-
-    _recipients = field_validator("recipients")(classmethod(lambda cls, v: _check_emails(v)))
 
     @model_validator(mode="after")
     def _one_channel(self) -> Delivery:
@@ -243,10 +242,8 @@ class Rule(_Strict):
     lookback: Duration | None = None
     silence: Duration | None = None
     severity: Severity = "warning"
-    recipients: list[str] = Field(default_factory=list)
+    recipients: Emails = Field(default_factory=list)
     unit: str | None = None
-
-    _recipients = field_validator("recipients")(classmethod(lambda cls, v: _check_emails(v)))
 
     @field_validator("name")
     @classmethod
