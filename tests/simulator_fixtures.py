@@ -27,9 +27,10 @@ class Recorder:
         self.subscribed = threading.Event()
 
     def on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        decoded = self.decoder.decode(message.topic, message.payload)
+        payload = bytes(message.payload)
+        decoded = self.decoder.decode(message.topic, payload)
         with self.lock:
-            self.raw.append((message.topic, message.payload))
+            self.raw.append((message.topic, payload))
             self.decoded.append(decoded)
 
     def count(self) -> int:

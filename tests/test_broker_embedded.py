@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from sensors.fleet import FleetConfig, generate_fleet
 from sensors.publisher import PublishOptions, publish_fleet
@@ -58,7 +59,7 @@ def test_the_simulated_fleet_goes_through_the_embedded_broker(broker: EmbeddedBr
 
 def test_an_mqtt5_client_is_refused_with_a_protocol_error(broker: EmbeddedBroker) -> None:
     # amqtt 0.12 only speaks MQTT 3.1.1: clients must connect with MQTTv311 (documented).
-    outcome: list[mqtt.ReasonCode] = []
+    outcome: list[ReasonCode] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="v5", protocol=MQTTProtocolVersion.MQTTv5)
     client.on_connect = lambda c, u, f, reason, p: outcome.append(reason)
     client.connect(broker.host, broker.port)
