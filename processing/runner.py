@@ -191,8 +191,15 @@ class Runner:
             if job.family not in arrivals:
                 arrivals[job.family] = self._arrivals(job.family)
             seen = arrivals[job.family]
-            mark = self.watermarks.get(job.name, now=self._now)
-            new = seen if mark is None else seen.filter(pl.col("received_at") > mark - _ns(self.settle))
+            found = self.watermarks.get_with_run_time(job.name, now=self._now)
+            mark = found[0] if found else None
+            if found is None:
+                new = seen
+            else:
+                # Readings received after the watermark are new; so are those received shortly
+                # before the last run that may have reached the store only after it.
+                threshold = min(found[0], found[1] - _ns(self.settle))
+                new = seen.filter(pl.col("received_at") > threshold)
             dirty = Dirty(new["time"])
             job_report = self._run_job(job, dirty)
             report.jobs.append(job_report)
@@ -260,6 +267,9 @@ class Runner:
 
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
+        fields = [c for c in frame.columns if c != "time" and c not in tags]
+        # A row without any value (an hour where no index could be computed) is not a point.
+        frame = frame.filter(pl.any_horizontal(pl.col(fields).is_not_null())) if fields else frame
         if frame.is_empty():
             return
         result = self.store.write(measurement, frame, tags=list(tags))

@@ -8,12 +8,11 @@ overwrites the earlier one), and no retention policy drops it as too old.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from processing.windows import from_ns
+from processing.windows import from_ns, to_ns
 from storage.base import TIME_DTYPE, Store
 
 MEASUREMENT = "_watermarks"
@@ -29,21 +28,34 @@ class Watermarks:
 
     def get(self, job: str, *, now: datetime | None = None) -> int | None:
         """The job's watermark (ns), or None when it never ran."""
+        found = self.get_with_run_time(job, now=now)
+        return found[0] if found else None
+
+    def get_with_run_time(self, job: str, *, now: datetime | None = None) -> tuple[int, int] | None:
+        """The job's watermark and the time (ns) of the run that set it, or None."""
         now = now or datetime.now(UTC)
         rows = self.store.read(
             MEASUREMENT,
             start=now - LOOKBACK,
             end=now + timedelta(days=2),
             where={"job": job},
-            fields=["processed_until"],
+            fields=["processed_until", "updated_at"],
         )
         if rows.is_empty() or "processed_until" not in rows.columns:
             return None
-        value = rows.sort("time")["processed_until"].drop_nulls()
-        return int(value[-1]) if len(value) else None
+        rows = rows.drop_nulls("processed_until").sort("time")
+        if rows.is_empty():
+            return None
+        last = rows.row(-1, named=True)
+        updated = last.get("updated_at")
+        mark = int(last["processed_until"])
+        return mark, int(updated) if updated is not None else mark
 
     def set(self, job: str, processed_until: int, *, now: datetime | None = None) -> None:
-        """Record that ``job`` has processed every reading received up to ``processed_until``."""
+        """Record that ``job`` has processed every reading received up to ``processed_until``.
+
+        ``now`` is the time of the run (``updated_at``), by default the wall clock.
+        """
         now = now or datetime.now(UTC)
         day = datetime(now.year, now.month, now.day, tzinfo=UTC)
         row = pl.DataFrame(
@@ -51,7 +63,7 @@ class Watermarks:
                 "time": [day],
                 "job": [job],
                 "processed_until": [processed_until],
-                "updated_at": [time.time_ns()],
+                "updated_at": [to_ns(now)],
             },
             schema={
                 "time": TIME_DTYPE,
