@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AlertSettings(BaseModel):
     """Where the rules are, how often they are evaluated, and where deliveries are queued."""
+
+    # A typo in [alerts] (or SMARTCITY_ALERTS__...) must stop start-up, not be ignored.
+    model_config = ConfigDict(extra="forbid")
 
     rules_file: Path | None = None
     """The alert rules (TOML, see docs/alerts.md); ``smartcity alerts`` refuses to start without."""
