@@ -12,6 +12,7 @@ import pytest
 from processing.aggregates import aggregate
 from processing.runner import Runner
 from processing.watermarks import Watermarks
+from sensors.faults import FaultRates
 from sensors.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
 from storage.base import TIME_DTYPE
@@ -169,3 +170,30 @@ def test_process_once_and_backfill_from_the_command_line(
     with pytest.raises(SystemExit):
         main(["backfill", "--from", "yesterday", "--to", day])
     assert main(["backfill", "--from", day, "--to", day]) == 2
+
+
+def test_the_anomaly_pass_runs_and_reruns_rewrite_the_same_rows(store: DuckDBStore) -> None:
+    fleet = generate_fleet(
+        FleetConfig(
+            communes=["78498"],
+            families=["air_quality", "network"],
+            devices_per_family=3,
+            period_s=60.0,
+            faults=FaultRates(spike=3.0, stuck=1.0, offline=1.0),
+        ),
+        NOW - timedelta(hours=12),
+        NOW,
+    )
+    for family, frame in fleet.frames.items():
+        store.write(family, frame, tags=["insee", "device_id"])
+    runner = Runner(store, families=["air_quality", "network"], clock=lambda: NOW)
+    report = runner.run_once()
+    assert not report.failed, report.failed
+    first = read_all(store, "anomalies")
+    assert not first.is_empty()
+    assert set(first["family"]) <= {"air_quality", "network"}
+    assert set(first["kind"]) <= {"out_of_bounds", "spike", "stuck", "drift", "offline"}
+    runner.run_once()
+    again = read_all(store, "anomalies")
+    keys = ["time", "insee", "family", "device_id", "field", "kind"]
+    assert again.select(keys).sort(keys).equals(first.select(keys).sort(keys))
