@@ -74,11 +74,16 @@ class Topology:
             text = Path(path).read_text("utf-8")
         except OSError as exc:
             raise TopologyError(f"cannot read device topology {path}: {exc.strerror}") from exc
-        reader = csv.DictReader(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        # Comments are skipped, but errors still give the line number of the file.
+        kept = [
+            (no, line) for no, line in enumerate(text.splitlines(), 1) if not line.lstrip().startswith("#")
+        ]
+        reader = csv.DictReader(line for _, line in kept)
         if not {"device_id", "parent"} <= set(reader.fieldnames or []):
             raise TopologyError(f"{path}: expected a header with the columns device_id and parent")
         parents: dict[str, str] = {}
-        for line_no, row in enumerate(reader, start=2):
+        for row in reader:
+            line_no = kept[reader.line_num - 1][0]
             device = (row.get("device_id") or "").strip()
             parent = (row.get("parent") or "").strip()
             for what, value in (("device_id", device), ("parent", parent)):

@@ -180,7 +180,7 @@ def test_topology_knows_ancestors_and_the_root_cause(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("device,parent\na,b\n", "expected a header with the columns device_id and parent"),
-        ("device_id,parent\na,b\na,c\n", "listed twice"),
+        ("# comment\ndevice_id,parent\na,b\n# another\na,c\n", r"devices.csv:5: device 'a' is listed twice"),
         ("device_id,parent\na,a\n", "its own parent"),
         ("device_id,parent\na,b\nb,a\n", "form a cycle"),
         ("device_id,parent\na b,c\n", "not a valid device id"),
