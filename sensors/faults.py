@@ -4,7 +4,7 @@ Two kinds of rate:
 
 * **events per device-day** for faults that last or that hit one reading of one field:
   ``spike``, ``stuck``, ``drift``, ``offline``, ``reset`` (cumulative counters),
-  ``out_of_bounds``. A rate of 0.5 means on average one event every two days per device
+  ``out_of_bounds``, ``down`` (network link or camera video lost), ``tamper`` (camera). A rate of 0.5 means on average one event every two days per device
   (drawn from a Poisson law, so short simulations may get none);
 * **probability per reading** for faults of delivery: ``dropout``, ``late``, ``out_of_order``,
   ``duplicate``, ``malformed``.
@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from sensors.families import FamilySpec
+from sensors.families import Family, FamilySpec
 from sensors.signals import FAULTABLE_FIELDS, SMOOTH_FIELDS, BoolArray, Columns, FloatArray, IntArray
 
 
@@ -44,6 +44,8 @@ class FaultKind(StrEnum):
     MALFORMED = "malformed"
     RESET = "reset"
     OUT_OF_BOUNDS = "out_of_bounds"
+    DOWN = "down"
+    TAMPER = "tamper"
 
 
 PER_DEVICE_DAY = frozenset(
@@ -54,6 +56,8 @@ PER_DEVICE_DAY = frozenset(
         FaultKind.OFFLINE,
         FaultKind.RESET,
         FaultKind.OUT_OF_BOUNDS,
+        FaultKind.DOWN,
+        FaultKind.TAMPER,
     }
 )
 """Kinds rated in events per device-day; the others are rated per reading."""
@@ -82,6 +86,8 @@ class FaultRates:
     out_of_order: float = 0.0
     duplicate: float = 0.0
     malformed: float = 0.0
+    down: float = 0.0
+    tamper: float = 0.0
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -113,6 +119,8 @@ class FaultRates:
             out_of_order=0.002,
             duplicate=0.002,
             malformed=0.001,
+            down=0.2,
+            tamper=0.1,
         )
 
     @classmethod
@@ -258,6 +266,9 @@ def inject(
         injector.out_of_bounds(rates.out_of_bounds)
         injector.reset(rates.reset)
     injector.delivery(rates)
+    # Last, so that adding these kinds left every other fault where it was for a given seed.
+    injector.status(FaultKind.DOWN, rates.down, DOWN_EFFECTS)
+    injector.status(FaultKind.TAMPER, rates.tamper, TAMPER_EFFECTS)
     return Injected(
         columns=columns,
         present=injector.present,
@@ -266,6 +277,23 @@ def inject(
         ground_truth=_truth_frame(injector.truth, spec, times_ns, device_tags),
     )
 
+
+StatusEffects = dict[Family, tuple[str, dict[str, float | bool]]]
+"""Family -> (the status field the device reports, the values of its fields meanwhile)."""
+
+DOWN_EFFECTS: StatusEffects = {
+    Family.NETWORK: ("linkUp", {"linkUp": False, "throughputIn": 0.0, "throughputOut": 0.0}),
+    Family.CAMERA: (
+        "online",
+        {"online": False, "framesPerSecond": 0.0, "peopleCount": 0, "elevatedTemperatureCount": 0},
+    ),
+}
+"""``down``: the device still reports, and reports that it does not work (fibre cut, video lost)."""
+
+TAMPER_EFFECTS: StatusEffects = {
+    Family.CAMERA: ("tampered", {"tampered": True, "peopleCount": 0, "elevatedTemperatureCount": 0}),
+}
+"""``tamper``: a camera masked or turned away flags it, and counts nobody meanwhile."""
 
 TruthRow = tuple[int, int, int, str, float]
 """(device, first step, last step, field, value) of one fault."""
@@ -477,6 +505,26 @@ class _Injector:
                 rows.append((d, first, first, name, float(values[d, first])))
                 self.taken.any_field[d, first] = True  # a dropout there would hide the reset
         self.record(FaultKind.RESET, rows)
+
+    def status(self, kind: FaultKind, rate: float, effects: StatusEffects) -> None:
+        """Periods of 5 min to 2 h where the device reports a failure of its own (``down``,
+        ``tamper``), on readings no other fault touches."""
+        if self.spec.family not in effects:
+            return
+        status_field, values = effects[self.spec.family]
+        names = [name for name in values if name in self.columns]
+        device, start = self.events(rate)
+        spans = self.lengths(5 / 60, 2.0, 2, len(device))
+        rows: list[TruthRow] = []
+        for d, s, n in zip(device.tolist(), start.tolist(), spans.tolist(), strict=True):
+            e = min(s + n, self.steps)
+            if not self.present[d, s:e].all() or self.taken.any_field[d, s:e].any():
+                continue
+            for name in names:
+                self.taken.claim(name, d, s, e)
+                self.columns[name][d, s:e] = values[name]
+            rows.append((d, s, e - 1, status_field, math.nan))
+        self.record(kind, rows)
 
     def draw(self, rate: float) -> tuple[IntArray, IntArray]:
         """Readings hit by a per-reading fault, among those no other fault touches."""

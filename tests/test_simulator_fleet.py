@@ -34,6 +34,8 @@ FAULTY = FaultRates(
     out_of_order=0.01,
     duplicate=0.01,
     malformed=0.01,
+    down=3,
+    tamper=3,
 )
 """High rates, so that every kind shows up in a short simulation."""
 
@@ -334,6 +336,36 @@ def test_late_and_out_of_order_readings_arrive_after_their_successors() -> None:
     ).height
     assert (latency >= 120 * 10**9).sum() == delayed
     assert (latency < 10**9).sum() == latency.len() - delayed
+
+
+@pytest.mark.parametrize(
+    ("kind", "family", "status", "during", "quiet"),
+    [
+        (FaultKind.DOWN, "network", "linkUp", False, ["throughputIn", "throughputOut"]),
+        (FaultKind.DOWN, "camera", "online", False, ["framesPerSecond", "peopleCount"]),
+        (FaultKind.TAMPER, "camera", "tampered", True, ["peopleCount"]),
+    ],
+)
+def test_devices_report_their_own_failures(
+    kind: FaultKind, family: str, status: str, during: bool, quiet: list[str]
+) -> None:
+    clean, faulty = faulty_pair()
+    faults = [f for f in faults_of(faulty, kind) if f["family"] == family]
+    assert faults, f"no {kind} on {family}"
+    for fault in faults:
+        assert fault["field"] == status
+        rows = rows_of(faulty, fault)
+        assert rows.height == rows_of(clean, fault).height
+        assert (rows[status] == during).all()
+        for name in quiet:
+            assert (rows[name] == 0).all()
+    # Outside these periods the status is normal.
+    periods = faulty.ground_truth.filter(pl.col("kind") == kind.value, pl.col("family") == family)
+    frame = faulty.frames[family]
+    inside = frame.join(periods.select("device_id", "start", "end"), on="device_id").filter(
+        pl.col("time").is_between("start", "end")
+    )
+    assert (frame[status] == during).sum() == inside.height
 
 
 def test_duplicates_are_one_row_in_the_frames() -> None:

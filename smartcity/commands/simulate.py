@@ -106,8 +106,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="faults to inject: 'none', 'default', or kind=rate pairs such as 'spike=2,dropout=0.01' "
         "('default,spike=5' starts from the defaults). Kinds spike, stuck, drift, offline, reset, "
-        "out_of_bounds are rated in events per device-day; dropout, late, out_of_order, duplicate, "
-        "malformed in probability per reading (default: settings simulator.faults, none)",
+        "out_of_bounds, down, tamper are rated in events per device-day; dropout, late, out_of_order, "
+        "duplicate, malformed in probability per reading (default: settings simulator.faults, none)",
     )
 
 
