@@ -4,8 +4,9 @@ Two kinds of rate:
 
 * **events per device-day** for faults that last or that hit one reading of one field:
   ``spike``, ``stuck``, ``drift``, ``offline``, ``reset`` (cumulative counters),
-  ``out_of_bounds``, ``down`` (network link or camera video lost), ``tamper`` (camera). A rate of 0.5 means on average one event every two days per device
-  (drawn from a Poisson law, so short simulations may get none);
+  ``out_of_bounds``, ``down`` (network link or camera video lost), ``tamper`` (camera). A rate
+  of 0.5 means on average one event every two days per device (drawn from a Poisson law, so
+  short simulations may get none);
 * **probability per reading** for faults of delivery: ``dropout``, ``late``, ``out_of_order``,
   ``duplicate``, ``malformed``.
 
