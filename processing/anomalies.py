@@ -692,11 +692,23 @@ def _drift(prep: Prepared, opts: AnomalyOptions, hourly: pl.DataFrame) -> pl.Dat
     )
     if compared.height == 0:
         return empty_anomalies()
-    # The fleet's robust spread of the gap, per field: devices differ a little by nature
-    # (siting, calibration); a drift is a gap far beyond that.
-    # A constant offset (siting, calibration) is not a drift: each device is compared with its
-    # own usual gap.
-    compared = compared.with_columns((pl.col("gap") - pl.col("gap").median().over(DEV, "field")).alias("gap"))
+    # Devices of one commune differ by nature: an offset (siting, calibration) and a gain (a
+    # station by a busy road sees more of every rush hour). Both are learned per device, robustly
+    # (medians), and taken out: what remains, the gap, is what a drift adds.
+    by_device = [DEV, "field"]
+    own = pl.col("observed") - pl.col("observed").median().over(by_device)
+    shared = pl.col("expected") - pl.col("expected").median().over(by_device)
+    compared = compared.with_columns(own.alias("_own"), shared.alias("_shared"))
+    moving = pl.col("_shared").abs() > pl.col("_shared").abs().median().over(by_device)
+    gain = (
+        pl.when(moving & (pl.col("_shared") != 0))
+        .then(pl.col("_own") / pl.col("_shared"))
+        .median()
+        .over(by_device)
+        .fill_null(1.0)
+    )
+    compared = compared.with_columns((pl.col("_own") - gain * pl.col("_shared")).alias("gap"))
+    # The fleet's robust spread of that gap, per field: a drift is a gap far beyond it.
     spread = compared.group_by("field").agg(
         (MAD_TO_SIGMA * pl.col("gap").abs().median()).alias("spread"),
         (1e-6 * pl.col("expected").abs().median() + 1e-12).alias("floor"),
