@@ -47,6 +47,8 @@ class IngestSettings(BaseModel):
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     """HTTP port of ``/metrics`` and ``/healthz``; 0 picks a free port, None serves nothing."""
     log_interval_s: float = Field(30.0, gt=0)
+    switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
+    """Python's thread switch interval in ``smartcity ingest`` (``sys.setswitchinterval``)."""
 
     @model_validator(mode="after")
     def _check_topics(self) -> IngestSettings:

@@ -23,6 +23,7 @@ import base64
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +119,8 @@ class DeadLetter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = path.open("a", encoding="utf-8")
         self._dirty = False
+        # Records are added by the batcher thread and synced by the writer thread.
+        self._lock = threading.Lock()
 
     def add(self, record: dict[str, Any], payload: bytes | None = None) -> None:
         """Append one record (buffered until ``sync``) and publish it.
@@ -126,8 +129,10 @@ class DeadLetter:
         ``TOPIC_PAYLOAD_LIMIT`` on the topic.
         """
         file_record = record if payload is None else {**record, **_payload_fields(payload, None)}
-        self._file.write(json.dumps(file_record, ensure_ascii=False, default=str) + "\n")
-        self._dirty = True
+        line = json.dumps(file_record, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._dirty = True
         if self._publish is None:
             return
         topic_record = (
@@ -152,11 +157,13 @@ class DeadLetter:
 
     def sync(self) -> None:
         """Make every record added so far durable (flush and fsync); call before acknowledging."""
-        if not self._dirty:
-            return
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._dirty = False
+        with self._lock:
+            if not self._dirty:
+                return
+            self._file.flush()
+            self._dirty = False
+            fileno = self._file.fileno()
+        os.fsync(fileno)
 
     def close(self) -> None:
         """Sync and close the file."""

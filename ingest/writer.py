@@ -84,7 +84,15 @@ class Writer:
         self._held: deque[Batch] = deque()
         self._retry_delay = settings.retry_interval_s
         self._next_store_try = 0.0
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        # Two threads, so decoding the next batch overlaps with waiting for the store's answer
+        # (the store's HTTP wait releases the GIL). Two batches at most wait between them.
+        self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self._batcher = threading.Thread(
+            target=self._run, args=(self._batch_loop,), name="ingest-batcher", daemon=True
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(self._write_loop,), name="ingest-writer", daemon=True
+        )
         self.failure: BaseException | None = None
         self.last_store_error: str | None = None
         """Why the last store write failed (shown by /healthz while the store is down)."""
@@ -99,16 +107,19 @@ class Writer:
     def start(self) -> None:
         """Start consuming the inbox."""
         self._thread.start()
+        self._batcher.start()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread to end (after ``STOP``); True when it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for both threads to end (after ``STOP``); True when they have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._batcher, self._thread):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.alive
 
     @property
     def alive(self) -> bool:
-        """Whether the writer thread runs."""
-        return self._thread.is_alive()
+        """Whether the batcher and writer threads run."""
+        return self._thread.is_alive() and self._batcher.is_alive()
 
     @property
     def backlog(self) -> int:
@@ -121,19 +132,24 @@ class Writer:
         return bool(self._held)
 
     def _held_messages(self) -> float:
-        return float(self._builder.messages + sum(batch.messages for batch in list(self._held)))
+        waiting = [batch for batch in list(self._batches.queue) if batch is not None]
+        held = list(self._held)
+        return float(self._builder.messages + sum(batch.messages for batch in waiting + held))
 
     # --- main loop ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, loop: Callable[[], None]) -> None:
         try:
-            self._loop()
+            loop()
         except BaseException as exc:  # surfaced through /healthz and the service's exit code
             self.failure = exc
-            log.exception("ingest writer failed; unacknowledged messages stay with the broker")
+            log.exception("ingest %s failed; unacknowledged messages stay with the broker", loop.__name__)
+            if loop == self._batch_loop:
+                self._batches.put(STOP)
             raise
 
-    def _loop(self) -> None:
+    def _batch_loop(self) -> None:
+        """Decode messages from the inbox into batches, flushed by size or age to the writer."""
         interval = self._settings.batch_interval_s
         batch_size = self._settings.batch_size
         builder = self._builder
@@ -143,8 +159,6 @@ class Writer:
         while not stopping:
             now = time.monotonic()
             timeout = interval if deadline is None else max(0.0, deadline - now)
-            if self.backlog:
-                timeout = min(timeout, max(0.0, self._next_store_try - now))
             item: object
             try:
                 item = inbox.get(timeout=timeout) if timeout > 0 else inbox.get_nowait()
@@ -172,8 +186,26 @@ class Writer:
                 or builder.rows >= batch_size
                 or (deadline is not None and time.monotonic() >= deadline)
             ):
-                self._flush(builder.take())
+                self._batches.put(builder.take())
                 deadline = None
+        self._batches.put(STOP)
+
+    def _write_loop(self) -> None:
+        """Store (or spool, or hold) each batch, acknowledge it, and replay the spool when due."""
+        interval = self._settings.batch_interval_s
+        while True:
+            timeout = None
+            if self.backlog:
+                timeout = max(0.01, self._next_store_try - time.monotonic())
+            item: object
+            try:
+                item = self._batches.get(timeout=timeout)
+            except queue.Empty:
+                item = _EMPTY
+            if item is STOP:
+                break
+            if isinstance(item, Batch):
+                self._flush(item)
             if self.backlog and time.monotonic() >= self._next_store_try:
                 self._replay(budget_s=interval)
         if self._held:

@@ -111,6 +111,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"smartcity ingest: {exc}", file=sys.stderr)
         return 1
 
+    # The MQTT network thread does many short socket reads per message, and after each it must
+    # get the GIL back from the writer thread: with the default 5 ms switch interval it would
+    # wait behind the decoding. A short interval keeps the network thread fed (see
+    # docs/performance.md, Ingest).
+    sys.setswitchinterval(settings.ingest.switch_interval_s)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
