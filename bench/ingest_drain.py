@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         messages = realistic_messages(count)
         count = messages.height
         size = float(messages.select(pl.col("payload").bin.size().mean()).item())
-        print(
-            f"backlog: {count} one-reading messages of the simulated fleet, {size:.0f} payload bytes on average"
-        )
+        print(f"backlog: {count} fleet messages (one reading each), {size:.0f} payload bytes on average")
         with servers(workdir) as (mosquitto, influxd):
             contenders = ["bench-msub", "bench-bare", "bench-ingest"]
             for client_id in contenders:
