@@ -161,6 +161,25 @@ def test_switching_language(page: Page, served: tuple[DashboardEnv, str]) -> Non
     expect(page.locator("#commune-devices")).to_contain_text("État des capteurs")
 
 
+def test_expired_session_sends_back_to_sign_in(page: Page, served: tuple[DashboardEnv, str]) -> None:
+    env, base = served
+    account = env.accounts["poissy"]
+    sign_in(page, base, account.name, account.password, target=f"/commune/{POISSY}")
+    expect(page.locator("#commune-devices")).to_contain_text(f"air-{POISSY}-0")
+    page.context.clear_cookies()  # as when the session has expired
+    page.get_by_label("3 dernières heures").click()
+    expect(page).to_have_url(f"{base}/login?next=%2Fcommune%2F{POISSY}")
+    page.get_by_label("Identifiant").fill(account.name)
+    page.get_by_label("Mot de passe").fill(account.password)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{base}/commune/{POISSY}")  # back where the user was
+    expect(page.get_by_role("heading", name="Poissy (78498)")).to_be_visible()
+    page.get_by_role("link", name="Se déconnecter").click()
+    expect(page.get_by_label("Identifiant")).to_be_visible()
+    page.goto(f"{base}/commune/{POISSY}")
+    expect(page).to_have_url(f"{base}/login?next=/commune/{POISSY}")
+
+
 def test_forbidden_commune_is_refused(page: Page, served: tuple[DashboardEnv, str]) -> None:
     env, base = served
     account = env.accounts["poissy"]
