@@ -21,6 +21,9 @@ from dashboards.views import atmo_text, paris_day_start
 from storage.base import TIME
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
 
+# A real browser against a real server: about a minute, so marked slow (CI still runs it).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
