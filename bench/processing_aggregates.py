@@ -1,0 +1,144 @@
+"""Benchmark of the rolling aggregates (processing/aggregates.py) against pandas.
+
+One day of 2,000 air-quality stations at 10-second resolution (about 17 million rows, 9 numeric
+fields) from the project's fleet simulator, then every rolling aggregate: windows 1 min, 15 min,
+1 h and the Paris day, per device and per commune, with mean, min, max, p95 and count of every
+field (8 result measurements). The same computation in pandas (groupby on the window start and
+the tags, ``agg`` plus ``quantile(0.95)``, tags as categoricals: pandas' fast path) is measured in
+the same run. Each engine runs in a fresh process, so its peak memory (ru_maxrss) is its own,
+the frame it reads included.
+
+    .venv/bin/python -m bench.processing_aggregates            # 2,000 devices
+    .venv/bin/python -m bench.processing_aggregates --quick    # 200 devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from processing.aggregates import aggregate_all
+from sensors.families import AIR_QUALITY
+from sensors.fleet import FleetConfig, generate_fleet
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+COMMUNES = 9  # the whole registry
+
+
+def _generate(devices: int, path: Path) -> int:
+    fleet = generate_fleet(
+        FleetConfig(
+            families=["air_quality"],
+            devices_per_family=max(1, round(devices / COMMUNES)),
+            period_s=10.0,
+        ),
+        START,
+        timedelta(days=1),
+    )
+    frame = fleet.frames["air_quality"]
+    frame.write_ipc(path)
+    return frame.height
+
+
+def _polars(path: Path) -> tuple[float, int, int]:
+    frame = pl.read_ipc(path)
+    began = time.perf_counter()
+    results = aggregate_all(frame, "air_quality")
+    elapsed = time.perf_counter() - began
+    return elapsed, frame.height, sum(r.height for r in results.values())
+
+
+def _pandas(path: Path) -> tuple[float, int, int]:
+
+    frame = pl.read_ipc(path).to_pandas()
+    frame["insee"] = frame["insee"].astype("category")
+    frame["device_id"] = frame["device_id"].astype("category")
+    fields = [f for f in AIR_QUALITY.numeric_fields if f in frame.columns]
+    began = time.perf_counter()
+    produced = 0
+    for window in ("1min", "15min", "1h", "1D"):
+        if window == "1D":
+            local = frame["time"].dt.tz_convert("Europe/Paris")
+            start = local.dt.normalize().dt.tz_convert("UTC")
+        else:
+            start = frame["time"].dt.floor(window)
+        for keys in (["insee", "device_id"], ["insee"]):
+            grouped = frame.groupby([start, *(frame[k] for k in keys)], observed=True, sort=False)[fields]
+            stats = grouped.agg(["mean", "min", "max", "count"])
+            p95 = grouped.quantile(0.95)
+            stats[[(f, "p95") for f in fields]] = p95.to_numpy()
+            produced += len(stats)
+    elapsed = time.perf_counter() - began
+    return elapsed, len(frame), produced
+
+
+def _worker(path: Path, engine: str) -> dict[str, float]:
+    seconds, rows, produced = _polars(path) if engine == "polars" else _pandas(path)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return {"rows": rows, "seconds": seconds, "peak_gb": peak_gb, "produced": produced}
+
+
+def _run_worker(path: Path, engine: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.processing_aggregates", "--worker", str(path), "--engine", engine],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def speed(devices: int) -> None:
+    """Print rows/s and peak memory of polars and pandas, and their ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "readings.arrow"
+        began = time.perf_counter()
+        rows = _generate(devices, path)
+        took = time.perf_counter() - began
+        print(f"generated {rows:,} rows ({devices} devices x 1 day x 10 s, 9 fields) in {took:.1f} s")
+        ours = _run_worker(path, "polars")
+        base = _run_worker(path, "pandas")
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (2 cores)")
+    print(f"{'what':<40} {'seconds':>8} {'rows/s':>12} {'peak GB':>8} {'result rows':>12}")
+    for label, result in (
+        ("polars (processing.aggregates)", ours),
+        ("pandas groupby, same aggregates", base),
+    ):
+        rate = result["rows"] / result["seconds"]
+        print(
+            f"{label:<40} {result['seconds']:>8.2f} {rate:>12,.0f} {result['peak_gb']:>8.2f} "
+            f"{int(result['produced']):>12,}"
+        )
+    print(f"ratio: polars is {base['seconds'] / ours['seconds']:.1f}x faster than pandas")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="200 devices instead of 2,000")
+    parser.add_argument("--devices", type=int, help="number of devices (overrides --quick)")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="polars", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.engine)))
+        return
+    speed(args.devices or (200 if args.quick else 2000))
+
+
+if __name__ == "__main__":
+    main()
