@@ -145,9 +145,11 @@ def detect_drift(frame: pl.DataFrame, family: str, **options: Any) -> pl.DataFra
     """Devices diverging for hours from the other devices of their family in their commune.
 
     Per clock hour, each device's median is compared with the median of the commune's devices
-    (at least ``drift_min_devices``); the gap, less the device's usual gap, is scaled by the
-    fleet's robust spread of it. ``observed`` and ``expected`` are the device's and the
-    commune's hourly medians at the worst hour; ``score`` its robust z.
+    (at least ``drift_min_devices``), after taking out the device's own offset and gain against
+    the commune (learned with medians over the frame); what remains is scaled by the fleet's
+    robust spread of it. ``drift_min_hours`` consecutive hours beyond ``drift_threshold`` make a
+    drift. ``observed`` and ``expected`` are the device's and the commune's hourly medians at
+    the worst hour; ``score`` its robust z.
     """
     return _run(frame, family, ("drift",), options=options)
 
