@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
 import io
 import logging
 import random
@@ -43,6 +42,7 @@ from typing import Any
 
 import httpx
 import polars as pl
+from isal import igzip
 
 from storage import influxql
 from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport
@@ -274,7 +274,9 @@ class InfluxStore:
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         content = bytes(body)
         if self.settings.gzip_level:
-            content = gzip.compress(content, compresslevel=self.settings.gzip_level)
+            # ISA-L's gzip: the same format as zlib's, at a quarter of the CPU (the client shares
+            # the machine with the server in small deployments).
+            content = igzip.compress(content, compresslevel=min(self.settings.gzip_level, 3))
             headers["Content-Encoding"] = "gzip"
         return self._request("POST", "/write", what="write", params=params, content=content, headers=headers)
 
