@@ -28,6 +28,7 @@ from typing import Any
 
 import polars as pl
 
+from alerts.labels import field_label
 from alerts.messages import (
     SEVERITY_LABELS,
     MessageKind,
@@ -438,6 +439,7 @@ class Evaluator:
             "clear_threshold": self._threshold(rule, "clear", language),
             "unit": unit,
             "field": rule.source_field or str(rule.kind or rule.condition),
+            "field_label": _label_of(rule, language),
             "measurement": rule.source_measurement,
             "time": format_time(now, language),
             "since": format_time(datetime.fromtimestamp(since, UTC), language),
@@ -546,7 +548,7 @@ class Evaluator:
                 if fr
                 else (f"Anomaly '{rule.kind}' detected on {count} device(s).")
             )
-        what = rule.source_field or ""
+        what = _label_of(rule, language)
         if rule.condition == "index_at_least":
             what = f"indice {str(rule.index).upper()}" if fr else f"{str(rule.index).upper()} index"
         if count > 1:
@@ -619,10 +621,18 @@ def default_title(rule: Rule, language: str) -> str:
     unit = rule.display_unit
     if rule.condition == "above":
         level = format_quantity(rule.raise_value, unit, language)
-        return f"{rule.source_field} au-dessus de {level}" if fr else f"{rule.source_field} above {level}"
+        return (
+            f"{_label_of(rule, language)} au-dessus de {level}"
+            if fr
+            else f"{_label_of(rule, language)} above {level}"
+        )
     if rule.condition == "below":
         level = format_quantity(rule.raise_value, unit, language)
-        return f"{rule.source_field} en dessous de {level}" if fr else f"{rule.source_field} below {level}"
+        return (
+            f"{_label_of(rule, language)} en dessous de {level}"
+            if fr
+            else f"{_label_of(rule, language)} below {level}"
+        )
     if rule.condition == "index_at_least":
         label = index_label(rule.raise_value, language)
         name = str(rule.index).upper()
@@ -630,6 +640,13 @@ def default_title(rule: Rule, language: str) -> str:
     if rule.condition == "anomaly":
         return f"anomalie « {rule.kind} »" if fr else f"anomaly '{rule.kind}'"
     return "appareils hors ligne" if fr else "devices offline"
+
+
+def _label_of(rule: Rule, language: str) -> str:
+    """The compared field in words ("PM10, moyenne sur 15 min")."""
+    return (
+        field_label(rule.source_field or "", rule.source_measurement, language) if rule.source_field else ""
+    )
 
 
 def _items_text(items: Iterable[tuple[str, str]], language: str) -> str:

@@ -226,3 +226,14 @@ def test_a_template_with_an_unknown_variable_is_refused_at_start(tmp_path: Path)
     (tmp_path / "en" / "resolved.txt").write_text("costs 5$ at $time")
     with pytest.raises(TemplateError, match="write \\$\\$ for a dollar sign"):
         Templates(tmp_path)
+
+
+def test_fields_are_named_in_words_for_commune_staff() -> None:
+    from alerts.labels import field_label
+
+    assert field_label("pm10_mean", "air_quality_15m_commune", "fr") == "PM10, moyenne sur 15 min"
+    assert field_label("pm10_mean", "air_quality_15m_commune", "en") == "PM10, 15 min mean"
+    assert field_label("temperature_max", "building_1d", "fr") == "température, maximum sur la journée"
+    assert field_label("opticalRxPower", "network", "fr") == "puissance optique reçue"
+    assert field_label("sub_no2", "atmo_daily", "fr") == "sous-indice dioxyde d'azote (NO2)"
+    assert field_label("mystery_field", "x", "fr") == "mystery_field"  # unknown: its own name
