@@ -2,7 +2,7 @@
 
 Both start from hourly means per device. An hour is valid when readings cover at least 75% of
 it, and a daily statistic needs at least 18 valid hours (75% of the day): the aggregation
-criteria of Directive 2008/50/EC, annex VII, which the ATMO index inherits through the French
+criteria of Directive 2008/50/EC, annex XI, which the ATMO index inherits through the French
 monitoring rules. A day or an hour without enough data gets a null sub-index, never a guess.
 
 At commune level, the value of each pollutant is the worst of the commune's stations: the
