@@ -553,15 +553,13 @@ class Evaluator:
             what = f"indice {str(rule.index).upper()}" if fr else f"{str(rule.index).upper()} index"
         if count > 1:
             return (
-                f"{what} : {count} mesures concernées, la plus extrême à {worst}."
+                f"{what} : {count} relevés concernés, le plus extrême à {worst}."
                 if fr
                 else f"{what}: {count} scopes concerned, the most extreme at {worst}."
             )
-        return (
-            f"{what} : {worst}"
-            + (" (valeur actuelle)" if fr and kind == "resolved" else "")
-            + (" (current value)" if not fr and kind == "resolved" else "")
-        )
+        if fr:
+            return f"{what} : {worst}" + (" (valeur actuelle)" if kind == "resolved" else "")
+        return f"{what}: {worst}" + (" (current value)" if kind == "resolved" else "")
 
     # -- tests of the channels and the run loop ----------------------------------------------
 

@@ -165,6 +165,7 @@ class Templates:
         return Rendered(
             # One line: a newline in a subject would break (or inject) email headers.
             subject=re.sub(r"\s*[\r\n]+\s*", " ", subject).strip(),
-            text=self._templates[(language, kind, "txt")].substitute(variables),
+            # Empty variables (no list, no description) leave blank runs: keep one blank line.
+            text=re.sub(r"\n{3,}", "\n\n", self._templates[(language, kind, "txt")].substitute(variables)),
             html=self._templates[(language, kind, "html")].substitute(escaped),
         )
