@@ -78,7 +78,12 @@ def _base_layout(lang: Language, title: str, y_title: str = "") -> go.Layout:
         separators=plotly_separators(lang),
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
         height=380,
-        xaxis={"tickformat": "%d/%m %H:%M" if lang == "fr" else "%m-%d %H:%M", "title": {"text": ""}},
+        xaxis={
+            "tickformat": "%d/%m %H:%M" if lang == "fr" else "%m-%d %H:%M",
+            # Plotly's default hover date spells months in English: numbers read in both languages.
+            "hoverformat": "%d/%m/%Y %H:%M" if lang == "fr" else "%Y-%m-%d %H:%M",
+            "title": {"text": ""},
+        },
         yaxis={"title": {"text": y_title}},
         legend={"orientation": "h", "y": -0.2},
         hovermode="x unified",

@@ -15,7 +15,7 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
-from dashboards.pages.common import range_key, range_picker, refusal, span_of, table
+from dashboards.pages.common import aria, range_key, range_picker, refusal, span_of, table
 from dashboards.pages.commune import field_options
 from dashboards.views import device_chart, field_label, recent_anomalies
 from storage.base import TIME
@@ -59,7 +59,11 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
                 ],
                 className="field-picker",
             ),
-            dcc.Graph(id="device-chart", config={"displaylogo": False}),
+            html.Div(
+                dcc.Graph(id="device-chart", config={"displaylogo": False}),
+                role="figure",
+                **aria(label=t(lang, "commune.chart_label")),
+            ),
             html.Div(id="device-anomalies"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
         ],
