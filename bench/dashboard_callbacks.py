@@ -34,7 +34,7 @@ from werkzeug.serving import make_server
 from dashboards.access import CommuneData
 from dashboards.app import create_app
 from dashboards.config import DashboardSettings
-from dashboards.pages import commune
+from dashboards.pages import commune, device, overview
 from dashboards.timerange import TimeRange
 from sensors.communes import CommuneRegistry
 from sensors.families import Family
@@ -155,6 +155,27 @@ def main() -> None:
             f"  {'all':14s} median {statistics.median(every) * 1e3:7.1f}  p95 {p95(every) * 1e3:7.1f}"
             "  (target p95 < 150)"
         )
+        others = {
+            "overview (all 9 communes)": timed(
+                partial(overview.overview_content, data, "fr", settings, now), repeats
+            ),
+            "device page, 24 h raw": timed(
+                partial(
+                    device.device_panel,
+                    data,
+                    {"insee": poissy, "device_id": f"air-{poissy}-0", "family": "air_quality"},
+                    "pm25",
+                    range_key="24h",
+                    lang="fr",
+                    settings=settings,
+                    now=now,
+                ),
+                repeats,
+            ),
+        }
+        print("other pages (ms):")
+        for name, values in others.items():
+            print(f"  {name:26s} median {statistics.median(values) * 1e3:7.1f}  p95 {p95(values) * 1e3:7.1f}")
 
         span = TimeRange.last(timedelta(days=days), now)
         naive_time = timed(lambda: naive_figure(data, poissy, "air_quality", "pm25", span), 2)

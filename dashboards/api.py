@@ -21,7 +21,6 @@ import polars as pl
 
 from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbidden, Level
 from dashboards.auth import app_context
-from dashboards.config import ApiLimits
 from dashboards.timerange import WINDOWS, TimeRange, TimeRangeError
 from sensors.families import family_spec
 from storage.errors import StoreError
@@ -133,7 +132,7 @@ def _list(name: str) -> list[str]:
     return values
 
 
-def _span(limits: ApiLimits, max_days: float, what: str) -> TimeRange:
+def _span(max_days: float, what: str) -> TimeRange:
     start = flask.request.args.get("start")
     if not start:
         raise ApiError(400, "missing start: give a relative time like start=-7d or an ISO 8601 time")
@@ -216,7 +215,7 @@ def aggregates(data: CommuneData, family: str) -> pl.DataFrame:
     if level not in ("commune", "device"):
         raise ApiError(400, f"unknown level {level!r}: expected commune or device")
     limits = app_context().settings.api
-    span = _span(limits, limits.max_days_by_window[every], f"every={every}")
+    span = _span(limits.max_days_by_window[every], f"every={every}")
     codes = _communes(data)
     fields = _aggregate_fields(family)
     devices = _list("devices")
@@ -239,7 +238,7 @@ def indices(data: CommuneData, name: str) -> pl.DataFrame:
     if name not in INDICES:
         raise ApiError(400, f"unknown index {name!r}: expected one of {', '.join(INDICES)}")
     limits = app_context().settings.api
-    span = _span(limits, limits.max_days_by_window["1h"], name)
+    span = _span(limits.max_days_by_window["1h"], name)
     return data.index(name, _communes(data), span, fields=_list("fields") or None)
 
 
@@ -248,7 +247,7 @@ def indices(data: CommuneData, name: str) -> pl.DataFrame:
 def atmo(data: CommuneData) -> pl.DataFrame:
     """The daily ATMO index of communes (``atmo_daily``)."""
     limits = app_context().settings.api
-    span = _span(limits, limits.max_days_by_window["1d"], "atmo")
+    span = _span(limits.max_days_by_window["1d"], "atmo")
     return data.index("atmo_daily", _communes(data), span)
 
 
@@ -257,7 +256,7 @@ def atmo(data: CommuneData) -> pl.DataFrame:
 def anomalies(data: CommuneData) -> pl.DataFrame:
     """Anomalies that started in the range; ``kinds=``, ``families=`` and ``devices=`` filter them."""
     limits = app_context().settings.api
-    span = _span(limits, limits.max_days_by_window["1d"], "anomalies")
+    span = _span(limits.max_days_by_window["1d"], "anomalies")
     frame = data.anomalies(_communes(data), span)
     return _filter_tags(
         frame, {"kind": _list("kinds"), "family": _list("families"), "device_id": _list("devices")}
@@ -269,7 +268,7 @@ def anomalies(data: CommuneData) -> pl.DataFrame:
 def alerts(data: CommuneData) -> pl.DataFrame:
     """Alert transitions (pending, firing, resolved) in the range; ``states=`` filters them."""
     limits = app_context().settings.api
-    span = _span(limits, limits.max_days_by_window["1d"], "alerts")
+    span = _span(limits.max_days_by_window["1d"], "alerts")
     frame = data.alerts(_communes(data), span)
     return _filter_tags(frame, {"state": _list("states"), "rule": _list("rules")})
 
@@ -282,7 +281,7 @@ def readings(data: CommuneData, family: str) -> pl.DataFrame:
     spec = family_spec(family)
     assert spec is not None
     limits = app_context().settings.api
-    span = _span(limits, limits.max_raw_days, "raw readings")
+    span = _span(limits.max_raw_days, "raw readings")
     codes = _communes(data)
     if len(codes) != 1:
         raise ApiError(400, "raw readings are read one commune at a time: give exactly one communes= code")
