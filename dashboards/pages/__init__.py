@@ -1,0 +1,1 @@
+"""The pages of the dashboards: overview, commune, device (registered by ``dashboards.app``)."""
