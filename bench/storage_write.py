@@ -38,6 +38,8 @@ class Bench:
         self.stores: dict[int, InfluxStore] = {}
         self.curl_urls: dict[bool, str] = {}
         self.files = 0
+        self.client_cpu: dict[int, float] = {}
+        """CPU seconds this process spent in the store's writes (all threads), per gzip level."""
 
     def _database(self, name: str) -> InfluxSettings:
         settings = InfluxSettings(url=self.server.url, database=name)
@@ -49,9 +51,10 @@ class Bench:
         if gzip_level not in self.stores:
             settings = self._database(f"store_gzip{gzip_level}").model_copy(update={"gzip_level": gzip_level})
             self.stores[gzip_level] = InfluxStore(settings)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         report = self.stores[gzip_level].write("air_quality", frame, tags=TAGS)
         elapsed = time.perf_counter() - start
+        self.client_cpu[gzip_level] = self.client_cpu.get(gzip_level, 0.0) + time.process_time() - cpu
         assert report.written == frame.height and not report.rejected, report.rejected[:3]
         return elapsed
 
@@ -123,6 +126,9 @@ def main() -> None:
     )
     for name, seconds in totals.items():
         print(f"{name:12} {seconds:7.2f}s = {rows / seconds:>10,.0f} rows/s")
+    for level, name in ((1, "store gzip"), (0, "store plain")):
+        cpu = bench.client_cpu[level]
+        print(f"{name}: client CPU {cpu:.2f}s = {cpu / totals[name]:.0%} of its wall time")
     print(f"ratio store/curl, gzip level 1: {totals['curl gzip'] / totals['store gzip']:.0%}")
     print(f"ratio store/curl, uncompressed: {totals['curl plain'] / totals['store plain']:.0%}")
 
