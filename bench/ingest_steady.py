@@ -1,0 +1,223 @@
+"""Ingest at a steady rate: publish-to-queryable latency, and the ingestor's memory over a soak.
+
+A paced paho publisher sends realistic readings of the simulated fleet (nine communes, five
+families, ten devices each) at ``--rate`` readings/s (default: half of ``--max-rate``, the
+single-ingestor rate of ``bench.ingest_drain``), each stamped with its publish time as its
+observed time. ``smartcity ingest`` writes them into a real influxd with its default batching
+(5,000 readings or 1 s).
+
+* Latency, measured from outside: a poller lists the air-quality readings of the last seconds in
+  influxd five times a second; a reading's latency is the poll that first saw it minus its
+  publish time (so it is over-estimated by up to the 0.2 s poll period plus the query time).
+  The ingestor's own histogram (stored minus observed) is printed as a cross-check.
+* Memory: the ingestor's RSS every 5 s; start (after a warm-up), end, peak and the slope.
+
+    .venv/bin/python -m bench.ingest_steady --max-rate 4000 --minutes 10
+    .venv/bin/python -m bench.ingest_steady --quick          # one minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.ingest_common import provision_database, servers, start_ingest, wait_for
+from sensors.simulator import FleetConfig, generate_fleet
+
+POLL_S = 0.2
+WINDOW_S = 8.0
+
+
+def templates() -> list[tuple[str, dict[str, Any]]]:
+    """One (topic, fields) per device of the fleet, with realistic values from the simulator."""
+    end = datetime.now(UTC).replace(microsecond=0)
+    fleet = generate_fleet(
+        FleetConfig(devices_per_family=10, period_s=60, seed=5), end - timedelta(minutes=1), end
+    )
+    out: list[tuple[str, dict[str, Any]]] = []
+    for family, frame in fleet.frames.items():
+        for row in frame.iter_rows(named=True):
+            fields = {
+                key: value
+                for key, value in row.items()
+                if key not in ("time", "insee", "device_id", "received_at") and value is not None
+            }
+            out.append((f"smartcity/v1/{row['insee']}/{family}/{row['device_id']}", fields))
+    return out
+
+
+class PacedPublisher(threading.Thread):
+    """Publishes at a fixed rate with QoS 1; each payload's ``ts`` is its publish time (ms)."""
+
+    def __init__(self, port: int, rate: float, seconds: float) -> None:
+        super().__init__(name="paced-publisher", daemon=True)
+        self.rate = rate
+        self.seconds = seconds
+        self.sent = 0
+        self.behind_max = 0.0
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-steady-pub", protocol=mqtt.MQTTv5
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.acked = 0
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.devices = templates()
+
+    def _on_publish(self, *args: Any) -> None:
+        self.acked += 1
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        last_ms: dict[int, int] = {}
+        count = len(self.devices)
+        while (elapsed := time.perf_counter() - started) < self.seconds:
+            due = int(elapsed * self.rate)
+            self.behind_max = max(self.behind_max, (due - self.sent) / self.rate)
+            while self.sent < due:
+                index = self.sent % count
+                topic, fields = self.devices[index]
+                now_ms = time.time_ns() // 1_000_000
+                # A device never sends two readings in the same millisecond.
+                now_ms = max(now_ms, last_ms.get(index, 0) + 1)
+                last_ms[index] = now_ms
+                self.client.publish(topic, json.dumps({"ts": now_ms, **fields}), qos=1)
+                self.sent += 1
+            time.sleep(0.005)
+        wait_for(lambda: self.acked >= self.sent, timeout=120, what="the broker's acknowledgements")
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class LatencyPoller(threading.Thread):
+    """Lists recent air-quality readings in influxd; records when each one first appeared."""
+
+    def __init__(self, url: str, database: str) -> None:
+        super().__init__(name="latency-poller", daemon=True)
+        self.client = httpx.Client(base_url=url, timeout=10)
+        self.database = database
+        self.seen: set[tuple[int, str]] = set()
+        self.latencies: list[tuple[float, float]] = []
+        """(publish time s, latency s)"""
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(POLL_S):
+            since_ns = time.time_ns() - int(WINDOW_S * 1e9)
+            query = f'SELECT "pm25", "device_id" FROM "raw"."air_quality" WHERE time > {since_ns}'
+            response = self.client.post("/query", data={"q": query, "db": self.database, "epoch": "ns"})
+            seen_at = time.time()
+            for result in response.json().get("results", []):
+                for series in result.get("series", []) or []:
+                    for observed_ns, _, device in series["values"]:
+                        key = (int(observed_ns), str(device))
+                        if key not in self.seen:
+                            self.seen.add(key)
+                            self.latencies.append((observed_ns / 1e9, seen_at - observed_ns / 1e9))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--max-rate", type=float, default=3000.0, help="max readings/s (from bench.ingest_drain)"
+    )
+    parser.add_argument("--rate", type=float, help="readings/s to publish (default: half of --max-rate)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="duration (default 10)")
+    parser.add_argument("--quick", action="store_true", help="one minute")
+    args = parser.parse_args(argv)
+    rate = args.rate or args.max_rate / 2
+    seconds = 60.0 if args.quick else args.minutes * 60
+    warmup = min(30.0, seconds / 5)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-steady-") as tmp,
+        servers(Path(tmp)) as (mosquitto, influxd),
+    ):
+        settings = provision_database(influxd, "steady")
+        ingest = start_ingest(Path(tmp) / "ingest", mosquitto.port, settings, "bench-steady")
+        wait_for(
+            lambda: ingest.metric("smartcity_ingest_broker_connected") == 1, timeout=60, what="ingest up"
+        )
+        poller = LatencyPoller(influxd.url, "steady")
+        publisher = PacedPublisher(mosquitto.port, rate, seconds)
+        poller.start()
+        started = time.perf_counter()
+        publisher.start()
+        memory: list[tuple[float, int]] = []
+        while publisher.is_alive():
+            publisher.join(5.0)
+            memory.append((time.perf_counter() - started, ingest.rss_bytes()))
+        wait_for(
+            lambda: ingest.metric("smartcity_ingest_rows_written_total") >= publisher.sent,
+            timeout=120,
+            what="the last readings written",
+        )
+        time.sleep(WINDOW_S / 2)  # let the poller see the last ones (a benchmark, not a test)
+        poller.stop.set()
+        poller.join(10)
+        lag_p95 = _histogram_quantile(ingest, "smartcity_ingest_lag_observed_seconds", 0.95)
+        cpu = ingest.cpu_seconds()
+        code = ingest.stop()
+
+    publish_times = np.array([t for t, _ in poller.latencies])
+    latencies = np.array([lat for t, lat in poller.latencies])
+    steady = latencies[publish_times >= publish_times.min() + warmup] if latencies.size else latencies
+    print(
+        f"published {publisher.sent} readings at {rate:,.0f}/s for {seconds / 60:.1f} min "
+        f"(publisher at most {publisher.behind_max:.2f}s behind schedule); ingest exit code {code}"
+    )
+    load = os.getloadavg()[0]
+    print(f"ingest CPU {cpu:.1f}s ({cpu / seconds:.0%} of one core); load average {load:.1f} (2 cores)")
+    if steady.size:
+        p50, p95, p99 = np.percentile(steady, [50, 95, 99])
+        print(
+            f"publish -> queryable (air_quality, {steady.size} readings after {warmup:.0f}s warm-up, "
+            f"poll {POLL_S}s): p50 {p50:.2f}s  p95 {p95:.2f}s  p99 {p99:.2f}s  max {steady.max():.2f}s"
+        )
+    print(f"ingestor's own histogram, stored - observed: p95 <= {lag_p95:g}s (bucket bound)")
+    after = [(t, rss) for t, rss in memory if t >= warmup]
+    if len(after) >= 2:
+        times = np.array([t for t, _ in after]) / 60
+        rss = np.array([r for _, r in after]) / 2**20
+        slope = float(np.polyfit(times, rss, 1)[0])
+        print(
+            f"ingest RSS after warm-up: start {rss[0]:.0f} MiB, end {rss[-1]:.0f} MiB, "
+            f"peak {rss.max():.0f} MiB, slope {slope:+.2f} MiB/min over {times[-1] - times[0]:.1f} min"
+        )
+    return 0
+
+
+def _histogram_quantile(ingest: Any, name: str, q: float) -> float:
+    """The bucket bound under which a ``q`` share of a histogram's observations fall."""
+    text = httpx.get(f"http://127.0.0.1:{ingest.metrics_port}/metrics", timeout=5).text
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            label = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if label == "+Inf" else float(label), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, cumulative in buckets:
+        if total and cumulative >= q * total:
+            return bound
+    return float("nan")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
