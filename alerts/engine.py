@@ -123,7 +123,8 @@ class Evaluator:
         for rule in self.rules.rules:
             communes = self.registry.codes if rule.communes == "*" else list(rule.communes)
             try:
-                observations[rule.name] = observe(rule, store, now, communes)
+                tracked = {r.scope for r in self.state.alerts.values() if r.rule == rule.name}
+                observations[rule.name] = observe(rule, store, now, communes, tracked)
             except StoreError as exc:
                 # No data is not a clear signal: keep every alert of this rule as it is.
                 report.errors.append(f"rule {rule.name}: cannot read the store: {exc}")

@@ -10,7 +10,7 @@ per child. See docs/alerts.md.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from sensors.topics import DEVICE_ID_PATTERN
@@ -50,13 +50,14 @@ class Topology:
             current = self._parents.get(current)
         return chain
 
-    def down_ancestor(self, device_id: str, offline: Iterable[str]) -> str | None:
+    def down_ancestor(self, device_id: str, offline: AbstractSet[str]) -> str | None:
         """The farthest offline ancestor of ``device_id`` (the root cause), or None."""
-        down = set(offline)
         found = None
-        for ancestor in self.ancestors(device_id):
-            if ancestor in down:
-                found = ancestor
+        current = self._parents.get(device_id)
+        while current is not None:
+            if current in offline:
+                found = current
+            current = self._parents.get(current)
         return found
 
     def __len__(self) -> int:
