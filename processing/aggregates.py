@@ -94,7 +94,8 @@ def with_counter_increases(
     """
     if not counters:
         return frame
-    frame = frame.sort([device, "time"])
+    if not (device == "_dev" and frame["_dev"].is_sorted()):
+        frame = frame.sort([device, "time"])
     dev = pl.col(device)
     columns: list[pl.Expr] = []
     for name in counters:
@@ -143,6 +144,9 @@ def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> tuple[pl.Dat
         pl.col("time").cast(TIME_DTYPE).cast(pl.Int64).alias("_t")
     )
     frame = _encode_entities(frame)
+    # Device-major, time-minor order makes every device-level group key below non-decreasing:
+    # polars then groups contiguous slices, twice as fast for the percentiles.
+    frame = frame.sort(["_dev", "_t"])
     return with_counter_increases(frame, counters), plain, counters
 
 
@@ -162,6 +166,7 @@ def _query(
     tags = output_tags(level)
     return (
         prepared.with_columns(key.alias("_key"))
+        .with_columns(pl.col("_key").set_sorted() if level == "device" else pl.col("_key"))
         .group_by("_key")
         .agg(_stat_exprs(plain, counters))
         .with_columns(
