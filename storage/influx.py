@@ -16,7 +16,8 @@ integer``) and exactly N lines of the batch carry that field, those are the refu
 the reason is "points beyond retention policy" and exactly N lines are older than the policy,
 those are; otherwise it bisects the batch, re-sending halves (harmless: a re-sent line
 overwrites itself) until each refused line is alone. Refused lines are reported in
-``WriteReport.rejected`` with the server's reason; nothing else is lost.
+``WriteReport.rejected`` with the server's reason; nothing else is lost. A 400 that is not about
+lines raises ``WriteRejected``.
 
 Reads: one InfluxQL ``SELECT`` bounded in time, answered as CSV (``Accept: application/csv``,
 ``epoch=ns``) and parsed by ``polars.read_csv`` with dtypes from ``SHOW FIELD KEYS`` and ``SHOW
@@ -47,7 +48,7 @@ from isal import igzip
 from storage import influxql
 from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport
 from storage.config import InfluxSettings
-from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable
+from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, prepare
 from storage.lineprotocol import Lines, line_expr
 
@@ -58,6 +59,7 @@ MAX_TIME_NS = 9_223_372_036_854_775_806
 _PARALLEL_ROWS = 200_000
 _DROPPED = re.compile(r"dropped=(\d+)")
 _TYPE_CONFLICT = re.compile(r'input field \\?"(.+?)\\?" on measurement \\?".*?\\?" is type (\w+)')
+_LINE_ERRORS = ("partial write", "unable to parse", "field type conflict", "beyond retention", "invalid")
 _KIND_NAMES = {
     "float": "float",
     "integer": "integer",
@@ -495,12 +497,16 @@ class _Batch:
         if status == 413 and end - start > 1:
             middle = (start + end) // 2
             return self.send(start, middle) + self.send(middle, end)
+        message = _error_text(response)
         if status != 400:
-            raise StoreError(f"InfluxDB refused a write with HTTP {status}: {_error_text(response)}")
-        return self._isolate(start, end, _error_text(response))
+            raise StoreError(f"InfluxDB refused a write with HTTP {status}: {message}")
+        if not any(marker in message for marker in _LINE_ERRORS):
+            # Not about particular lines (a bad parameter, say): splitting the batch cannot help.
+            raise WriteRejected(f"InfluxDB refused the write: {message}")
+        return self._isolate(start, end, message)
 
     def _isolate(self, start: int, end: int, message: str) -> list[tuple[int, str]]:
-        reason = message.removeprefix("partial write: ")
+        reason = _DROPPED.sub("", message.removeprefix("partial write: ")).strip()
         if end - start == 1:
             return [(start, reason)]
         match = _DROPPED.search(message)
