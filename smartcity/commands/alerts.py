@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "alerts",
         help="evaluate alert rules and deliver messages (email webhooks, SMTP)",
-        description="Evaluate the alert rules against the store on a schedule, and deliver the "
-        "messages through each commune's webhook or SMTP server. Rules: docs/alerts.md.",
+        description="Without ACTION: evaluate the alert rules against the store on a schedule, and "
+        "deliver the messages through each commune's webhook or SMTP server (--once: a single "
+        "evaluation). Rules: docs/alerts.md.",
     )
     parser.add_argument(
         "--rules", metavar="FILE", type=Path, help="rules file (default: the alerts.rules_file setting)"
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--once", action="store_true", help="evaluate once, attempt the deliveries due, and exit"
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=False)
     check = actions.add_parser("check", help="validate a rules file, its templates and topology, and exit")
     check.add_argument("file", type=Path, help="the rules file to check")
     test = actions.add_parser("test", help="send a test message through a rule's channel")
