@@ -170,3 +170,34 @@ def test_receive_prints_the_messages_it_verified(
     assert process.returncode == 0
     assert "=== alert.test to astreinte@ville-poissy.example" in output
     assert "Subject: [Poissy] Message d'essai" in output
+
+
+def test_the_evaluator_runs_until_sigterm_and_exits_cleanly(
+    configured: Path,
+    tmp_path: Path,
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.servers import wait_until
+
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    commune_aggregate(store, "78498", [datetime.now(UTC) - timedelta(minutes=15)], [66.0])
+    store.close()
+    env = {**os.environ, "SMARTCITY_ALERTS__DELIVERY_INTERVAL_S": "0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "smartcity.cli", "alerts"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: len(receiver.accepted()) == 1, timeout=60, what="the evaluator's firing message")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert receiver.accepted()[0].json["type"] == "alert.firing"
