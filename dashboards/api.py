@@ -28,6 +28,7 @@ from storage.errors import StoreError
 Format = Literal["arrow", "csv", "json"]
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 STATS = ("mean", "min", "max", "p95", "count")
+COUNTER_STATS = ("increase", "resets", "count")
 
 api = flask.Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
@@ -160,21 +161,37 @@ def _family(name: str) -> None:
 
 
 def _aggregate_fields(family: str) -> list[str] | None:
+    """The columns asked for with ``fields=`` and ``stats=``; None for every column.
+
+    Cumulative counters (building energy, network error counters) are aggregated as
+    ``increase``, ``resets`` and ``count`` rather than ``mean``/``min``/``max``/``p95``.
+    """
     spec = family_spec(family)
     assert spec is not None
-    fields = _list("fields")
-    stats = _list("stats") or list(STATS)
-    if bad := [s for s in stats if s not in STATS]:
-        raise ApiError(400, f"unknown statistic(s) {', '.join(bad)}: expected {', '.join(STATS)}")
-    if not fields:
-        return None if stats == list(STATS) else [f"{f}_{s}" for f in spec.numeric_fields for s in stats]
-    if bad := [f for f in fields if f not in spec.numeric_fields]:
+    asked_fields, asked_stats = _list("fields"), _list("stats")
+    known_stats = dict.fromkeys((*STATS, *COUNTER_STATS))
+    if bad := [s for s in asked_stats if s not in known_stats]:
+        raise ApiError(400, f"unknown statistic(s) {', '.join(bad)}: expected {', '.join(known_stats)}")
+    if bad := [f for f in asked_fields if f not in spec.numeric_fields]:
         raise ApiError(
             400,
             f"unknown field(s) {', '.join(bad)} for {family}: "
             f"expected some of {', '.join(spec.numeric_fields)}",
         )
-    return [f"{f}_{s}" for f in fields for s in stats]
+    if not asked_fields and not asked_stats:
+        return None
+    columns = []
+    for name in asked_fields or spec.numeric_fields:
+        field = spec.field(name)
+        applicable = COUNTER_STATS if field is not None and field.counter else STATS
+        columns += [f"{name}_{stat}" for stat in (asked_stats or applicable) if stat in applicable]
+    if not columns:
+        raise ApiError(
+            400,
+            f"none of the statistics {', '.join(asked_stats)} applies to {', '.join(asked_fields)}: "
+            f"counters have {', '.join(COUNTER_STATS)}, other fields {', '.join(STATS)}",
+        )
+    return columns
 
 
 # -- endpoints ------------------------------------------------------------------------------

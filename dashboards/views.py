@@ -253,6 +253,10 @@ def family_chart(
     field_spec = spec.field(field) if spec else None
     unit = field_spec.unit if field_spec else ""
     window = fitting_window(span.span, max_points)
+    if field_spec is not None and field_spec.counter:
+        return _counter_chart(
+            data, insee, family, field, span, window=window, unit=unit, lang=lang, max_points=max_points
+        )
     columns = [f"{field}_mean", f"{field}_min", f"{field}_max", f"{field}_count"]
     frame = data.aggregates(family, [insee], span, window, fields=columns)
     title = t(lang, "commune.chart_title", field=field_label(field, lang), window=t(lang, f"window.{window}"))
@@ -283,6 +287,42 @@ def family_chart(
             mode="lines",
             line={"width": 2, "color": "#1D4ED8"},
             name=t(lang, "stat.mean"),
+        )
+    )
+    return Chart(figure, frame, window)
+
+
+def _counter_chart(
+    data: CommuneData,
+    insee: str,
+    family: str,
+    field: str,
+    span: TimeRange,
+    *,
+    window: str,
+    unit: str,
+    lang: Language,
+    max_points: int,
+) -> Chart:
+    """A cumulative counter (energy meter, error counters): how much it grew in each window."""
+    columns = [f"{field}_increase", f"{field}_resets", f"{field}_count"]
+    frame = data.aggregates(family, [insee], span, window, fields=columns)
+    title = t(
+        lang, "commune.counter_title", field=field_label(field, lang), window=t(lang, f"window.{window}")
+    )
+    figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
+    if frame.is_empty() or f"{field}_increase" not in frame.columns:
+        figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
+        return Chart(figure, frame, window)
+    frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
+    shown = m4(frame, f"{field}_increase", max_points)
+    figure.add_trace(
+        go.Scattergl(
+            x=_local_times(shown),
+            y=shown.get_column(f"{field}_increase").to_numpy(),
+            mode="lines",
+            line={"width": 2, "color": "#1D4ED8", "shape": "hv"},
+            name=t(lang, "stat.increase"),
         )
     )
     return Chart(figure, frame, window)
@@ -391,10 +431,10 @@ def device_chart(
         value = field
     else:
         window = fitting_window(span.span, max_points)
+        value = f"{field}_increase" if field_spec is not None and field_spec.counter else f"{field}_mean"
         frame = data.aggregates(
-            family, [insee], span, window, level="device", device_id=device_id, fields=[f"{field}_mean"]
+            family, [insee], span, window, level="device", device_id=device_id, fields=[value]
         )
-        value = f"{field}_mean"
     window_text = t(lang, "window.raw") if window == "raw" else t(lang, f"window.{window}")
     figure = go.Figure(
         layout=_base_layout(

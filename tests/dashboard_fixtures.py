@@ -87,12 +87,22 @@ def aggregate_frame(
         base = low + scale * (1 + commune_level) + scale * 0.5 * np.sin((hours - 6 - index) / 24 * 2 * np.pi)
         mean = base + rng.normal(0, scale * 0.05, n)
         spread = np.abs(rng.normal(scale * 0.1, scale * 0.02, n))
+        if field.counter:
+            # Cumulative counters are aggregated as their increase (docs/measurements.md).
+            columns[f"{name}_increase"] = np.abs(mean)
+            columns[f"{name}_resets"] = np.zeros(n, dtype=np.int64)
+            columns[f"{name}_count"] = np.full(
+                n, max(int(width / timedelta(seconds=spec.reporting_period_s)), 1)
+            )
+            continue
         columns[f"{name}_mean"] = np.clip(mean, low, high)
         columns[f"{name}_min"] = np.clip(mean - spread, low, high)
         columns[f"{name}_max"] = np.clip(mean + spread, low, high)
         columns[f"{name}_p95"] = np.clip(mean + 0.8 * spread, low, high)
         columns[f"{name}_count"] = np.full(n, max(int(width / timedelta(seconds=spec.reporting_period_s)), 1))
-    return frame.with_columns(pl.DataFrame(columns)).with_columns(pl.col("^.*_count$").cast(pl.Int64))
+    return frame.with_columns(pl.DataFrame(columns)).with_columns(
+        pl.col("^.*_(count|resets)$").cast(pl.Int64)
+    )
 
 
 def atmo_frame(communes: Sequence[str], days: Sequence[datetime], seed: int = 11) -> pl.DataFrame:

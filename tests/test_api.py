@@ -150,6 +150,23 @@ def test_bad_parameters_are_clear_400s(env: DashboardEnv, http: FlaskClient, pat
     assert message in response.get_json()["error"]
 
 
+def test_counters_are_aggregated_as_increases(env: DashboardEnv, http: FlaskClient) -> None:
+    response = http.get(
+        f"/api/v1/aggregates/building?communes={POISSY}&start=-1d&every=1h&fields=energy,activePower&format=arrow",
+        headers=bearer(env, "poissy"),
+    )
+    frame = pl.read_ipc_stream(io.BytesIO(response.data))
+    assert {"energy_increase", "energy_resets", "energy_count", "activePower_mean"} <= set(frame.columns)
+    assert "energy_mean" not in frame.columns
+    refused = http.get(
+        f"/api/v1/aggregates/building?communes={POISSY}&start=-1d&fields=energy&stats=mean",
+        headers=bearer(env, "poissy"),
+    )
+    assert (
+        refused.status_code == 400 and "counters have increase, resets, count" in refused.get_json()["error"]
+    )
+
+
 def test_admin_asking_for_an_unknown_commune_gets_a_400(env: DashboardEnv, http: FlaskClient) -> None:
     response = http.get("/api/v1/atmo?start=-7d&communes=99999", headers=bearer(env, "admin"))
     assert response.status_code == 400 and "unknown commune" in response.get_json()["error"]

@@ -113,6 +113,30 @@ def test_family_chart_shows_the_stored_aggregates_at_the_fitting_resolution(env:
     assert all(len(trace.x) <= env.settings.max_points for trace in week.data)
 
 
+def test_counter_fields_are_drawn_as_increases(env: DashboardEnv) -> None:
+    now = env.scenario.now
+    figure, _ = commune.family_panel(
+        data_of(env, "poissy"),
+        POISSY,
+        "building",
+        "energy",
+        range_key="24h",
+        lang="fr",
+        settings=env.settings,
+        now=now,
+    )
+    assert "augmentation" in figure.layout.title.text
+    (trace,) = figure.data
+    stored = env.store.read(
+        "building_1m_commune",
+        start=span_of("24h", now).start,
+        end=now,
+        where={"insee": POISSY},
+        fields=["energy_increase"],
+    )
+    assert pytest.approx(list(trace.y)) == stored.get_column("energy_increase").to_list()
+
+
 def test_callbacks_refuse_a_forbidden_commune(env: DashboardEnv) -> None:
     poissy, now = data_of(env, "poissy"), env.scenario.now
     with pytest.raises(Forbidden):
