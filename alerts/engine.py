@@ -593,7 +593,10 @@ class Evaluator:
                 except Exception:  # the evaluator must keep running (and delivering) through a bug
                     log.exception("evaluation failed")
                 next_evaluation = now + interval_s
-            self.deliver()
+            try:
+                self.deliver()
+            except OSError:  # the outbox's disk: keep evaluating, the files are retried next time
+                log.exception("delivery pass failed")
             stop.wait(delivery_interval_s)
 
 
