@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from dashboards.access import BadQuery, CommuneData, Forbidden
-from dashboards.auth import SignInLimiter
+from dashboards.auth import SignInLimiter, load_secret_key
+from dashboards.config import DashboardSettings
 from dashboards.downsample import m4
 from dashboards.i18n import format_datetime, format_number, format_quantity, t
 from dashboards.timerange import TimeRange, TimeRangeError, fitting_window, parse_time
@@ -183,3 +184,13 @@ def test_sign_in_limiter_locks_per_user_and_per_address() -> None:
     assert limiter.retry_after("bob", "10.0.0.1", now=5) > 0  # same address, other user
     assert limiter.retry_after("bob", "10.0.0.2", now=5) == 0
     assert limiter.retry_after("alice", "10.0.0.2", now=61) == 0  # the window passed
+
+
+def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    settings = DashboardSettings(users_file=tmp_path / "users.toml")
+    first = load_secret_key(settings)
+    assert len(first) >= 32 and load_secret_key(settings) == first  # survives a restart
+    assert (tmp_path / "dashboard_secret.key").stat().st_mode & 0o077 == 0
+    assert (
+        load_secret_key(DashboardSettings(users_file=tmp_path / "users.toml", secret_key="given")) == "given"
+    )
