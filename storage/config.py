@@ -41,8 +41,9 @@ class InfluxSettings(BaseModel):
     )
     """Measurements kept for the raw retention; every other one goes to the aggregates policy."""
     batch_size: int = Field(5000, ge=1, le=1_000_000)
-    write_concurrency: int = Field(2, ge=1, le=16)
-    """Batches of one write in flight at once: the server parses one while the next is sent."""
+    write_concurrency: int = Field(1, ge=1, le=16)
+    """Batches of one write in flight at once. 1 was the fastest against a local 1.x server on
+    2 cores (bench/storage_write.py); a larger server may take more."""
     gzip_level: int = Field(1, ge=0, le=3)
     """gzip compression of write bodies, 0 (none) to 3 (ISA-L's levels); 1 costs little CPU."""
     timeout_s: float = Field(30.0, gt=0)
