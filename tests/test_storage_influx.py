@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.server
 import threading
@@ -155,8 +156,10 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 
     answers: ClassVar[list[tuple[int, dict[str, str]]]] = []
     bodies: ClassVar[list[bytes]] = []
+    authorizations: ClassVar[list[str | None]] = []
 
     def do_POST(self) -> None:
+        type(self).authorizations.append(self.headers.get("Authorization"))
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
@@ -192,6 +195,23 @@ def test_429_and_503_are_retried_honouring_retry_after(flaky_server: str) -> Non
     assert waits == [0.25, 2.0]
     assert len(_Flaky.bodies) == 3 and len(set(_Flaky.bodies)) == 1
     assert _Flaky.bodies[0].count(b"\n") == 3
+
+
+@pytest.mark.parametrize(
+    ("credentials", "expected"),
+    [
+        ({"token": "t0k3n"}, "Token t0k3n"),
+        ({"username": "u", "password": "p:w"}, "Basic " + base64.b64encode(b"u:p:w").decode()),
+        ({}, None),
+    ],
+)
+def test_credentials_are_sent_as_the_v1_api_expects(
+    flaky_server: str, credentials: dict[str, str], expected: str | None
+) -> None:
+    _Flaky.answers, _Flaky.authorizations = [], []
+    store = InfluxStore(InfluxSettings(url=flaky_server, database="bucket/rp", **credentials))
+    store.write("air_quality", frame(2), tags=["insee"])
+    assert _Flaky.authorizations == [expected]
 
 
 # -- refused lines ----------------------------------------------------------------------------
