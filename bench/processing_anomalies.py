@@ -51,13 +51,13 @@ def _generate(devices: int, path: Path) -> int:
         timedelta(days=1),
     )
     frame = fleet.frames["air_quality"]
-    frame.write_ipc(path)
+    frame.write_parquet(path)
     return frame.height
 
 
 def _worker(path: Path, mode: str) -> dict[str, float]:
     """Run one timed pass on the frame in ``path``; in a fresh process, so ru_maxrss is its own."""
-    frame = pl.read_ipc(path)
+    frame = pl.read_parquet(path)
     began, cpu = time.perf_counter(), time.process_time()
     found = detect_anomalies(frame, "air_quality").height if mode == "pass" else _hampel_baseline(frame)
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
@@ -93,7 +93,7 @@ def _run_worker(path: Path, mode: str) -> dict[str, float]:
 def speed(devices: int) -> None:
     """Print the speed and memory of the pass and of the baseline."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "readings.arrow"
+        path = Path(tmp) / "readings.parquet"
         began = time.perf_counter()
         rows = _generate(devices, path)
         took = time.perf_counter() - began

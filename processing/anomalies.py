@@ -17,6 +17,8 @@ runner can rewrite them as often as late data requires.
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -184,28 +186,26 @@ def _run(
     summaries once every chunk is done.
     """
     opts = AnomalyOptions.from_kwargs(options)
-    out_of_bounds: list[pl.DataFrame] = []
-    spikes: list[pl.DataFrame] = []
-    offline: list[pl.DataFrame] = []
-    hourly: list[pl.DataFrame] = []
-    runs = FlatRuns()
+    partials: list[ChunkResult] = []
     prep: Prepared | None = None
-    for prep in prepare_chunks(frame, family, now=now):
-        if prep.frame.height == 0:
-            continue
-        work = _with_positions(prep.frame)
-        fields = _spike_fields(prep)
-        hours = _hourly(prep, work, fields) if {"spike", "stuck", "drift"} & set(kinds) else None
-        if "out_of_bounds" in kinds:
-            out_of_bounds.append(_out_of_bounds_points(prep))
-        if "spike" in kinds and hours is not None:
-            spikes.append(_spikes(prep, opts, hours))
-        if "stuck" in kinds:
-            runs.add(_flat_runs(prep))
-        if "offline" in kinds:
-            offline.append(_offline(prep, opts))
-        if hours is not None:
-            hourly.append(hours.table)
+    # Two chunks at a time: numpy and polars release the GIL, so on two cores the second chunk
+    # runs while the first is still busy (and the next one is being gathered). No more than
+    # two, to keep the memory bounded.
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        for prep in prepare_chunks(frame, family, now=now):
+            pending.append(pool.submit(_detect_chunk, prep, kinds, opts))
+            if len(pending) >= WORKERS:
+                partials.append(pending.popleft().result())
+        partials.extend(future.result() for future in pending)
+    out_of_bounds = [p.out_of_bounds for p in partials if p.out_of_bounds is not None]
+    spikes = [p.spikes for p in partials if p.spikes is not None]
+    offline = [p.offline for p in partials if p.offline is not None]
+    hourly = [p.hourly for p in partials if p.hourly is not None]
+    runs = FlatRuns()
+    for partial in partials:
+        if partial.runs is not None:
+            runs.add(partial.runs)
     if prep is None:  # pragma: no cover - prepare_chunks always yields
         return empty_anomalies()
     all_hours = pl.concat(hourly) if hourly else None
@@ -219,6 +219,41 @@ def _run(
         parts.append(_drift(prep, opts, all_hours))
     found = [part for part in parts if part.height]
     return finish(pl.concat(found, how="diagonal_relaxed")) if found else empty_anomalies()
+
+
+WORKERS = 2
+"""Chunks processed at once (the machine the figures are measured on has two cores)."""
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """What one chunk of devices contributes; the fleet-wide steps combine these."""
+
+    out_of_bounds: pl.DataFrame | None = None
+    spikes: pl.DataFrame | None = None
+    offline: pl.DataFrame | None = None
+    hourly: pl.DataFrame | None = None
+    runs: FlatRuns | None = None
+
+
+def _detect_chunk(prep: Prepared, kinds: tuple[str, ...], opts: AnomalyOptions) -> ChunkResult:
+    """The per-device part of every detector of ``kinds`` on one chunk."""
+    result = ChunkResult()
+    if prep.frame.height == 0:
+        return result
+    work = _with_positions(prep.frame)
+    hours = _hourly(prep, work, _spike_fields(prep)) if {"spike", "stuck", "drift"} & set(kinds) else None
+    if "out_of_bounds" in kinds:
+        result.out_of_bounds = _out_of_bounds_points(prep)
+    if "spike" in kinds and hours is not None:
+        result.spikes = _spikes(prep, opts, hours)
+    if "stuck" in kinds:
+        result.runs = _flat_runs(prep)
+    if "offline" in kinds:
+        result.offline = _offline(prep, opts)
+    if hours is not None:
+        result.hourly = hours.table
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,48 +402,70 @@ def _with_positions(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns((row - start).alias(SINCE), (end - row).alias(UNTIL))
 
 
-def _shifted(values: FloatArray, by: int) -> FloatArray:
-    """``values`` moved ``by`` rows later (earlier when negative), NaN where nothing comes in."""
-    out = np.full_like(values, np.nan)
-    if by > 0:
-        out[by:] = values[:-by]
-    else:
-        out[:by] = values[-by:]
-    return out
+@dataclass(frozen=True, slots=True)
+class Edges:
+    """Rows of a prepared chunk near the start or the end of their device, where fewer than
+    ``SIDE`` readings of the same device lie on one side."""
+
+    start_rows: IntArray
+    since: IntArray
+    """For each of ``start_rows``, how many readings of the device come before it (0 to 2)."""
+    end_rows: IntArray
+    until: IntArray
+
+    @classmethod
+    def of(cls, work: pl.DataFrame) -> Edges:
+        """The edges of a frame from :func:`_with_positions`."""
+        since, until = work[SINCE].to_numpy(), work[UNTIL].to_numpy()
+        start_rows, end_rows = np.flatnonzero(since < SIDE), np.flatnonzero(until < SIDE)
+        return cls(start_rows, since[start_rows], end_rows, until[end_rows])
 
 
-def _side_median(values: FloatArray, reach: IntArray, direction: int) -> FloatArray:
-    """Median of the ``SIDE`` readings before (``direction`` 1) or after (-1) each reading,
-    within its device; near the device's edge the nearest available reading stands in for the
-    missing ones, and a reading with nothing on that side gets NaN."""
-    taken: list[FloatArray] = []
-    for k in range(1, SIDE + 1):
-        fallback = taken[-1] if taken else np.full_like(values, np.nan)
-        taken.append(np.where(reach >= k, _shifted(values, k * direction), fallback))
-    a, b, c = taken
-    # fmin/fmax skip a missing reading (NaN) instead of spreading it.
-    return np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
+def _side_medians(values: FloatArray, edges: Edges) -> tuple[FloatArray, FloatArray]:
+    """Median of the ``SIDE`` (three) readings just before, and just after, each reading.
+
+    Computed on array views with minima and maxima (numpy, no per-row Python): ten times
+    faster than a rolling median. Near a device's edge fewer readings are available: one gives
+    itself, two their mean, none NaN. ``fmin``/``fmax`` skip a missing reading (NaN) instead of
+    spreading it.
+    """
+    n = len(values)
+    before, after = np.full(n, np.nan), np.full(n, np.nan)
+    if n > SIDE:
+        # Readings i-1, i-2, i-3 for rows 3.., and i+1, i+2, i+3 for rows ..n-4: same three views.
+        a, b, c = values[2 : n - 1], values[1 : n - 2], values[0 : n - 3]
+        before[SIDE:] = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
+        a, b, c = values[1 : n - 2], values[2 : n - 1], values[3:n]
+        after[: n - SIDE] = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
+    for rows, count, step, out in (
+        (edges.start_rows, edges.since, -1, before),
+        (edges.end_rows, edges.until, 1, after),
+    ):
+        one = values[np.clip(rows + step, 0, n - 1)]
+        two = values[np.clip(rows + 2 * step, 0, n - 1)]
+        out[rows] = np.where(count == 1, one, np.where(count == 2, (one + two) / 2, np.nan))
+    return before, after
 
 
-def _spike_residuals(work: pl.DataFrame, name: str) -> pl.Series:
+def _spike_residuals(work: pl.DataFrame, name: str, edges: Edges) -> pl.Series:
     """How far each reading stands out from both its sides (a Hampel filter split in two halves).
 
     A spike is away from the median of the ``SIDE`` readings before it *and* from the median of
     those after it, in the same direction; a step (heating switched on, a rush hour starting) is
     close to one of the two, so it gets a residual of zero. The residual is the smaller of the
-    two distances, signed; NaN for a missing reading. Medians of three are computed with
-    minima and maxima over shifted arrays (numpy, no per-row Python): ten times faster than a
-    rolling median, and a spike of up to three readings leaves one side of each of its readings
-    clean.
+    two distances, signed; null for a missing reading. A spike of up to three readings leaves
+    one side of each of its readings clean.
     """
     values = work[name].to_numpy(allow_copy=True).astype(np.float64, copy=False)
-    before = values - _side_median(values, work[SINCE].to_numpy(), 1)
-    after = values - _side_median(values, work[UNTIL].to_numpy(), -1)
-    nearer = np.where(np.abs(before) < np.abs(after), before, after)
+    side_before, side_after = _side_medians(values, edges)
+    before, after = values - side_before, values - side_after
     with np.errstate(invalid="ignore"):
-        both = np.where(before * after > 0, nearer, 0.0)
-    residual = np.where(np.isnan(before), after, np.where(np.isnan(after), before, both))
-    residual = np.where(np.isnan(values), np.nan, residual)
+        nearer = np.where(np.abs(before) < np.abs(after), before, after)
+        residual = np.where(before * after > 0, nearer, 0.0)
+    # A reading with nothing on one side (a device's first or last) is judged on the other.
+    lonely = np.flatnonzero(np.isnan(before) | np.isnan(after))
+    residual[lonely] = np.where(np.isnan(before[lonely]), after[lonely], before[lonely])
+    residual[np.isnan(values)] = np.nan
     return pl.Series(name, residual, nan_to_null=True)
 
 
@@ -438,7 +495,8 @@ class Hourly:
 
 def _hourly(prep: Prepared, work: pl.DataFrame, fields: list[str]) -> Hourly:
     """Medians per (device, clock hour) of each field and of its absolute spike residual."""
-    residuals = {name: _spike_residuals(work, name) for name in fields}
+    edges = Edges.of(work)
+    residuals = {name: _spike_residuals(work, name, edges) for name in fields}
     key = prep.frame.select(_hour_key(prep.frame).set_sorted()).to_series()
     # Exact zeros are left out of the scale: a flatline would otherwise shrink the scale of its
     # hour to nothing and turn the ordinary noise around it into spikes. Float32 is plenty for
