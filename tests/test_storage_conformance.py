@@ -276,3 +276,18 @@ def test_field_type_conflict_refuses_only_the_rows_carrying_it(store: Store) -> 
     assert all("conflict" in r.reason for r in report.rejected)
     assert report.written == 8
     assert read_all(store, "m").height == 18
+
+
+def test_health_answers_with_backend_and_version(store: Store) -> None:
+    health = store.health()
+    assert health.ok, health.detail
+    assert health.backend in {"duckdb", "influxdb"} and health.version
+
+
+def test_series_filter_with_several_values_and_an_absent_tag(store: Store) -> None:
+    frame = readings(20, devices=4)
+    store.write("m", frame, tags=TAGS)
+    got = store.series("m", where={"device_id": ["dev-0", "dev-2", "nobody"]})
+    assert sorted(got["device_id"].to_list()) == ["dev-0", "dev-2"]
+    assert store.series("m", where={"no_such_tag": "x"}).height == 0
+    assert store.series("m", where={"no_such_tag": ""}).height == 4
