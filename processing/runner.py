@@ -425,25 +425,23 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     # Silence is only seen by looking: the current day is always checked, new data or not.
     if today not in days:
         days.append(today)
-    start = min(days)
-    end = min(next_start(max(days), "1d"), runner.now + timedelta(seconds=1))
-    raw = runner.read(family, start - ANOMALY_CONTEXT, end, report)
-    rejected = runner.read("rejected_readings", start - ANOMALY_CONTEXT, end, report)
-    if raw.is_empty():
-        return
-    now = min(end, runner.now)
-    found = detect_anomalies(
-        raw,
-        family,
-        rejected=rejected if not rejected.is_empty() else None,
-        now=now,
-        **runner.anomaly_options,
-    )
-    day_starts = {to_ns(day) for day in days}
-    out = found.filter(
-        (pl.col("time") >= start)
-        & window_start(pl.col("time"), "1d").cast(pl.Int64).is_in(sorted(day_starts))
-    )
-    report.windows += out.height
-    tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
-    runner.write("anomalies", out, tags, report)
+    for day in sorted(days):
+        # One day at a time, always with the same context before it, so that a day's anomalies
+        # come out the same whichever run computes them (and memory stays one day's).
+        day_start, day_end = _day_range(day)
+        end = min(day_end, runner.now + timedelta(seconds=1))
+        raw = runner.read(family, day_start - ANOMALY_CONTEXT, end, report)
+        if raw.is_empty():
+            continue
+        rejected = runner.read("rejected_readings", day_start - ANOMALY_CONTEXT, end, report)
+        found = detect_anomalies(
+            raw,
+            family,
+            rejected=rejected if not rejected.is_empty() else None,
+            now=min(end, runner.now),
+            **runner.anomaly_options,
+        )
+        out = _within(found, day_start, day_end)
+        report.windows += out.height
+        tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
+        runner.write("anomalies", out, tags, report)
