@@ -140,12 +140,14 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
             pl.col(ROW).last(), *(pl.col(f).last(ignore_nulls=True) for f in field_list)
         )
         out = out.select(ROW, TIME, *tag_list, *field_list)
-    # Columns that are null on every remaining row carry nothing: a store would otherwise
-    # create them with a type guessed from nothing.
+    # Columns empty on every remaining row carry nothing: a store would otherwise create a
+    # field with a type guessed from nothing, or a tag key InfluxDB would never see.
     empty = [f for f in field_list if out.height == 0 or out[f].null_count() == out.height]
-    if empty:
-        out = out.drop(empty)
+    empty_tags = [t for t in tag_list if out.height == 0 or not (out[t] != "").any()]
+    if empty or empty_tags:
+        out = out.drop(empty, *empty_tags)
         field_list = [f for f in field_list if f not in empty]
+        tag_list = [t for t in tag_list if t not in empty_tags]
     return PreparedFrame(out, tag_list, field_list, rejected)
 
 
