@@ -205,13 +205,21 @@ def prepare_chunks(
         time_expr = time_expr.dt.replace_time_zone("UTC")
     if frame.select((pl.col("time").is_null() | pl.col("device_id").is_null()).any()).item():
         frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
-    if not frame["time"].is_sorted():
-        frame = frame.sort("time")
     now_ns = _now_ns(frame, now)
-    # A stable sort on an integer code keeps the time order within each device, and costs a
-    # fraction of a sort on the strings or on (device, time).
     code = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series()
-    order = code.to_frame("_code").select(pl.arg_sort_by("_code", maintain_order=True)).to_series()
+    order: pl.Series | None = None
+    if not _grouped_by_device(frame, code):
+        if not frame["time"].is_sorted():
+            frame = frame.sort("time")
+            code = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series()
+        # A stable sort on an integer code keeps the time order within each device, and costs
+        # a fraction of a sort on the strings or on (device, time).
+        order = code.to_frame("_code").select(pl.arg_sort_by("_code", maintain_order=True)).to_series()
+    in_order = order is None
+    if order is None:
+        # Already one block per device, in time order (e.g. read device by device): the
+        # chunks are slices, with no reordering at all.
+        order = pl.int_range(frame.height, dtype=pl.UInt32, eager=True)
     sorted_code = code.gather(order)
     first = (sorted_code != sorted_code.shift(1)).fill_null(True)
     starts = first.arg_true()
@@ -227,11 +235,23 @@ def prepare_chunks(
     bounds = _chunk_bounds(starts, frame.height, chunk_rows)
     for lo, hi in bounds:
         rows = order.slice(lo, hi - lo)
-        chunk = columns[rows].with_columns(
-            device_index.slice(lo, hi - lo), first.slice(lo, hi - lo).alias(FIRST)
-        )
+        picked = columns.slice(lo, hi - lo) if in_order else columns[rows]
+        chunk = picked.with_columns(device_index.slice(lo, hi - lo), first.slice(lo, hi - lo).alias(FIRST))
         chunk = chunk.select("time", DEV, FIRST, *numeric)
         yield Prepared(spec=spec, frame=chunk, devices=devices, numeric_fields=numeric, now_ns=now_ns)
+
+
+def _grouped_by_device(frame: pl.DataFrame, code: pl.Series) -> bool:
+    """Whether each device's readings already form one block, in time order."""
+    if frame.height == 0:
+        return True
+    if code.rle_id().n_unique() != code.n_unique():
+        return False
+    new_block = code != code.shift(1)
+    backwards = frame.select(
+        ((pl.col("time").diff() < 0) & ~pl.Series(new_block).fill_null(True)).any()
+    ).item()
+    return not backwards
 
 
 def _chunk_bounds(starts: pl.Series, height: int, chunk_rows: int | None) -> list[tuple[int, int]]:
