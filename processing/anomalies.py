@@ -566,22 +566,24 @@ def _spikes(prep: Prepared, opts: AnomalyOptions, hourly: Hourly) -> pl.DataFram
     return prep.with_tags(spikes).with_columns(kind=pl.lit("spike"), open=pl.lit(False)).drop("group")
 
 
-def _without_flatlines(spikes: pl.DataFrame, stuck: pl.DataFrame) -> pl.DataFrame:
-    """``spikes`` less those in the clock hours of a flatline of the same device and field.
+FLATLINE_MARGIN_MIN = 10
+"""Spikes this close to a flatline of the same device and field are put down to it."""
 
-    A flatline empties the spread of its hours, so the ordinary noise next to it, and the jump
-    when it ends, would look like spikes; the stuck anomaly already reports what happened.
+
+def _without_flatlines(spikes: pl.DataFrame, stuck: pl.DataFrame) -> pl.DataFrame:
+    """``spikes`` less those within a flatline of the same device and field, or just around it.
+
+    A flatline empties the spread of its hour, so the ordinary noise right next to it may look
+    like spikes; the stuck anomaly already reports what happened.
     """
     if spikes.height == 0 or stuck.height == 0:
         return spikes
+    margin = pl.duration(minutes=FLATLINE_MARGIN_MIN)
     spans = stuck.select(
         "device_id",
         "field",
-        pl.col("time").dt.truncate("1h").alias("_from"),
-        (
-            pl.col("end_ns").fill_null(pl.lit(2**62)).cast(ANOMALY_SCHEMA["time"]).dt.truncate("1h")
-            + pl.duration(hours=1)
-        ).alias("_to"),
+        (pl.col("time") - margin).alias("_from"),
+        (pl.col("end_ns").fill_null(pl.lit(2**62)).cast(ANOMALY_SCHEMA["time"]) + margin).alias("_to"),
     )
     explained = (
         spikes.with_row_index("_spike")
