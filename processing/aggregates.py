@@ -76,13 +76,18 @@ def fields_present(readings: pl.DataFrame | pl.LazyFrame, family: str) -> tuple[
 def _encode_entities(frame: pl.DataFrame) -> pl.DataFrame:
     """Add ``_dev`` and ``_com`` integer codes of the device (insee, device_id) and commune."""
     frame = frame.with_columns(
-        pl.col("insee").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_com"),
-        pl.col("device_id").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_dev"),
+        pl.col("insee").cast(pl.Categorical).to_physical().alias("_com"),
+        pl.col("device_id").cast(pl.Categorical).to_physical().alias("_dev"),
     )
     spread = frame.group_by("_dev").agg((pl.col("_com").min() != pl.col("_com").max()).alias("shared"))
     if spread["shared"].any():
         # The same device id in two communes: two devices. Rare, so the slower exact code.
-        frame = frame.with_columns((pl.col("_com") * _SHIFT + pl.col("_dev")).rank("dense").alias("_dev"))
+        frame = frame.with_columns(
+            (pl.col("_com").cast(pl.Int64) * _SHIFT + pl.col("_dev"))
+            .rank("dense")
+            .cast(pl.UInt32)
+            .alias("_dev")
+        )
     return frame
 
 
@@ -137,7 +142,7 @@ def _stat_exprs(plain: Sequence[str], counters: Sequence[str], *, p95: bool = Tr
     return exprs
 
 
-CHUNK_ROWS = 4_000_000
+CHUNK_ROWS = 2_000_000
 """Device-level aggregates are computed on slices of about this many readings (whole devices),
 each sorted on its own: the sorted copy then costs a slice, not the whole frame."""
 
@@ -250,14 +255,14 @@ def _query(
         grouped = grouped.join(extra.lazy(), on="_key", how="left")
     return grouped.with_columns(
         ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
-        (pl.col("_key") // _SHIFT).alias(entity),
+        (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias(entity),
     ).drop("_key")
 
 
 def _key_expr(entity: str, window: str, bounds: tuple[int, int]) -> pl.Expr:
     """One Int64 per (entity, window): the entity code and the window start in minutes."""
     minutes = window_start_ns(pl.col("_t"), window, *bounds) // MINUTE_NS
-    return (pl.col(entity) * _SHIFT + minutes).cast(pl.Int64)
+    return (pl.col(entity).cast(pl.Int64) * _SHIFT + minutes).cast(pl.Int64)
 
 
 def _commune_counters(device: pl.DataFrame, devices: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
