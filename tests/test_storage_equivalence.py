@@ -24,7 +24,7 @@ __all__ = ["shared_influxd"]
 # Noon, two days ago: inside the raw retention, and far from a shard-group boundary (midnight),
 # since InfluxDB checks field types per shard.
 T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
-TAG_VALUES = ["78498", "Jouars-Pontchartrain", "a b", "x,y=z", "q\"uo'te", "back\\slash", "été 日本", ""]
+TAG_VALUES = ["78498", "a b", "x,y=z", "q\"uo'te", "back\\slash", "été 日本", "", "end\\", "a\\,b", "l1\nl2"]
 FIELD_TYPES = {
     "f": st.one_of(st.none(), st.floats(allow_infinity=True, allow_nan=True, width=64)),
     "i": st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
@@ -51,6 +51,18 @@ def batches(draw: st.DrawFn) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def _known_tags(frame: pl.DataFrame) -> pl.DataFrame:
+    """Without tag columns that are empty on every row.
+
+    InfluxDB 1.x indexes a point's series before it checks the field types, so a point refused
+    for a type conflict can leave its tag key behind: a tag column of "" on every row. DuckDB
+    stores nothing of a refused row. That is the one known difference (docs/storage.md).
+    """
+    return frame.drop(
+        [t for t in ("insee", "device_id") if t in frame.columns and not (frame[t] != "").any()]
+    )
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -72,15 +84,17 @@ def test_duckdb_and_influxdb_agree(shared_influxd: Influxd, writes: list[pl.Data
             assert duck_report.written == influx_report.written
         start, end = T0 - timedelta(hours=1), T0 + timedelta(hours=1)
         from_duck = duck.read("air_quality", start=start, end=end)
-        assert_frame_equal(from_duck, influx.read("air_quality", start=start, end=end))
-        assert_frame_equal(duck.series("air_quality"), influx.series("air_quality"))
+        assert_frame_equal(
+            _known_tags(from_duck), _known_tags(influx.read("air_quality", start=start, end=end))
+        )
+        assert_frame_equal(_known_tags(duck.series("air_quality")), _known_tags(influx.series("air_quality")))
         tags = [c for c in from_duck.columns if c in ("insee", "device_id")]
         if from_duck.height and tags:
             where = {tags[0]: from_duck[tags[0]][0]}
             fields = [from_duck.columns[-1]]
             assert_frame_equal(
-                duck.read("air_quality", start=start, end=end, where=where, fields=fields),
-                influx.read("air_quality", start=start, end=end, where=where, fields=fields),
+                _known_tags(duck.read("air_quality", start=start, end=end, where=where, fields=fields)),
+                _known_tags(influx.read("air_quality", start=start, end=end, where=where, fields=fields)),
             )
     finally:
         duck.close()
