@@ -79,6 +79,9 @@ def check_name(kind: str, name: str) -> None:
         raise WriteRejected(f"{kind} name {name!r} contains a line break or ends with a backslash")
     if name == TIME or name.startswith("__"):
         raise WriteRejected(f"{kind} name {name!r} is reserved")
+    if kind == "measurement" and name.startswith("#"):
+        # A line starting with "#" is a comment in line protocol: InfluxDB would skip it silently.
+        raise WriteRejected(f"measurement name {name!r} starts with '#'")
 
 
 def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> PreparedFrame:

@@ -7,10 +7,12 @@ import re
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import influxql
+from storage.errors import WriteRejected
 from storage.frames import prepare
 from storage.influx import serialise
 from storage.lineprotocol import escape_key, escape_measurement, to_lines
@@ -144,3 +146,12 @@ def test_influxql_quoting_cannot_be_escaped_from() -> None:
     assert influxql.tag_condition("insee", ["1", "2"]) == "(\"insee\" = '1' OR \"insee\" = '2')"
     assert influxql.source("db", "raw", "air quality") == '"db"."raw"."air quality"'
     assert influxql.epoch_ns(T0) == T0_NS
+
+
+def test_names_a_store_cannot_hold_refuse_the_whole_frame() -> None:
+    frame = pl.DataFrame({"time": [T0], "v": [1.0]})
+    for measurement in ("#comment", "", "two\nlines", "ends\\"):
+        with pytest.raises(WriteRejected):
+            prepare(measurement, frame, [])
+    with pytest.raises(WriteRejected, match="reserved"):
+        prepare("m", frame.with_columns(__row=pl.lit(1.0)), [])
