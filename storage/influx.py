@@ -159,9 +159,9 @@ class InfluxStore:
         content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        retries: int | None = None,
     ) -> httpx.Response:
-        attempts = (self.settings.max_retries if retries is None else retries) + 1
+        """Send a request, retrying connection errors, 429 and 5xx; raise on refused credentials."""
+        attempts = self.settings.max_retries + 1
         problem = ""
         for attempt in range(attempts):
             response: httpx.Response | None = None
