@@ -210,15 +210,17 @@ class DuckDBStore:
         conn.register("smartcity_batch", batch)
         try:
             keys = [quote_ident(k) for k in (*tags, TIME)]
+            # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection
+            # and refuses the next statement.
             low, high = conn.execute(
                 f"SELECT min({quote_ident(TIME)}), max({quote_ident(TIME)}) FROM smartcity_batch"
-            ).fetchone() or (None, None)
+            ).fetchall()[0]
             join = " AND ".join(f"t.{k} = b.{k}" for k in keys)
             in_range = f"t.{quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)}"
             overlap = conn.execute(
                 f"SELECT count(*) FROM {table} t JOIN smartcity_batch b ON {join} WHERE {in_range}"
-            ).fetchone()
-            if overlap and overlap[0]:
+            ).fetchall()
+            if overlap and overlap[0][0]:
                 sets = ", ".join(
                     f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
                 )
@@ -320,12 +322,12 @@ class DuckDBStore:
         with self._lock:
             names = sorted(self._schemas)
         cursor = self._cursor()
-        return [n for n in names if cursor.execute(f"SELECT 1 FROM {_table(n)} LIMIT 1").fetchone()]
+        return [n for n in names if cursor.execute(f"SELECT 1 FROM {_table(n)} LIMIT 1").fetchall()]
 
     def health(self) -> Health:
         """Whether the database answers; never raises."""
         try:
-            self._cursor().execute("SELECT 1").fetchone()
+            self._cursor().execute("SELECT 1").fetchall()
         except Exception as exc:
             return Health(ok=False, backend=self.backend, version=duckdb.__version__, detail=str(exc))
         return Health(ok=True, backend=self.backend, version=duckdb.__version__, detail=self.path)

@@ -96,3 +96,16 @@ def test_threads_write_and_read_side_by_side(tmp_path: Path) -> None:
     assert not errors, errors
     assert store.read("m", **WINDOW).height == 4 * per_writer * batches  # type: ignore[arg-type]
     assert store.series("m").height == 4
+
+
+def test_every_call_leaves_the_connection_ready_for_the_next() -> None:
+    """The dashboards check health, list measurements and merge duplicates on the same thread as
+    they read; a half-read DuckDB result would make the next read fail."""
+    store = DuckDBStore(":memory:")
+    store.write("air_quality", rows("aq-1", 3, pm10=[1.0, 2.0, 3.0]), tags=["insee", "device_id"])
+    assert store.health().ok
+    assert store.measurements() == ["air_quality"]
+    # A second write of the same keys goes through the merge path.
+    store.write("air_quality", rows("aq-1", 3, pm10=[4.0, 5.0, 6.0]), tags=["insee", "device_id"])
+    assert store.read("air_quality", **WINDOW)["pm10"].to_list() == [4.0, 5.0, 6.0]
+    assert store.series("air_quality")["device_id"].to_list() == ["aq-1"]
