@@ -1,10 +1,10 @@
 """Ingest at a steady rate: publish-to-queryable latency, and the ingestor's memory over a soak.
 
-A paced paho publisher sends realistic readings of the simulated fleet (nine communes, five
-families, ten devices each) at ``--rate`` readings/s (default: half of ``--max-rate``, the
-single-ingestor rate of ``bench.ingest_drain``), each stamped with its publish time as its
-observed time. ``smartcity ingest`` writes them into a real influxd with its default batching
-(5,000 readings or 1 s).
+A paced paho publisher, in a process of its own, sends realistic readings of the simulated
+fleet (nine communes, five families, ten devices each) at ``--rate`` readings/s (default: half
+of ``--max-rate``, the single-ingestor rate of ``bench.ingest_drain``), each stamped with its
+publish time as its observed time. ``smartcity ingest`` writes them into a real influxd with its
+default batching (5,000 readings or 1 s).
 
 * Latency, measured from outside: a poller lists the air-quality readings of the last seconds in
   influxd five times a second; a reading's latency is the poll that first saw it minus its
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import tempfile
 import threading
@@ -58,49 +60,69 @@ def templates() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-class PacedPublisher(threading.Thread):
-    """Publishes at a fixed rate with QoS 1; each payload's ``ts`` is its publish time (ms)."""
+class PacedPublisher:
+    """Publishes at a fixed rate with QoS 1 from a process of its own (so the poller's JSON
+    parsing never delays it); each payload's ``ts`` is its publish time (ms)."""
 
     def __init__(self, port: int, rate: float, seconds: float) -> None:
-        super().__init__(name="paced-publisher", daemon=True)
-        self.rate = rate
-        self.seconds = seconds
+        context = multiprocessing.get_context("spawn")
+        self._results: multiprocessing.queues.Queue[tuple[int, float]] = context.Queue()
+        self._process = context.Process(
+            target=_publish_paced, args=(port, rate, seconds, self._results), name="paced-publisher"
+        )
         self.sent = 0
         self.behind_max = 0.0
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-steady-pub", protocol=mqtt.MQTTv5
-        )
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.acked = 0
-        self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.devices = templates()
 
-    def _on_publish(self, *args: Any) -> None:
-        self.acked += 1
+    def start(self) -> None:
+        """Start publishing."""
+        self._process.start()
 
-    def run(self) -> None:
-        started = time.perf_counter()
-        last_ms: dict[int, int] = {}
-        count = len(self.devices)
-        while (elapsed := time.perf_counter() - started) < self.seconds:
-            due = int(elapsed * self.rate)
-            self.behind_max = max(self.behind_max, (due - self.sent) / self.rate)
-            while self.sent < due:
-                index = self.sent % count
-                topic, fields = self.devices[index]
-                now_ms = time.time_ns() // 1_000_000
-                # A device never sends two readings in the same millisecond.
-                now_ms = max(now_ms, last_ms.get(index, 0) + 1)
-                last_ms[index] = now_ms
-                self.client.publish(topic, json.dumps({"ts": now_ms, **fields}), qos=1)
-                self.sent += 1
-            time.sleep(0.005)
-        wait_for(lambda: self.acked >= self.sent, timeout=120, what="the broker's acknowledgements")
-        self.client.disconnect()
-        self.client.loop_stop()
+    def is_alive(self) -> bool:
+        """Whether it still publishes."""
+        return self._process.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the end of publishing (or ``timeout``), then collect its figures."""
+        self._process.join(timeout)
+        if not self._process.is_alive() and not self.sent:
+            self.sent, self.behind_max = self._results.get(timeout=10)
+
+
+def _publish_paced(port: int, rate: float, seconds: float, results: Any) -> None:
+    acked = 0
+
+    def on_publish(*args: Any) -> None:
+        nonlocal acked
+        acked += 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-steady-pub", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    devices = templates()
+    sent = 0
+    behind_max = 0.0
+    last_ms: dict[int, int] = {}
+    count = len(devices)
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed * rate)
+        behind_max = max(behind_max, (due - sent) / rate)
+        while sent < due:
+            index = sent % count
+            topic, fields = devices[index]
+            # A device never sends two readings in the same millisecond.
+            now_ms = max(time.time_ns() // 1_000_000, last_ms.get(index, 0) + 1)
+            last_ms[index] = now_ms
+            client.publish(topic, json.dumps({"ts": now_ms, **fields}), qos=1)
+            sent += 1
+        time.sleep(0.005)
+    wait_for(lambda: acked >= sent, timeout=120, what="the broker's acknowledgements")
+    client.disconnect()
+    client.loop_stop()
+    results.put((sent, behind_max))
 
 
 class LatencyPoller(threading.Thread):
