@@ -28,7 +28,7 @@ from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 EXTENSION = "smartcity"
-PUBLIC_PREFIXES = ("/login", "/lang/", "/assets/", "/api/", "/_favicon.ico", "/favicon.ico")
+PUBLIC_PREFIXES = ("/login", "/lang/", "/assets/", "/api/", "/_favicon.ico", "/favicon.ico", "/healthz")
 
 
 @dataclass
@@ -214,6 +214,16 @@ def install(server: flask.Flask, context: AppContext) -> None:
         flask.session["user"] = user.name
         flask.session["lang"] = lang
         return flask.redirect(next_url)
+
+    @server.get("/healthz")
+    def healthz() -> Response:
+        # For health checks (compose, load balancers): says only whether the store answers,
+        # nothing about any commune, so it needs no sign-in.
+        health = context.store.health()
+        status = 200 if health.ok else 503
+        return flask.Response(
+            f"{'ok' if health.ok else 'store unavailable'}\n", status=status, mimetype="text/plain"
+        )
 
     @server.get("/logout")
     def signout() -> Response:

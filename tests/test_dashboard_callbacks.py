@@ -351,3 +351,9 @@ def test_language_switch_and_layouts(env: DashboardEnv) -> None:
         assert "Famille de capteurs" in texts(commune.layout(insee=POISSY))
     assert client.get("/lang/en?next=/commune/78498").headers["Location"] == "/commune/78498"
     assert client.get("/lang/en?next=https://evil.example/").headers["Location"] == "/"
+
+
+def test_health_check_needs_no_sign_in_and_reveals_no_commune(env: DashboardEnv) -> None:
+    response = env.app.server.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == "ok\n"
