@@ -197,13 +197,16 @@ SMALL_GROUP = 21
 largest values: position 0.95 (n - 1) is at least n - 2."""
 
 
-def _small_group_p95(part: pl.DataFrame, plain: Sequence[str], key: pl.Expr) -> pl.DataFrame | None:
-    """The p95 of each field per group of ``key``, for contiguous groups of at most ``SMALL_GROUP``.
+def _small_group_stats(
+    part: pl.DataFrame, plain: Sequence[str], key: pl.Expr, *, full: bool
+) -> pl.DataFrame | None:
+    """Statistics per group of ``key``, for contiguous groups of at most ``SMALL_GROUP``.
 
     ``part`` is in key order. Per-group percentiles cost a sort per group; when every group is
     small (1-minute windows of 10-second readings hold 6), the two largest values per group
-    come from a few vectorised numpy reductions over contiguous segments instead. None when
-    some group is larger.
+    come from a few vectorised numpy reductions over contiguous segments instead, and so do the
+    mean, min, max and count when ``full``. Returns ``_key`` and the ``p95`` columns (all the
+    statistics when ``full``); None when some group is larger.
     """
     keys = part.select(key).to_series().to_numpy()
     if keys.size == 0:
@@ -228,7 +231,17 @@ def _small_group_p95(part: pl.DataFrame, plain: Sequence[str], key: pl.Expr) -> 
         with np.errstate(invalid="ignore"):
             p95 = np.where(count <= 1, top, second + fraction * (top - second))
         columns[f"{name}_p95"] = np.where(count == 0, np.nan, p95)
-    return pl.DataFrame(columns).with_columns(pl.col(f"{n}_p95").fill_nan(None) for n in plain)
+        if full:
+            total = np.add.reduceat(np.where(valid, values, 0.0), starts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                columns[f"{name}_mean"] = np.where(count == 0, np.nan, total / np.maximum(count, 1))
+            columns[f"{name}_min"] = np.where(
+                count == 0, np.nan, np.minimum.reduceat(np.where(valid, values, np.inf), starts)
+            )
+            columns[f"{name}_max"] = np.where(count == 0, np.nan, top)
+            columns[f"{name}_count"] = count
+    floats = [c for c in columns if c != "_key" and not c.endswith("_count")]
+    return pl.DataFrame(columns).with_columns(pl.col(floats).fill_nan(None))
 
 
 def _query(
@@ -254,6 +267,14 @@ def _query(
     if extra is not None:
         grouped = grouped.join(extra.lazy(), on="_key", how="left")
     return grouped.with_columns(
+        ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
+        (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias(entity),
+    ).drop("_key")
+
+
+def _from_key(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
+    """Split ``_key`` back into ``time`` and the entity code (see ``_key_expr``)."""
+    return frame.with_columns(
         ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
         (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias(entity),
     ).drop("_key")
@@ -316,10 +337,12 @@ def aggregate_all(
     if "device" in levels or counters:
         for part in _device_slices(frame, counters):
             lazy = part.lazy()
+            full = not counters
             fast = {
-                w: _small_group_p95(part, plain, _key_expr("_dev", w, bounds)) if plain else None
+                w: _small_group_stats(part, plain, _key_expr("_dev", w, bounds), full=full) if plain else None
                 for w in windows
             }
+            slow = [w for w in windows if not (full and fast[w] is not None)]
             queries = [
                 _query(
                     lazy,
@@ -330,10 +353,14 @@ def aggregate_all(
                     key_sorted=True,
                     extra=fast[w],
                 )
-                for w in windows
+                for w in slow
             ]
-            for window, found in zip(windows, pl.collect_all(queries), strict=True):
-                device[window].append(found)
+            found = dict(zip(slow, pl.collect_all(queries), strict=True))
+            for window in windows:
+                if window in found:
+                    device[window].append(found[window])
+                else:
+                    device[window].append(_from_key(fast[window], "_dev"))  # type: ignore[arg-type]
     commune: list[pl.DataFrame] = []
     if "commune" in levels:
         lazy = frame.lazy()
