@@ -64,11 +64,19 @@ def _grouped(path: Path) -> Path:
 def _worker(path: Path, mode: str) -> dict[str, float]:
     """Run one timed pass on the frame in ``path``; in a fresh process, so ru_maxrss is its own."""
     frame = pl.read_parquet(_grouped(path) if mode == "grouped" else path)
+    read_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     began, cpu = time.perf_counter(), time.process_time()
     found = detect_anomalies(frame, "air_quality").height if mode != "baseline" else _hampel_baseline(frame)
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    return {"rows": frame.height, "seconds": elapsed, "cpu_seconds": cpu, "peak_gb": peak_gb, "found": found}
+    return {
+        "rows": frame.height,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "peak_gb": peak_gb,
+        "read_gb": read_gb,
+        "found": found,
+    }
 
 
 def _hampel_baseline(frame: pl.DataFrame) -> int:
@@ -107,7 +115,10 @@ def speed(devices: int) -> None:
         ours = _run_worker(path, "pass")
         grouped = _run_worker(path, "grouped")
         base = _run_worker(path, "baseline")
-    print(f"{'what':<46} {'wall s':>7} {'rows/s (wall)':>14} {'CPU s':>7} {'rows/CPU-s':>12} {'peak GB':>8}")
+    print(
+        f"{'what':<46} {'wall s':>7} {'rows/s (wall)':>14} {'CPU s':>7} {'rows/CPU-s':>12} "
+        f"{'peak GB':>8} {'of which reading':>17}"
+    )
     for label, result in (
         ("full anomaly pass (5 kinds)", ours),
         ("same, input already grouped by device", grouped),
@@ -116,7 +127,7 @@ def speed(devices: int) -> None:
         wall, cpu = result["seconds"], result["cpu_seconds"]
         print(
             f"{label:<46} {wall:>7.1f} {result['rows'] / wall:>14,.0f} {cpu:>7.1f} "
-            f"{result['rows'] / cpu:>12,.0f} {result['peak_gb']:>8.2f}"
+            f"{result['rows'] / cpu:>12,.0f} {result['peak_gb']:>8.2f} {result['read_gb']:>17.2f}"
         )
     print(f"anomalies found: {int(ours['found'])}")
     ratio = base["seconds"] / ours["seconds"]

@@ -156,7 +156,7 @@ class Prepared:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-CHUNK_ROWS = 1_000_000
+CHUNK_ROWS = 500_000
 """Readings per chunk of devices: bounds the memory of the intermediate columns."""
 
 
