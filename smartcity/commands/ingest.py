@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "durable. Every option defaults to the settings (SMARTCITY_INGEST__*). Stops cleanly on "
         "SIGTERM or Ctrl-C.",
     )
-    parser.add_argument("--topic", help="topic filter (default: %(default)s from settings)")
+    parser.add_argument(
+        "--topic", help="topic filter (default: the ingest.topic setting, smartcity/v1/+/+/+)"
+    )
     parser.add_argument(
         "--shared-group", metavar="GROUP", help="join the shared subscription $share/GROUP/..."
     )
