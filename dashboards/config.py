@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ApiLimits(BaseModel):
     """What one query API call may ask for; past these, a clear 400 says what to narrow."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_raw_days: float = Field(2.0, gt=0)
     """Longest range of raw readings (``/api/v1/readings``)."""
@@ -24,6 +26,8 @@ class ApiLimits(BaseModel):
 
 class DashboardSettings(BaseModel):
     """Where the dashboards listen and who may sign in."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ProcessingSettings(BaseModel):
     """How often ``smartcity process`` runs its jobs, and how far back it looks for late data."""
+
+    model_config = ConfigDict(extra="forbid")
 
     interval_s: float = Field(60.0, gt=0)
     """Seconds between two runs."""

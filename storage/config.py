@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class InfluxSettings(BaseModel):
     """An InfluxDB server reached through its v1 HTTP API (1.x, 2.x compat, 3.x)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     url: str = "http://127.0.0.1:8086"
     database: str = "smartcity"
@@ -56,11 +58,15 @@ class InfluxSettings(BaseModel):
 class DuckDBSettings(BaseModel):
     """The embedded store: one DuckDB file."""
 
+    model_config = ConfigDict(extra="forbid")
+
     path: Path = Path("var/smartcity.duckdb")
 
 
 class StoreSettings(BaseModel):
     """Which store the platform uses."""
+
+    model_config = ConfigDict(extra="forbid")
 
     backend: Literal["duckdb", "influxdb"] = "duckdb"
     influxdb: InfluxSettings = InfluxSettings()
