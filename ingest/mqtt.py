@@ -66,10 +66,13 @@ class MqttConsumer:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.subscribe_error: str | None = None
+        self._v5 = settings.mqtt_protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            # MQTT 3.1.1 has no session expiry: "clean session off" is what keeps the session.
+            clean_session=None if self._v5 else False,
             manual_ack=True,
         )
         if mqtt_settings.username:
@@ -88,6 +91,10 @@ class MqttConsumer:
 
     def start(self) -> None:
         """Connect in the background; paho reconnects on its own after a loss."""
+        if not self._v5:
+            self._client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=self._mqtt.keepalive_s)
+            self._client.loop_start()
+            return
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._settings.session_expiry_s
         properties.ReceiveMaximum = self._settings.receive_maximum
@@ -194,6 +201,9 @@ class MqttConsumer:
             self._settings.client_id,
             "resumed" if flags.session_present else "new",
         )
+        if not self._v5:
+            client.subscribe(self._settings.subscription, qos=1)
+            return
         shared = self._settings.shared_group is not None
         # No Local keeps our own dead-letter publications away; MQTT 5 forbids it on shared
         # subscriptions, where the topic filter of on_message does the job.

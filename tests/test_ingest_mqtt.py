@@ -78,13 +78,15 @@ def test_the_fleet_of_nine_communes_is_stored_exactly_once_with_metrics_and_heal
     assert not deadletter_records(tmp_path / "deadletter.jsonl")
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_readings_published_while_the_ingestor_is_down_are_delivered_at_its_return(
-    mosquitto: Mosquitto, tmp_path: Path, store: DuckDBStore
+    mosquitto: Mosquitto, tmp_path: Path, store: DuckDBStore, protocol: str
 ) -> None:
     fleet = make_fleet(minutes=4)
     messages = fleet_messages(fleet)
     first, second = messages.head(messages.height // 2), messages.tail(messages.height - messages.height // 2)
-    settings = ingest_settings(tmp_path)
+    # MQTT 3.1.1 is for brokers without MQTT 5 (the demo's embedded one): same guarantee.
+    settings = ingest_settings(tmp_path, mqtt_protocol=protocol)
     with running_ingestor(mosquitto.port, settings, store) as ingestor:
         publish(mosquitto.port, first)
         wait_until(lambda: ingestor.metrics.acked.value() == first.height, timeout=60, what="first half")
