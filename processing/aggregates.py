@@ -73,24 +73,6 @@ def fields_present(readings: pl.DataFrame | pl.LazyFrame, family: str) -> tuple[
     return plain, counters
 
 
-def _encode_entities(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add ``_dev`` and ``_com`` integer codes of the device (insee, device_id) and commune."""
-    frame = frame.with_columns(
-        pl.col("insee").cast(pl.Categorical).to_physical().alias("_com"),
-        pl.col("device_id").cast(pl.Categorical).to_physical().alias("_dev"),
-    )
-    spread = frame.group_by("_dev").agg((pl.col("_com").min() != pl.col("_com").max()).alias("shared"))
-    if spread["shared"].any():
-        # The same device id in two communes: two devices. Rare, so the slower exact code.
-        frame = frame.with_columns(
-            (pl.col("_com").cast(pl.Int64) * _SHIFT + pl.col("_dev"))
-            .rank("dense")
-            .cast(pl.UInt32)
-            .alias("_dev")
-        )
-    return frame
-
-
 def with_counter_increases(
     frame: pl.DataFrame, counters: Sequence[str], device: str = "_dev"
 ) -> pl.DataFrame:
@@ -150,35 +132,82 @@ each sorted on its own: the sorted copy then costs a slice, not the whole frame.
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     frame: pl.DataFrame
-    """``_t`` (ns), ``_dev``, ``_com`` codes and the fields; no strings (they cost memory)."""
+    """``_t`` (ns), ``_dev`` code and the fields, in the order of the input; no strings."""
+    order: np.ndarray
+    """The rows in (device, time) order."""
     plain: list[str]
     counters: list[str]
     device_names: pl.DataFrame
+    """``insee``, ``device_id`` and ``_com`` of each device; row i is device code i."""
     commune_names: pl.DataFrame
+    """``insee`` of each commune; row i is commune code i."""
 
 
 def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
+    """Integer codes instead of tags, and the (device, time) order of the rows.
+
+    Devices are numbered in (insee, device_id) order and communes in insee order, so that
+    sorting results on codes sorts them on tags, and the tags are joined back on the (small)
+    results only.
+    """
     frame = readings.lazy().collect() if isinstance(readings, pl.LazyFrame) else readings
     missing = [c for c in ("time", "insee", "device_id") if c not in frame.columns]
     if missing:
         raise ValueError(f"readings lack the column(s) {', '.join(missing)}")
     plain, counters = fields_present(frame, family)
-    frame = frame.select("time", "insee", "device_id", *plain, *counters).with_columns(
-        pl.col("time").cast(TIME_DTYPE).cast(pl.Int64).alias("_t")
+    coded = frame.select(
+        pl.col("time").cast(TIME_DTYPE).cast(pl.Int64).alias("_t"),
+        pl.col("insee").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_cp"),
+        pl.col("device_id").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_dp"),
     )
-    frame = _encode_entities(frame)
-    device_names = frame.group_by("_dev").agg(
-        pl.col("insee").first(), pl.col("device_id").first(), pl.col("_com").first()
+    packed = (coded["_cp"] * _SHIFT + coded["_dp"]).alias("_packed")
+    first = packed.arg_unique()
+    names = (
+        frame.select("insee", "device_id")
+        .gather(first)
+        .with_columns(packed.gather(first), coded["_dp"].gather(first))
+        .sort("insee", "device_id")
+        .with_columns((pl.col("insee").rank("dense") - 1).cast(pl.UInt32).alias("_com"))
     )
-    commune_names = frame.group_by("_com").agg(pl.col("insee").first())
-    return _Prepared(frame.drop("time", "insee", "device_id"), plain, counters, device_names, commune_names)
+    code_of_name = np.arange(names.height, dtype=np.uint32)
+    private = names["_dp"].n_unique() == names.height
+    if frame.is_empty():
+        code = code_of_name
+    elif private:  # the usual case: a device id names one device, a direct lookup table
+        table = np.zeros(int(names["_dp"].max()) + 1, dtype=np.uint32)  # type: ignore[arg-type]
+        table[names["_dp"].to_numpy()] = code_of_name
+        code = table[coded["_dp"].to_numpy()]
+    else:  # the same id in two communes: two devices, found by (commune, id)
+        keys = names["_packed"].to_numpy()
+        sorter = np.argsort(keys)
+        code = code_of_name[sorter][np.searchsorted(keys[sorter], packed.to_numpy())]
+    order = _device_time_order(code, coded["_t"], names.height)
+    device_names = names.select("insee", "device_id", "_com")
+    return _Prepared(
+        pl.DataFrame({"_t": coded["_t"], "_dev": code}).hstack(frame.select(*plain, *counters)),
+        order,
+        plain,
+        counters,
+        device_names,
+        device_names.filter(pl.col("_com").is_first_distinct()).select("insee"),
+    )
+
+
+def _device_time_order(code: np.ndarray, time_ns: pl.Series, devices: int) -> np.ndarray:
+    """The permutation putting rows in (device, time) order."""
+    if devices <= 1 << 16 and time_ns.is_sorted():
+        # Store.read gives time order: a stable sort on a 16-bit code (numpy's radix sort) is
+        # then enough, and takes linear time.
+        return np.argsort(code.astype(np.uint16), kind="stable")
+    both = pl.DataFrame({"_dev": code, "_t": time_ns})
+    return both.select(pl.arg_sort_by("_dev", "_t")).to_series().to_numpy()
 
 
 def _device_slices(frame: pl.DataFrame, counters: Sequence[str]) -> Iterator[pl.DataFrame]:
     """Whole devices, about ``CHUNK_ROWS`` readings at a time, in (device, time) order.
 
     Device-major, time-minor order makes every device-level group key non-decreasing: polars
-    then groups contiguous slices, about twice as fast for the percentiles.
+    then groups contiguous slices.
     """
     sizes = frame.group_by("_dev").len().sort("_dev")
     chunk = (sizes["len"].cum_sum() - 1) // CHUNK_ROWS
@@ -196,94 +225,304 @@ SMALL_GROUP = 21
 """In a window of at most this many readings, the linear 95th percentile lies between the two
 largest values: position 0.95 (n - 1) is at least n - 2."""
 
-
-def _small_group_stats(
-    part: pl.DataFrame, plain: Sequence[str], key: pl.Expr, *, full: bool
-) -> pl.DataFrame | None:
-    """Statistics per group of ``key``, for contiguous groups of at most ``SMALL_GROUP``.
-
-    ``part`` is in key order. Per-group percentiles cost a sort per group; when every group is
-    small (1-minute windows of 10-second readings hold 6), the two largest values per group
-    come from a few vectorised numpy reductions over contiguous segments instead, and so do the
-    mean, min, max and count when ``full``. Returns ``_key`` and the ``p95`` columns (all the
-    statistics when ``full``); None when some group is larger.
-    """
-    keys = part.select(key).to_series().to_numpy()
-    if keys.size == 0:
-        return None
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-    lengths = np.diff(np.append(starts, keys.size))
-    if lengths.max() > SMALL_GROUP:
-        return None
-    columns: dict[str, np.ndarray] = {"_key": keys[starts]}
-    for name in plain:
-        values = part[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        valid = ~np.isnan(values)
-        padded = np.where(valid, values, -np.inf)
-        count = np.add.reduceat(valid.astype(np.int64), starts)
-        top = np.maximum.reduceat(padded, starts)
-        top_each = np.repeat(top, lengths)
-        ties = np.add.reduceat((padded == top_each) & valid, starts)
-        second = np.maximum.reduceat(np.where(padded < top_each, padded, -np.inf), starts)
-        second = np.where(ties >= 2, top, second)
-        position = P95 * (count - 1)
-        fraction = position - np.floor(position)
-        with np.errstate(invalid="ignore"):
-            p95 = np.where(count <= 1, top, second + fraction * (top - second))
-        columns[f"{name}_p95"] = np.where(count == 0, np.nan, p95)
-        if full:
-            total = np.add.reduceat(np.where(valid, values, 0.0), starts)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                columns[f"{name}_mean"] = np.where(count == 0, np.nan, total / np.maximum(count, 1))
-            columns[f"{name}_min"] = np.where(
-                count == 0, np.nan, np.minimum.reduceat(np.where(valid, values, np.inf), starts)
-            )
-            columns[f"{name}_max"] = np.where(count == 0, np.nan, top)
-            columns[f"{name}_count"] = count
-    floats = [c for c in columns if c != "_key" and not c.endswith("_count")]
-    return pl.DataFrame(columns).with_columns(pl.col(floats).fill_nan(None))
+# ---------------------------------------------------------------------------------------------
+# The numpy engine of the plain (non-counter) fields.
+#
+# Readings are put once in (device, time) order, devices numbered in (insee, device_id) order.
+# Every (device, window) is then a contiguous segment for every window size, so mean, min, max
+# and count are numpy segment reductions (``reduceat``) over each field: no group-by, no hash.
+# A commune's window is the union of its devices' segments: its mean/min/max/count compose from
+# theirs, and only its p95 needs the raw values, gathered in commune order once per window.
 
 
-def _query(
-    prepared: pl.LazyFrame,
-    exprs: list[pl.Expr],
-    *,
-    window: str,
-    entity: str,
-    bounds: tuple[int, int],
-    key_sorted: bool,
-    extra: pl.DataFrame | None = None,
-) -> pl.LazyFrame:
-    """Statistics per (entity code, window): columns ``time``, ``entity`` and the statistics.
+@dataclass(frozen=True, slots=True)
+class _Segments:
+    """Contiguous runs of rows sharing one entity and window, in an ordering of the rows."""
 
-    ``extra`` holds more statistics per ``_key`` (the fast percentiles), joined in.
-    """
-    grouped = (
-        prepared.with_columns(_key_expr(entity, window, bounds).alias("_key"))
-        .with_columns(pl.col("_key").set_sorted() if key_sorted else pl.col("_key"))
-        .group_by("_key")
-        .agg(exprs)
+    starts: np.ndarray
+    """Index of each run's first row (in the ordering)."""
+    lengths: np.ndarray
+    time: np.ndarray
+    """Window start of each run, Int64 ns."""
+    entity: np.ndarray
+    """Entity code of each run."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Partials:
+    count: np.ndarray
+    total: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def _runs(entity: np.ndarray, start_ns: np.ndarray) -> _Segments:
+    change = np.empty(entity.size, dtype=bool)
+    change[0] = True
+    np.not_equal(entity[1:], entity[:-1], out=change[1:])
+    change[1:] |= start_ns[1:] != start_ns[:-1]
+    starts = np.flatnonzero(change)
+    lengths = np.diff(np.append(starts, entity.size))
+    return _Segments(starts, lengths, start_ns[starts], entity[starts])
+
+
+def _partials(values: np.ndarray, valid: np.ndarray, starts: np.ndarray) -> _Partials:
+    """Count, sum, min and max of the non-NaN ``values`` of each run (NaN where none)."""
+    count = np.add.reduceat(valid, starts, dtype=np.int64)
+    total = np.add.reduceat(np.where(valid, values, 0.0), starts)
+    # fmin/fmax skip NaN (the nulls); a run of nulls only gives NaN.
+    low = np.fmin.reduceat(values, starts)
+    high = np.fmax.reduceat(values, starts)
+    return _Partials(count, total, low, high)
+
+
+def _compose(parts: _Partials, starts: np.ndarray) -> _Partials:
+    """Partials of unions of consecutive runs (the runs of a commune's window, in order)."""
+    return _Partials(
+        np.add.reduceat(parts.count, starts),
+        np.add.reduceat(parts.total, starts),
+        np.fmin.reduceat(parts.low, starts),
+        np.fmax.reduceat(parts.high, starts),
     )
-    if extra is not None:
-        grouped = grouped.join(extra.lazy(), on="_key", how="left")
-    return grouped.with_columns(
-        ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
-        (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias(entity),
-    ).drop("_key")
 
 
-def _from_key(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
-    """Split ``_key`` back into ``time`` and the entity code (see ``_key_expr``)."""
-    return frame.with_columns(
-        ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
-        (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias(entity),
-    ).drop("_key")
+def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """numpy's own linear interpolation (``np.percentile``), for the same rounding."""
+    diff = high - low
+    with np.errstate(invalid="ignore"):  # inf - inf in lanes that np.where then discards
+        result: np.ndarray = np.where(fraction >= 0.5, high - diff * (1 - fraction), low + diff * fraction)
+    return result
 
 
-def _key_expr(entity: str, window: str, bounds: tuple[int, int]) -> pl.Expr:
-    """One Int64 per (entity, window): the entity code and the window start in minutes."""
+def _small_p95(values: np.ndarray, starts: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p95 and k-th value of runs of at most ``SMALL_GROUP`` values, non-empty and NaN-free.
+
+    Position k = floor(0.95 (n - 1)) is then n - 2 (0 for a single value): the two largest
+    values of each run suffice, and they come from segment reductions instead of a sort.
+    """
+    top = np.maximum.reduceat(values, starts)
+    top_each = np.repeat(top, count)
+    ties = np.add.reduceat(values == top_each, starts, dtype=np.int64)
+    second = np.maximum.reduceat(np.where(values < top_each, values, -np.inf), starts)
+    second = np.where((ties >= 2) | (count <= 1), top, second)
+    position = P95 * (count - 1)
+    return _lerp(second, top, position - np.floor(position)), second
+
+
+_WIDTH_SLACK = 1.25
+"""Runs whose lengths differ by at most this factor share one padded 2-D block."""
+
+
+def _large_p95(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, count: np.ndarray, below: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """p95 and k-th value of runs of any length, non-empty and NaN-free: a selection, no sort.
+
+    A run holds ``lengths`` values of ``values`` from ``starts``: its ``count`` values but the
+    ``below`` smallest, known to lie under the k-th. Runs of similar length are laid out as the
+    rows of one 2-D block padded with +inf, and one ``np.partition`` along the rows places every
+    needed order statistic (ranks k and k + 1 of each run) where a full sort would.
+    """
+    result = np.empty(count.size)
+    kth = np.empty(count.size)
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    begin = 0
+    while begin < order.size:
+        width_limit = int(ordered[begin] * _WIDTH_SLACK) + 8
+        end = int(np.searchsorted(ordered, width_limit, side="right"))
+        rows = order[begin:end]
+        width = int(lengths[rows].max())
+        columns = np.arange(width)
+        index = starts[rows, None] + columns
+        inside = columns < lengths[rows, None]
+        block = np.where(inside, values[np.minimum(index, values.size - 1)], np.inf)
+        position = P95 * (count[rows] - 1)
+        lower = np.floor(position).astype(np.int64)
+        upper = np.minimum(lower + 1, count[rows] - 1)
+        lower -= below[rows]
+        upper -= below[rows]
+        block.partition(np.unique(np.concatenate((lower, upper))), axis=1)
+        line = np.arange(rows.size)
+        kth[rows] = block[line, lower]
+        result[rows] = _lerp(kth[rows], block[line, upper], position - np.floor(position))
+        begin = end
+    return result, kth
+
+
+def _p95(
+    values: np.ndarray, valid: np.ndarray, count: np.ndarray, floor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear p95 of each run of ``values`` (``count`` valid values each, runs in order).
+
+    Also returns each run's k-th smallest value, k = floor(0.95 (n - 1)): the p95 interpolates
+    between it and the next. ``floor`` (per run, NaN for none) is a value known to be at most
+    the k-th: the values under it are dropped before the selection, which then works on about
+    a twentieth of the data. A coarser window's floor is the smallest k-th value of the finer
+    windows it is made of: each of them has n_i - k_i values at or above its k-th, and since
+    floor(0.95 (n - 1)) >= sum of floor(0.95 (n_i - 1)), n - k <= sum of (n_i - k_i).
+    """
+    present = values[valid] if not valid.all() else values
+    filled = count > 0
+    kept = count[filled]
+    result = np.full(count.size, np.nan)
+    kth = np.full(count.size, np.nan)
+    if not kept.size:
+        return result, kth
+    starts = np.concatenate(([0], np.cumsum(kept)[:-1]))
+    if kept.max() <= SMALL_GROUP:
+        result[filled], kth[filled] = _small_p95(present, starts, kept)
+        return result, kth
+    below = np.zeros(kept.size, dtype=np.int64)
+    lengths = kept
+    if floor is not None:
+        lowest = np.nan_to_num(floor[filled], nan=-np.inf)
+        above = present >= np.repeat(lowest, kept)
+        lengths = np.add.reduceat(above, starts, dtype=np.int64)
+        below = kept - lengths
+        present = present[above]
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    result[filled], kth[filled] = _large_p95(present, starts, lengths, kept, below)
+    return result, kth
+
+
+def _stat_columns(name: str, parts: _Partials, p95: np.ndarray) -> dict[str, pl.Series]:
+    empty = parts.count == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = parts.total / parts.count
+    return {
+        f"{name}_mean": pl.Series(np.where(empty, np.nan, mean), nan_to_null=True),
+        f"{name}_min": pl.Series(parts.low, nan_to_null=True),
+        f"{name}_max": pl.Series(parts.high, nan_to_null=True),
+        f"{name}_p95": pl.Series(p95, nan_to_null=True),
+        f"{name}_count": pl.Series(parts.count, dtype=pl.Int64),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowLayout:
+    """Where each (device, window) and (commune, window) lies in the (device, time) order."""
+
+    device: _Segments
+    segment_order: np.ndarray | None
+    """The device runs in (commune, window) order; None when they already are."""
+    commune_starts: np.ndarray
+    """First device run (in ``segment_order``) of each commune window."""
+    commune_rows: np.ndarray | None
+    """The rows in (commune, window) order; None when they already are."""
+
+
+def _layout(device_code: np.ndarray, start_ns: np.ndarray, commune_of_device: np.ndarray) -> _WindowLayout:
+    device = _runs(device_code, start_ns)
+    commune = commune_of_device[device.entity]
+    order: np.ndarray | None = np.lexsort((device.time, commune))
+    assert order is not None
+    if np.all(order[1:] > order[:-1]):
+        order = None
+    commune = commune if order is None else commune[order]
+    time = device.time if order is None else device.time[order]
+    change = np.empty(commune.size, dtype=bool)
+    change[0] = True
+    change[1:] = (commune[1:] != commune[:-1]) | (time[1:] != time[:-1])
+    rows: np.ndarray | None = None
+    if order is not None:
+        lengths = device.lengths[order]
+        offsets = np.cumsum(lengths) - lengths
+        # Row i of the commune order is row (its run's start - where the run lands) + i.
+        rows = np.repeat((device.starts[order] - offsets).astype(np.int64), lengths)
+        rows += np.arange(rows.size)
+    return _WindowLayout(device, order, np.flatnonzero(change), rows)
+
+
+def _plain_aggregates(
+    prep: _Prepared, windows: Sequence[str], levels: Sequence[Level], bounds: tuple[int, int]
+) -> dict[tuple[str, Level], pl.DataFrame]:
+    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats."""
+    order = prep.order
+    device_code = prep.frame["_dev"].to_numpy()[order]
+    commune_of_device = prep.device_names["_com"].to_numpy()
+    time_ns = pl.Series("_t", prep.frame["_t"].to_numpy()[order])
+    layouts: dict[str, _WindowLayout] = {}
+    for window in sorted(windows, key=WINDOWS.index):  # finest first: see _p95's floor
+        start_ns = time_ns.to_frame().select(window_start_ns(pl.col("_t"), window, *bounds)).to_series()
+        layouts[window] = _layout(device_code, start_ns.to_numpy(), commune_of_device)
+    del time_ns, device_code
+    columns: dict[tuple[str, Level], dict[str, pl.Series]] = {}
+    for window, layout in layouts.items():
+        device = layout.device
+        columns[(window, "device")] = {
+            "time": pl.Series(device.time).cast(TIME_DTYPE),
+            "_dev": pl.Series(device.entity, dtype=pl.UInt32),
+        }
+        seg = layout.segment_order
+        first = layout.commune_starts if seg is None else seg[layout.commune_starts]
+        columns[(window, "commune")] = {
+            "time": pl.Series(device.time[first]).cast(TIME_DTYPE),
+            "_com": pl.Series(commune_of_device[device.entity[first]], dtype=pl.UInt32),
+        }
+    for name in prep.plain:
+        values = prep.frame[name].cast(pl.Float64).to_numpy()[order]
+        valid = ~np.isnan(values)
+        finer: tuple[_Segments, np.ndarray] | None = None
+        for window, layout in layouts.items():
+            device = layout.device
+            parts = _partials(values, valid, device.starts)
+            floor = None
+            if finer is not None:
+                # Finer windows nest in coarser ones (Paris midnight is a whole UTC hour).
+                finer_runs, finer_kth = finer
+                floor = np.fmin.reduceat(finer_kth, np.searchsorted(finer_runs.starts, device.starts))
+            p95, kth = _p95(values, valid, parts.count, floor)
+            finer = (device, kth)
+            if "device" in levels:
+                columns[(window, "device")].update(_stat_columns(name, parts, p95))
+            if "commune" in levels:
+                seg = layout.segment_order
+                if seg is not None:
+                    parts = _Partials(parts.count[seg], parts.total[seg], parts.low[seg], parts.high[seg])
+                    kth = kth[seg]
+                commune = _compose(parts, layout.commune_starts)
+                rows = layout.commune_rows
+                p95, _ = _p95(
+                    values if rows is None else values[rows],
+                    valid if rows is None else valid[rows],
+                    commune.count,
+                    np.fmin.reduceat(kth, layout.commune_starts),
+                )
+                columns[(window, "commune")].update(_stat_columns(name, commune, p95))
+    return {key: pl.DataFrame(series) for key, series in columns.items() if key[1] in levels}
+
+
+def _counter_query(
+    prepared: pl.LazyFrame, counters: Sequence[str], window: str, bounds: tuple[int, int]
+) -> pl.LazyFrame:
+    """Counter statistics per (device, window) of a (device, time) ordered slice."""
     minutes = window_start_ns(pl.col("_t"), window, *bounds) // MINUTE_NS
-    return (pl.col(entity).cast(pl.Int64) * _SHIFT + minutes).cast(pl.Int64)
+    key = (pl.col("_dev").cast(pl.Int64) * _SHIFT + minutes).cast(pl.Int64)
+    return (
+        prepared.with_columns(key.set_sorted().alias("_key"))
+        .group_by("_key")
+        .agg(_stat_exprs([], counters))
+        .with_columns(
+            ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
+            (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias("_dev"),
+        )
+        .drop("_key")
+    )
+
+
+def _counter_aggregates(
+    prep: _Prepared, windows: Sequence[str], bounds: tuple[int, int]
+) -> dict[str, pl.DataFrame]:
+    """Counter statistics per (device, window): ``time``, ``_dev`` and the statistics."""
+    frame = prep.frame.select("_t", "_dev", *prep.counters)[pl.Series(prep.order)]
+    found: dict[str, list[pl.DataFrame]] = {w: [] for w in windows}
+    for part in _device_slices(frame, prep.counters):
+        lazy = part.lazy()
+        queries = [_counter_query(lazy, prep.counters, w, bounds) for w in windows]
+        for window, result in zip(windows, pl.collect_all(queries), strict=True):
+            found[window].append(result)
+    return {w: pl.concat(parts) for w, parts in found.items()}
 
 
 def _commune_counters(device: pl.DataFrame, devices: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
@@ -296,13 +535,24 @@ def _commune_counters(device: pl.DataFrame, devices: pl.DataFrame, counters: Seq
             pl.col(f"{name}_resets").sum(),
             pl.col(f"{name}_count").sum(),
         ]
-    return device.join(devices, on="_dev", how="left").group_by("time", "_com").agg(exprs)
+    commune = pl.Series("_com", devices["_com"].gather(device["_dev"]))
+    return device.with_columns(commune).group_by("time", "_com").agg(exprs)
 
 
 def _finish(frame: pl.DataFrame, level: Level, names: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Sort on (time, code), which is (time, tags) by construction, then put the tags back."""
     entity = "_dev" if level == "device" else "_com"
-    tags = output_tags(level)
-    return frame.join(names, on=entity, how="left").select("time", *tags, *columns).sort(["time", *tags])
+    frame = frame.sort("time", entity)
+    tags = names.select(output_tags(level))[frame[entity]]
+    return frame.hstack(tags).select("time", *output_tags(level), *columns)
+
+
+def _merge(frames: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+    """Statistics of the same (time, entity) rows, side by side."""
+    merged = frames[0]
+    for other in frames[1:]:
+        merged = merged.join(other, on=keys, how="left")
+    return merged
 
 
 def aggregate_all(
@@ -333,56 +583,21 @@ def aggregate_all(
                 )
         return result
     bounds = (int(frame["_t"].min()), int(frame["_t"].max()))  # type: ignore[arg-type]
-    device: dict[str, list[pl.DataFrame]] = {w: [] for w in windows}
-    if "device" in levels or counters:
-        for part in _device_slices(frame, counters):
-            lazy = part.lazy()
-            full = not counters
-            fast = {
-                w: _small_group_stats(part, plain, _key_expr("_dev", w, bounds), full=full) if plain else None
-                for w in windows
-            }
-            slow = [w for w in windows if not (full and fast[w] is not None)]
-            queries = [
-                _query(
-                    lazy,
-                    _stat_exprs(plain, counters, p95=fast[w] is None),
-                    window=w,
-                    entity="_dev",
-                    bounds=bounds,
-                    key_sorted=True,
-                    extra=fast[w],
-                )
-                for w in slow
-            ]
-            found = dict(zip(slow, pl.collect_all(queries), strict=True))
-            for window in windows:
-                if window in found:
-                    device[window].append(found[window])
-                else:
-                    device[window].append(_from_key(fast[window], "_dev"))  # type: ignore[arg-type]
-    commune: list[pl.DataFrame] = []
-    if "commune" in levels:
-        lazy = frame.lazy()
-        queries = [
-            _query(lazy, _stat_exprs(plain, []), window=w, entity="_com", bounds=bounds, key_sorted=False)
-            for w in windows
-        ]
-        commune = pl.collect_all(queries)
-    devices = prep.device_names.select("_dev", "_com")
-    for index, window in enumerate(windows):
-        per_device = pl.concat(device[window]) if device[window] else None
-        if "device" in levels and per_device is not None:
+    stats = _plain_aggregates(prep, windows, levels, bounds) if plain else {}
+    counted = _counter_aggregates(prep, windows, bounds) if counters else {}
+    for window in windows:
+        if "device" in levels:
+            device = [stats[(window, "device")]] if plain else []
+            device += [counted[window]] if counters else []
             result[measurement_name(family, window, "device")] = _finish(
-                per_device, "device", prep.device_names, columns
+                _merge(device, ["time", "_dev"]), "device", prep.device_names, columns
             )
         if "commune" in levels:
-            per_commune = commune[index]
-            if counters and per_device is not None:
-                sums = _commune_counters(per_device, devices, counters)
-                per_commune = per_commune.join(sums, on=["time", "_com"], how="left")
+            commune = [stats[(window, "commune")]] if plain else []
+            if counters:
+                commune.append(_commune_counters(counted[window], prep.device_names, counters))
             result[measurement_name(family, window, "commune")] = _finish(
-                per_commune, "commune", prep.commune_names, columns
+                _merge(commune, ["time", "_com"]), "commune", prep.commune_names, columns
             )
     return result
 
