@@ -433,7 +433,9 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         raw = runner.read(family, day_start - ANOMALY_CONTEXT, end, report)
         if raw.is_empty():
             continue
-        rejected = runner.read("rejected_readings", day_start - ANOMALY_CONTEXT, end, report)
+        rejected = _with_rejected_columns(
+            runner.read("rejected_readings", day_start - ANOMALY_CONTEXT, end, report)
+        )
         found = detect_anomalies(
             raw,
             family,
@@ -445,3 +447,18 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         report.windows += out.height
         tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
         runner.write("anomalies", out, tags, report)
+
+
+def _with_rejected_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``rejected_readings`` with its optional columns present.
+
+    A store returns only the tags and fields some row carries: ``field`` is empty (so absent) for
+    refusals of a whole message, ``value`` null when the refused value was not a number. When no
+    row of the period has one, the column is missing altogether.
+    """
+    missing = [
+        pl.lit(None, dtype).alias(name)
+        for name, dtype in (("field", pl.String), ("value", pl.Float64))
+        if name not in frame.columns
+    ]
+    return frame.with_columns(missing) if missing else frame

@@ -197,3 +197,26 @@ def test_the_anomaly_pass_runs_and_reruns_rewrite_the_same_rows(store: DuckDBSto
     again = read_all(store, "anomalies")
     keys = ["time", "insee", "family", "device_id", "field", "kind"]
     assert again.select(keys).sort(keys).equals(first.select(keys).sort(keys))
+
+
+def test_the_anomaly_pass_reads_refusals_that_name_no_field(store: DuckDBStore) -> None:
+    """Ingest writes message-level refusals (malformed JSON) with no field and no value; the store
+    then has neither column, and the anomaly pass must still run and find the bound breach."""
+    clock = Clock(NOW)
+    readings = air(
+        [WINDOW + timedelta(minutes=m) for m in range(60)], [10.0] * 60, WINDOW + timedelta(hours=1)
+    )
+    store.write("air_quality", readings, tags=["insee", "device_id"])
+    refusal = pl.DataFrame(
+        {
+            "time": pl.Series([WINDOW + timedelta(minutes=5)]).cast(TIME_DTYPE),
+            "insee": "78498",
+            "family": "air_quality",
+            "device_id": "aq-78498-01",
+            "reason": "malformed_json",
+            "detail": "truncated JSON at byte 12",
+        }
+    )
+    store.write("rejected_readings", refusal, tags=["insee", "family", "device_id", "reason"])
+    report = Runner(store, families=["air_quality"], clock=clock).run_once()
+    assert not report.failed, [job.error for job in report.failed]
