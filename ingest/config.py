@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -16,10 +15,6 @@ class IngestSettings(BaseModel):
     topic: str = SUBSCRIPTION
     shared_group: str | None = Field(None, pattern=r"^[^/+#$]+$")
     """When set, subscribe as ``$share/<group>/<topic>`` so several ingestors split the load."""
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"
-    """MQTT 5 by default (session expiry, receive maximum, No Local). 3.1.1 for brokers without
-    MQTT 5, such as the demo's embedded broker: a persistent session (clean session off) with no
-    expiry and no flow control (the inbox bound then paces the broker through TCP)."""
     client_id: str = Field("smartcity-ingest", min_length=1, max_length=128)
     """Fixed, so the broker keeps this ingestor's session (and its queued readings) while it is down.
     Each ingestor of a shared group needs its own."""

@@ -66,7 +66,15 @@ class MqttConsumer:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.subscribe_error: str | None = None
-        self._v5 = settings.mqtt_protocol == "5"
+        # MQTT 5 gives session expiry, receive maximum and No Local; with 3.1.1 (brokers without
+        # MQTT 5, such as the demo's embedded one) the session is persistent with no expiry and
+        # no flow control: the inbox bound then paces the broker through TCP.
+        self._v5 = mqtt_settings.protocol == "5"
+        if not self._v5 and settings.shared_group:
+            raise ValueError(
+                f"ingest.shared_group {settings.shared_group!r} needs MQTT 5 (shared subscriptions); "
+                "mqtt.protocol is 3.1.1"
+            )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 import polars as pl
@@ -110,9 +110,12 @@ def ingest_settings(tmp: Path, **overrides: Any) -> IngestSettings:
 
 
 @contextmanager
-def running_ingestor(mqtt_port: int, settings: IngestSettings, store: Store) -> Iterator[Ingestor]:
+def running_ingestor(
+    mqtt_port: int, settings: IngestSettings, store: Store, *, protocol: Literal["5", "3.1.1"] = "5"
+) -> Iterator[Ingestor]:
     """An in-process ingestor, subscribed when the block starts, stopped cleanly at its end."""
-    ingestor = Ingestor(MqttSettings(port=mqtt_port), settings, store, CommuneRegistry.load())
+    mqtt_settings = MqttSettings(port=mqtt_port, protocol=protocol)
+    ingestor = Ingestor(mqtt_settings, settings, store, CommuneRegistry.load())
     ingestor.start()
     try:
         assert ingestor.consumer.wait_subscribed(15), "ingestor did not subscribe"

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 import polars as pl
@@ -80,20 +80,20 @@ def test_the_fleet_of_nine_communes_is_stored_exactly_once_with_metrics_and_heal
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_readings_published_while_the_ingestor_is_down_are_delivered_at_its_return(
-    mosquitto: Mosquitto, tmp_path: Path, store: DuckDBStore, protocol: str
+    mosquitto: Mosquitto, tmp_path: Path, store: DuckDBStore, protocol: Literal["5", "3.1.1"]
 ) -> None:
     fleet = make_fleet(minutes=4)
     messages = fleet_messages(fleet)
     first, second = messages.head(messages.height // 2), messages.tail(messages.height - messages.height // 2)
     # MQTT 3.1.1 is for brokers without MQTT 5 (the demo's embedded one): same guarantee.
-    settings = ingest_settings(tmp_path, mqtt_protocol=protocol)
-    with running_ingestor(mosquitto.port, settings, store) as ingestor:
+    settings = ingest_settings(tmp_path)
+    with running_ingestor(mosquitto.port, settings, store, protocol=protocol) as ingestor:
         publish(mosquitto.port, first)
         wait_until(lambda: ingestor.metrics.acked.value() == first.height, timeout=60, what="first half")
     # The ingestor is gone; its persistent session collects the second half.
     publish(mosquitto.port, second)
     assert _rows(store) == first.height
-    with running_ingestor(mosquitto.port, settings, store) as ingestor:
+    with running_ingestor(mosquitto.port, settings, store, protocol=protocol) as ingestor:
         wait_until(lambda: ingestor.metrics.acked.value() == second.height, timeout=60, what="second half")
     assert_store_holds_fleet(store, fleet)
 

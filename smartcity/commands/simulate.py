@@ -128,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     broker.add_argument(
         "--protocol",
         choices=["5", "3.1.1"],
-        help="MQTT protocol version (default: 5; 3.1.1 with --embedded-broker, which only speaks 3.1.1)",
+        help="MQTT protocol version (default: settings mqtt.protocol, 5; 3.1.1 with --embedded-broker, "
+        "which only speaks 3.1.1)",
     )
     broker.add_argument(
         "--client-id", default="smartcity-simulator", help="MQTT client id (default: smartcity-simulator)"
@@ -242,7 +243,7 @@ def resolve(args: argparse.Namespace, settings: Settings) -> SimulateArguments:
     duration = timedelta(seconds=args.duration or sim.duration_s)
     start = args.start or _default_start(duration, fleet.period_s)
     speedup = 0.0 if args.as_fast_as_possible else (args.speedup if args.speedup is not None else sim.speedup)
-    protocol: ProtocolName = args.protocol or ("3.1.1" if args.embedded_broker else "5")
+    protocol: ProtocolName = args.protocol or ("3.1.1" if args.embedded_broker else settings.mqtt.protocol)
     if args.embedded_broker and protocol == "5":
         raise ValueError("--protocol 5 cannot be used with --embedded-broker: amqtt only speaks MQTT 3.1.1")
     publish = PublishOptions(
