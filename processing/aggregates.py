@@ -350,6 +350,42 @@ def _large_p95(
     return result, kth
 
 
+def _above(count: np.ndarray) -> np.ndarray:
+    """How many of a run's ``count`` values are at or above its k-th smallest, at least."""
+    return count - np.floor(P95 * (count - 1)).astype(np.int64)
+
+
+_FLOOR_BLOCK = 4
+"""The padded block of ``_floor`` may be at most this many times the number of finer runs."""
+
+
+def _floor(kth: np.ndarray, count: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """A value at most the k-th of each run made of finer runs (``kth``, ``count`` per finer run).
+
+    The finer runs from ``first[j]`` to ``first[j + 1]`` make run j. A finer run has at least
+    ``_above(count)`` values at or above its k-th, so the largest k-th such that the runs whose
+    k-th is at least it have ``_above(total)`` values above between them is a floor: the run's
+    k-th cannot be below it. The finer k-ths are sorted per run in one padded 2-D block.
+    """
+    total = np.add.reduceat(count, first)
+    lengths = np.diff(np.append(first, kth.size))
+    width = int(lengths.max())
+    if lengths.size * width > _FLOOR_BLOCK * kth.size + 1_000_000:
+        # Ragged runs (one huge commune among small ones): the plain minimum is a floor too.
+        return np.fmin.reduceat(kth, first)
+    columns = np.arange(width)
+    index = np.minimum(first[:, None] + columns, kth.size - 1)
+    inside = (columns < lengths[:, None]) & (count[index] > 0)
+    values = np.where(inside, kth[index], -np.inf)
+    order = np.argsort(-values, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    enough = np.cumsum(np.take_along_axis(np.where(inside, _above(count[index]), 0), order, axis=1), axis=1)
+    enough = enough >= _above(total)[:, None]
+    found = enough.any(axis=1)
+    floor = values[np.arange(lengths.size), np.argmax(enough, axis=1)]
+    return np.where(found & (total > 0), floor, np.nan)
+
+
 def _p95(
     values: np.ndarray, valid: np.ndarray, count: np.ndarray, floor: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -463,17 +499,18 @@ def _plain_aggregates(
     for name in prep.plain:
         values = prep.frame[name].cast(pl.Float64).to_numpy()[order]
         valid = ~np.isnan(values)
-        finer: tuple[_Segments, np.ndarray] | None = None
+        finer: tuple[_Segments, np.ndarray, np.ndarray] | None = None
         for window, layout in layouts.items():
             device = layout.device
             parts = _partials(values, valid, device.starts)
             floor = None
             if finer is not None:
                 # Finer windows nest in coarser ones (Paris midnight is a whole UTC hour).
-                finer_runs, finer_kth = finer
-                floor = np.fmin.reduceat(finer_kth, np.searchsorted(finer_runs.starts, device.starts))
+                finer_runs, finer_kth, finer_count = finer
+                first = np.searchsorted(finer_runs.starts, device.starts)
+                floor = _floor(finer_kth, finer_count, first)
             p95, kth = _p95(values, valid, parts.count, floor)
-            finer = (device, kth)
+            finer = (device, kth, parts.count)
             if "device" in levels:
                 columns[(window, "device")].update(_stat_columns(name, parts, p95))
             if "commune" in levels:
@@ -482,12 +519,13 @@ def _plain_aggregates(
                     parts = _Partials(parts.count[seg], parts.total[seg], parts.low[seg], parts.high[seg])
                     kth = kth[seg]
                 commune = _compose(parts, layout.commune_starts)
+                floor = _floor(kth, parts.count, layout.commune_starts)
                 rows = layout.commune_rows
                 p95, _ = _p95(
                     values if rows is None else values[rows],
                     valid if rows is None else valid[rows],
                     commune.count,
-                    np.fmin.reduceat(kth, layout.commune_starts),
+                    floor,
                 )
                 columns[(window, "commune")].update(_stat_columns(name, commune, p95))
     return {key: pl.DataFrame(series) for key, series in columns.items() if key[1] in levels}
