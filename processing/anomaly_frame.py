@@ -13,11 +13,21 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from sensors.families import FAMILIES, Family, FamilySpec, FieldSpec
 
 TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+MAD_TO_SIGMA = 1.4826
+"""Turns a median absolute deviation into a standard deviation for Gaussian noise."""
+HOUR_NS = 3_600_000_000_000
+SECOND_NS = 1_000_000_000
 
 KINDS = ("out_of_bounds", "spike", "stuck", "drift", "offline")
 """Every value of the ``kind`` tag, in the order the detectors run."""
@@ -291,3 +301,10 @@ def finish(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(pl.col(name).cast(dtype) for name, dtype in ANOMALY_SCHEMA.items()).sort(
         "time", "insee", "device_id", "field", "kind"
     )
+
+
+def new_group(keys: list[str], breaks: pl.Expr) -> pl.Expr:
+    """A group number that changes when a key changes or ``breaks`` is true (rows in key order)."""
+    for key in keys:
+        breaks = breaks | (pl.col(key) != pl.col(key).shift(1))
+    return breaks.fill_null(True).cum_sum().alias("group")
