@@ -1,0 +1,122 @@
+"""``smartcity demo`` end to end, as a newcomer runs it: one process, nothing installed, and within
+two minutes a commune page in a real browser shows live data, an anomaly and an alert.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.servers import wait_until
+from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, shot
+
+pytestmark = pytest.mark.slow
+
+BANNER = re.compile(
+    r"dashboards:\s+(?P<url>http://\S+?)/\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
+)
+COMMUNE = re.compile(r"commune:\s+\S+/commune/(?P<insee>\w+)")
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=90)
+
+
+def start_demo(repo_root: Path, data_dir: Path) -> Running:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "smartcity.cli", "demo", "--data-dir", str(data_dir), "--port", "0"],
+        cwd=repo_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    running = Running(process)
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: running.lines.extend(iter(stdout.readline, "")), daemon=True).start()
+    return running
+
+
+@pytest.fixture
+def demo(repo_root: Path, tmp_path: Path) -> Iterator[tuple[Running, float, Path]]:
+    started = time.monotonic()
+    running = start_demo(repo_root, tmp_path / "demo")
+    try:
+        yield running, started, tmp_path / "demo"
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
+
+
+def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
+    demo: tuple[Running, float, Path], repo_root: Path
+) -> None:
+    running, started, data_dir = demo
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("Debian's chromium is needed: apt-get install -y chromium", pytrace=False)
+    wait_until(lambda: BANNER.search(running.output) is not None, timeout=110, what="the demo's banner")
+    banner = BANNER.search(running.output)
+    commune = COMMUNE.search(running.output)
+    assert banner and commune, running.output
+    base, insee = banner["url"], commune["insee"]
+    budget_ms = max(1.0, 120 - (time.monotonic() - started)) * 1000
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="fr-FR")
+        page.set_default_timeout(budget_ms)
+        page.goto(f"{base}/commune/{insee}")
+        page.get_by_label("Identifiant").fill(banner["user"])
+        page.get_by_label("Mot de passe").fill(banner["pw"])
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{base}/commune/{insee}", timeout=budget_ms)
+        # Live data: the chart draws traces of the aggregates, the device table lists online devices.
+        expect(page.locator("#commune-chart .legendtext").first).to_be_visible(timeout=budget_ms)
+        expect(page.locator("#commune-devices")).to_contain_text("en ligne", timeout=budget_ms)
+        # The staged incident: the switch is offline, found by processing and alerted on.
+        expect(page.locator("#commune-anomalies")).to_contain_text("hors ligne", timeout=budget_ms)
+        expect(page.locator("#commune-alerts")).to_contain_text("reseau-hors-ligne", timeout=budget_ms)
+        assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
+        shot(page, "demo_commune")
+        browser.close()
+
+    # The alert also reached the commune's mailbox, in French.
+    assert "Équipement réseau injoignable" in running.output
+    assert running.stop() == 0, running.output
+    assert "smartcity demo: stopped." in running.output
+    assert "Traceback" not in running.output, running.output
+
+    # Started again, it continues from the stored data instead of replaying the history.
+    again = start_demo(repo_root, data_dir)
+    try:
+        wait_until(lambda: BANNER.search(again.output) is not None, timeout=110, what="the second banner")
+        assert "continued from the stored data" in again.output
+        assert again.stop() == 0, again.output
+    finally:
+        if again.process.poll() is None:
+            again.process.kill()
