@@ -147,7 +147,12 @@ class DeadLetter:
     def add_message(self, topic: str, payload: bytes, received_at_ns: int, decoded: Decoded) -> str:
         """Record a message the decoder refused (wholly or in part); returns the reason recorded."""
         record = message_record(topic, payload, received_at_ns, decoded)
-        self.add(record, payload)
+        if decoded.payload_is_private:
+            # A camera payload refused for an image, face or identity field: keeping its bytes
+            # would keep exactly what the contract forbids. The size and the errors say enough.
+            self.add({**record, "payload_withheld": True, "payload_bytes": len(payload)})
+        else:
+            self.add(record, payload)
         return str(record["reason"])
 
     def add_rows(self, records: Sequence[dict[str, Any]]) -> None:

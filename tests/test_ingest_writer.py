@@ -251,6 +251,10 @@ def test_refused_messages_go_to_the_dead_letter_and_good_readings_around_them_ar
     assert records[bad_json.topic]["reason"] == "malformed_json"
     assert records[bad_json.topic]["payload"] == bad_json.payload.decode()
     assert records[image.topic]["reason"] == "forbidden_field"
+    # The camera payload may hold an image: it is not kept, not even in the dead-letter.
+    assert records[image.topic]["payload_withheld"] is True
+    assert "payload" not in records[image.topic] and "payload_base64" not in records[image.topic]
+    assert b"aGVsbG8" not in rig.deadletter_path.read_bytes()
     assert records[binary.topic]["reason"] == "not_utf8"
     assert records[binary.topic]["payload_base64"] == "//4A"
     assert records[mixed.topic]["refused"] is False
