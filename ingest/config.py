@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sensors.topics import DEADLETTER_PREFIX, SUBSCRIPTION
+
+HOSTNAME = "{hostname}"
+"""Placeholder for the host's name in ``client_id``, ``spool_dir`` and ``deadletter_file``."""
 
 
 class IngestSettings(BaseModel):
     """How ``smartcity ingest`` subscribes, batches, spools and reports."""
+
+    model_config = ConfigDict(extra="forbid")
 
     topic: str = SUBSCRIPTION
     shared_group: str | None = Field(None, pattern=r"^[^/+#$]+$")
@@ -60,6 +66,12 @@ class IngestSettings(BaseModel):
             raise ValueError(f"deadletter_topic {self.deadletter_topic!r} must be a plain topic prefix")
         if self.retry_max_interval_s < self.retry_interval_s:
             raise ValueError("retry_max_interval_s must be at least retry_interval_s")
+        # Replicas of one deployment share their settings but each needs its own broker session,
+        # spool and dead-letter file: "{hostname}" in these settings becomes the host's name.
+        host = socket.gethostname()
+        self.client_id = self.client_id.replace(HOSTNAME, host)
+        self.spool_dir = Path(str(self.spool_dir).replace(HOSTNAME, host))
+        self.deadletter_file = Path(str(self.deadletter_file).replace(HOSTNAME, host))
         return self
 
     @property

@@ -27,6 +27,24 @@ def test_the_topic_is_given_plain_and_the_group_apart() -> None:
     assert settings.subscription == "$share/ingest/smartcity/v1/+/+/+"
 
 
+def test_replicas_sharing_settings_each_get_their_own_session_spool_and_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docker compose --scale gives every replica the same environment and a distinct host name."""
+    shared = {
+        "client_id": "smartcity-ingest-{hostname}",
+        "spool_dir": "/var/lib/smartcity/spool/{hostname}",
+        "deadletter_file": "/var/lib/smartcity/deadletter-{hostname}.jsonl",
+    }
+    replicas = []
+    for host in ("c0ffee", "beef42"):
+        monkeypatch.setattr("socket.gethostname", lambda host=host: host)
+        replicas.append(IngestSettings(**shared))
+    assert [r.client_id for r in replicas] == ["smartcity-ingest-c0ffee", "smartcity-ingest-beef42"]
+    assert replicas[0].spool_dir != replicas[1].spool_dir
+    assert replicas[0].deadletter_file != replicas[1].deadletter_file
+
+
 def test_metrics_render_in_the_prometheus_text_format() -> None:
     counter = Counter("x_total", "Things.", ["reason"])
     counter.inc(2, 'say "hi"\n')
