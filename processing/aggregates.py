@@ -21,6 +21,7 @@ Every function here is pure: polars frames in, polars frames out, in the Store f
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -221,6 +222,9 @@ def _device_slices(frame: pl.DataFrame, counters: Sequence[str]) -> Iterator[pl.
         yield with_counter_increases(part.sort(["_dev", "_t"]), counters)
 
 
+FIELD_THREADS = 2
+"""Fields aggregated at once (the project's machines have two cores)."""
+
 SMALL_GROUP = 21
 """In a window of at most this many readings, the linear 95th percentile lies between the two
 largest values: position 0.95 (n - 1) is at least n - 2."""
@@ -359,14 +363,18 @@ _FLOOR_BLOCK = 4
 """The padded block of ``_floor`` may be at most this many times the number of finer runs."""
 
 
-def _floor(kth: np.ndarray, count: np.ndarray, first: np.ndarray) -> np.ndarray:
+def _floor(kth: np.ndarray, count: np.ndarray, groups: _Groups) -> np.ndarray:
     """A value at most the k-th of each run made of finer runs (``kth``, ``count`` per finer run).
 
-    The finer runs from ``first[j]`` to ``first[j + 1]`` make run j. A finer run has at least
+    The finer runs, put in ``groups.order``, from ``groups.first[j]`` to ``groups.first[j + 1]``
+    make run j. A finer run has at least
     ``_above(count)`` values at or above its k-th, so the largest k-th such that the runs whose
     k-th is at least it have ``_above(total)`` values above between them is a floor: the run's
     k-th cannot be below it. The finer k-ths are sorted per run in one padded 2-D block.
     """
+    if groups.order is not None:
+        kth, count = kth[groups.order], count[groups.order]
+    first = groups.first
     total = np.add.reduceat(count, first)
     lengths = np.diff(np.append(first, kth.size))
     width = int(lengths.max())
@@ -377,48 +385,76 @@ def _floor(kth: np.ndarray, count: np.ndarray, first: np.ndarray) -> np.ndarray:
     index = np.minimum(first[:, None] + columns, kth.size - 1)
     inside = (columns < lengths[:, None]) & (count[index] > 0)
     values = np.where(inside, kth[index], -np.inf)
-    order = np.argsort(-values, axis=1)
-    values = np.take_along_axis(values, order, axis=1)
-    enough = np.cumsum(np.take_along_axis(np.where(inside, _above(count[index]), 0), order, axis=1), axis=1)
-    enough = enough >= _above(total)[:, None]
-    found = enough.any(axis=1)
-    floor = values[np.arange(lengths.size), np.argmax(enough, axis=1)]
-    return np.where(found & (total > 0), floor, np.nan)
+    weight = np.where(inside, _above(count[index]), 0)
+    need = _above(total)
+    floor = np.full(lengths.size, np.nan)
+    # Usually every finer run of a run guarantees as many values (regular readings): the floor
+    # is then the j-th largest k-th, j = ceil(need / weight), one selection per row, no sort.
+    heaviest = weight.max(axis=1)
+    uniform = np.all((weight == heaviest[:, None]) | ~inside, axis=1) & (heaviest > 0)
+    rows = np.flatnonzero(uniform)
+    if rows.size:
+        taken = -(-need[rows] // heaviest[rows])
+        found = taken <= inside[rows].sum(axis=1)
+        position = width - np.minimum(taken, width)
+        block = values[rows]
+        block.partition(np.unique(position), axis=1)
+        floor[rows] = np.where(found, block[np.arange(rows.size), position], np.nan)
+    rows = np.flatnonzero(~uniform)
+    if rows.size:
+        order = np.argsort(-values[rows], axis=1)
+        ranked = np.take_along_axis(values[rows], order, axis=1)
+        enough = np.cumsum(np.take_along_axis(weight[rows], order, axis=1), axis=1) >= need[rows, None]
+        chosen = ranked[np.arange(rows.size), np.argmax(enough, axis=1)]
+        floor[rows] = np.where(enough.any(axis=1), chosen, np.nan)
+    return np.where(total > 0, floor, np.nan)
 
 
-def _p95(
-    values: np.ndarray, valid: np.ndarray, count: np.ndarray, floor: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Linear p95 of each run of ``values`` (``count`` valid values each, runs in order).
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each run of ``lengths`` starts when runs are laid end to end."""
+    starts: np.ndarray = np.cumsum(lengths) - lengths
+    return starts
 
-    Also returns each run's k-th smallest value, k = floor(0.95 (n - 1)): the p95 interpolates
-    between it and the next. ``floor`` (per run, NaN for none) is a value known to be at most
-    the k-th: the values under it are dropped before the selection, which then works on about
-    a twentieth of the data. A coarser window's floor is the smallest k-th value of the finer
-    windows it is made of: each of them has n_i - k_i values at or above its k-th, and since
-    floor(0.95 (n - 1)) >= sum of floor(0.95 (n_i - 1)), n - k <= sum of (n_i - k_i).
+
+def _kept(values: np.ndarray, runs: _Segments, floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The non-NaN values of each run at or above its ``floor`` (NaN: no floor), and how many.
+
+    NaN (null) compares false, so one comparison drops the nulls and the values under the floor.
     """
-    present = values[valid] if not valid.all() else values
+    if floor is None:
+        keep = ~np.isnan(values)
+    else:
+        keep = values >= np.repeat(np.nan_to_num(floor, nan=-np.inf), runs.lengths)
+    return values[keep], np.add.reduceat(keep, runs.starts, dtype=np.int64)
+
+
+def _reorder_runs(values: np.ndarray, lengths: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values``, laid out as runs of ``lengths``, with the runs put in ``order``."""
+    moved = lengths[order]
+    # Position i of the result is position (its run's old start - new start) + i of the input.
+    index = np.repeat(_starts(lengths)[order] - _starts(moved), moved) + np.arange(int(moved.sum()))
+    return values[index]
+
+
+def _p95(present: np.ndarray, kept: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear p95 and k-th smallest value of each run, NaN for a run without values.
+
+    A run has ``count`` values, of which ``present`` holds ``kept`` (runs end to end): all those
+    at or above a floor known to be at most the run's k-th, k = floor(0.95 (n - 1)). The p95
+    interpolates between the k-th value and the next, so the selection works on the kept values
+    only, about a twentieth of the data when the floor is tight (see ``_floor``).
+    """
     filled = count > 0
-    kept = count[filled]
     result = np.full(count.size, np.nan)
     kth = np.full(count.size, np.nan)
-    if not kept.size:
+    if not filled.any():
         return result, kth
-    starts = np.concatenate(([0], np.cumsum(kept)[:-1]))
-    if kept.max() <= SMALL_GROUP:
-        result[filled], kth[filled] = _small_p95(present, starts, kept)
-        return result, kth
-    below = np.zeros(kept.size, dtype=np.int64)
-    lengths = kept
-    if floor is not None:
-        lowest = np.nan_to_num(floor[filled], nan=-np.inf)
-        above = present >= np.repeat(lowest, kept)
-        lengths = np.add.reduceat(above, starts, dtype=np.int64)
-        below = kept - lengths
-        present = present[above]
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    result[filled], kth[filled] = _large_p95(present, starts, lengths, kept, below)
+    total, lengths = count[filled], kept[filled]
+    starts = _starts(lengths)
+    if total.max() <= SMALL_GROUP and np.array_equal(total, lengths):
+        result[filled], kth[filled] = _small_p95(present, starts, total)
+    else:
+        result[filled], kth[filled] = _large_p95(present, starts, lengths, total, total - lengths)
     return result, kth
 
 
@@ -436,6 +472,16 @@ def _stat_columns(name: str, parts: _Partials, p95: np.ndarray) -> dict[str, pl.
 
 
 @dataclass(frozen=True, slots=True)
+class _Groups:
+    """Base runs (the finest window's device runs) grouped by the runs of a coarser window."""
+
+    order: np.ndarray | None
+    """The base runs in group order; None when they already are."""
+    first: np.ndarray
+    """First base run (in ``order``) of each group."""
+
+
+@dataclass(frozen=True, slots=True)
 class _WindowLayout:
     """Where each (device, window) and (commune, window) lies in the (device, time) order."""
 
@@ -444,11 +490,17 @@ class _WindowLayout:
     """The device runs in (commune, window) order; None when they already are."""
     commune_starts: np.ndarray
     """First device run (in ``segment_order``) of each commune window."""
-    commune_rows: np.ndarray | None
-    """The rows in (commune, window) order; None when they already are."""
+    device_groups: _Groups
+    commune_groups: _Groups
+    base_device: np.ndarray
+    """The device run of this window holding each base run."""
+    base_commune: np.ndarray
+    """The commune run of this window holding each base run."""
 
 
-def _layout(device_code: np.ndarray, start_ns: np.ndarray, commune_of_device: np.ndarray) -> _WindowLayout:
+def _layout(
+    device_code: np.ndarray, start_ns: np.ndarray, commune_of_device: np.ndarray, base: _Segments | None
+) -> _WindowLayout:
     device = _runs(device_code, start_ns)
     commune = commune_of_device[device.entity]
     order: np.ndarray | None = np.lexsort((device.time, commune))
@@ -460,14 +512,99 @@ def _layout(device_code: np.ndarray, start_ns: np.ndarray, commune_of_device: np
     change = np.empty(commune.size, dtype=bool)
     change[0] = True
     change[1:] = (commune[1:] != commune[:-1]) | (time[1:] != time[:-1])
-    rows: np.ndarray | None = None
+    commune_starts = np.flatnonzero(change)
+    base = device if base is None else base
+    # Finer windows nest in coarser ones (Paris midnight is a whole UTC hour): each base run
+    # lies in one device run of this window, and in one commune run.
+    base_device = np.searchsorted(device.starts, base.starts, side="right") - 1
+    device_run = base_device
     if order is not None:
-        lengths = device.lengths[order]
-        offsets = np.cumsum(lengths) - lengths
-        # Row i of the commune order is row (its run's start - where the run lands) + i.
-        rows = np.repeat((device.starts[order] - offsets).astype(np.int64), lengths)
-        rows += np.arange(rows.size)
-    return _WindowLayout(device, order, np.flatnonzero(change), rows)
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        device_run = position[device_run]
+    commune_run = np.searchsorted(commune_starts, device_run, side="right") - 1
+    commune_order: np.ndarray | None = np.argsort(commune_run, kind="stable")
+    assert commune_order is not None
+    if np.all(commune_order[1:] > commune_order[:-1]):
+        commune_order = None
+    grouped = commune_run if commune_order is None else commune_run[commune_order]
+    return _WindowLayout(
+        device,
+        order,
+        commune_starts,
+        _Groups(None, np.searchsorted(base.starts, device.starts)),
+        _Groups(commune_order, np.searchsorted(grouped, np.arange(commune_starts.size))),
+        base_device,
+        commune_run,
+    )
+
+
+def _counts_per_run(keep: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """How many of ``keep`` are true in each run of ``lengths`` (runs may be empty)."""
+    total = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    ends = np.cumsum(lengths)
+    counts: np.ndarray = total[ends] - total[ends - lengths]
+    return counts
+
+
+def _field_stats(
+    name: str, values: np.ndarray, layouts: dict[str, _WindowLayout], levels: Sequence[Level]
+) -> dict[tuple[str, Level], dict[str, pl.Series]]:
+    """Every window's and level's statistics of one field (``values`` in (device, time) order).
+
+    The finest window (the base) is computed from the values; every other run is made of base
+    runs: its mean/min/max/count compose from theirs, and their k-th values bound its p95 from
+    below (``_floor``). The values under every floor of the runs holding them are dropped once;
+    each p95 then selects among the few that are left.
+    """
+    result: dict[tuple[str, Level], dict[str, pl.Series]] = {}
+    layout_list = list(layouts.items())
+    base = layout_list[0][1].device
+    valid = ~np.isnan(values)
+    base_parts = _partials(values, valid, base.starts)
+    base_p95, base_kth = _p95(values[valid], base_parts.count, base_parts.count)
+    floors: dict[tuple[str, Level], np.ndarray] = {}
+    lowest = np.full(base.starts.size, np.inf)
+    for window, layout in layout_list:
+        if window != layout_list[0][0]:
+            floors[(window, "device")] = _floor(base_kth, base_parts.count, layout.device_groups)
+            np.fmin(lowest, floors[(window, "device")][layout.base_device], out=lowest)
+        if "commune" in levels:
+            floors[(window, "commune")] = _floor(base_kth, base_parts.count, layout.commune_groups)
+            np.fmin(lowest, floors[(window, "commune")][layout.base_commune], out=lowest)
+    # NaN floors (no value in the run) and +inf (no coarser run): nothing is known, keep all.
+    lowest[~np.isfinite(lowest)] = -np.inf
+    keep = values >= np.repeat(lowest, base.lengths)
+    candidates = values[keep]
+    per_base = _counts_per_run(keep, base.lengths)
+    for index, (window, layout) in enumerate(layout_list):
+        if index == 0:
+            parts, p95 = base_parts, base_p95
+        else:
+            parts = _compose(base_parts, layout.device_groups.first)
+            floor = floors[(window, "device")][layout.base_device]
+            mask = candidates >= np.repeat(floor, per_base)
+            kept = np.add.reduceat(_counts_per_run(mask, per_base), layout.device_groups.first)
+            p95, _ = _p95(candidates[mask], kept, parts.count)
+        if "device" in levels:
+            result[(window, "device")] = _stat_columns(name, parts, p95)
+        if "commune" in levels:
+            groups, seg = layout.commune_groups, layout.segment_order
+            ordered = (
+                parts
+                if seg is None
+                else _Partials(*(a[seg] for a in (parts.count, parts.total, parts.low, parts.high)))
+            )
+            commune = _compose(ordered, layout.commune_starts)
+            floor = floors[(window, "commune")][layout.base_commune]
+            mask = candidates >= np.repeat(floor, per_base)
+            present, kept = candidates[mask], _counts_per_run(mask, per_base)
+            if groups.order is not None:
+                present = _reorder_runs(present, kept, groups.order)
+                kept = kept[groups.order]
+            p95, _ = _p95(present, np.add.reduceat(kept, groups.first), commune.count)
+            result[(window, "commune")] = _stat_columns(name, commune, p95)
+    return result
 
 
 def _plain_aggregates(
@@ -479,9 +616,11 @@ def _plain_aggregates(
     commune_of_device = prep.device_names["_com"].to_numpy()
     time_ns = pl.Series("_t", prep.frame["_t"].to_numpy()[order])
     layouts: dict[str, _WindowLayout] = {}
-    for window in sorted(windows, key=WINDOWS.index):  # finest first: see _p95's floor
+    base: _Segments | None = None
+    for window in sorted(windows, key=WINDOWS.index):  # finest first: the base of the floors
         start_ns = time_ns.to_frame().select(window_start_ns(pl.col("_t"), window, *bounds)).to_series()
-        layouts[window] = _layout(device_code, start_ns.to_numpy(), commune_of_device)
+        layouts[window] = _layout(device_code, start_ns.to_numpy(), commune_of_device, base)
+        base = layouts[window].device if base is None else base
     del time_ns, device_code
     columns: dict[tuple[str, Level], dict[str, pl.Series]] = {}
     for window, layout in layouts.items():
@@ -496,38 +635,16 @@ def _plain_aggregates(
             "time": pl.Series(device.time[first]).cast(TIME_DTYPE),
             "_com": pl.Series(commune_of_device[device.entity[first]], dtype=pl.UInt32),
         }
-    for name in prep.plain:
+
+    def one_field(name: str) -> dict[tuple[str, Level], dict[str, pl.Series]]:
         values = prep.frame[name].cast(pl.Float64).to_numpy()[order]
-        valid = ~np.isnan(values)
-        finer: tuple[_Segments, np.ndarray, np.ndarray] | None = None
-        for window, layout in layouts.items():
-            device = layout.device
-            parts = _partials(values, valid, device.starts)
-            floor = None
-            if finer is not None:
-                # Finer windows nest in coarser ones (Paris midnight is a whole UTC hour).
-                finer_runs, finer_kth, finer_count = finer
-                first = np.searchsorted(finer_runs.starts, device.starts)
-                floor = _floor(finer_kth, finer_count, first)
-            p95, kth = _p95(values, valid, parts.count, floor)
-            finer = (device, kth, parts.count)
-            if "device" in levels:
-                columns[(window, "device")].update(_stat_columns(name, parts, p95))
-            if "commune" in levels:
-                seg = layout.segment_order
-                if seg is not None:
-                    parts = _Partials(parts.count[seg], parts.total[seg], parts.low[seg], parts.high[seg])
-                    kth = kth[seg]
-                commune = _compose(parts, layout.commune_starts)
-                floor = _floor(kth, parts.count, layout.commune_starts)
-                rows = layout.commune_rows
-                p95, _ = _p95(
-                    values if rows is None else values[rows],
-                    valid if rows is None else valid[rows],
-                    commune.count,
-                    floor,
-                )
-                columns[(window, "commune")].update(_stat_columns(name, commune, p95))
+        return _field_stats(name, values, layouts, levels)
+
+    # numpy releases the GIL in its loops: two fields at a time use both cores.
+    with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
+        for found in pool.map(one_field, prep.plain):
+            for key, stats in found.items():
+                columns[key].update(stats)
     return {key: pl.DataFrame(series) for key, series in columns.items() if key[1] in levels}
 
 
