@@ -443,10 +443,25 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             now=min(end, runner.now),
             **runner.anomaly_options,
         )
-        out = _within(found, day_start, day_end)
+        out = _owned_by_day(found, day_start, day_end)
         report.windows += out.height
         tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
         runner.write("anomalies", out, tags, report)
+
+
+def _owned_by_day(found: pl.DataFrame, day_start: datetime, day_end: datetime) -> pl.DataFrame:
+    """The anomalies a day's pass writes: those starting that day, and those that started before
+    and run into it.
+
+    The second kind closes what an earlier day left open (a device offline at midnight that came
+    back in the morning): the pass finds it again with the same start, so the rewrite replaces
+    the open row instead of adding one.
+    """
+    start_ns = int(day_start.timestamp() * 1e9)
+    runs_into_day = (pl.col("time") < day_start) & (
+        pl.col("end_ns").is_null() | (pl.col("end_ns") >= start_ns)
+    )
+    return found.filter(((pl.col("time") >= day_start) & (pl.col("time") < day_end)) | runs_into_day)
 
 
 def _with_rejected_columns(frame: pl.DataFrame) -> pl.DataFrame:

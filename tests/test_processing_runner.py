@@ -220,3 +220,29 @@ def test_the_anomaly_pass_reads_refusals_that_name_no_field(store: DuckDBStore) 
     store.write("rejected_readings", refusal, tags=["insee", "family", "device_id", "reason"])
     report = Runner(store, families=["air_quality"], clock=clock).run_once()
     assert not report.failed, [job.error for job in report.failed]
+
+
+def test_an_offline_device_back_after_midnight_closes_the_anomaly_opened_the_day_before(
+    store: DuckDBStore,
+) -> None:
+    def minutes(start: datetime, end: datetime) -> list[datetime]:
+        return [start + timedelta(minutes=m) for m in range(int((end - start).total_seconds() // 60))]
+
+    # Paris midnight of 2 June is 22:00 UTC on 1 June: the device falls silent at 23:30 Paris.
+    before = minutes(datetime(2026, 6, 1, 18, 0, tzinfo=UTC), datetime(2026, 6, 1, 21, 31, tzinfo=UTC))
+    store.write("air_quality", air(before, [10.0] * len(before), before[-1]), tags=["insee", "device_id"])
+    clock = Clock(datetime(2026, 6, 1, 21, 50, tzinfo=UTC))
+    runner = Runner(store, families=["air_quality"], clock=clock)
+    runner.run_once()
+    opened = read_all(store, "anomalies").filter(pl.col("kind") == "offline")
+    assert opened["open"].to_list() == [True]
+
+    # It comes back at 03:00 Paris, on the next day.
+    after = minutes(datetime(2026, 6, 2, 1, 0, tzinfo=UTC), datetime(2026, 6, 2, 2, 0, tzinfo=UTC))
+    store.write("air_quality", air(after, [10.0] * len(after), after[-1]), tags=["insee", "device_id"])
+    clock.now = after[-1] + timedelta(minutes=1)
+    runner.run_once()
+    offline = read_all(store, "anomalies").filter(pl.col("kind") == "offline")
+    assert offline.height == 1, offline
+    assert offline["open"].to_list() == [False]
+    assert offline["end_ns"].to_list() == [int(after[0].timestamp() * 1e9)]
