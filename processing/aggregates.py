@@ -363,31 +363,23 @@ _FLOOR_BLOCK = 4
 """The padded block of ``_floor`` may be at most this many times the number of finer runs."""
 
 
-def _floor(kth: np.ndarray, count: np.ndarray, groups: _Groups) -> np.ndarray:
-    """A value at most the k-th of each run made of finer runs (``kth``, ``count`` per finer run).
+def _floor(kth: np.ndarray, above: np.ndarray, need: np.ndarray, groups: _Groups) -> np.ndarray:
+    """A value at most the k-th of each run made of base runs (``kth``, ``above`` per base run).
 
-    The finer runs, put in ``groups.order``, from ``groups.first[j]`` to ``groups.first[j + 1]``
-    make run j. A finer run has at least
-    ``_above(count)`` values at or above its k-th, so the largest k-th such that the runs whose
-    k-th is at least it have ``_above(total)`` values above between them is a floor: the run's
-    k-th cannot be below it. The finer k-ths are sorted per run in one padded 2-D block.
+    A base run has at least ``above`` values at or above its k-th, so the largest k-th such
+    that the base runs whose k-th is at least it have ``need`` (the run's own ``_above``)
+    values above between them is a floor: the run's k-th cannot be below it.
     """
-    if groups.order is not None:
-        kth, count = kth[groups.order], count[groups.order]
-    first = groups.first
-    total = np.add.reduceat(count, first)
-    lengths = np.diff(np.append(first, kth.size))
-    width = int(lengths.max())
-    if lengths.size * width > _FLOOR_BLOCK * kth.size + 1_000_000:
+    if groups.index is None:
         # Ragged runs (one huge commune among small ones): the plain minimum is a floor too.
-        return np.fmin.reduceat(kth, first)
-    columns = np.arange(width)
-    index = np.minimum(first[:, None] + columns, kth.size - 1)
-    inside = (columns < lengths[:, None]) & (count[index] > 0)
-    values = np.where(inside, kth[index], -np.inf)
-    weight = np.where(inside, _above(count[index]), 0)
-    need = _above(total)
-    floor = np.full(lengths.size, np.nan)
+        ordered = kth if groups.order is None else kth[groups.order]
+        return np.fmin.reduceat(ordered, groups.first)
+    values = kth[groups.index]
+    inside = groups.inside & ~np.isnan(values)
+    values[~inside] = -np.inf
+    width = values.shape[1]
+    weight = np.where(inside, above[groups.index], 0)
+    floor = np.full(need.size, np.nan)
     # Usually every finer run of a run guarantees as many values (regular readings): the floor
     # is then the j-th largest k-th, j = ceil(need / weight), one selection per row, no sort.
     heaviest = weight.max(axis=1)
@@ -407,25 +399,13 @@ def _floor(kth: np.ndarray, count: np.ndarray, groups: _Groups) -> np.ndarray:
         enough = np.cumsum(np.take_along_axis(weight[rows], order, axis=1), axis=1) >= need[rows, None]
         chosen = ranked[np.arange(rows.size), np.argmax(enough, axis=1)]
         floor[rows] = np.where(enough.any(axis=1), chosen, np.nan)
-    return np.where(total > 0, floor, np.nan)
+    return floor
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
     """Where each run of ``lengths`` starts when runs are laid end to end."""
     starts: np.ndarray = np.cumsum(lengths) - lengths
     return starts
-
-
-def _kept(values: np.ndarray, runs: _Segments, floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The non-NaN values of each run at or above its ``floor`` (NaN: no floor), and how many.
-
-    NaN (null) compares false, so one comparison drops the nulls and the values under the floor.
-    """
-    if floor is None:
-        keep = ~np.isnan(values)
-    else:
-        keep = values >= np.repeat(np.nan_to_num(floor, nan=-np.inf), runs.lengths)
-    return values[keep], np.add.reduceat(keep, runs.starts, dtype=np.int64)
 
 
 def _reorder_runs(values: np.ndarray, lengths: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -479,6 +459,20 @@ class _Groups:
     """The base runs in group order; None when they already are."""
     first: np.ndarray
     """First base run (in ``order``) of each group."""
+    index: np.ndarray | None
+    """The base runs of each group as the rows of a 2-D block (None: too ragged for one)."""
+    inside: np.ndarray
+    """Which cells of ``index`` are base runs of the group (the others pad)."""
+
+
+def _groups(order: np.ndarray | None, first: np.ndarray, runs: int) -> _Groups:
+    lengths = np.diff(np.append(first, runs))
+    width = int(lengths.max())
+    if lengths.size * width > _FLOOR_BLOCK * runs + 1_000_000:
+        return _Groups(order, first, None, np.empty((0, 0), dtype=bool))
+    columns = np.arange(width)
+    index = np.minimum(first[:, None] + columns, runs - 1)
+    return _Groups(order, first, index if order is None else order[index], columns < lengths[:, None])
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,8 +526,8 @@ def _layout(
         device,
         order,
         commune_starts,
-        _Groups(None, np.searchsorted(base.starts, device.starts)),
-        _Groups(commune_order, np.searchsorted(grouped, np.arange(commune_starts.size))),
+        _groups(None, np.searchsorted(base.starts, device.starts), base.starts.size),
+        _groups(commune_order, np.searchsorted(grouped, np.arange(commune_starts.size)), base.starts.size),
         base_device,
         commune_run,
     )
@@ -563,14 +557,20 @@ def _field_stats(
     valid = ~np.isnan(values)
     base_parts = _partials(values, valid, base.starts)
     base_p95, base_kth = _p95(values[valid], base_parts.count, base_parts.count)
+    above = _above(base_parts.count)
     floors: dict[tuple[str, Level], np.ndarray] = {}
     lowest = np.full(base.starts.size, np.inf)
     for window, layout in layout_list:
         if window != layout_list[0][0]:
-            floors[(window, "device")] = _floor(base_kth, base_parts.count, layout.device_groups)
+            groups = layout.device_groups
+            need = _above(np.add.reduceat(base_parts.count, groups.first))
+            floors[(window, "device")] = _floor(base_kth, above, need, groups)
             np.fmin(lowest, floors[(window, "device")][layout.base_device], out=lowest)
         if "commune" in levels:
-            floors[(window, "commune")] = _floor(base_kth, base_parts.count, layout.commune_groups)
+            groups = layout.commune_groups
+            count = base_parts.count if groups.order is None else base_parts.count[groups.order]
+            need = _above(np.add.reduceat(count, groups.first))
+            floors[(window, "commune")] = _floor(base_kth, above, need, groups)
             np.fmin(lowest, floors[(window, "commune")][layout.base_commune], out=lowest)
     # NaN floors (no value in the run) and +inf (no coarser run): nothing is known, keep all.
     lowest[~np.isfinite(lowest)] = -np.inf
