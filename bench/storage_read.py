@@ -21,6 +21,7 @@ import polars as pl
 
 from bench.storage_data import TAGS, air_quality_frame, best_of, header
 from storage import influxql
+from storage.base import epoch_ns
 from storage.config import InfluxSettings
 from storage.influx import InfluxStore
 from storage.provision import provision
@@ -58,7 +59,7 @@ def main() -> None:
             end += timedelta(seconds=1)
             query = (
                 f'SELECT "pm25"::field, *::tag FROM {influxql.source("bench", "raw", "air_quality")} '
-                f"WHERE {influxql.time_range(influxql.epoch_ns(start), influxql.epoch_ns(end))}"
+                f"WHERE {influxql.time_range(epoch_ns(start), epoch_ns(end))}"
             )
             got = store.read("air_quality", start=start, end=end, fields=["pm25"])
             assert got.height == rows, got.height

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import polars as pl
@@ -25,6 +25,19 @@ TIME_DTYPE = pl.Datetime("ns", "UTC")
 
 TagFilter = Mapping[str, str | Sequence[str]]
 """Tag filters: tag key -> one value or any of several values."""
+
+
+def tag_values(value: str | Sequence[str]) -> list[str]:
+    """A tag filter's accepted values as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def epoch_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime (a naive one is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 @dataclass(frozen=True, slots=True)

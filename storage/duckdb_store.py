@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport
-from storage.errors import QueryError, StoreError, WriteRejected
-from storage.frames import KIND_DTYPES, ROW, field_kind, prepare
+from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport, epoch_ns, tag_values
+from storage.errors import StoreError, WriteRejected
+from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, field_kind, prepare
 
 _SQL_TYPES = {"float": "DOUBLE", "integer": "BIGINT", "boolean": "BOOLEAN", "string": "VARCHAR"}
 
@@ -44,18 +44,6 @@ def quote_ident(name: str) -> str:
 
 def _table(measurement: str) -> str:
     return f"m.{quote_ident(measurement)}"
-
-
-def _epoch_ns(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-def tag_values(value: str | Sequence[str]) -> list[str]:
-    """A tag filter's accepted values as a list."""
-    return [value] if isinstance(value, str) else list(value)
 
 
 class _Schema:
@@ -264,21 +252,19 @@ class DuckDBStore:
         fields: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Rows of one measurement in ``[start, end)`` (see ``storage.base.Store.read``)."""
-        if start.tzinfo is None or end.tzinfo is None:
-            raise QueryError("read() needs time-zone-aware start and end datetimes")
+        check_read_range(start, end)
         known = self._schema_copy(measurement)
         wanted = list(dict.fromkeys(fields)) if fields is not None else None
         if known is None:
-            return empty_frame([], {f: "float" for f in wanted or []})
+            return empty_frame([], {f: KIND_DTYPES["float"] for f in wanted or []})
         tags, stored_fields = known
         tags = sorted(tags)
         if wanted is None:
             wanted = sorted(stored_fields)
-        kinds = {f: stored_fields.get(f, "float") for f in wanted}
         present = [f for f in wanted if f in stored_fields]
         if not present:
-            return empty_frame(tags, kinds)
-        params: list[Any] = [_epoch_ns(start), _epoch_ns(end)]
+            return empty_frame(tags, {f: KIND_DTYPES[stored_fields.get(f, "float")] for f in wanted})
+        params: list[Any] = [epoch_ns(start), epoch_ns(end)]
         clauses = [f"{quote_ident(TIME)} >= ?", f"{quote_ident(TIME)} < ?"]
         clauses += self._where(tags, where, params)
         clauses.append("(" + " OR ".join(f"{quote_ident(f)} IS NOT NULL" for f in present) + ")")
@@ -338,11 +324,3 @@ class DuckDBStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def empty_frame(tags: Sequence[str], fields: dict[str, str]) -> pl.DataFrame:
-    """The frame an empty read returns: ``time``, the tags, the fields with their dtypes."""
-    schema: dict[str, pl.DataType] = {TIME: TIME_DTYPE}
-    schema.update({t: pl.String() for t in tags})
-    schema.update({f: KIND_DTYPES[kind] for f, kind in fields.items()})
-    return pl.DataFrame(schema=schema)

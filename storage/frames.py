@@ -20,13 +20,14 @@ hold:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import polars as pl
 
-from storage.base import TIME, RejectedRow
-from storage.errors import WriteRejected
+from storage.base import TIME, TIME_DTYPE, RejectedRow
+from storage.errors import QueryError, WriteRejected
 
 ROW = "__row"
 """Column carrying each row's index in the caller's frame, to report refused rows by index."""
@@ -171,3 +172,17 @@ KIND_DTYPES: dict[str, pl.DataType] = {
     "boolean": pl.Boolean(),
     "string": pl.String(),
 }
+
+
+def check_read_range(start: datetime, end: datetime) -> None:
+    """Refuse a read range given in naive datetimes: which time zone was meant is unknown."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("read() needs time-zone-aware start and end datetimes")
+
+
+def empty_frame(tags: Sequence[str], fields: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The frame an empty read returns: ``time``, the tags, the fields with their dtypes."""
+    schema: dict[str, pl.DataType] = {TIME: TIME_DTYPE}
+    schema.update({t: pl.String() for t in tags})
+    schema.update(fields)
+    return pl.DataFrame(schema=schema)

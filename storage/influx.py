@@ -46,10 +46,10 @@ import polars as pl
 from isal import igzip
 
 from storage import influxql
-from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport
+from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport, epoch_ns, tag_values
 from storage.config import InfluxSettings
 from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
-from storage.frames import KIND_DTYPES, ROW, prepare
+from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, prepare
 from storage.lineprotocol import Lines, line_expr
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ _KIND_NAMES = {
 class _Schema:
     tags: list[str] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+
+    def dtype(self, name: str) -> pl.DataType:
+        """The dtype field ``name`` reads as (Float64 for a field the measurement never had)."""
+        return _dtype_for_kind(self.fields.get(name, "float"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +343,7 @@ class InfluxStore:
     def _conditions(self, where: TagFilter | None) -> list[str] | None:
         conditions: list[str] = []
         for key, value in (where or {}).items():
-            values = [value] if isinstance(value, str) else list(value)
+            values = tag_values(value)
             if not values:
                 return None
             conditions.append(influxql.tag_condition(key, values))
@@ -355,15 +359,14 @@ class InfluxStore:
         fields: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Rows of one measurement in ``[start, end)`` (see ``storage.base.Store.read``)."""
-        if start.tzinfo is None or end.tzinfo is None:
-            raise QueryError("read() needs time-zone-aware start and end datetimes")
+        check_read_range(start, end)
         schema = self._schema(measurement)
         wanted = list(dict.fromkeys(fields)) if fields is not None else sorted(schema.fields)
         tags = schema.tags
         present = [f for f in wanted if f in schema.fields]
         conditions = self._conditions(where)
         if not present or conditions is None:
-            return _empty(tags, {f: schema.fields.get(f, "float") for f in wanted})
+            return empty_frame(tags, {f: schema.dtype(f) for f in wanted})
         if fields is None:
             selection = "*"
         else:
@@ -371,21 +374,15 @@ class InfluxStore:
             if tags:
                 selection += ", *::tag"
         source = influxql.source(self.database, self.retention_policy(measurement), measurement)
-        clause = " AND ".join(
-            [influxql.time_range(influxql.epoch_ns(start), influxql.epoch_ns(end)), *conditions]
-        )
+        clause = " AND ".join([influxql.time_range(epoch_ns(start), epoch_ns(end)), *conditions])
         body = self.query(f"SELECT {selection} FROM {source} WHERE {clause}", csv_answer=True).content
         frame = self._parse_csv(measurement, body, schema)
         if frame is None:
-            return _empty(tags, {f: schema.fields.get(f, "float") for f in wanted})
+            return empty_frame(tags, {f: schema.dtype(f) for f in wanted})
         frame = frame.with_columns(
             pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
             *(pl.col(t).fill_null("") if t in frame.columns else pl.lit("").alias(t) for t in tags),
-            *(
-                pl.lit(None, dtype=_dtype_for_kind(schema.fields.get(f, "float"))).alias(f)
-                for f in wanted
-                if f not in frame.columns
-            ),
+            *(pl.lit(None, dtype=schema.dtype(f)).alias(f) for f in wanted if f not in frame.columns),
         )
         frame = frame.select(TIME, *tags, *wanted)
         return frame.sort([TIME, *tags], multithreaded=True) if tags else frame.sort(TIME)
@@ -534,10 +531,3 @@ class _Batch:
             old = pl.col(TIME).dt.epoch("ns") < cutoff_ns
             return window.filter(old)["__line"].to_list()
         return None
-
-
-def _empty(tags: Sequence[str], fields: Mapping[str, str]) -> pl.DataFrame:
-    schema: dict[str, pl.DataType] = {TIME: TIME_DTYPE}
-    schema.update({t: pl.String() for t in tags})
-    schema.update({f: _dtype_for_kind(kind) for f, kind in fields.items()})
-    return pl.DataFrame(schema=schema)

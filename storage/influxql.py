@@ -7,7 +7,6 @@ can end the literal and inject a statement (``' OR 1=1 --``, ``\\'``, line break
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -27,14 +26,6 @@ def quote_ident(name: str) -> str:
 def quote_string(value: str) -> str:
     """A string literal (a tag value) in single quotes."""
     return "'" + _escape(value, "'") + "'"
-
-
-def epoch_ns(moment: datetime) -> int:
-    """Nanoseconds since the epoch of an aware datetime (a naive one is taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def source(database: str, retention_policy: str | None, measurement: str) -> str:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import influxql
+from storage.base import epoch_ns
 from storage.errors import WriteRejected
 from storage.frames import prepare
 from storage.influx import serialise
@@ -145,7 +146,7 @@ def test_influxql_quoting_cannot_be_escaped_from() -> None:
     assert influxql.quote_ident('x"; DROP DATABASE d') == '"x\\"; DROP DATABASE d"'
     assert influxql.tag_condition("insee", ["1", "2"]) == "(\"insee\" = '1' OR \"insee\" = '2')"
     assert influxql.source("db", "raw", "air quality") == '"db"."raw"."air quality"'
-    assert influxql.epoch_ns(T0) == T0_NS
+    assert epoch_ns(T0) == T0_NS
 
 
 def test_names_a_store_cannot_hold_refuse_the_whole_frame() -> None:
