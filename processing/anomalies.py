@@ -41,7 +41,6 @@ from processing.anomaly_offline import find_offline
 from processing.anomaly_spikes import (
     find_spikes,
     hourly_medians,
-    spike_fields,
     with_positions,
     without_flatlines,
 )
@@ -223,7 +222,7 @@ def _detect_chunk(prep: Prepared, kinds: tuple[str, ...], opts: AnomalyOptions) 
         return result
     work = with_positions(prep.frame)
     hours = (
-        hourly_medians(prep, work, spike_fields(prep)) if {"spike", "stuck", "drift"} & set(kinds) else None
+        hourly_medians(prep, work, prep.gauge_fields()) if {"spike", "stuck", "drift"} & set(kinds) else None
     )
     if "out_of_bounds" in kinds:
         result.out_of_bounds = out_of_bounds_points(prep)

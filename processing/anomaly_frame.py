@@ -159,6 +159,10 @@ class Prepared:
         assert spec is not None  # prepare() kept only the family's fields
         return spec
 
+    def gauge_fields(self) -> list[str]:
+        """The fields checked for spikes, flatlines and stuck values: the numeric ones but counters."""
+        return [name for name in self.numeric_fields if not self.field_spec(name).counter]
+
     def with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` (with a ``_dev`` column) with ``insee``, ``device_id`` and ``family`` added."""
         return rows.join(self.devices, on=DEV, how="left").with_columns(family=pl.lit(self.family))

@@ -22,12 +22,6 @@ from processing.anomaly_frame import (
     new_group,
 )
 
-
-def spike_fields(prep: Prepared) -> list[str]:
-    """The fields checked for spikes (and flatlines): every numeric field but the counters."""
-    return [name for name in prep.numeric_fields if not prep.field_spec(name).counter]
-
-
 SINCE = "_since"
 """Readings of the same device before this one (column added by :func:`_with_positions`)."""
 UNTIL = "_until"

@@ -18,10 +18,6 @@ from processing.anomaly_frame import (
 )
 
 
-def _stuck_fields(prep: Prepared) -> list[str]:
-    return [name for name in prep.numeric_fields if not prep.field_spec(name).counter]
-
-
 @dataclass(slots=True)
 class FlatRuns:
     """Runs of identical readings collected chunk by chunk, with how often each field repeats."""
@@ -47,7 +43,7 @@ def flat_runs(prep: Prepared) -> FlatRuns:
     out = FlatRuns()
     frame = prep.frame
     last_of_device = pl.col(FIRST).shift(-1, fill_value=True)
-    for name in _stuck_fields(prep):
+    for name in prep.gauge_fields():
         x = pl.col(name)
         comparable = x.is_not_null() & x.shift(1).is_not_null() & ~pl.col(FIRST)
         same = comparable & (x == x.shift(1))
