@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from alerts.engine import Evaluator
 from alerts.messages import TemplateError, Templates
@@ -22,6 +21,7 @@ from alerts.rules import RulesError, load_rules
 from alerts.service import build_evaluator, run_options
 from alerts.topology import Topology, TopologyError
 from sensors.communes import CommuneRegistry, RegistryError
+from smartcity.commands.stopping import stop_on_signals
 from smartcity.settings import Settings
 from storage import open_store
 
@@ -177,14 +177,7 @@ def _evaluate(args: argparse.Namespace, evaluator: Evaluator, settings: Settings
         for error in report.errors:
             print(f"  error: {error}", file=sys.stderr)
         return 1 if report.errors else 0
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current step", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_on_signals(log, "stopping after the current step")
     log.info(
         "evaluating %d rule(s) every %.0fs; outbox %s",
         len(evaluator.rules.rules),

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
+from smartcity.commands.stopping import stop_on_signals
 from smartcity.settings import Settings
 
 log = logging.getLogger("smartcity.ingest")
@@ -118,14 +116,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # wait behind the decoding. A short interval keeps the network thread fed (see
     # docs/performance.md, Ingest).
     sys.setswitchinterval(settings.ingest.switch_interval_s)
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: flushing and stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "flushing and stopping")
     ingestor.start()
     log.info(
         "ingesting %s from %s:%d into %s",

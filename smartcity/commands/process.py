@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from datetime import timedelta
-from types import FrameType
 
 from processing.runner import Runner, RunReport
 from sensors.families import Family
+from smartcity.commands.stopping import stop_on_signals
 from smartcity.settings import Settings
 from storage import StoreError, open_store
 
@@ -86,14 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             report = runner.run_once()
             print_report(report)
             return 1 if report.failed else 0
-        stop = threading.Event()
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            log.info("%s received: stopping after the current run", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        stop = stop_on_signals(log, "stopping after the current run")
         runner.run_forever(args.interval or settings.processing.interval_s, stop=stop.is_set)
         return 0
     finally:
