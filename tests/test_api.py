@@ -26,7 +26,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
 
 @pytest.fixture
 def http(env: DashboardEnv) -> FlaskClient:
-    return env.app.server.test_client()
+    client: FlaskClient = env.app.server.test_client()
+    return client
 
 
 def bearer(env: DashboardEnv, user: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from dash import html
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from dashboards.access import CommuneData, Forbidden
 from dashboards.i18n import PARIS
@@ -261,7 +262,7 @@ def csrf_of(page: bytes) -> str:
     return match.group(1).decode()
 
 
-def sign_in(client: FlaskClient, user: str, password: str) -> flask.Response:
+def sign_in(client: FlaskClient, user: str, password: str) -> TestResponse:
     token = csrf_of(client.get("/login").data)
     return client.post("/login", data={"user": user, "password": password, "csrf": token, "next": "/"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,13 +17,19 @@ from storage.base import TIME_DTYPE
 PARIS = ZoneInfo("Europe/Paris")
 
 
-def readings(times: list[datetime], **fields: list[float | None]) -> pl.DataFrame:
+def readings(
+    times: list[datetime],
+    *,
+    insee: list[str] | None = None,
+    device_id: list[str] | None = None,
+    **fields: Sequence[float | None],
+) -> pl.DataFrame:
     n = len(times)
     return pl.DataFrame(
         {
             "time": pl.Series(times).cast(TIME_DTYPE),
-            "insee": fields.pop("insee", ["78498"] * n),  # type: ignore[arg-type]
-            "device_id": fields.pop("device_id", ["aq-1"] * n),  # type: ignore[arg-type]
+            "insee": insee or ["78498"] * n,
+            "device_id": device_id or ["aq-1"] * n,
             **{name: pl.Series(values, dtype=pl.Float64) for name, values in fields.items()},
         }
     )
@@ -128,7 +135,7 @@ def test_counters_give_increases_with_resets_not_means() -> None:
     times = [base + timedelta(minutes=20 * i) for i in range(7)]
     # Meter: 100 -> 110 -> 125 | 10:00 window: 130, reset to 4, 9 | 11:00: 20
     energy = [100.0, 110.0, 125.0, 130.0, 4.0, 9.0, 20.0]
-    frame = readings(times, device_id=["b-1"] * 7, energy=energy, activePower=[1.0] * 7)  # type: ignore[arg-type]
+    frame = readings(times, device_id=["b-1"] * 7, energy=energy, activePower=[1.0] * 7)
     hourly = aggregate(frame, "building", "1h")
     assert "energy_mean" not in hourly.columns
     rows = {row["time"]: row for row in hourly.iter_rows(named=True)}
@@ -145,8 +152,8 @@ def test_counter_increases_stay_within_each_device() -> None:
     times = [base, base + timedelta(minutes=1), base, base + timedelta(minutes=1)]
     frame = readings(
         times,
-        insee=["78498", "78498", "92049", "92049"],  # type: ignore[arg-type]
-        device_id=["n-1", "n-1", "n-2", "n-2"],  # type: ignore[arg-type]
+        insee=["78498", "78498", "92049", "92049"],
+        device_id=["n-1", "n-1", "n-2", "n-2"],
         inErrors=[1000.0, 1003.0, 5.0, 6.0],
     )
     result = aggregate(frame, "network", "1h").sort("insee")

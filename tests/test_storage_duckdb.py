@@ -107,5 +107,9 @@ def test_every_call_leaves_the_connection_ready_for_the_next() -> None:
     assert store.measurements() == ["air_quality"]
     # A second write of the same keys goes through the merge path.
     store.write("air_quality", rows("aq-1", 3, pm10=[4.0, 5.0, 6.0]), tags=["insee", "device_id"])
-    assert store.read("air_quality", **WINDOW)["pm10"].to_list() == [4.0, 5.0, 6.0]
+    assert store.read("air_quality", start=WINDOW["start"], end=WINDOW["end"])["pm10"].to_list() == [
+        4.0,
+        5.0,
+        6.0,
+    ]
     assert store.series("air_quality")["device_id"].to_list() == ["aq-1"]
