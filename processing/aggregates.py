@@ -126,8 +126,9 @@ def _stat_exprs(plain: Sequence[str], counters: Sequence[str], *, p95: bool = Tr
 
 
 CHUNK_ROWS = 2_000_000
-"""Device-level aggregates are computed on slices of about this many readings (whole devices),
-each sorted on its own: the sorted copy then costs a slice, not the whole frame."""
+"""Aggregates are computed on slices of about this many readings (whole devices for counters,
+whole communes for the other fields): the working arrays then stay in the CPU caches far more
+than whole-day arrays would, and the memory they take is a slice's, not the day's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,11 +611,36 @@ def _field_stats(
 def _plain_aggregates(
     prep: _Prepared, windows: Sequence[str], levels: Sequence[Level], bounds: tuple[int, int]
 ) -> dict[tuple[str, Level], pl.DataFrame]:
-    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats."""
-    order = prep.order
-    device_code = prep.frame["_dev"].to_numpy()[order]
+    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats.
+
+    A commune's readings are contiguous in (device, time) order (devices are numbered in insee
+    order) and every statistic of a commune's devices and windows depends on them only, so the
+    work goes commune by commune, a few at a time.
+    """
     commune_of_device = prep.device_names["_com"].to_numpy()
-    time_ns = pl.Series("_t", prep.frame["_t"].to_numpy()[order])
+    per_device = np.bincount(prep.frame["_dev"].to_numpy(), minlength=commune_of_device.size)
+    per_commune = np.bincount(commune_of_device, weights=per_device).astype(np.int64)
+    chunk = (np.cumsum(per_commune) - per_commune) // CHUNK_ROWS
+    ends = np.cumsum(per_commune)[np.flatnonzero(np.append(chunk[1:] != chunk[:-1], True))]
+    found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
+    for lo, hi in zip(np.append(0, ends[:-1]), ends, strict=True):
+        part = _plain_chunk(prep, pl.Series(prep.order[lo:hi]), windows, levels, bounds)
+        for key, frame in part.items():
+            found.setdefault(key, []).append(frame)
+    return {key: pl.concat(frames) for key, frames in found.items()}
+
+
+def _plain_chunk(
+    prep: _Prepared,
+    order: pl.Series,
+    windows: Sequence[str],
+    levels: Sequence[Level],
+    bounds: tuple[int, int],
+) -> dict[tuple[str, Level], pl.DataFrame]:
+    """``_plain_aggregates`` of the readings at ``order``, whole communes in (device, time) order."""
+    device_code = prep.frame["_dev"].gather(order).to_numpy()
+    commune_of_device = prep.device_names["_com"].to_numpy()
+    time_ns = prep.frame["_t"].gather(order)
     layouts: dict[str, _WindowLayout] = {}
     base: _Segments | None = None
     for window in sorted(windows, key=WINDOWS.index):  # finest first: the base of the floors
@@ -637,7 +663,7 @@ def _plain_aggregates(
         }
 
     def one_field(name: str) -> dict[tuple[str, Level], dict[str, pl.Series]]:
-        values = prep.frame[name].cast(pl.Float64).to_numpy()[order]
+        values = prep.frame[name].gather(order).cast(pl.Float64).to_numpy()
         return _field_stats(name, values, layouts, levels)
 
     # numpy releases the GIL in its loops: two fields at a time use both cores.

@@ -178,3 +178,33 @@ def test_empty_input_and_bad_input() -> None:
         aggregate(empty, "air_quality", "5m")
     with pytest.raises(ValueError, match="device_id"):
         aggregate(empty.drop("device_id"), "air_quality", "1h")
+
+
+def test_results_do_not_depend_on_how_communes_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processing import aggregates
+
+    rng = np.random.default_rng(11)
+    frame = random_frame(rng, 4000, datetime(2026, 10, 24, 18, tzinfo=UTC), timedelta(hours=40))
+    whole = aggregate_all(frame, "air_quality")
+    monkeypatch.setattr(aggregates, "CHUNK_ROWS", 1)  # every commune on its own
+    for name, chunked in aggregate_all(frame, "air_quality").items():
+        assert chunked.equals(whole[name]), name
+
+
+def test_large_window_p95_equals_numpy_with_nulls_and_ties() -> None:
+    """Day and hour windows: the p95, selected above floors from the minutes, is numpy's."""
+    rng = np.random.default_rng(5)
+    start = datetime(2026, 6, 1, tzinfo=PARIS).astimezone(UTC)
+    times = [start + timedelta(seconds=10 * i) for i in range(8640)]
+    values: list[float | None] = [float(v) for v in rng.integers(0, 50, len(times))]  # many ties
+    for i in rng.choice(len(times), 500, replace=False):
+        values[i] = None
+    results = aggregate_all(readings(times, pm25=values), "air_quality", levels=["device"])
+    day = results[measurement_name("air_quality", "1d")]
+    present = [v for v in values if v is not None]
+    assert day["pm25_count"].to_list() == [len(present)]
+    assert day["pm25_p95"].to_list() == [float(np.percentile(present, 95))]
+    hours = results[measurement_name("air_quality", "1h")]
+    for hour, p95 in enumerate(hours["pm25_p95"].to_list()):
+        in_hour = [v for v in values[hour * 360 : (hour + 1) * 360] if v is not None]
+        assert p95 == float(np.percentile(in_hour, 95))
