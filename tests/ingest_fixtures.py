@@ -17,11 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import paho.mqtt.client as mqtt
 import polars as pl
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from polars.testing import assert_frame_equal
 
 from ingest.batch import Ack
@@ -165,21 +161,6 @@ class RecordingAcks:
     def mids(self) -> set[int]:
         with self.lock:
             return {ack.mid for ack in self.acked}
-
-
-def register_session(port: int, client_id: str, topic: str, *, expiry_s: int = 3600) -> None:
-    """Create a persistent session subscribed to ``topic``, then leave: the broker queues for it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = expiry_s
-    subscribed = threading.Event()
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.connect("127.0.0.1", port, clean_start=False, properties=properties)
-    client.loop_start()
-    client.subscribe(topic, qos=1)
-    assert subscribed.wait(10), "subscription not acknowledged"
-    client.disconnect()
-    client.loop_stop()
 
 
 def metrics_text(port: int) -> str:

@@ -29,31 +29,22 @@ from tests.ingest_fixtures import (
     metric,
     publish,
 )
-from tests.servers import Influxd, Mosquitto, ServerUnavailable, wait_until
+from tests.servers import Influxd, Mosquitto, wait_until
+from tests.storage_fixtures import shared_influxd
 
 pytestmark = pytest.mark.slow
+
+__all__ = ["shared_influxd"]  # the module's one influxd; each test provisions its own database
 
 _databases = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
-    """One real influxd for the module; each test provisions its own database."""
-    server = Influxd(tmp_path_factory.mktemp("influxd"))
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.kill()
-
-
 @pytest.fixture
-def influx(influx_server: Influxd) -> Iterator[tuple[InfluxStore, dict[str, str]]]:
+def influx(shared_influxd: Influxd) -> Iterator[tuple[InfluxStore, dict[str, str]]]:
     """A provisioned database, as a store to check with and as the ingestor's environment."""
-    influx_server.start()  # a test may have left it stopped
+    shared_influxd.start()  # a test may have left it stopped
     settings = InfluxSettings(
-        url=influx_server.url,
+        url=shared_influxd.url,
         database=f"ingest{next(_databases)}",
         retry_backoff_s=0.05,
         retry_max_backoff_s=0.5,
@@ -123,7 +114,7 @@ def test_kill_9_mid_stream_then_restart_stores_every_reading(
 
 def test_influxd_down_for_a_while_readings_are_spooled_then_replayed(
     mosquitto: Mosquitto,
-    influx_server: Influxd,
+    shared_influxd: Influxd,
     influx: tuple[InfluxStore, dict[str, str]],
     tmp_path: Path,
 ) -> None:
@@ -140,7 +131,7 @@ def test_influxd_down_for_a_while_readings_are_spooled_then_replayed(
         timeout=60,
         what="first third stored",
     )
-    influx_server.stop()
+    shared_influxd.stop()
     publish(mosquitto.port, thirds[1])
     # Spooled is durable: every message is acknowledged while influxd is down.
     wait_until(
@@ -155,7 +146,7 @@ def test_influxd_down_for_a_while_readings_are_spooled_then_replayed(
     assert metric(page, "smartcity_ingest_spool_batches") > 0
     assert metric(page, "smartcity_ingest_store_up") == 0
     assert ingest.healthy(), "spooling is a degraded but healthy state"
-    influx_server.start()
+    shared_influxd.start()
     publish(mosquitto.port, thirds[2])
     wait_until(
         lambda: _rows_stored(store, list(fleet.frames)) >= fleet.rows,
