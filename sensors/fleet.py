@@ -29,6 +29,7 @@ import polars as pl
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, FamilySpec
 from sensors.faults import GROUND_TRUTH_SCHEMA, FaultRates, Injected, inject
+from sensors.frames import FIELD_DTYPES
 from sensors.signals import ENUM_CHOICES, MODELS, Calendar, IntArray, Region, SignalContext, Weather
 
 DEVICE_PREFIXES: dict[Family, str] = {
@@ -39,13 +40,6 @@ DEVICE_PREFIXES: dict[Family, str] = {
     Family.NETWORK: "net",
 }
 """Device ids read ``{prefix}-{insee}-{number}``, e.g. ``aq-78498-01``."""
-
-_DTYPES: dict[str, pl.DataType] = {
-    "float": pl.Float64(),
-    "int": pl.Int64(),
-    "bool": pl.Boolean(),
-    "enum": pl.String(),
-}
 
 
 class FleetConfigError(ValueError):
@@ -244,7 +238,7 @@ def _frame(
         if choices is not None:
             series = pl.Series(field_spec.name, choices, dtype=pl.String).gather(values)
         else:
-            series = pl.Series(field_spec.name, values).cast(_DTYPES[field_spec.kind])
+            series = pl.Series(field_spec.name, values).cast(FIELD_DTYPES[field_spec.kind])
         del values
         nulls = injected.nulls.get(field_spec.name)
         if nulls is not None:
