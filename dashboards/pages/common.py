@@ -1,4 +1,4 @@
-"""Pieces shared by the pages: accessible tables, the range picker, refusals."""
+"""Pieces shared by the pages: accessible tables and charts, the pickers, refusals."""
 
 from __future__ import annotations
 
@@ -32,6 +32,27 @@ def table(
         ],
         className="data-table",
         id=table_id or None,
+    )
+
+
+def chart_box(graph_id: str, label: str, *, figure: Any = None, responsive: bool = False) -> html.Div:
+    """A chart in a box that screen readers announce as a figure named ``label``."""
+    graph: dict[str, Any] = {"id": graph_id, "config": {"displaylogo": False}}
+    if responsive:
+        graph["config"]["responsive"] = True
+    if figure is not None:  # a figure filled in later by a callback is left out
+        graph["figure"] = figure
+    return html.Div(dcc.Graph(**graph), role="figure", **aria(label=label))
+
+
+def field_picker(component_id: str, lang: Language, options: list[dict[str, str]], value: str) -> html.Div:
+    """The labelled drop-down that chooses which field of a family a chart shows."""
+    return html.Div(
+        [
+            html.Label(t(lang, "commune.field"), htmlFor=component_id),
+            dcc.Dropdown(id=component_id, options=options, value=value, clearable=False),
+        ],
+        className="field-picker",
     )
 
 

@@ -15,7 +15,16 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_duration, format_number, t
-from dashboards.pages.common import aria, range_key, range_picker, refusal, span_of, table
+from dashboards.pages.common import (
+    aria,
+    chart_box,
+    field_picker,
+    range_key,
+    range_picker,
+    refusal,
+    span_of,
+    table,
+)
 from dashboards.views import (
     atmo_chart,
     device_status,
@@ -54,25 +63,11 @@ def layout(insee: str = "", **_: Any) -> Component:
                 value=first,
                 children=[dcc.Tab(label=t(lang, f"families.{f.value}"), value=f.value) for f in Family],
             ),
-            html.Div(
-                [
-                    html.Label(t(lang, "commune.field"), htmlFor="commune-field"),
-                    dcc.Dropdown(id="commune-field", options=options, value=field, clearable=False),
-                ],
-                className="field-picker",
-            ),
-            html.Div(
-                dcc.Graph(id="commune-chart", config={"displaylogo": False}),
-                role="figure",
-                **aria(label=t(lang, "commune.chart_label")),
-            ),
+            field_picker("commune-field", lang, options, field),
+            chart_box("commune-chart", t(lang, "commune.chart_label")),
             html.Button(t(lang, "common.export"), id="commune-export", className="button"),
             dcc.Download(id="commune-download"),
-            html.Div(
-                dcc.Graph(id="commune-atmo", config={"displaylogo": False}),
-                role="figure",
-                **aria(label=t(lang, "commune.atmo_title")),
-            ),
+            chart_box("commune-atmo", t(lang, "commune.atmo_title")),
             html.Div(id="commune-status"),
             dcc.Interval(id="commune-tick", interval=app_context().settings.refresh_s * 1000),
         ],

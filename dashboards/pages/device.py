@@ -15,7 +15,15 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
-from dashboards.pages.common import aria, range_key, range_picker, refusal, span_of, table
+from dashboards.pages.common import (
+    chart_box,
+    field_picker,
+    range_key,
+    range_picker,
+    refusal,
+    span_of,
+    table,
+)
 from dashboards.pages.commune import field_options
 from dashboards.views import device_chart, field_label, recent_anomalies
 from storage.base import TIME
@@ -52,18 +60,8 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
                 dcc.Link(t(lang, "commune.title", name=commune.name, insee=insee), href=f"/commune/{insee}")
             ),
             range_picker("device-range", lang, "24h", RANGES),
-            html.Div(
-                [
-                    html.Label(t(lang, "commune.field"), htmlFor="device-field"),
-                    dcc.Dropdown(id="device-field", options=options, value=field, clearable=False),
-                ],
-                className="field-picker",
-            ),
-            html.Div(
-                dcc.Graph(id="device-chart", config={"displaylogo": False}),
-                role="figure",
-                **aria(label=t(lang, "commune.chart_label")),
-            ),
+            field_picker("device-field", lang, options, field),
+            chart_box("device-chart", t(lang, "commune.chart_label")),
             html.Div(id="device-anomalies"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
         ],

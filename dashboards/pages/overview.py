@@ -14,7 +14,7 @@ from dashboards.access import CommuneData, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, t
-from dashboards.pages.common import aria, table
+from dashboards.pages.common import aria, chart_box, table
 from dashboards.views import (
     atmo_color,
     atmo_text,
@@ -47,14 +47,8 @@ def overview_content(
     """The map and the table of the user's communes, and the 'updated at' line."""
     rows = overview_rows(data, now, settings.online_after_periods)
     body = [
-        html.Div(
-            dcc.Graph(
-                id="overview-map",
-                figure=overview_map(rows, lang),
-                config={"displaylogo": False, "responsive": True},
-            ),
-            role="figure",
-            **aria(label=t(lang, "overview.map_title")),
+        chart_box(
+            "overview-map", t(lang, "overview.map_title"), figure=overview_map(rows, lang), responsive=True
         ),
         _table(rows, lang),
     ]
