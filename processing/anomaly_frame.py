@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy.typing as npt
 import polars as pl
 
 from sensors.families import FAMILIES, Family, FamilySpec, FieldSpec
+from storage.base import epoch_ns
 
 TIME_DTYPE = pl.Datetime("ns", "UTC")
 
@@ -168,8 +169,6 @@ class Prepared:
         return rows.join(self.devices, on=DEV, how="left").with_columns(family=pl.lit(self.family))
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 CHUNK_ROWS = 500_000
 """Readings per chunk of devices: bounds the memory of the intermediate columns."""
 
@@ -285,8 +284,7 @@ def _chunk_bounds(starts: pl.Series, height: int, chunk_rows: int | None) -> lis
 
 def _now_ns(frame: pl.DataFrame, now: datetime | None) -> int | None:
     if now is not None:
-        aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-        return (aware - EPOCH) // timedelta(microseconds=1) * 1000
+        return epoch_ns(now)  # a naive ``now`` is taken as UTC
     if frame.height == 0:
         return None
     latest = frame.select(pl.col("time").max().dt.epoch("ns")).item()
