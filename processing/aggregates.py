@@ -610,8 +610,9 @@ def _field_stats(
 
 def _plain_aggregates(
     prep: _Prepared, windows: Sequence[str], levels: Sequence[Level], bounds: tuple[int, int]
-) -> dict[tuple[str, Level], pl.DataFrame]:
-    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats.
+) -> dict[tuple[str, Level], list[pl.DataFrame]]:
+    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
+    one frame per chunk of communes.
 
     A commune's readings are contiguous in (device, time) order (devices are numbered in insee
     order) and every statistic of a commune's devices and windows depends on them only, so the
@@ -627,7 +628,7 @@ def _plain_aggregates(
         part = _plain_chunk(prep, pl.Series(prep.order[lo:hi]), windows, levels, bounds)
         for key, frame in part.items():
             found.setdefault(key, []).append(frame)
-    return {key: pl.concat(frames) for key, frames in found.items()}
+    return found
 
 
 def _plain_chunk(
@@ -728,6 +729,27 @@ def _finish(frame: pl.DataFrame, level: Level, names: pl.DataFrame, columns: lis
     return frame.hstack(tags).select("time", *output_tags(level), *columns)
 
 
+def _finish_chunks(
+    chunks: list[pl.DataFrame], level: Level, names: pl.DataFrame, columns: list[str]
+) -> pl.DataFrame:
+    """``_finish`` of the concatenation of ``chunks``, one column at a time.
+
+    The results of a fleet-day are large (the 1-minute device level is a third of the input's
+    rows): each column is moved out of the chunks into its sorted place before the next one,
+    so the rows are never held twice.
+    """
+    entity = "_dev" if level == "device" else "_com"
+    time = pl.concat([chunk.drop_in_place("time") for chunk in chunks])
+    code = pl.concat([chunk.drop_in_place(entity) for chunk in chunks])
+    order = pl.DataFrame([time, code]).select(pl.arg_sort_by("time", entity)).to_series()
+    out = [time.gather(order)]
+    out += names.select(output_tags(level))[code.gather(order)].get_columns()
+    del time, code
+    for name in columns:
+        out.append(pl.concat([chunk.drop_in_place(name) for chunk in chunks]).gather(order))
+    return pl.DataFrame(out)
+
+
 def _merge(frames: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
     """Statistics of the same (time, entity) rows, side by side."""
     merged = frames[0]
@@ -767,19 +789,19 @@ def aggregate_all(
     stats = _plain_aggregates(prep, windows, levels, bounds) if plain else {}
     counted = _counter_aggregates(prep, windows, bounds) if counters else {}
     for window in windows:
-        if "device" in levels:
-            device = [stats[(window, "device")]] if plain else []
-            device += [counted[window]] if counters else []
-            result[measurement_name(family, window, "device")] = _finish(
-                _merge(device, ["time", "_dev"]), "device", prep.device_names, columns
-            )
-        if "commune" in levels:
-            commune = [stats[(window, "commune")]] if plain else []
-            if counters:
-                commune.append(_commune_counters(counted[window], prep.device_names, counters))
-            result[measurement_name(family, window, "commune")] = _finish(
-                _merge(commune, ["time", "_com"]), "commune", prep.commune_names, columns
-            )
+        for level in levels:
+            names = prep.device_names if level == "device" else prep.commune_names
+            measurement = measurement_name(family, window, level)
+            if not counters:
+                result[measurement] = _finish_chunks(stats.pop((window, level)), level, names, columns)
+                continue
+            keys = ["time", "_dev" if level == "device" else "_com"]
+            parts = [pl.concat(stats.pop((window, level)))] if plain else []
+            if level == "device":
+                parts.append(counted[window])
+            else:
+                parts.append(_commune_counters(counted[window], prep.device_names, counters))
+            result[measurement] = _finish(_merge(parts, keys), level, names, columns)
     return result
 
 
