@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from dash import dcc, html
+import dash
+from dash import Input, Output, dcc, html
 
 from dashboards.i18n import PARIS, Language, t
 from dashboards.timerange import PRESETS, TimeRange
@@ -96,6 +97,19 @@ def range_picker(
         role="group",
         **aria(labelledby=f"{component_id}-label"),
     )
+
+
+def register_range_picker(app: dash.Dash, component_id: str) -> None:
+    """Keep the ``{component_id}-key`` store of a ``range_picker`` in step with what is picked."""
+
+    @app.callback(
+        Output(f"{component_id}-key", "data"),
+        Input(component_id, "value"),
+        Input(f"{component_id}-dates", "start_date"),
+        Input(f"{component_id}-dates", "end_date"),
+    )
+    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
+        return range_key(choice, start_date, end_date)
 
 
 def range_key(choice: str | None, start_date: str | None, end_date: str | None) -> str:

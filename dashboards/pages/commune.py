@@ -19,9 +19,9 @@ from dashboards.pages.common import (
     aria,
     chart_box,
     field_picker,
-    range_key,
     range_picker,
     refusal,
+    register_range_picker,
     span_of,
     table,
 )
@@ -218,14 +218,7 @@ def _refused_figure(lang: Language, exc: AccessError) -> go.Figure:
 def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``; each reads through the signed-in user's rights."""
 
-    @app.callback(
-        Output("commune-range-key", "data"),
-        Input("commune-range", "value"),
-        Input("commune-range-dates", "start_date"),
-        Input("commune-range-dates", "end_date"),
-    )
-    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
-        return range_key(choice, start_date, end_date)
+    register_range_picker(app, "commune-range")
 
     @app.callback(
         Output("commune-field", "options"),

@@ -18,9 +18,9 @@ from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import (
     chart_box,
     field_picker,
-    range_key,
     range_picker,
     refusal,
+    register_range_picker,
     span_of,
     table,
 )
@@ -110,14 +110,7 @@ def device_panel(
 def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
-    @app.callback(
-        Output("device-range-key", "data"),
-        Input("device-range", "value"),
-        Input("device-range-dates", "start_date"),
-        Input("device-range-dates", "end_date"),
-    )
-    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
-        return range_key(choice, start_date, end_date)
+    register_range_picker(app, "device-range")
 
     @app.callback(
         Output("device-chart", "figure"),
