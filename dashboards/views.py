@@ -70,6 +70,11 @@ def _local_times(frame: pl.DataFrame) -> list[str]:
     )
 
 
+def show_message(figure: go.Figure, text: str) -> None:
+    """Write ``text`` across a chart that has nothing to draw (no data, no right to see it)."""
+    figure.add_annotation(text=text, showarrow=False, xref="paper", yref="paper")
+
+
 def _base_layout(lang: Language, title: str, y_title: str = "") -> go.Layout:
     # The empty template keeps plotly's default theme (about 10 KiB) out of every payload.
     return go.Layout(
@@ -262,7 +267,7 @@ def family_chart(
     title = t(lang, "commune.chart_title", field=field_label(field, lang), window=t(lang, f"window.{window}"))
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
     if frame.is_empty() or f"{field}_mean" not in frame.columns:
-        figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
+        show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
     # The max line, then the min line filled up to it: a band the mean runs through.
@@ -312,7 +317,7 @@ def _counter_chart(
     )
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
     if frame.is_empty() or f"{field}_increase" not in frame.columns:
-        figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
+        show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
     shown = m4(frame, f"{field}_increase", max_points)
@@ -347,7 +352,7 @@ def atmo_chart(data: CommuneData, insee: str, span: TimeRange, lang: Language) -
         hovermode="closest",
     )
     if frame.is_empty() or "index" not in frame.columns:
-        figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
+        show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, "1d")
     indices = frame.get_column("index").to_list()
     day_format = "%d/%m/%Y" if lang == "fr" else "%Y-%m-%d"
@@ -444,7 +449,7 @@ def device_chart(
         )
     )
     if frame.is_empty() or value not in frame.columns:
-        figure.add_annotation(text=t(lang, "common.no_data"), showarrow=False, xref="paper", yref="paper")
+        show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     if frame.get_column(value).dtype == pl.Boolean:
         frame = frame.with_columns(pl.col(value).cast(pl.Float64))

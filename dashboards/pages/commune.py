@@ -32,6 +32,7 @@ from dashboards.views import (
     field_label,
     recent_alerts,
     recent_anomalies,
+    show_message,
 )
 from sensors.families import Family, family_spec
 from storage.base import TIME
@@ -211,7 +212,7 @@ def export_csv(
 def _refused_figure(lang: Language, exc: AccessError) -> go.Figure:
     message = t(lang, "common.forbidden", insee=exc.insee) if isinstance(exc, Forbidden) else str(exc)
     figure = go.Figure(layout={"template": "none"})
-    figure.add_annotation(text=message, showarrow=False, xref="paper", yref="paper")
+    show_message(figure, message)
     return figure
 
 
