@@ -66,6 +66,15 @@ def hourly_means(
     )
 
 
+def _commune_sub_indices(per_device: pl.DataFrame, scale: Scale) -> pl.DataFrame:
+    """A commune's value of each pollutant is its worst device's; then its sub-index on ``scale``."""
+    return (
+        per_device.group_by("time", "insee")
+        .agg(pl.col(p).max() for p in POLLUTANTS)
+        .with_columns(scale.sub_index(p, pl.col(p)).alias(f"sub_{p}") for p in POLLUTANTS)
+    )
+
+
 def _index_columns(scale: Scale, subs: Sequence[str], gate: pl.Expr | None = None) -> list[pl.Expr]:
     sub_cols = [pl.col(f"sub_{p}") for p in subs]
     worst = pl.max_horizontal(sub_cols)
@@ -112,9 +121,7 @@ def atmo_daily(
         hourly.with_columns(window_start(pl.col("time"), "1d").alias("time"))
         .group_by("time", "insee", "device_id")
         .agg(per_device)
-        .group_by("time", "insee")
-        .agg(pl.col(p).max() for p in POLLUTANTS)
-        .with_columns(ATMO.sub_index(p, pl.col(p)).alias(f"sub_{p}") for p in POLLUTANTS)
+        .pipe(_commune_sub_indices, ATMO)
     )
     complete = pl.all_horizontal([pl.col(f"sub_{p}").is_not_null() for p in required])
     return (
@@ -159,9 +166,7 @@ def eaqi_hourly(
     return (
         hourly.sort("insee", "device_id", "time")
         .with_columns(running)
-        .group_by("time", "insee")
-        .agg(pl.col(p).max() for p in POLLUTANTS)
-        .with_columns(EAQI.sub_index(p, pl.col(p)).alias(f"sub_{p}") for p in POLLUTANTS)
+        .pipe(_commune_sub_indices, EAQI)
         .with_columns(_index_columns(EAQI, POLLUTANTS))
         .select(
             "time",
