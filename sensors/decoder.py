@@ -495,6 +495,22 @@ class _Message:
             DecodeError(problem.reason, problem.why, index=index, field=name, value=value, time_ns=time_ns)
         )
 
+    def instant(
+        self, parsed: int | str, raw: object, *, shown: object, field: str, index: int | None
+    ) -> int | None:
+        """The observed instant, or None after recording why it is refused.
+
+        ``parsed`` is what the form's parser made of ``raw``: nanoseconds, or why it could not.
+        """
+        problem = parsed if isinstance(parsed, str) else _check_instant(parsed, self.now_ns, raw)
+        if problem is not None:
+            self.errors.append(
+                DecodeError("bad_timestamp", problem, index=index, field=field, value=_scalar(shown))
+            )
+            return None
+        assert isinstance(parsed, int)
+        return parsed
+
     def unknown_field(self, name: str, raw: object, index: int | None, time_ns: int) -> None:
         shown = "" if self.private else f" (value {_shown(raw)})"
         self.errors.append(
@@ -535,14 +551,9 @@ def _decode_native(message: _Message, item: dict[str, Any], index: int | None) -
             )
         )
         return None
-    time_ns = _native_time(raw_ts)
-    problem = time_ns if isinstance(time_ns, str) else _check_instant(time_ns, message.now_ns, raw_ts)
-    if problem is not None:
-        message.errors.append(
-            DecodeError("bad_timestamp", problem, index=index, field="ts", value=_scalar(raw_ts))
-        )
+    time_ns = message.instant(_native_time(raw_ts), raw_ts, shown=raw_ts, field="ts", index=index)
+    if time_ns is None:
         return None
-    assert isinstance(time_ns, int)
     fields = message.fields
     values: dict[str, FieldValue] = {}
     for name, raw in item.items():
@@ -599,15 +610,12 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
             )
         )
         return None
-    time_ns = _fiware_time(raw_time)
-    problem = time_ns if isinstance(time_ns, str) else _check_instant(time_ns, message.now_ns, raw_time)
-    if problem is not None:
-        shown = raw_time.get("value") if type(raw_time) is dict else raw_time
-        message.errors.append(
-            DecodeError("bad_timestamp", problem, index=index, field="dateObserved", value=_scalar(shown))
-        )
+    shown = raw_time.get("value") if type(raw_time) is dict else raw_time
+    time_ns = message.instant(
+        _fiware_time(raw_time), raw_time, shown=shown, field="dateObserved", index=index
+    )
+    if time_ns is None:
         return None
-    assert isinstance(time_ns, int)
     fields = message.fields
     values: dict[str, FieldValue] = {}
     for key, attribute in item.items():
