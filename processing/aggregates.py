@@ -5,7 +5,12 @@ For every numeric field ``f`` of a family (``FamilySpec.numeric_fields``) and ev
 ``f_mean``, ``f_min``, ``f_max``, ``f_p95`` (Float64) and ``f_count`` (Int64, readings carrying
 the field). ``f_p95`` is the linear-interpolation 95th percentile (numpy's and pandas' default),
 computed from the raw readings of the window: percentiles cannot be composed from finer
-windows, so every window size is computed from the raw data.
+windows, so every window size selects among the raw values (the finer windows only bound the
+search from below; see ``_floor``). Mean, min, max and count do compose, from 1-minute runs.
+
+How it is fast: tags become integer codes, the readings are put once in (device, time) order,
+and then every (device, window) is a contiguous run and every commune a contiguous block, so
+the statistics are numpy segment reductions, a few whole communes at a time (``CHUNK_ROWS``).
 
 Cumulative counters (``FieldSpec.counter``: the building energy meter, network error counters)
 are not averaged: the mean of a meter index means nothing. They give ``f_increase`` (Float64,
