@@ -168,6 +168,11 @@ def install(server: flask.Flask, context: AppContext) -> None:
     server.secret_key = load_secret_key(settings)
     server.config.update(
         PERMANENT_SESSION_LIFETIME=settings.session_max_age_s,
+        # Only send the session cookie when it changes. Re-sent on every answer, a live page's
+        # refresh callback in flight while the user switches language answers with the old
+        # cookie after the switch, and the page comes back in the old language. Sessions then
+        # last session_max_age_s from sign-in, whatever the activity.
+        SESSION_REFRESH_EACH_REQUEST=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
