@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from alerts.durations import parse_duration
+from processing.windows import WINDOW_WIDTHS as WINDOWS
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, family_spec
 
@@ -36,12 +37,6 @@ Language = Literal["fr", "en"]
 ConditionName = Literal["above", "below", "index_at_least", "anomaly", "offline"]
 AnomalyKind = Literal["out_of_bounds", "spike", "stuck", "drift", "offline"]
 
-WINDOWS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1),
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "1d": timedelta(days=1),
-}
 STATS = ("mean", "min", "max", "p95", "count")
 
 INDEX_MEASUREMENTS = {"atmo": "atmo_daily", "eaqi": "eaqi_hourly"}

@@ -6,13 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-WINDOWS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1),
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "1d": timedelta(days=1),
-}
-"""Aggregate resolutions written by processing (docs/measurements.md)."""
+from processing.windows import WINDOW_WIDTHS as WINDOWS
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w|y)$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}

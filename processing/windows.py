@@ -18,6 +18,13 @@ PARIS: Final = "Europe/Paris"
 PARIS_TZ: Final = ZoneInfo(PARIS)
 WINDOWS: Final[tuple[str, ...]] = ("1m", "15m", "1h", "1d")
 """The aggregate windows, finest first."""
+WINDOW_WIDTHS: Final[dict[str, timedelta]] = {
+    "1m": timedelta(minutes=1),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+"""The nominal width of each window (a Paris day lasts 23 or 25 hours when the clocks change)."""
 
 MINUTE_NS: Final = 60 * 1_000_000_000
 HOUR_NS: Final = 60 * MINUTE_NS
