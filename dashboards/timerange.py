@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from processing.windows import WINDOW_WIDTHS as WINDOWS
+from processing.windows import WINDOW_WIDTHS
+
+WINDOWS = WINDOW_WIDTHS
+"""Aggregate resolutions written by processing (docs/measurements.md)."""
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w|y)$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
