@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.workers import peak_rss_gb, run_worker
 from processing.aggregates import aggregate_all
 from sensors.families import AIR_QUALITY
 from sensors.fleet import FleetConfig, generate_fleet
@@ -50,13 +48,9 @@ def _generate(devices: int, path: Path) -> int:
     return frame.height
 
 
-def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
 def _polars(path: Path) -> dict[str, float]:
     frame = pl.read_parquet(path)
-    loaded = _rss_gb()
+    loaded = peak_rss_gb()
     began, cpu = time.perf_counter(), time.process_time()
     results = aggregate_all(frame, "air_quality")
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
@@ -68,7 +62,7 @@ def _pandas(path: Path) -> dict[str, float]:
     frame = pl.read_parquet(path).to_pandas()
     frame["insee"] = frame["insee"].astype("category")
     frame["device_id"] = frame["device_id"].astype("category")
-    loaded = _rss_gb()
+    loaded = peak_rss_gb()
     fields = [f for f in AIR_QUALITY.numeric_fields if f in frame.columns]
     began, cpu = time.perf_counter(), time.process_time()
     produced = 0
@@ -90,19 +84,11 @@ def _pandas(path: Path) -> dict[str, float]:
 
 def _worker(path: Path, engine: str) -> dict[str, float]:
     result = _polars(path) if engine == "polars" else _pandas(path)
-    return {**result, "peak_gb": _rss_gb()}
+    return {**result, "peak_gb": peak_rss_gb()}
 
 
 def _run_worker(path: Path, engine: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.processing_aggregates", "--worker", str(path), "--engine", engine],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_worker("bench.processing_aggregates", "--worker", str(path), "--engine", engine)
 
 
 def speed(devices: int) -> None:

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.workers import peak_rss_gb, run_worker
 from processing.anomalies import detect_anomalies
 from processing.anomaly_eval import evaluate, evaluation_fleet, format_table
 from sensors.faults import FaultRates
@@ -65,14 +63,14 @@ def _grouped(path: Path) -> Path:
 def _worker(path: Path, mode: str) -> dict[str, float]:
     """Run one timed pass on the frame in ``path``; in a fresh process, so ru_maxrss is its own."""
     frame = pl.read_parquet(_grouped(path) if mode == "grouped" else path, low_memory=True)
-    read_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    read_gb = peak_rss_gb()
     sampler = _RssSampler()
     sampler.start()
     began, cpu = time.perf_counter(), time.process_time()
     found = detect_anomalies(frame, "air_quality").height if mode != "baseline" else _hampel_baseline(frame)
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     sampler.stop()
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    peak_gb = peak_rss_gb()
     return {
         "rows": frame.height,
         "seconds": elapsed,
@@ -118,15 +116,7 @@ def _hampel_baseline(frame: pl.DataFrame) -> int:
 
 
 def _run_worker(path: Path, mode: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.processing_anomalies", "--worker", str(path), "--mode", mode],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_worker("bench.processing_anomalies", "--worker", str(path), "--mode", mode)
 
 
 def speed(devices: int) -> None:
