@@ -29,14 +29,15 @@ from typing import Any
 
 import polars as pl
 
-from processing.aggregates import LEVELS, aggregate_all, measurement_name, output_tags
-from processing.indices.air import atmo_daily, eaqi_hourly
+from processing.aggregates import LEVELS, aggregate_all, measurement_name, output_tags, spec_of
+from processing.indices.air import atmo_from_hourly, eaqi_from_hourly, hourly_means
 from processing.indices.building import BASELINE_WEEKS, building_energy_daily
 from processing.indices.camera import camera_hourly
 from processing.indices.network import network_health
+from processing.indices.scales import POLLUTANTS
 from processing.indices.traffic import traffic_congestion, traffic_profile
 from processing.watermarks import Watermarks
-from processing.windows import WINDOWS, floor, next_start, to_ns, window_start
+from processing.windows import HOUR_NS, WINDOWS, floor, from_ns, next_start, to_ns, window_start
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store
 
@@ -48,9 +49,13 @@ PROFILE_HISTORY = timedelta(days=28)
 ANOMALY_CONTEXT = timedelta(hours=6)
 """Readings before the first dirty day given to the anomaly pass, so that rolling medians and
 flatlines have their past; anomalies starting in that context are left as they were."""
+DEFAULT_DAY_REFRESH = timedelta(hours=1)
 COUNTER_LOOKBACK = timedelta(hours=1)
 """Readings before a day that counters need: the first increase of the day needs the last
 reading of the day before."""
+SUB_DAY_WINDOWS = tuple(w for w in WINDOWS if w != "1d")
+HOURLY_CACHE_EXTRA = timedelta(days=2)
+"""Hourly means are kept this long past the horizon: a day's EAQI needs the 24 hours before it."""
 
 
 @dataclass(slots=True)
@@ -88,6 +93,11 @@ class Dirty:
 
     times: pl.Series
     """Datetime("ns", "UTC") observed times; several readings in one window count once."""
+    arrivals: pl.DataFrame | None = None
+    """Every reading observed within the horizon (``time``, ``received_at``), new or not: what
+    tells whether today's throttled 1-day rows have pending readings. None in a backfill."""
+    backfill: bool = False
+    """Every window of the period is to be recomputed now, 1-day rows included."""
 
     def starts(self, window: str, spread: timedelta = timedelta(0)) -> set[int]:
         """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
@@ -118,6 +128,24 @@ class Dirty:
         starts = times.to_frame("time").select(window_start(pl.col("time"), "1d").unique().sort())["time"]
         return [datetime.fromtimestamp(int(ns) / 1e9, tz=UTC) for ns in starts.cast(pl.Int64)]
 
+    def hour_spans(self) -> list[tuple[datetime, datetime]]:
+        """The dirty hours as ``[start, end)`` runs of consecutive hours, cut at Paris midnight
+        (so a run never holds more than a day of readings)."""
+        return hour_spans(self.starts("1h"))
+
+
+def hour_spans(hours: Iterable[int]) -> list[tuple[datetime, datetime]]:
+    """Hour starts (ns) as ``[start, end)`` runs of consecutive hours, cut at Paris midnight."""
+    spans: list[tuple[datetime, datetime]] = []
+    for hour in sorted(hours):
+        start = from_ns(hour)
+        end = start + timedelta(hours=1)
+        if spans and spans[-1][1] == start and floor(start, "1d") != start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
+
 
 def _in_starts(starts: set[int]) -> pl.Expr:
     return pl.col("time").cast(pl.Int64).is_in(sorted(starts))
@@ -145,6 +173,7 @@ class Runner:
         families: Iterable[str] | None = None,
         horizon: timedelta = DEFAULT_HORIZON,
         settle: timedelta = DEFAULT_SETTLE,
+        day_refresh: timedelta = DEFAULT_DAY_REFRESH,
         anomalies: bool = True,
         anomaly_options: dict[str, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -153,11 +182,16 @@ class Runner:
         self.families = [Family(f).value for f in (families or [f.value for f in FAMILIES])]
         self.horizon = horizon
         self.settle = settle
+        self.day_refresh = day_refresh
         self.anomalies = anomalies
         self.anomaly_options = dict(anomaly_options or {})
         self.clock = clock
         self.watermarks = Watermarks(store)
         self._now = clock()
+        self._run = 0
+        # Device hourly means of air_quality by hour start (ns), with the run that computed
+        # them: valid until a reading of their hour arrives, which makes the hour dirty.
+        self._hourly: dict[int, tuple[int, pl.DataFrame]] = {}
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -184,7 +218,7 @@ class Runner:
 
     def run_once(self) -> RunReport:
         """Process what arrived since each job's watermark; return what was done."""
-        self._now = self.clock()
+        self._start_run()
         report = RunReport()
         arrivals: dict[str, pl.DataFrame] = {}
         for job in self.jobs():
@@ -200,7 +234,7 @@ class Runner:
                 # before the last run that may have reached the store only after it.
                 threshold = min(found[0], found[1] - _ns(self.settle))
                 new = seen.filter(pl.col("received_at") > threshold)
-            dirty = Dirty(new["time"])
+            dirty = Dirty(new["time"], arrivals=seen)
             job_report = self._run_job(job, dirty)
             report.jobs.append(job_report)
             if job_report.error is None and not seen.is_empty():
@@ -214,7 +248,7 @@ class Runner:
             raise ValueError("backfill needs time-zone-aware start and end")
         if end <= start:
             raise ValueError(f"backfill: end {end.isoformat()} is not after start {start.isoformat()}")
-        self._now = self.clock()
+        self._start_run()
         # Every minute of the period is dirty: the windows of every size follow.
         grid = pl.datetime_range(
             floor(start, "1m"),
@@ -225,7 +259,7 @@ class Runner:
             time_unit="ns",
             time_zone="UTC",
         )
-        dirty = Dirty(grid.cast(TIME_DTYPE))
+        dirty = Dirty(grid.cast(TIME_DTYPE), backfill=True)
         report = RunReport()
         for job in self.jobs():
             if jobs and job.name not in jobs and job.name.split(":")[0] not in jobs:
@@ -259,11 +293,52 @@ class Runner:
         """The time of the current run."""
         return self._now
 
-    def read(self, measurement: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
-        """Rows of ``measurement`` in ``[start, end)``, counted in ``report``."""
-        frame = self.store.read(measurement, start=start, end=end)
+    def read(
+        self,
+        measurement: str,
+        start: datetime,
+        end: datetime,
+        report: JobReport,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of ``measurement`` in ``[start, end)`` (``fields`` only, when given), counted in
+        ``report``."""
+        frame = self.store.read(measurement, start=start, end=end, fields=fields)
         report.rows_read += frame.height
         return frame
+
+    def air_hourly_means(
+        self, start: datetime, end: datetime, dirty: Dirty, report: JobReport
+    ) -> pl.DataFrame:
+        """Device hourly means of the pollutants (``hourly_means``) for the hours of ``[start, end)``.
+
+        Hours kept from earlier runs are reused unless ``dirty`` has new readings in them; the
+        others are read from the raw readings (all fields, as a full recompute reads them) and
+        kept. The result is the same frame as ``hourly_means`` of the raw readings of the period.
+        """
+        first = to_ns(floor(start, "1h"))
+        hours = list(range(first, to_ns(end), HOUR_NS))
+        fresh = dirty.starts("1h")
+        stale = [
+            hour
+            for hour in hours
+            if hour not in self._hourly or (hour in fresh and self._hourly[hour][0] != self._run)
+        ]
+        period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
+        for span_start, span_end in hour_spans(stale):
+            raw = self.read("air_quality", span_start, span_end, report)
+            means = (
+                _EMPTY_HOURLY if raw.is_empty() else hourly_means(raw, POLLUTANTS, reporting_period_s=period)
+            )
+            by_hour = {
+                int(key[0]): part.drop("_hour")
+                for key, part in means.with_columns(_hour=pl.col("time").cast(pl.Int64))
+                .partition_by("_hour", as_dict=True)
+                .items()
+            }
+            for hour in range(to_ns(span_start), to_ns(span_end), HOUR_NS):
+                self._hourly[hour] = (self._run, by_hour.get(hour, _EMPTY_HOURLY))
+        return pl.concat([self._hourly[hour][1] for hour in hours])
 
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
@@ -276,6 +351,14 @@ class Runner:
         report.rows_written += result.written
         for rejected in result.rejected[:5]:
             log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
+
+    def _start_run(self) -> None:
+        self._now = self.clock()
+        self._run += 1
+        # Hours observed before the horizon never turn dirty, so what is kept of them could go
+        # stale: they are dropped once no EAQI day (the day and the 24 hours before) needs them.
+        oldest = to_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
+        self._hourly = {hour: kept for hour, kept in self._hourly.items() if hour >= oldest}
 
     def _arrivals(self, family: str) -> pl.DataFrame:
         frame = self.store.read(
@@ -301,6 +384,16 @@ class Runner:
         return report
 
 
+_EMPTY_HOURLY = pl.DataFrame(
+    schema={
+        "time": TIME_DTYPE,
+        "insee": pl.String,
+        "device_id": pl.String,
+        **dict.fromkeys(POLLUTANTS, pl.Float64),
+    }
+)
+
+
 def _ns(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1e9)
 
@@ -313,31 +406,161 @@ def _within(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame
     return frame.filter((pl.col("time") >= start) & (pl.col("time") < end))
 
 
+def _counters(family: str) -> list[str]:
+    spec = spec_of(family)
+    return [name for name in spec.numeric_fields if (field := spec.field(name)) is not None and field.counter]
+
+
+def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
+    """Raw readings of ``[start, end)``, with what counters need before ``start``.
+
+    A counter's increase needs each device's previous reading. A full recompute reads each day
+    from ``COUNTER_LOOKBACK`` before it, so for a span inside a day the previous reading is the
+    device's last one since then: read the lookback before the span, and only when a device
+    has none there, its last reading of the counter earlier in the day. The increases come out
+    exactly as in the full recompute.
+    """
+    counters = _counters(family)
+    if not counters:
+        return runner.read(family, start, end, report)
+    raw = runner.read(family, start - COUNTER_LOOKBACK, end, report)
+    earliest = floor(start, "1d") - COUNTER_LOOKBACK
+    present = [c for c in counters if c in raw.columns]
+    if raw.is_empty() or start - COUNTER_LOOKBACK <= earliest or not present:
+        return raw
+    device = ["insee", "device_id"]
+    before, inside = raw.filter(pl.col("time") < start), raw.filter(pl.col("time") >= start)
+    unknown = pl.concat(
+        [
+            inside.filter(pl.col(c).is_not_null())
+            .select(device)
+            .unique()
+            .join(before.filter(pl.col(c).is_not_null()).select(device).unique(), on=device, how="anti")
+            for c in present
+        ]
+    )
+    if unknown.is_empty():
+        return raw
+    older = runner.read(family, earliest, start - COUNTER_LOOKBACK, report, fields=present)
+    if older.is_empty():
+        return raw
+    last = [
+        older.filter(pl.col(c).is_not_null()).sort("time").group_by(device).agg(pl.all().last())
+        for c in present
+        if c in older.columns
+    ]
+    previous = pl.concat(last, how="diagonal_relaxed").unique(keep="first").join(unknown.unique(), on=device)
+    return pl.concat([previous, raw], how="diagonal_relaxed").sort("time")
+
+
+class _DailyRows:
+    """Which days' 1-day rows a job recomputes in this run (the module docstring has the rules).
+
+    Two entries of ``_watermarks`` hold its state: ``<job>/open-day`` (the arrivals processed by
+    the last refresh of today's row, and when it ran) and ``<job>/closed-days`` (the last closed
+    day whose row was recomputed after it closed).
+    """
+
+    def __init__(self, runner: Runner, job: str, dirty: Dirty) -> None:
+        self.runner = runner
+        self.dirty = dirty
+        self.open_key = f"{job}/open-day"
+        self.closed_key = f"{job}/closed-days"
+        self._updates: list[tuple[str, int]] = []
+
+    def due(self) -> list[datetime]:
+        """The days (their UTC start) whose 1-day rows are recomputed now."""
+        if self.dirty.backfill:
+            return self.dirty.days()
+        runner, marks = self.runner, self.runner.watermarks
+        now = runner.now
+        # Closed: past its end by the settle margin, so its row is final (unless late data).
+        days = {day for day in self.dirty.days() if next_start(day, "1d") + runner.settle <= now}
+        last_closed = floor(floor(now - runner.settle, "1d") - timedelta(hours=1), "1d")
+        finalised = marks.get(self.closed_key, now=now)
+        if finalised is None or finalised < to_ns(last_closed):
+            # Each day gets one recompute once closed: its last refresh while open may be up to
+            # day_refresh old. A runner stopped longer than the horizon leaves older days to
+            # backfill, as it leaves their late readings.
+            day = (
+                max(from_ns(finalised), now - runner.horizon - timedelta(days=1))
+                if finalised
+                else last_closed
+            )
+            day = floor(day, "1d")
+            while day <= last_closed:
+                if finalised is None or to_ns(day) > finalised:
+                    days.add(day)
+                day = next_start(day, "1d")
+            self._updates.append((self.closed_key, to_ns(last_closed)))
+        today = floor(now, "1d")
+        if today not in days and self._today_due(today):
+            days.add(today)
+        return sorted(days)
+
+    def _today_due(self, today: datetime) -> bool:
+        arrivals = self.dirty.arrivals
+        if arrivals is None or arrivals.is_empty():
+            return False
+        runner = self.runner
+        refreshed = runner.watermarks.get_with_run_time(self.open_key, now=runner.now)
+        pending = _within(arrivals, today, next_start(today, "1d"))
+        if refreshed is not None:
+            if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
+                return False
+            threshold = min(refreshed[0], refreshed[1] - _ns(runner.settle))
+            pending = pending.filter(pl.col("received_at") > threshold)
+        if pending.is_empty():
+            return False
+        self._updates.append((self.open_key, int(arrivals["received_at"].max())))  # type: ignore[arg-type]
+        return True
+
+    def done(self) -> None:
+        """Record the refreshes of this run (call it once every row is written)."""
+        for key, value in self._updates:
+            self.runner.watermarks.set(key, value, now=self.runner.now)
+
+
 def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     family = next(f for f in runner.families if report.job.endswith(f":{f}"))
-    starts = {window: dirty.starts(window) for window in WINDOWS}
-    for day in dirty.days():
+    starts = {window: dirty.starts(window) for window in SUB_DAY_WINDOWS}
+    spans = dirty.hour_spans()
+    daily = _DailyRows(runner, report.job, dirty)
+    due = daily.due()
+    for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
         day_start, day_end = _day_range(day)
-        raw = runner.read(family, day_start - COUNTER_LOOKBACK, day_end, report)
-        if raw.is_empty():
-            continue
-        results = aggregate_all(raw, family)
-        for window in WINDOWS:
-            for level in LEVELS:
-                name = measurement_name(family, window, level)
-                out = _within(results[name], day_start, day_end).filter(_in_starts(starts[window]))
-                report.windows += out.height
-                runner.write(name, out, output_tags(level), report)
+        if day in due:
+            # The day's p95 needs every reading of the day: read it once, whole, and take the
+            # dirty shorter windows from the same frame.
+            parts = [(day_start, day_end, list(WINDOWS))]
+        else:
+            parts = [
+                (start, end, list(SUB_DAY_WINDOWS)) for start, end in spans if day_start <= start < day_end
+            ]
+        for start, end, windows in parts:
+            raw = _read_raw(runner, family, start, end, report)
+            if raw.is_empty():
+                continue
+            results = aggregate_all(raw, family, windows=windows)
+            for window in windows:
+                for level in LEVELS:
+                    name = measurement_name(family, window, level)
+                    out = _within(results[name], start, end)
+                    if window != "1d":
+                        out = out.filter(_in_starts(starts[window]))
+                    report.windows += out.height
+                    runner.write(name, out, output_tags(level), report)
+    daily.done()
 
 
 def _atmo_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
+    # From hourly means kept between runs: only the hours with new readings are read again.
     for day in dirty.days():
         day_start, day_end = _day_range(day)
-        raw = runner.read("air_quality", day_start, day_end, report)
-        if raw.is_empty():
+        hourly = runner.air_hourly_means(day_start, day_end, dirty, report)
+        if hourly.is_empty():
             continue
-        out = _within(atmo_daily(raw, reporting_period_s=period), day_start, day_end)
+        out = _within(atmo_from_hourly(hourly), day_start, day_end)
         report.windows += out.height
         runner.write("atmo_daily", out, ["insee"], report)
 
@@ -346,15 +569,14 @@ def _eaqi_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     # A reading weighs on the PM 24-hour running means of the 23 following hours too.
     spread = timedelta(hours=23)
     hours = dirty.starts("1h", spread)
-    period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
     for day in dirty.days(spread):
         day_start, day_end = _day_range(day)
-        raw = runner.read("air_quality", day_start - timedelta(hours=24), day_end, report)
-        if raw.is_empty():
+        # Always the same span of hourly means for a day (the day and the 24 hours before it),
+        # whichever hours are dirty: a backfill computes exactly the same running means.
+        hourly = runner.air_hourly_means(day_start - timedelta(hours=24), day_end, dirty, report)
+        if hourly.is_empty():
             continue
-        out = _within(eaqi_hourly(raw, reporting_period_s=period), day_start, day_end).filter(
-            _in_starts(hours)
-        )
+        out = _within(eaqi_from_hourly(hourly), day_start, day_end).filter(_in_starts(hours))
         report.windows += out.height
         runner.write("eaqi_hourly", out, ["insee"], report)
 
@@ -391,9 +613,8 @@ def _building_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 
 def _camera_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     hours = dirty.starts("1h")
-    for day in dirty.days():
-        day_start, day_end = _day_range(day)
-        raw = runner.read("camera", day_start, day_end, report)
+    for start, end in dirty.hour_spans():
+        raw = runner.read("camera", start, end, report)
         if raw.is_empty():
             continue
         out = camera_hourly(raw).filter(_in_starts(hours))
@@ -403,12 +624,11 @@ def _camera_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 
 def _network_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     hours = dirty.starts("1h")
-    for day in dirty.days():
-        day_start, day_end = _day_range(day)
-        raw = runner.read("network", day_start - COUNTER_LOOKBACK, day_end, report)
+    for start, end in dirty.hour_spans():
+        raw = _read_raw(runner, "network", start, end, report)
         if raw.is_empty():
             continue
-        out = _within(network_health(raw), day_start, day_end).filter(_in_starts(hours))
+        out = _within(network_health(raw), start, end).filter(_in_starts(hours))
         report.windows += out.height
         runner.write("network_health", out, ["insee", "device_id"], report)
 

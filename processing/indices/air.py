@@ -110,6 +110,16 @@ def atmo_daily(
     ``complete``, ``pollutant``, ``sub_<pollutant>`` and the daily value ``<pollutant>`` (µg/m³).
     """
     hourly = hourly_means(readings, POLLUTANTS, reporting_period_s=reporting_period_s, coverage=coverage)
+    return atmo_from_hourly(hourly, coverage=coverage, required=required)
+
+
+def atmo_from_hourly(
+    hourly: pl.DataFrame, *, coverage: float = COVERAGE, required: Sequence[str] = POLLUTANTS
+) -> pl.DataFrame:
+    """``atmo_daily`` from the device hourly means of ``hourly_means`` (every hour of the days).
+
+    The runner keeps hourly means between runs, so that today's index needs only the new hours.
+    """
     min_hours = math.ceil(coverage * 24)
     daily_stat = {"pm25": "mean", "pm10": "mean", "no2": "max", "o3": "max", "so2": "max"}
     per_device: list[pl.Expr] = []
@@ -158,6 +168,12 @@ def eaqi_hourly(
     ``sub_<pollutant>`` and the value ``<pollutant>`` each sub-index comes from (µg/m³).
     """
     hourly = hourly_means(readings, POLLUTANTS, reporting_period_s=reporting_period_s, coverage=coverage)
+    return eaqi_from_hourly(hourly, coverage=coverage)
+
+
+def eaqi_from_hourly(hourly: pl.DataFrame, *, coverage: float = COVERAGE) -> pl.DataFrame:
+    """``eaqi_hourly`` from the device hourly means of ``hourly_means`` (with the 23 hours before
+    the first hour wanted, for the PM running means)."""
     min_hours = math.ceil(coverage * 24)
     running: list[pl.Expr] = []
     for p in ("pm25", "pm10"):
