@@ -18,5 +18,9 @@ class ProcessingSettings(BaseModel):
     settle_s: float = Field(900.0, ge=0)
     """Readings received up to this long before a job's watermark are looked at again, for
     those that reached the store after later ones (ingest batches, spool replays)."""
+    day_refresh_s: float = Field(3600.0, gt=0)
+    """How stale today's 1-day aggregate rows may get: they need the whole day of readings (for
+    the p95), so they are recomputed at most this often while the day is open, and once more
+    when it closes (``settle_s`` after midnight). Shorter windows and the indices follow every run."""
     anomalies: bool = True
     """Run the anomaly pass."""
