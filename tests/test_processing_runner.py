@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -19,6 +20,9 @@ from sensors.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
 from storage.base import TIME_DTYPE, Store
 from storage.duckdb_store import DuckDBStore
+from tests.storage_fixtures import open_test_store, shared_influxd
+
+__all__ = ["shared_influxd"]  # one influxd for the module; each test gets its own database
 
 NOW = datetime(2026, 6, 2, 10, 30, tzinfo=UTC)
 WINDOW = datetime(2026, 6, 2, 9, 0, tzinfo=UTC)
@@ -288,7 +292,7 @@ def jobs_of(report: RunReport) -> dict[str, JobReport]:
     return {job.job: job for job in report.jobs}
 
 
-def day_row(store: Store, day: datetime) -> dict[str, object]:
+def day_row(store: Store, day: datetime) -> dict[str, Any]:
     rows = read_between(store, "air_quality_1d_commune", day, day + timedelta(hours=1)).filter(
         pl.col("insee") == "78498"
     )
@@ -302,13 +306,23 @@ def expected_windows(raw: pl.DataFrame, window: str, start: datetime, end: datet
     )
 
 
-def test_one_new_minute_after_a_processed_day_reads_only_its_hour(store: DuckDBStore) -> None:
-    now = DAY + timedelta(hours=20, minutes=30)
-    write_all(store, fleet(["air_quality"], DAY, now))
+@pytest.fixture(params=["duckdb", "influxdb"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The embedded store, and a real influxd: many small time ranges are read, not one day."""
+    with open_test_store(request) as store:
+        yield store
+
+
+def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Store) -> None:
+    store = any_store
+    # Yesterday, not a fixed date: influxd refuses points older than its 30-day retention.
+    day = floor(datetime.now(UTC) - timedelta(days=1), "1d")
+    now = day + timedelta(hours=20, minutes=30)
+    write_all(store, fleet(["air_quality"], day, now))
     clock = Clock(now)
     runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
     jobs_of(runner.run_once())
-    daily_before = day_row(store, DAY)
+    daily_before = day_row(store, day)
 
     # One minute of the whole fleet arrives.
     write_all(store, fleet(["air_quality"], now, now + timedelta(minutes=1)))
@@ -317,7 +331,7 @@ def test_one_new_minute_after_a_processed_day_reads_only_its_hour(store: DuckDBS
 
     hour = floor(now, "1h")
     in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
-    in_day = read_between(store, "air_quality", DAY, NEXT_DAY)
+    in_day = read_between(store, "air_quality", day, day + timedelta(hours=22))
     assert jobs["aggregates:air_quality"].rows_read == in_hour.height
     assert jobs["atmo_daily"].rows_read == in_hour.height
     # eaqi_hourly's other 23 hours were kept from the previous run, this hour from atmo_daily's.
@@ -331,7 +345,7 @@ def test_one_new_minute_after_a_processed_day_reads_only_its_hour(store: DuckDBS
         expected = expected_windows(in_hour, window, start, start + timedelta(minutes=1))
         assert stored.select(expected.columns).equals(expected), window
     # Today's 1-day row waits for day_refresh (1 hour by default).
-    assert day_row(store, DAY) == daily_before
+    assert day_row(store, day) == daily_before
 
 
 def test_late_readings_into_a_closed_day_correct_its_daily_row(store: DuckDBStore) -> None:
@@ -375,7 +389,7 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     jobs_of(runner.run_once())
 
     def count_today() -> int:
-        return int(day_row(store, DAY)["pm25_count"])  # type: ignore[call-overload]
+        return int(day_row(store, DAY)["pm25_count"])
 
     def stored_today() -> int:
         return read_between(store, "air_quality", DAY, NEXT_DAY).filter(insee="78498").height
