@@ -1,0 +1,146 @@
+"""Benchmark of an incremental processing run against the whole-day recompute it replaces.
+
+A DuckDB store holds a day of 2,000 air-quality stations at 10-second resolution (about 15.8
+million readings: the Paris day up to 22:00, from the project's fleet simulator), already
+processed by a first ``run_once``. Then one minute of readings of the whole fleet arrives, and
+one ``run_once`` is timed: the aggregates (1 min, 15 min, 1 h; today's 1-day row waits for
+``day_refresh``), the ATMO index and the EAQI. It is compared with what the runner did before at
+every run that had new readings in the day, which is ``backfill`` of the day: read the whole day
+and recompute it, measured in the same run. The run an hour later that refreshes today's 1-day
+rows (``day_refresh``) is timed too, as is a run of a freshly started runner (its hourly means
+are not kept yet). The anomaly pass is left out (it reads the day by design: see
+docs/performance.md).
+
+    .venv/bin/python -m bench.processing_runner            # 2,000 devices
+    .venv/bin/python -m bench.processing_runner --quick    # 200 devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from processing.runner import Runner, RunReport
+from processing.windows import floor, next_start
+from sensors.fleet import FleetConfig, generate_fleet
+from storage.duckdb_store import DuckDBStore
+
+DAY = floor(datetime(2026, 3, 3, 12, tzinfo=UTC), "1d")  # a Tuesday, Paris midnight
+COMMUNES = 9  # the whole registry
+TAGS = ["insee", "device_id"]
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _readings(devices: int, start: datetime, end: datetime) -> pl.DataFrame:
+    """The fleet's readings of ``[start, end)``, each received 5 s after it was observed."""
+    fleet = generate_fleet(
+        FleetConfig(
+            families=["air_quality"],
+            devices_per_family=max(1, round(devices / COMMUNES)),
+            period_s=10.0,
+        ),
+        start,
+        end,
+    )
+    frame = fleet.frames["air_quality"]
+    return frame.with_columns((pl.col("time").cast(pl.Int64) + 5_000_000_000).alias("received_at"))
+
+
+def _timed(action: Callable[[], RunReport]) -> tuple[RunReport, float]:
+    began = time.perf_counter()
+    report = action()
+    took = time.perf_counter() - began
+    if report.failed:
+        raise RuntimeError(f"jobs failed: {[(job.job, job.error) for job in report.failed]}")
+    return report, took
+
+
+def _line(label: str, report: RunReport, seconds: float) -> str:
+    read = sum(job.rows_read for job in report.jobs)
+    jobs = ", ".join(f"{job.job} {job.rows_read:,} rows {job.seconds:.2f} s" for job in report.jobs)
+    if report.arrivals_read:
+        jobs += f"; finding arrivals {report.arrivals_read:,} rows {report.arrivals_seconds:.2f} s"
+    return (
+        f"{label:<46} {seconds:>7.2f} s {read:>11,} rows read {report.rows_written:>8,} written\n      {jobs}"
+    )
+
+
+def measure(devices: int) -> None:
+    """Print the incremental run, the day-refresh run, a cold run and the whole-day baseline."""
+    now = DAY + timedelta(hours=22)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DuckDBStore(Path(tmp) / "bench.duckdb")
+        try:
+            began = time.perf_counter()
+            day = _readings(devices, DAY, now)
+            store.write("air_quality", day, tags=TAGS)
+            print(
+                f"stored {day.height:,} readings ({devices} devices, 10 s, {DAY:%Y-%m-%d %H:%M} UTC to "
+                f"{now:%H:%M}) in {time.perf_counter() - began:.1f} s"
+            )
+            del day
+            clock = _Clock(now)
+            runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+            _, took = _timed(runner.run_once)
+            print(f"first run (everything new, untimed in the comparison): {took:.1f} s")
+
+            def arrive(minute: datetime) -> int:
+                new = _readings(devices, minute, minute + timedelta(minutes=1))
+                store.write("air_quality", new, tags=TAGS)
+                clock.now = minute + timedelta(minutes=1, seconds=10)
+                return new.height
+
+            arrived = arrive(now + timedelta(minutes=5))
+            incremental, incremental_s = _timed(runner.run_once)
+            # An hour later: today's 1-day rows are due again (day_refresh), read from the whole day.
+            arrive(now + timedelta(minutes=5) + runner.day_refresh)
+            refresh, refresh_s = _timed(runner.run_once)
+            # A runner just started keeps no hourly means yet: ATMO and EAQI read their hours once.
+            arrive(clock.now + timedelta(minutes=1))
+            cold_runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+            cold, cold_s = _timed(cold_runner.run_once)
+            baseline, baseline_s = _timed(lambda: runner.backfill(DAY, next_start(DAY, "1d")))
+        finally:
+            store.close()
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (2 cores)")
+    print(f"new readings per run: {arrived:,} (one minute of the fleet)")
+    print(_line("run_once, one new minute", incremental, incremental_s))
+    print(_line("run_once, one new minute + day_refresh due", refresh, refresh_s))
+    print(_line("run_once of a freshly started runner", cold, cold_s))
+    print(_line("baseline: backfill of the day (old run_once)", baseline, baseline_s))
+    read = sum(job.rows_read for job in incremental.jobs)
+    base_read = sum(job.rows_read for job in baseline.jobs)
+    print(
+        f"ratio, one new minute vs baseline: {baseline_s / incremental_s:.0f}x faster, "
+        f"{base_read / max(read, 1):.0f}x fewer rows read"
+    )
+    print(f"ratio, day_refresh run vs baseline: {baseline_s / refresh_s:.1f}x faster")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="200 devices instead of 2,000")
+    parser.add_argument("--devices", type=int, help="number of devices (overrides --quick)")
+    args = parser.parse_args(argv)
+    measure(args.devices or (200 if args.quick else 2000))
+
+
+if __name__ == "__main__":
+    main()
