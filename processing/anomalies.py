@@ -20,19 +20,22 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
 from processing.anomaly_bounds import merge_out_of_bounds, out_of_bounds_points
+from processing.anomaly_compiled import PerDevice, per_device_pass
 from processing.anomaly_drift import find_drift
 from processing.anomaly_frame import (
     ANOMALY_SCHEMA,
     ANOMALY_TAGS,
+    DEV,
     KINDS,
     AnomalyOptionError,
     AnomalyOptions,
     Prepared,
+    check_readings,
     empty_anomalies,
     finish,
     prepare_chunks,
@@ -71,6 +74,7 @@ def detect_anomalies(
     *,
     rejected: pl.DataFrame | None = None,
     now: datetime | None = None,
+    engine: Engine = "compiled",
     **options: Any,
 ) -> pl.DataFrame:
     """Every kind of anomaly in ``frame``, raw readings of one ``family`` in the store convention.
@@ -78,11 +82,12 @@ def detect_anomalies(
     ``rejected`` holds rows of ``rejected_readings`` (any family and reason: those that are
     ``out_of_bounds`` values of this family become anomalies). ``now`` is the time at which a
     silent device or a flatline still going on counts as open; None means the latest reading
-    of ``frame``. ``options`` are the fields of :class:`AnomalyOptions`.
+    of ``frame``. ``engine`` picks the implementation of the per-device part (see
+    :data:`Engine`; both give the same rows). ``options`` are the fields of :class:`AnomalyOptions`.
 
     Returns rows in the schema of the ``anomalies`` measurement, sorted by time then tags.
     """
-    return _run(frame, family, KINDS, rejected=rejected, now=now, options=options)
+    return _run(frame, family, KINDS, rejected=rejected, now=now, options=options, engine=engine)
 
 
 def detect_out_of_bounds(
@@ -149,6 +154,12 @@ def detect_offline(
     return _run(frame, family, ("offline",), now=now, options=options)
 
 
+Engine = Literal["compiled", "reference"]
+"""How the per-device part of the pass runs: ``compiled`` (numba kernels, the default) or
+``reference`` (polars and numpy, chunk by chunk: slower, kept as the oracle the kernels are
+tested against)."""
+
+
 def _run(
     frame: pl.DataFrame,
     family: str,
@@ -157,14 +168,44 @@ def _run(
     rejected: pl.DataFrame | None = None,
     now: datetime | None = None,
     options: dict[str, Any],
+    engine: Engine = "compiled",
 ) -> pl.DataFrame:
-    """The detectors of ``kinds`` over ``frame``, chunk of devices by chunk of devices.
-
-    Chunks bound the memory of the intermediate columns; what needs the whole fleet (the
-    allowed flatline durations, the commune medians of drift) is computed from small per-chunk
-    summaries once every chunk is done.
-    """
+    """The detectors of ``kinds`` over ``frame``: the per-device part, then what needs the whole
+    fleet (the allowed flatline durations, the commune medians of drift), computed from small
+    per-device summaries."""
     opts = AnomalyOptions.from_kwargs(options)
+    if engine == "compiled":
+        found = per_device_pass(check_readings(frame, family, now=now), kinds, opts)
+    elif engine == "reference":
+        found = _reference_pass(frame, family, kinds, opts, now)
+    else:
+        raise ValueError(f"unknown anomaly engine {engine!r}; known: compiled, reference")
+    prep = found.prep
+    stuck = find_stuck(prep, opts, found.runs, found.hourly) if "stuck" in kinds else empty_anomalies()
+    parts = [stuck]
+    if "offline" in kinds:
+        parts.append(found.offline)
+    if "out_of_bounds" in kinds:
+        parts.append(merge_out_of_bounds(prep, opts, [found.out_of_bounds], rejected))
+    if "spike" in kinds:
+        parts.append(without_flatlines(found.spikes, stuck))
+    if "drift" in kinds and found.hourly is not None:
+        parts.append(find_drift(prep, opts, found.hourly))
+    kept = [part for part in parts if part.height]
+    return finish(pl.concat(kept, how="diagonal_relaxed")) if kept else empty_anomalies()
+
+
+WORKERS = 2
+"""Chunks processed at once by the reference engine (the machine has two cores)."""
+
+
+def _reference_pass(
+    frame: pl.DataFrame, family: str, kinds: tuple[str, ...], opts: AnomalyOptions, now: datetime | None
+) -> PerDevice:
+    """The per-device detectors in polars and numpy, chunk of devices by chunk of devices.
+
+    Chunks bound the memory of the intermediate columns.
+    """
     partials: list[ChunkResult] = []
     prep: Prepared | None = None
     # Two chunks at a time: numpy and polars release the GIL, so on two cores the second chunk
@@ -177,36 +218,28 @@ def _run(
             if len(pending) >= WORKERS:
                 partials.append(pending.popleft().result())
         partials.extend(future.result() for future in pending)
-    out_of_bounds = [p.out_of_bounds for p in partials if p.out_of_bounds is not None]
-    spikes = [p.spikes for p in partials if p.spikes is not None]
-    offline = [p.offline for p in partials if p.offline is not None]
-    hourly = [p.hourly for p in partials if p.hourly is not None]
+    assert prep is not None  # prepare_chunks always yields
     runs = FlatRuns()
     for partial in partials:
         if partial.runs is not None:
             runs.add(partial.runs)
-    if prep is None:  # pragma: no cover - prepare_chunks always yields
-        return empty_anomalies()
-    all_hours = pl.concat(hourly) if hourly else None
-    stuck = find_stuck(prep, opts, runs, all_hours) if "stuck" in kinds else empty_anomalies()
-    parts = [stuck, *offline]
-    if "out_of_bounds" in kinds:
-        parts.append(merge_out_of_bounds(prep, opts, out_of_bounds, rejected))
-    if spikes:
-        parts.append(without_flatlines(pl.concat(spikes, how="diagonal_relaxed"), stuck))
-    if "drift" in kinds and all_hours is not None:
-        parts.append(find_drift(prep, opts, all_hours))
-    found = [part for part in parts if part.height]
-    return finish(pl.concat(found, how="diagonal_relaxed")) if found else empty_anomalies()
-
-
-WORKERS = 2
-"""Chunks processed at once (the machine the figures are measured on has two cores)."""
+    hourly = [p.hourly for p in partials if p.hourly is not None]
+    points = [p.out_of_bounds for p in partials if p.out_of_bounds is not None]
+    spikes = [p.spikes for p in partials if p.spikes is not None and p.spikes.height]
+    offline = [p.offline for p in partials if p.offline is not None and p.offline.height]
+    return PerDevice(
+        prep=prep,
+        out_of_bounds=pl.concat(points) if points else out_of_bounds_points(prep),
+        spikes=pl.concat(spikes, how="diagonal_relaxed") if spikes else empty_anomalies(),
+        offline=pl.concat(offline, how="diagonal_relaxed") if offline else empty_anomalies(),
+        hourly=pl.concat(hourly) if hourly else None,
+        runs=runs,
+    )
 
 
 @dataclass(slots=True)
 class ChunkResult:
-    """What one chunk of devices contributes; the fleet-wide steps combine these."""
+    """What one chunk of devices contributes to the reference engine's pass."""
 
     out_of_bounds: pl.DataFrame | None = None
     spikes: pl.DataFrame | None = None
@@ -216,7 +249,7 @@ class ChunkResult:
 
 
 def _detect_chunk(prep: Prepared, kinds: tuple[str, ...], opts: AnomalyOptions) -> ChunkResult:
-    """The per-device part of every detector of ``kinds`` on one chunk."""
+    """The per-device part of every detector of ``kinds`` on one chunk (reference engine)."""
     result = ChunkResult()
     if prep.frame.height == 0:
         return result
@@ -233,5 +266,5 @@ def _detect_chunk(prep: Prepared, kinds: tuple[str, ...], opts: AnomalyOptions) 
     if "offline" in kinds:
         result.offline = find_offline(prep, opts)
     if hours is not None:
-        result.hourly = hours.table
+        result.hourly = hours.table.select(DEV, "hour", *prep.gauge_fields())
     return result

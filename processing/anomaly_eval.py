@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -98,7 +99,7 @@ def rejected_from_truth(truth: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def detect_fleet(fleet: Fleet, **options: object) -> pl.DataFrame:
+def detect_fleet(fleet: Fleet, **options: Any) -> pl.DataFrame:
     """Every family of ``fleet`` through :func:`detect_anomalies`, with its rejected rows."""
     rejected = rejected_from_truth(fleet.ground_truth)
     found = [
@@ -129,7 +130,7 @@ def match(detected: pl.DataFrame, truth: pl.DataFrame, tolerance: timedelta) -> 
     )
 
 
-def evaluate(fleet: Fleet, **options: object) -> Evaluation:
+def evaluate(fleet: Fleet, **options: Any) -> Evaluation:
     """Run the detectors on ``fleet`` and score them against its ground truth."""
     detected = detect_fleet(fleet, **options)
     truth = fleet.ground_truth.filter(pl.col("kind").is_in(list(KINDS)))

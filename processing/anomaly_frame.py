@@ -182,6 +182,55 @@ def family_spec_of(family: str) -> FamilySpec:
         raise ValueError(f"unknown family {family!r}; known: {known}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedReadings:
+    """Readings of one family, checked: what every implementation of the pass starts from."""
+
+    spec: FamilySpec
+    frame: pl.DataFrame
+    """The input less rows without a time or a device."""
+    numeric_fields: tuple[str, ...]
+    """The family's float and int fields present in ``frame``, counters included."""
+    now_ns: int | None
+    """``now``, or the latest reading, in ns since the epoch; None when there is no reading."""
+
+    def times_ns(self) -> pl.Series:
+        """The ``time`` column in ns since the epoch, UTC (a naive time is taken as UTC)."""
+        return self.frame.select(_utc_time(self.frame).cast(TIME_DTYPE).dt.epoch("ns")).to_series()
+
+
+def _utc_time(frame: pl.DataFrame) -> pl.Expr:
+    """The ``time`` column as a UTC datetime (a naive time is taken as UTC)."""
+    dtype = frame.schema["time"]
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return pl.col("time").dt.replace_time_zone("UTC")
+    return pl.col("time")
+
+
+def check_readings(frame: pl.DataFrame, family: str, *, now: datetime | None = None) -> CheckedReadings:
+    """Check ``frame`` (raw readings of ``family`` in the store convention).
+
+    Raises ``ValueError`` naming the problem when a required column is missing or mistyped.
+    Extra columns (``received_at``, unknown fields) are ignored, and so are booleans and enums:
+    no detector looks at them (a switch that stays off is not a fault).
+    """
+    spec = family_spec_of(family)
+    missing = [name for name in ("time", "insee", "device_id") if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{family} readings lack the column(s) {', '.join(missing)}")
+    time_dtype = frame.schema["time"]
+    if not isinstance(time_dtype, pl.Datetime):
+        raise ValueError(f"{family} readings: column time must be a Datetime, got {time_dtype}")
+    numeric = tuple(f.name for f in spec.fields if f.kind in ("float", "int") and f.name in frame.columns)
+    for name in numeric:
+        dtype = frame.schema[name]
+        if not (dtype.is_numeric() or dtype == pl.Null):
+            raise ValueError(f"{family} readings: field {name} must be numeric, got {dtype}")
+    if frame.select((pl.col("time").is_null() | pl.col("device_id").is_null()).any()).item():
+        frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
+    return CheckedReadings(spec=spec, frame=frame, numeric_fields=numeric, now_ns=_now_ns(frame, now))
+
+
 def prepare(frame: pl.DataFrame, family: str, *, now: datetime | None = None) -> Prepared:
     """Check ``frame`` (raw readings of ``family`` in the store convention) and sort it by device.
 
@@ -201,29 +250,14 @@ def prepare_chunks(
     the whole input."""
     if chunk_rows == -1:
         chunk_rows = CHUNK_ROWS
-    spec = family_spec_of(family)
-    missing = [name for name in ("time", "insee", "device_id") if name not in frame.columns]
-    if missing:
-        raise ValueError(f"{family} readings lack the column(s) {', '.join(missing)}")
-    time_dtype = frame.schema["time"]
-    if not isinstance(time_dtype, pl.Datetime):
-        raise ValueError(f"{family} readings: column time must be a Datetime, got {time_dtype}")
-    numeric = tuple(f.name for f in spec.fields if f.kind in ("float", "int") and f.name in frame.columns)
-    for name in numeric:
-        dtype = frame.schema[name]
-        if not (dtype.is_numeric() or dtype == pl.Null):
-            raise ValueError(f"{family} readings: field {name} must be numeric, got {dtype}")
-    time_expr = pl.col("time")
-    if time_dtype.time_zone is None:
-        time_expr = time_expr.dt.replace_time_zone("UTC")
-    if frame.select((pl.col("time").is_null() | pl.col("device_id").is_null()).any()).item():
-        frame = frame.filter(pl.col("time").is_not_null() & pl.col("device_id").is_not_null())
-    now_ns = _now_ns(frame, now)
+    checked = check_readings(frame, family, now=now)
+    spec, frame, numeric, now_ns = checked.spec, checked.frame, checked.numeric_fields, checked.now_ns
+    time_expr = _utc_time(frame)
     code = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series()
     order: pl.Series | None = None
     if not _grouped_by_device(frame, code):
         if not frame["time"].is_sorted():
-            frame = frame.sort("time")
+            frame = frame.sort("time", maintain_order=True)  # stable: equal times keep their order
             code = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series()
         # A stable sort on an integer code keeps the time order within each device, and costs
         # a fraction of a sort on the strings or on (device, time).
