@@ -5,12 +5,14 @@ For every numeric field ``f`` of a family (``FamilySpec.numeric_fields``) and ev
 ``f_mean``, ``f_min``, ``f_max``, ``f_p95`` (Float64) and ``f_count`` (Int64, readings carrying
 the field). ``f_p95`` is the linear-interpolation 95th percentile (numpy's and pandas' default),
 computed from the raw readings of the window: percentiles cannot be composed from finer
-windows, so every window size selects among the raw values (the finer windows only bound the
-search from below; see ``_floor``). Mean, min, max and count do compose, from 1-minute runs.
+windows, so every window size selects among the raw values (the minutes' largest values only
+bound the search from below). Mean, min, max and count do compose, from 1-minute partials.
 
-How it is fast: tags become integer codes, the readings are put once in (device, time) order,
-and then every (device, window) is a contiguous run and every commune a contiguous block, so
-the statistics are numpy segment reductions, a few whole communes at a time (``CHUNK_ROWS``).
+How it is fast: tags become integer codes (a hash lookup, not a string cast), and each field
+is read a few times by compiled kernels (``processing.window_kernels``) that add every reading
+to its (device, minute) partials and offer it to the top-5 % buffer of each window it falls in,
+at a place computed from its time and device: the readings are never sorted, grouped or
+gathered, and come in the store's order. Two fields are aggregated at once, on two cores.
 
 Cumulative counters (``FieldSpec.counter``: the building energy meter, network error counters)
 are not averaged: the mean of a meter index means nothing. They give ``f_increase`` (Float64,
@@ -25,6 +27,7 @@ Every function here is pure: polars frames in, polars frames out, in the Store f
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +36,29 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from processing.windows import MINUTE_NS, WINDOWS, check_window, window_start_ns
+from processing.window_kernels import (
+    DAY,
+    HOUR,
+    MINUTE,
+    MINUTE_NS,
+    QUARTER,
+    build_code_table,
+    code_rows,
+    largest_values,
+    minute_partials,
+    window_floors,
+    window_ranks,
+)
+from processing.windows import (
+    HOUR_NS,
+    WINDOWS,
+    check_window,
+    floor,
+    from_ns,
+    next_start,
+    to_ns,
+    window_start_ns,
+)
 from sensors.families import FamilySpec, family_spec
 from storage.base import TIME_DTYPE
 
@@ -141,7 +166,7 @@ class _Prepared:
     frame: pl.DataFrame
     """``_t`` (ns), ``_dev`` code and the fields, in the order of the input; no strings."""
     order: np.ndarray
-    """The rows in (device, time) order."""
+    """The rows in (device, time) order (only computed when there are counters)."""
     plain: list[str]
     counters: list[str]
     device_names: pl.DataFrame
@@ -162,42 +187,77 @@ def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
     if missing:
         raise ValueError(f"readings lack the column(s) {', '.join(missing)}")
     plain, counters = fields_present(frame, family)
-    coded = frame.select(
-        pl.col("time").cast(TIME_DTYPE).cast(pl.Int64).alias("_t"),
-        pl.col("insee").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_cp"),
-        pl.col("device_id").cast(pl.Categorical).to_physical().cast(pl.Int64).alias("_dp"),
-    )
-    packed = (coded["_cp"] * _SHIFT + coded["_dp"]).alias("_packed")
-    first = packed.arg_unique()
-    names = (
-        frame.select("insee", "device_id")
-        .gather(first)
-        .with_columns(packed.gather(first), coded["_dp"].gather(first))
-        .sort("insee", "device_id")
-        .with_columns((pl.col("insee").rank("dense") - 1).cast(pl.UInt32).alias("_com"))
-    )
-    code_of_name = np.arange(names.height, dtype=np.uint32)
-    private = names["_dp"].n_unique() == names.height
-    if frame.is_empty():
-        code = code_of_name
-    elif private:  # the usual case: a device id names one device, a direct lookup table
-        table = np.zeros(int(names["_dp"].max()) + 1, dtype=np.uint32)  # type: ignore[arg-type]
-        table[names["_dp"].to_numpy()] = code_of_name
-        code = table[coded["_dp"].to_numpy()]
-    else:  # the same id in two communes: two devices, found by (commune, id)
-        keys = names["_packed"].to_numpy()
-        sorter = np.argsort(keys)
-        code = code_of_name[sorter][np.searchsorted(keys[sorter], packed.to_numpy())]
-    order = _device_time_order(code, coded["_t"], names.height)
+    time_ns = frame.get_column("time").cast(TIME_DTYPE).cast(pl.Int64)
+    code, names = _device_codes(frame.select("insee", "device_id"))
+    order = _device_time_order(code, time_ns, names.height) if counters else np.empty(0, np.int64)
     device_names = names.select("insee", "device_id", "_com")
     return _Prepared(
-        pl.DataFrame({"_t": coded["_t"], "_dev": code}).hstack(frame.select(*plain, *counters)),
+        pl.DataFrame({"_t": time_ns, "_dev": code}).hstack(frame.select(*plain, *counters)),
         order,
         plain,
         counters,
         device_names,
         device_names.filter(pl.col("_com").is_first_distinct()).select("insee"),
     )
+
+
+def _tag_hash(tags: pl.DataFrame, seed: int) -> np.ndarray:
+    """A 64-bit hash of each row's (insee, device_id)."""
+    device = tags.get_column("device_id").hash(seed).to_numpy()
+    commune = tags.get_column("insee").hash(seed + 1).to_numpy()
+    mixed: np.ndarray = (device * np.uint64(0x9E3779B97F4A7C15)) ^ commune
+    return mixed
+
+
+def _device_codes(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
+    """Each row's device code, and the devices' ``insee``, ``device_id`` and ``_com`` (commune
+    code) in code order: (insee, device_id) order, communes numbered in insee order.
+
+    Rows are told apart by a hash of their tags, looked up in an open-addressing table: several
+    times faster than casting millions of strings to categoricals. A second, independent hash
+    must then agree on every row; if two devices ever shared the first hash, it would not, and
+    the codes come from the strings themselves instead.
+    """
+    key = _tag_hash(tags, 0)
+    first = pl.Series(key).arg_unique().to_numpy()
+    names = _named_devices(tags, first)
+    if tags.is_empty():
+        return np.empty(0, dtype=np.uint32), names
+    code_of_first = np.empty(first.size, dtype=np.uint32)
+    code_of_first[names["_first"].to_numpy()] = np.arange(first.size, dtype=np.uint32)
+    slots = 1 << max(4, (4 * first.size - 1).bit_length())
+    table_keys, table_codes, used = build_code_table(key[first], code_of_first, slots)
+    code = code_rows(key, table_keys, table_codes, used)
+    check = _tag_hash(tags, 2)
+    representative = first[names["_first"].to_numpy()]
+    if np.array_equal(check, check[representative][code]):
+        return code, names
+    return _device_codes_from_strings(tags)
+
+
+def _named_devices(tags: pl.DataFrame, first: np.ndarray) -> pl.DataFrame:
+    """The devices first seen at rows ``first``, sorted by tags, with their commune code and
+    the position in ``first`` they come from (``_first``)."""
+    return (
+        tags.gather(first)
+        .with_columns(pl.Series("_first", np.arange(first.size, dtype=np.int64)))
+        .sort("insee", "device_id")
+        .with_columns((pl.col("insee").rank("dense") - 1).cast(pl.UInt32).alias("_com"))
+    )
+
+
+def _device_codes_from_strings(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
+    """``_device_codes`` from the strings, with no hash to trust."""
+    pairs = tags.select(pl.struct("insee", "device_id").rank("dense").cast(pl.Int64) - 1).to_series()
+    first = pairs.arg_unique().to_numpy()
+    names = _named_devices(tags, first)
+    code_of_first = np.empty(first.size, dtype=np.uint32)
+    code_of_first[names["_first"].to_numpy()] = np.arange(first.size, dtype=np.uint32)
+    # dense ranks number the pairs in sorted order, which is the code order already
+    rank_of_first = pairs.gather(first).to_numpy()
+    code_of_rank = np.empty(first.size, dtype=np.uint32)
+    code_of_rank[rank_of_first] = code_of_first
+    return code_of_rank[pairs.to_numpy()], names
 
 
 def _device_time_order(code: np.ndarray, time_ns: pl.Series, devices: int) -> np.ndarray:
@@ -229,455 +289,295 @@ def _device_slices(frame: pl.DataFrame, counters: Sequence[str]) -> Iterator[pl.
 
 
 FIELD_THREADS = 2
-"""Fields aggregated at once (the project's machines have two cores)."""
+"""Fields aggregated at once (the project's machines have two cores; the kernels release the GIL)."""
 
 SMALL_GROUP = 21
 """In a window of at most this many readings, the linear 95th percentile lies between the two
 largest values: position 0.95 (n - 1) is at least n - 2."""
 
+_WIDTH_MINUTES: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "1d": 0}
+"""Each window's width in minutes (0: the whole Paris day, 23 to 25 hours)."""
+
 # ---------------------------------------------------------------------------------------------
-# The numpy engine of the plain (non-counter) fields.
+# The engine of the plain (non-counter) fields: see processing.window_kernels.
 #
-# Readings are put once in (device, time) order, devices numbered in (insee, device_id) order.
-# Every (device, window) is then a contiguous segment for every window size, so mean, min, max
-# and count are numpy segment reductions (``reduceat``) over each field: no group-by, no hash.
-# A commune's window is the union of its devices' segments: its mean/min/max/count compose from
-# theirs, and only its p95 needs the raw values, gathered in commune order once per window.
+# Work goes one Paris day at a time (every window nests in one). Within a day, a window of
+# ``width`` minutes of entity ``e`` is cell ``(minute // width) * entities + e`` of a dense
+# block, minute counted from the hour the day's readings start in. Blocks are time-major and
+# entity-minor, so their non-empty cells come out in (time, code) order: (time, tags) order,
+# as codes are numbered in tag order. No sort, no group-by, no gather of the readings.
 
 
 @dataclass(frozen=True, slots=True)
-class _Segments:
-    """Contiguous runs of rows sharing one entity and window, in an ordering of the rows."""
+class _Block:
+    """The windows of one size at one level, over one day."""
 
-    starts: np.ndarray
-    """Index of each run's first row (in the ordering)."""
-    lengths: np.ndarray
-    time: np.ndarray
-    """Window start of each run, Int64 ns."""
-    entity: np.ndarray
-    """Entity code of each run."""
+    window: str
+    level: Level
+    width: int
+    """Minutes per window; 0 for the day."""
+    entities: int
+    windows: int
+    """Windows per entity."""
+
+    @property
+    def cells(self) -> int:
+        return self.windows * self.entities
 
 
 @dataclass(frozen=True, slots=True)
-class _Partials:
-    count: np.ndarray
-    total: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+class _Day:
+    """The readings of one Paris day, or of the part of it the input covers."""
+
+    rows: slice | np.ndarray
+    """Which input rows: a slice when the input is in time order."""
+    time_ns: np.ndarray
+    start_ns: int
+    """Paris midnight starting the day (UTC ns)."""
+    base_ns: int
+    """The whole hour the day's first reading falls in: minute 0 of the blocks."""
+    minutes: int
+    """Minutes from ``base_ns`` to the end of the hour of the last reading (a multiple of 60)."""
 
 
-def _runs(entity: np.ndarray, start_ns: np.ndarray) -> _Segments:
-    change = np.empty(entity.size, dtype=bool)
-    change[0] = True
-    np.not_equal(entity[1:], entity[:-1], out=change[1:])
-    change[1:] |= start_ns[1:] != start_ns[:-1]
-    starts = np.flatnonzero(change)
-    lengths = np.diff(np.append(starts, entity.size))
-    return _Segments(starts, lengths, start_ns[starts], entity[starts])
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What every field of a day shares: blocks, occupied cells, commune grouping."""
+
+    day: _Day
+    blocks: list[_Block]
+    occupied: list[np.ndarray]
+    """Per block, the cells holding at least one reading (flat indices, ascending)."""
+    commune_of_device: np.ndarray
+    commune_first: np.ndarray
+    """First device code of each commune (devices are numbered commune by commune)."""
+    minute_cell: np.ndarray
+    """Each reading's (minute, device) cell: ``minute * devices + device``."""
 
 
-def _partials(values: np.ndarray, valid: np.ndarray, starts: np.ndarray) -> _Partials:
-    """Count, sum, min and max of the non-NaN ``values`` of each run (NaN where none)."""
-    count = np.add.reduceat(valid, starts, dtype=np.int64)
-    total = np.add.reduceat(np.where(valid, values, 0.0), starts)
-    # fmin/fmax skip NaN (the nulls); a run of nulls only gives NaN.
-    low = np.fmin.reduceat(values, starts)
-    high = np.fmax.reduceat(values, starts)
-    return _Partials(count, total, low, high)
+def _paris_days(time_ns: np.ndarray) -> list[_Day]:
+    """The input rows cut in Paris days, in day order."""
+    lo, hi = int(time_ns.min()), int(time_ns.max())
+    midnights = [to_ns(floor(from_ns(lo), "1d"))]
+    while midnights[-1] <= hi:
+        midnights.append(to_ns(next_start(from_ns(midnights[-1]), "1d")))
+    edges = np.array(midnights, dtype=np.int64)
+    days: list[_Day] = []
+    time_sorted = bool(np.all(time_ns[1:] >= time_ns[:-1]))
+    if time_sorted:
+        cuts = np.searchsorted(time_ns, edges)
+        pieces: list[slice | np.ndarray] = [slice(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
+    else:
+        day = np.searchsorted(edges, time_ns, side="right") - 1
+        order = np.argsort(day.astype(np.uint16), kind="stable")
+        cuts = np.searchsorted(day[order], np.arange(edges.size))
+        pieces = [order[a:b] for a, b in itertools.pairwise(cuts)]
+    for start, rows in zip(midnights, pieces, strict=False):
+        times = time_ns[rows]
+        if times.size == 0:
+            continue
+        base = int(times.min()) // HOUR_NS * HOUR_NS
+        minutes = ((int(times.max()) - base) // HOUR_NS + 1) * 60
+        days.append(_Day(rows, times, start, base, minutes))
+    return days
 
 
-def _compose(parts: _Partials, starts: np.ndarray) -> _Partials:
-    """Partials of unions of consecutive runs (the runs of a commune's window, in order)."""
-    return _Partials(
-        np.add.reduceat(parts.count, starts),
-        np.add.reduceat(parts.total, starts),
-        np.fmin.reduceat(parts.low, starts),
-        np.fmax.reduceat(parts.high, starts),
+def _layout(
+    day: _Day,
+    device: np.ndarray,
+    commune_of_device: np.ndarray,
+    windows: Sequence[str],
+    levels: Sequence[Level],
+) -> _Layout:
+    devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
+    codes = device[day.rows]
+    cell = (day.time_ns - day.base_ns) // MINUTE_NS * devices + codes
+    minute_rows = np.bincount(cell, minlength=day.minutes * devices).reshape(day.minutes, devices)
+    cell_type = np.int32 if day.minutes * devices < 2**31 else np.int64
+    commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
+    blocks: list[_Block] = []
+    occupied: list[np.ndarray] = []
+    for window in windows:
+        width = _WIDTH_MINUTES[window]
+        span = width or day.minutes
+        rows = minute_rows.reshape(day.minutes // span, span, devices).sum(axis=1)
+        for level in levels:
+            entities = devices if level == "device" else communes
+            counted = rows if level == "device" else np.add.reduceat(rows, commune_first, axis=1)
+            blocks.append(_Block(window, level, width, entities, day.minutes // span))
+            occupied.append(np.flatnonzero(counted))
+    return _Layout(
+        day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, cell.astype(cell_type)
     )
 
 
 def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     """numpy's own linear interpolation (``np.percentile``), for the same rounding."""
-    diff = high - low
-    with np.errstate(invalid="ignore"):  # inf - inf in lanes that np.where then discards
+    with np.errstate(invalid="ignore"):  # inf - inf in lanes (empty windows) discarded later
+        diff = high - low
         result: np.ndarray = np.where(fraction >= 0.5, high - diff * (1 - fraction), low + diff * fraction)
     return result
 
 
-def _small_p95(values: np.ndarray, starts: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p95 and k-th value of runs of at most ``SMALL_GROUP`` values, non-empty and NaN-free.
-
-    Position k = floor(0.95 (n - 1)) is then n - 2 (0 for a single value): the two largest
-    values of each run suffice, and they come from segment reductions instead of a sort.
-    """
-    top = np.maximum.reduceat(values, starts)
-    top_each = np.repeat(top, count)
-    ties = np.add.reduceat(values == top_each, starts, dtype=np.int64)
-    second = np.maximum.reduceat(np.where(values < top_each, values, -np.inf), starts)
-    second = np.where((ties >= 2) | (count <= 1), top, second)
-    position = P95 * (count - 1)
-    return _lerp(second, top, position - np.floor(position)), second
+def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc) -> np.ndarray:
+    """The (device, minute) partials composed into ``block``'s cells (a flat array)."""
+    minutes = layout.day.minutes
+    span = block.width or minutes
+    grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
+    if block.level == "commune":
+        grid = how.reduceat(grid, layout.commune_first, axis=1)
+    flat: np.ndarray = grid.reshape(-1)
+    return flat
 
 
-_WIDTH_SLACK = 1.25
-"""Runs whose lengths differ by at most this factor share one padded 2-D block."""
+def _capacity(count: np.ndarray) -> np.ndarray:
+    """How many of its largest values a window of ``count`` readings keeps: ranks k and above,
+    k = floor(0.95 (n - 1)) (0 for an empty window)."""
+    kept: np.ndarray = np.where(count > 0, count - np.floor(P95 * (count - 1)).astype(np.int64), 0)
+    return kept
 
 
-def _large_p95(
-    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, count: np.ndarray, below: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """p95 and k-th value of runs of any length, non-empty and NaN-free: a selection, no sort.
-
-    A run holds ``lengths`` values of ``values`` from ``starts``: its ``count`` values but the
-    ``below`` smallest, known to lie under the k-th. Runs of similar length are laid out as the
-    rows of one 2-D block padded with +inf, and one ``np.partition`` along the rows places every
-    needed order statistic (ranks k and k + 1 of each run) where a full sort would.
-    """
-    result = np.empty(count.size)
-    kth = np.empty(count.size)
-    order = np.argsort(lengths, kind="stable")
-    ordered = lengths[order]
-    begin = 0
-    while begin < order.size:
-        width_limit = int(ordered[begin] * _WIDTH_SLACK) + 8
-        end = int(np.searchsorted(ordered, width_limit, side="right"))
-        rows = order[begin:end]
-        width = int(lengths[rows].max())
-        columns = np.arange(width)
-        index = starts[rows, None] + columns
-        inside = columns < lengths[rows, None]
-        block = np.where(inside, values[np.minimum(index, values.size - 1)], np.inf)
-        position = P95 * (count[rows] - 1)
-        lower = np.floor(position).astype(np.int64)
-        upper = np.minimum(lower + 1, count[rows] - 1)
-        lower -= below[rows]
-        upper -= below[rows]
-        block.partition(np.unique(np.concatenate((lower, upper))), axis=1)
-        line = np.arange(rows.size)
-        kth[rows] = block[line, lower]
-        result[rows] = _lerp(kth[rows], block[line, upper], position - np.floor(position))
-        begin = end
-    return result, kth
+_SLACK = 8
+_KERNEL_SIZE = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
 
 
-def _above(count: np.ndarray) -> np.ndarray:
-    """How many of a run's ``count`` values are at or above its k-th smallest, at least."""
-    return count - np.floor(P95 * (count - 1)).astype(np.int64)
-
-
-_FLOOR_BLOCK = 4
-"""The padded block of ``_floor`` may be at most this many times the number of finer runs."""
-
-
-def _floor(kth: np.ndarray, above: np.ndarray, need: np.ndarray, groups: _Groups) -> np.ndarray:
-    """A value at most the k-th of each run made of base runs (``kth``, ``above`` per base run).
-
-    A base run has at least ``above`` values at or above its k-th, so the largest k-th such
-    that the base runs whose k-th is at least it have ``need`` (the run's own ``_above``)
-    values above between them is a floor: the run's k-th cannot be below it.
-    """
-    if groups.index is None:
-        # Ragged runs (one huge commune among small ones): the plain minimum is a floor too.
-        ordered = kth if groups.order is None else kth[groups.order]
-        return np.fmin.reduceat(ordered, groups.first)
-    values = kth[groups.index]
-    inside = groups.inside & ~np.isnan(values)
-    values[~inside] = -np.inf
-    width = values.shape[1]
-    weight = np.where(inside, above[groups.index], 0)
-    floor = np.full(need.size, np.nan)
-    # Usually every finer run of a run guarantees as many values (regular readings): the floor
-    # is then the j-th largest k-th, j = ceil(need / weight), one selection per row, no sort.
-    heaviest = weight.max(axis=1)
-    uniform = np.all((weight == heaviest[:, None]) | ~inside, axis=1) & (heaviest > 0)
-    rows = np.flatnonzero(uniform)
-    if rows.size:
-        taken = -(-need[rows] // heaviest[rows])
-        found = taken <= inside[rows].sum(axis=1)
-        position = width - np.minimum(taken, width)
-        block = values[rows]
-        block.partition(np.unique(position), axis=1)
-        floor[rows] = np.where(found, block[np.arange(rows.size), position], np.nan)
-    rows = np.flatnonzero(~uniform)
-    if rows.size:
-        order = np.argsort(-values[rows], axis=1)
-        ranked = np.take_along_axis(values[rows], order, axis=1)
-        enough = np.cumsum(np.take_along_axis(weight[rows], order, axis=1), axis=1) >= need[rows, None]
-        chosen = ranked[np.arange(rows.size), np.argmax(enough, axis=1)]
-        floor[rows] = np.where(enough.any(axis=1), chosen, np.nan)
-    return floor
-
-
-def _starts(lengths: np.ndarray) -> np.ndarray:
-    """Where each run of ``lengths`` starts when runs are laid end to end."""
-    starts: np.ndarray = np.cumsum(lengths) - lengths
-    return starts
-
-
-def _reorder_runs(values: np.ndarray, lengths: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``values``, laid out as runs of ``lengths``, with the runs put in ``order``."""
-    moved = lengths[order]
-    # Position i of the result is position (its run's old start - new start) + i of the input.
-    index = np.repeat(_starts(lengths)[order] - _starts(moved), moved) + np.arange(int(moved.sum()))
-    return values[index]
-
-
-def _p95(present: np.ndarray, kept: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear p95 and k-th smallest value of each run, NaN for a run without values.
-
-    A run has ``count`` values, of which ``present`` holds ``kept`` (runs end to end): all those
-    at or above a floor known to be at most the run's k-th, k = floor(0.95 (n - 1)). The p95
-    interpolates between the k-th value and the next, so the selection works on the kept values
-    only, about a twentieth of the data when the floor is tight (see ``_floor``).
-    """
-    filled = count > 0
-    result = np.full(count.size, np.nan)
-    kth = np.full(count.size, np.nan)
-    if not filled.any():
-        return result, kth
-    total, lengths = count[filled], kept[filled]
-    starts = _starts(lengths)
-    if total.max() <= SMALL_GROUP and np.array_equal(total, lengths):
-        result[filled], kth[filled] = _small_p95(present, starts, total)
-    else:
-        result[filled], kth[filled] = _large_p95(present, starts, lengths, total, total - lengths)
-    return result, kth
-
-
-def _stat_columns(name: str, parts: _Partials, p95: np.ndarray) -> dict[str, pl.Series]:
-    empty = parts.count == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = parts.total / parts.count
-    return {
-        f"{name}_mean": pl.Series(np.where(empty, np.nan, mean), nan_to_null=True),
-        f"{name}_min": pl.Series(parts.low, nan_to_null=True),
-        f"{name}_max": pl.Series(parts.high, nan_to_null=True),
-        f"{name}_p95": pl.Series(p95, nan_to_null=True),
-        f"{name}_count": pl.Series(parts.count, dtype=pl.Int64),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class _Groups:
-    """Base runs (the finest window's device runs) grouped by the runs of a coarser window."""
-
-    order: np.ndarray | None
-    """The base runs in group order; None when they already are."""
-    first: np.ndarray
-    """First base run (in ``order``) of each group."""
-    index: np.ndarray | None
-    """The base runs of each group as the rows of a 2-D block (None: too ragged for one)."""
-    inside: np.ndarray
-    """Which cells of ``index`` are base runs of the group (the others pad)."""
-
-
-def _groups(order: np.ndarray | None, first: np.ndarray, runs: int) -> _Groups:
-    lengths = np.diff(np.append(first, runs))
-    width = int(lengths.max())
-    if lengths.size * width > _FLOOR_BLOCK * runs + 1_000_000:
-        return _Groups(order, first, None, np.empty((0, 0), dtype=bool))
-    columns = np.arange(width)
-    index = np.minimum(first[:, None] + columns, runs - 1)
-    return _Groups(order, first, index if order is None else order[index], columns < lengths[:, None])
-
-
-@dataclass(frozen=True, slots=True)
-class _WindowLayout:
-    """Where each (device, window) and (commune, window) lies in the (device, time) order."""
-
-    device: _Segments
-    segment_order: np.ndarray | None
-    """The device runs in (commune, window) order; None when they already are."""
-    commune_starts: np.ndarray
-    """First device run (in ``segment_order``) of each commune window."""
-    device_groups: _Groups
-    commune_groups: _Groups
-    base_device: np.ndarray
-    """The device run of this window holding each base run."""
-    base_commune: np.ndarray
-    """The commune run of this window holding each base run."""
-
-
-def _layout(
-    device_code: np.ndarray, start_ns: np.ndarray, commune_of_device: np.ndarray, base: _Segments | None
-) -> _WindowLayout:
-    device = _runs(device_code, start_ns)
-    commune = commune_of_device[device.entity]
-    order: np.ndarray | None = np.lexsort((device.time, commune))
-    assert order is not None
-    if np.all(order[1:] > order[:-1]):
-        order = None
-    commune = commune if order is None else commune[order]
-    time = device.time if order is None else device.time[order]
-    change = np.empty(commune.size, dtype=bool)
-    change[0] = True
-    change[1:] = (commune[1:] != commune[:-1]) | (time[1:] != time[:-1])
-    commune_starts = np.flatnonzero(change)
-    base = device if base is None else base
-    # Finer windows nest in coarser ones (Paris midnight is a whole UTC hour): each base run
-    # lies in one device run of this window, and in one commune run.
-    base_device = np.searchsorted(device.starts, base.starts, side="right") - 1
-    device_run = base_device
-    if order is not None:
-        position = np.empty_like(order)
-        position[order] = np.arange(order.size)
-        device_run = position[device_run]
-    commune_run = np.searchsorted(commune_starts, device_run, side="right") - 1
-    commune_order: np.ndarray | None = np.argsort(commune_run, kind="stable")
-    assert commune_order is not None
-    if np.all(commune_order[1:] > commune_order[:-1]):
-        commune_order = None
-    grouped = commune_run if commune_order is None else commune_run[commune_order]
-    return _WindowLayout(
-        device,
-        order,
-        commune_starts,
-        _groups(None, np.searchsorted(base.starts, device.starts), base.starts.size),
-        _groups(commune_order, np.searchsorted(grouped, np.arange(commune_starts.size)), base.starts.size),
-        base_device,
-        commune_run,
-    )
-
-
-def _counts_per_run(keep: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """How many of ``keep`` are true in each run of ``lengths`` (runs may be empty)."""
-    total = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-    ends = np.cumsum(lengths)
-    counts: np.ndarray = total[ends] - total[ends - lengths]
-    return counts
-
-
-def _field_stats(
-    name: str, values: np.ndarray, layouts: dict[str, _WindowLayout], levels: Sequence[Level]
-) -> dict[tuple[str, Level], dict[str, pl.Series]]:
-    """Every window's and level's statistics of one field (``values`` in (device, time) order).
-
-    The finest window (the base) is computed from the values; every other run is made of base
-    runs: its mean/min/max/count compose from theirs, and their k-th values bound its p95 from
-    below (``_floor``). The values under every floor of the runs holding them are dropped once;
-    each p95 then selects among the few that are left.
-    """
-    result: dict[tuple[str, Level], dict[str, pl.Series]] = {}
-    layout_list = list(layouts.items())
-    base = layout_list[0][1].device
-    valid = ~np.isnan(values)
-    base_parts = _partials(values, valid, base.starts)
-    base_p95, base_kth = _p95(values[valid], base_parts.count, base_parts.count)
-    above = _above(base_parts.count)
-    floors: dict[tuple[str, Level], np.ndarray] = {}
-    lowest = np.full(base.starts.size, np.inf)
-    for window, layout in layout_list:
-        if window != layout_list[0][0]:
-            groups = layout.device_groups
-            need = _above(np.add.reduceat(base_parts.count, groups.first))
-            floors[(window, "device")] = _floor(base_kth, above, need, groups)
-            np.fmin(lowest, floors[(window, "device")][layout.base_device], out=lowest)
-        if "commune" in levels:
-            groups = layout.commune_groups
-            count = base_parts.count if groups.order is None else base_parts.count[groups.order]
-            need = _above(np.add.reduceat(count, groups.first))
-            floors[(window, "commune")] = _floor(base_kth, above, need, groups)
-            np.fmin(lowest, floors[(window, "commune")][layout.base_commune], out=lowest)
-    # NaN floors (no value in the run) and +inf (no coarser run): nothing is known, keep all.
-    lowest[~np.isfinite(lowest)] = -np.inf
-    keep = values >= np.repeat(lowest, base.lengths)
-    candidates = values[keep]
-    per_base = _counts_per_run(keep, base.lengths)
-    for index, (window, layout) in enumerate(layout_list):
-        if index == 0:
-            parts, p95 = base_parts, base_p95
-        else:
-            parts = _compose(base_parts, layout.device_groups.first)
-            floor = floors[(window, "device")][layout.base_device]
-            mask = candidates >= np.repeat(floor, per_base)
-            kept = np.add.reduceat(_counts_per_run(mask, per_base), layout.device_groups.first)
-            p95, _ = _p95(candidates[mask], kept, parts.count)
-        if "device" in levels:
-            result[(window, "device")] = _stat_columns(name, parts, p95)
-        if "commune" in levels:
-            groups, seg = layout.commune_groups, layout.segment_order
-            ordered = (
-                parts
-                if seg is None
-                else _Partials(*(a[seg] for a in (parts.count, parts.total, parts.low, parts.high)))
-            )
-            commune = _compose(ordered, layout.commune_starts)
-            floor = floors[(window, "commune")][layout.base_commune]
-            mask = candidates >= np.repeat(floor, per_base)
-            present, kept = candidates[mask], _counts_per_run(mask, per_base)
-            if groups.order is not None:
-                present = _reorder_runs(present, kept, groups.order)
-                kept = kept[groups.order]
-            p95, _ = _p95(present, np.add.reduceat(kept, groups.first), commune.count)
-            result[(window, "commune")] = _stat_columns(name, commune, p95)
-    return result
-
-
-def _plain_aggregates(
-    prep: _Prepared, windows: Sequence[str], levels: Sequence[Level], bounds: tuple[int, int]
-) -> dict[tuple[str, Level], list[pl.DataFrame]]:
-    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
-    one frame per chunk of communes.
-
-    A commune's readings are contiguous in (device, time) order (devices are numbered in insee
-    order) and every statistic of a commune's devices and windows depends on them only, so the
-    work goes commune by commune, a few at a time.
-    """
-    commune_of_device = prep.device_names["_com"].to_numpy()
-    per_device = np.bincount(prep.frame["_dev"].to_numpy(), minlength=commune_of_device.size)
-    per_commune = np.bincount(commune_of_device, weights=per_device).astype(np.int64)
-    chunk = (np.cumsum(per_commune) - per_commune) // CHUNK_ROWS
-    ends = np.cumsum(per_commune)[np.flatnonzero(np.append(chunk[1:] != chunk[:-1], True))]
-    found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
-    for lo, hi in zip(np.append(0, ends[:-1]), ends, strict=True):
-        part = _plain_chunk(prep, pl.Series(prep.order[lo:hi]), windows, levels, bounds)
-        for key, frame in part.items():
-            found.setdefault(key, []).append(frame)
+def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[str, np.ndarray]]:
+    """Each block's statistics of one field, on its occupied cells."""
+    day, devices = layout.day, layout.commune_of_device.size
+    cells = day.minutes * devices
+    count = np.zeros(cells, dtype=np.int64)
+    total = np.zeros(cells)
+    low = np.full(cells, np.inf)
+    high = np.full(cells, -np.inf)
+    second = np.full(cells, -np.inf)
+    minute_partials(layout.minute_cell, values, count, total, low, high, second)
+    counts = [_compose(count, block, layout, np.add) for block in layout.blocks]
+    # A device's minute of at most SMALL_GROUP readings has its p95 between its two largest
+    # values, known already; every other window keeps its largest values in a buffer.
+    small = [
+        b.window == "1m" and b.level == "device" and int(count.max()) <= SMALL_GROUP for b in layout.blocks
+    ]
+    selected = [index for index, done in enumerate(small) if not done]
+    kth: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
+    following: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
+    for index, done in enumerate(small):
+        if done:
+            cells_here = layout.occupied[index]
+            kth[index] = np.where(count[cells_here] > 1, second[cells_here], high[cells_here])
+            following[index] = high[cells_here]
+    if selected:
+        capacity = np.concatenate([_capacity(counts[i]) for i in selected])
+        # Room for as many again (at least _SLACK): a full buffer is cut back by a selection over
+        # all of it, so each value that enters costs a few operations, and the floors
+        # (window_floors) let few enter.
+        room = np.where(capacity > 0, capacity + np.maximum(capacity, _SLACK), 0)
+        start = np.cumsum(room) - room
+        first = np.cumsum([0] + [layout.blocks[i].cells for i in selected[:-1]]).astype(np.int64)
+        used = np.zeros(capacity.size, dtype=np.int64)
+        buffer = np.empty(int(room.sum()))
+        sizes = np.array([_KERNEL_SIZE[layout.blocks[i].window] for i in selected], dtype=np.int64)
+        on_commune = np.array([layout.blocks[i].level == "commune" for i in selected])
+        entities = np.array([layout.blocks[i].entities for i in selected], dtype=np.int64)
+        threshold = np.empty(capacity.size)
+        lowest = np.empty(cells)
+        window_floors(
+            count,
+            second,
+            layout.commune_of_device,
+            layout.commune_first,
+            day.minutes,
+            sizes,
+            on_commune,
+            entities,
+            first,
+            capacity,
+            threshold,
+            lowest,
+        )
+        largest_values(
+            layout.minute_cell,
+            layout.commune_of_device,
+            values,
+            sizes,
+            on_commune,
+            entities,
+            first,
+            capacity,
+            room,
+            start,
+            used,
+            threshold,
+            lowest,
+            buffer,
+        )
+        kth_all = np.full(capacity.size, np.nan)
+        following_all = np.full(capacity.size, np.nan)
+        window_ranks(capacity, start, used, buffer, kth_all, following_all)
+        del buffer
+        for position, index in enumerate(selected):
+            at = first[position] + layout.occupied[index]
+            kth[index], following[index] = kth_all[at], following_all[at]
+    found: list[dict[str, np.ndarray]] = []
+    for index, block in enumerate(layout.blocks):
+        cells_here = layout.occupied[index]
+        n = counts[index][cells_here]
+        position = P95 * (n - 1)
+        empty = n == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = _compose(total, block, layout, np.add)[cells_here] / n
+        p95 = _lerp(kth[index], following[index], position - np.floor(position))
+        found.append(
+            {
+                f"{name}_mean": np.where(empty, np.nan, mean),
+                f"{name}_min": np.where(empty, np.nan, _compose(low, block, layout, np.minimum)[cells_here]),
+                f"{name}_max": np.where(empty, np.nan, _compose(high, block, layout, np.maximum)[cells_here]),
+                f"{name}_p95": np.where(empty, np.nan, p95),
+                f"{name}_count": n,
+            }
+        )
     return found
 
 
-def _plain_chunk(
-    prep: _Prepared,
-    order: pl.Series,
-    windows: Sequence[str],
-    levels: Sequence[Level],
-    bounds: tuple[int, int],
-) -> dict[tuple[str, Level], pl.DataFrame]:
-    """``_plain_aggregates`` of the readings at ``order``, whole communes in (device, time) order."""
-    device_code = prep.frame["_dev"].gather(order).to_numpy()
+def _plain_aggregates(
+    prep: _Prepared, windows: Sequence[str], levels: Sequence[Level]
+) -> dict[tuple[str, Level], list[pl.DataFrame]]:
+    """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
+    one frame per Paris day."""
+    time_ns = prep.frame["_t"].to_numpy()
+    device = prep.frame["_dev"].to_numpy().astype(np.int32, copy=False)
     commune_of_device = prep.device_names["_com"].to_numpy()
-    time_ns = prep.frame["_t"].gather(order)
-    layouts: dict[str, _WindowLayout] = {}
-    base: _Segments | None = None
-    for window in sorted(windows, key=WINDOWS.index):  # finest first: the base of the floors
-        start_ns = time_ns.to_frame().select(window_start_ns(pl.col("_t"), window, *bounds)).to_series()
-        layouts[window] = _layout(device_code, start_ns.to_numpy(), commune_of_device, base)
-        base = layouts[window].device if base is None else base
-    del time_ns, device_code
-    columns: dict[tuple[str, Level], dict[str, pl.Series]] = {}
-    for window, layout in layouts.items():
-        device = layout.device
-        columns[(window, "device")] = {
-            "time": pl.Series(device.time).cast(TIME_DTYPE),
-            "_dev": pl.Series(device.entity, dtype=pl.UInt32),
-        }
-        seg = layout.segment_order
-        first = layout.commune_starts if seg is None else seg[layout.commune_starts]
-        columns[(window, "commune")] = {
-            "time": pl.Series(device.time[first]).cast(TIME_DTYPE),
-            "_com": pl.Series(commune_of_device[device.entity[first]], dtype=pl.UInt32),
-        }
+    found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
+    for day in _paris_days(time_ns):
+        layout = _layout(day, device, commune_of_device, windows, levels)
 
-    def one_field(name: str) -> dict[tuple[str, Level], dict[str, pl.Series]]:
-        values = prep.frame[name].gather(order).cast(pl.Float64).to_numpy()
-        return _field_stats(name, values, layouts, levels)
+        def one_field(name: str, layout: _Layout = layout) -> list[dict[str, np.ndarray]]:
+            column = prep.frame[name]
+            values = column.cast(pl.Float64).to_numpy()
+            if not isinstance(layout.day.rows, slice) or layout.day.rows != slice(0, column.len()):
+                values = values[layout.day.rows]
+            return _field_stats(name, np.ascontiguousarray(values), layout)
 
-    # numpy releases the GIL in its loops: two fields at a time use both cores.
-    with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
-        for found in pool.map(one_field, prep.plain):
-            for key, stats in found.items():
-                columns[key].update(stats)
-    return {key: pl.DataFrame(series) for key, series in columns.items() if key[1] in levels}
+        columns: list[dict[str, pl.Series]] = []
+        for index, block in enumerate(layout.blocks):
+            cells = layout.occupied[index]
+            entity = cells % block.entities
+            if block.width:
+                time = layout.day.base_ns + cells // block.entities * block.width * MINUTE_NS
+            else:
+                time = np.full(cells.size, layout.day.start_ns, dtype=np.int64)
+            code = "_dev" if block.level == "device" else "_com"
+            columns.append(
+                {"time": pl.Series(time).cast(TIME_DTYPE), code: pl.Series(entity, dtype=pl.UInt32)}
+            )
+        with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
+            for stats in pool.map(one_field, prep.plain):
+                for index, block_stats in enumerate(stats):
+                    for column, array in block_stats.items():
+                        dtype = pl.Int64 if column.endswith("_count") else pl.Float64
+                        columns[index][column] = pl.Series(array, dtype=dtype, nan_to_null=True)
+        for index, block in enumerate(layout.blocks):
+            found.setdefault((block.window, block.level), []).append(pl.DataFrame(columns[index]))
+    return found
 
 
 def _counter_query(
@@ -737,22 +637,11 @@ def _finish(frame: pl.DataFrame, level: Level, names: pl.DataFrame, columns: lis
 def _finish_chunks(
     chunks: list[pl.DataFrame], level: Level, names: pl.DataFrame, columns: list[str]
 ) -> pl.DataFrame:
-    """``_finish`` of the concatenation of ``chunks``, one column at a time.
-
-    The results of a fleet-day are large (the 1-minute device level is a third of the input's
-    rows): each column is moved out of the chunks into its sorted place before the next one,
-    so the rows are never held twice.
-    """
+    """The per-day frames, which come in (time, code) order, end to end with their tags."""
     entity = "_dev" if level == "device" else "_com"
-    time = pl.concat([chunk.drop_in_place("time") for chunk in chunks])
-    code = pl.concat([chunk.drop_in_place(entity) for chunk in chunks])
-    order = pl.DataFrame([time, code]).select(pl.arg_sort_by("time", entity)).to_series()
-    out = [time.gather(order)]
-    out += names.select(output_tags(level))[code.gather(order)].get_columns()
-    del time, code
-    for name in columns:
-        out.append(pl.concat([chunk.drop_in_place(name) for chunk in chunks]).gather(order))
-    return pl.DataFrame(out)
+    frame = pl.concat(chunks, rechunk=False) if len(chunks) > 1 else chunks[0]
+    tags = names.select(output_tags(level))[frame[entity]]
+    return frame.hstack(tags).select("time", *output_tags(level), *columns)
 
 
 def _merge(frames: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
@@ -791,7 +680,7 @@ def aggregate_all(
                 )
         return result
     bounds = (int(frame["_t"].min()), int(frame["_t"].max()))  # type: ignore[arg-type]
-    stats = _plain_aggregates(prep, windows, levels, bounds) if plain else {}
+    stats = _plain_aggregates(prep, windows, levels) if plain else {}
     counted = _counter_aggregates(prep, windows, bounds) if counters else {}
     for window in windows:
         for level in levels:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from processing.aggregates import aggregate, aggregate_all, measurement_name
 from processing.windows import WINDOWS, floor, next_start, to_ns, window_start, window_start_ns
@@ -180,15 +181,23 @@ def test_empty_input_and_bad_input() -> None:
         aggregate(empty.drop("device_id"), "air_quality", "1h")
 
 
-def test_results_do_not_depend_on_how_communes_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counter_results_do_not_depend_on_how_devices_are_sliced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters are worked out a slice of devices at a time; the slicing must not show."""
     from processing import aggregates
 
     rng = np.random.default_rng(11)
     frame = random_frame(rng, 4000, datetime(2026, 10, 24, 18, tzinfo=UTC), timedelta(hours=40))
-    whole = aggregate_all(frame, "air_quality")
-    monkeypatch.setattr(aggregates, "CHUNK_ROWS", 1)  # every commune on its own
-    for name, chunked in aggregate_all(frame, "air_quality").items():
-        assert chunked.equals(whole[name]), name
+    frame = frame.sort("time").with_columns(
+        # A meter per device, growing, replaced once in a while (goes back to a small value).
+        energy=pl.col("no2").abs().cum_sum().over("insee", "device_id") % 5000,
+        activePower=pl.col("pm25"),
+    )
+    whole = aggregate_all(frame, "building")
+    monkeypatch.setattr(aggregates, "CHUNK_ROWS", 1)  # every device on its own
+    for name, sliced in aggregate_all(frame, "building").items():
+        # Sums taken in another order may differ in the last bit, nothing more.
+        assert_frame_equal(sliced, whole[name], rel_tol=1e-12)
+    assert whole[measurement_name("building", "1d")]["energy_resets"].sum() > 0
 
 
 def test_large_window_p95_equals_numpy_with_nulls_and_ties() -> None:
@@ -208,3 +217,54 @@ def test_large_window_p95_equals_numpy_with_nulls_and_ties() -> None:
     for hour, p95 in enumerate(hours["pm25_p95"].to_list()):
         in_hour = [v for v in values[hour * 360 : (hour + 1) * 360] if v is not None]
         assert p95 == float(np.percentile(in_hour, 95))
+
+
+def test_dense_minutes_in_any_row_order_match_a_direct_computation() -> None:
+    """Readings every second (60 in a minute, beyond the two-largest shortcut), with ties and
+    nulls, in shuffled order: every window and level still equals numpy, and the row order of
+    the input changes nothing."""
+    rng = np.random.default_rng(3)
+    start = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the autumn DST change is at 01:00 UTC
+    seconds = 2 * 3600
+    devices = [("78498", "aq-1"), ("78498", "aq-2"), ("92049", "aq-1")]
+    times = [start + timedelta(seconds=s) for s in range(seconds)] * len(devices)
+    insee = [tag for tag, _ in devices for _ in range(seconds)]
+    device_id = [name for _, name in devices for _ in range(seconds)]
+    values: list[float | None] = [float(v) for v in rng.integers(0, 40, len(times))]
+    for i in rng.choice(len(times), len(times) // 20, replace=False):
+        values[i] = None
+    frame = readings(times, insee=insee, device_id=device_id, pm25=values).sort("time")
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1)
+    ordered = aggregate_all(frame, "air_quality")
+    assert all(
+        aggregate_all(shuffled, "air_quality")[name].equals(result) for name, result in ordered.items()
+    )
+    for window in WINDOWS:
+        for level, keys in (("device", ["insee", "device_id"]), ("commune", ["insee"])):
+            result = ordered[measurement_name("air_quality", window, level)]  # type: ignore[arg-type]
+            expected = direct(frame, window, keys, "pm25")
+            assert result.height == len(expected)
+            for row in result.iter_rows(named=True):
+                mean, low, high, p95, count = expected[(row["time"], *(row[k] for k in keys))]
+                assert (row["pm25_count"], row["pm25_min"], row["pm25_max"]) == (count, low, high)
+                assert row["pm25_p95"] == p95
+                assert row["pm25_mean"] == pytest.approx(mean)
+
+
+def test_devices_stay_apart_when_their_tag_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tags are told apart by a hash first; should two devices share it, the strings decide."""
+    from processing import aggregates
+
+    rng = np.random.default_rng(8)
+    frame = random_frame(rng, 2000, datetime(2026, 5, 4, tzinfo=UTC), timedelta(hours=6))
+    whole = aggregate_all(frame, "air_quality")
+    real_hash = aggregates._tag_hash
+
+    def colliding(tags: pl.DataFrame, seed: int) -> np.ndarray:
+        hashed = real_hash(tags, seed)
+        return np.zeros_like(hashed) if seed == 0 else hashed  # every device on one key
+
+    monkeypatch.setattr(aggregates, "_tag_hash", colliding)
+    for name, result in aggregate_all(frame, "air_quality").items():
+        assert result.equals(whole[name]), name
+    assert whole[measurement_name("air_quality", "1d")]["device_id"].n_unique() == 3

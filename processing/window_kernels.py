@@ -1,0 +1,306 @@
+"""Compiled kernels of the window aggregates: one pass over a field's readings per kernel.
+
+The aggregates of a Paris day are laid out densely: a window of entity ``e`` (a device or a
+commune code) is cell ``index * entities + e`` of its (window size, level) block, ``index``
+counting windows from an hour boundary ``base_ns`` (minutes, quarter-hours, hours; 0 for the
+day). Every reading then has a fixed cell in every block, computed on the fly, so the readings
+can come in any order (the store gives time order) and nothing is sorted or gathered.
+
+* ``minute_partials`` adds each reading to its (device, minute) count, sum, min, max and
+  second-largest value; every coarser window and every commune composes its count, sum, min and
+  max from those (numpy reshapes, in the caller), and a minute of at most 21 readings has its
+  p95 between its two largest values.
+* ``largest_values`` keeps, for every other window, its ``capacity`` largest values: with ``n``
+  readings and ``k = floor(0.95 (n - 1))``, ``capacity = n - k`` keeps ranks k and above, the
+  two order statistics the linear-interpolation p95 needs. Each window has a buffer larger
+  than that; a value enters only above the window's threshold, and a full buffer is cut back to its
+  ``capacity`` largest by a selection, which raises the threshold. Most readings cost one load
+  and one compare per window; nothing is ever sorted.
+* ``window_ranks`` reads the two order statistics out of every buffer.
+
+All are ``nogil``: the caller runs two fields at once on two cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+MINUTE_NS = 60_000_000_000
+MINUTE, QUARTER, HOUR, DAY = 0, 1, 2, 3
+"""Window sizes, as the kernels know them."""
+
+
+@njit(cache=True, nogil=True)
+def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
+    minute_cell: np.ndarray,
+    values: np.ndarray,
+    count: np.ndarray,
+    total: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    second: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Add each non-NaN value to its (minute, device) cell ``minute_cell`` of the partials.
+
+    ``count`` starts at 0, ``total`` at 0.0, ``low`` at +inf, ``high`` and ``second`` (the
+    second-largest value, ties counted) at -inf.
+    """
+    for i in range(values.size):
+        value = values[i]
+        if np.isnan(value):  # the reading does not carry this field
+            continue
+        cell = minute_cell[i]
+        count[cell] += 1
+        total[cell] += value
+        low[cell] = min(low[cell], value)
+        if value >= high[cell]:
+            second[cell] = high[cell]
+            high[cell] = value
+        elif value > second[cell]:
+            second[cell] = value
+
+
+@njit(cache=True, nogil=True)
+def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma: no cover - compiled
+    """Rearrange ``buffer[lo:hi]`` so that ``buffer[lo + rank]`` is its rank-th smallest value,
+    with none larger before it and none smaller after it (quickselect, median of three)."""
+    target = lo + rank
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        a, b, c = buffer[lo], buffer[mid], buffer[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while buffer[i] < pivot:
+                i += 1
+            while buffer[j] > pivot:
+                j -= 1
+            if i <= j:
+                buffer[i], buffer[j] = buffer[j], buffer[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(cache=True, nogil=True)
+def largest_values(  # noqa: PLR0917 - numba kernels take arrays positionally
+    minute_cell: np.ndarray,
+    commune_of_device: np.ndarray,
+    values: np.ndarray,
+    size: np.ndarray,
+    on_commune: np.ndarray,
+    entities: np.ndarray,
+    first_cell: np.ndarray,
+    capacity: np.ndarray,
+    room: np.ndarray,
+    start: np.ndarray,
+    used: np.ndarray,
+    threshold: np.ndarray,
+    lowest: np.ndarray,
+    buffer: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Keep at least the ``capacity`` largest values of every window in its buffer.
+
+    Block ``b`` has windows of ``size[b]`` (``MINUTE`` .. ``DAY``) over ``entities[b]`` devices
+    or communes (``on_commune[b]``); its cells start at ``first_cell[b]``. A cell's buffer is
+    ``buffer[start[cell]:start[cell] + room[cell]]`` (``room`` > ``capacity``), ``used[cell]`` of it filled
+    (starting at 0), ``threshold[cell]`` (starting at -inf) the smallest value it must keep.
+    """
+    blocks = size.size
+    devices = commune_of_device.size
+    for i in range(values.size):
+        value = values[i]
+        if np.isnan(value):
+            continue
+        at_minute = minute_cell[i]
+        if value <= lowest[at_minute]:
+            continue
+        minute, dev = divmod(at_minute, devices)
+        com = commune_of_device[dev]
+        for b in range(blocks):
+            kind = size[b]
+            if kind == MINUTE:
+                index = minute
+            elif kind == QUARTER:
+                index = minute // 15
+            elif kind == HOUR:
+                index = minute // 60
+            else:
+                index = 0
+            cell = first_cell[b] + index * entities[b] + (com if on_commune[b] else dev)
+            if value <= threshold[cell]:
+                continue
+            at = start[cell]
+            filled = used[cell]
+            buffer[at + filled] = value
+            filled += 1
+            if filled == room[cell]:
+                # Full: keep the ``keep`` largest; the smallest of them is the new threshold.
+                keep = capacity[cell]
+                drop = filled - keep
+                _select(buffer, at, at + filled, drop)
+                threshold[cell] = buffer[at + drop]
+                for j in range(keep):
+                    buffer[at + j] = buffer[at + drop + j]
+                filled = keep
+            used[cell] = filled
+
+
+@njit(cache=True, nogil=True)
+def window_ranks(  # noqa: PLR0917 - numba kernels take arrays positionally
+    capacity: np.ndarray,
+    start: np.ndarray,
+    used: np.ndarray,
+    buffer: np.ndarray,
+    kth: np.ndarray,
+    following: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """For each cell holding ``capacity`` (> 0) values at least, the ``capacity``-th and the
+    (``capacity`` - 1)-th largest: ranks k and k + 1 of its window (the same when capacity is 1)."""
+    for cell in range(capacity.size):
+        keep = capacity[cell]
+        if keep == 0:
+            continue
+        at = start[cell]
+        filled = used[cell]
+        rank = filled - keep
+        _select(buffer, at, at + filled, rank)
+        kth[cell] = buffer[at + rank]
+        if keep == 1:
+            following[cell] = kth[cell]
+        else:
+            following[cell] = buffer[at + rank + 1 : at + filled].min()
+
+
+@njit(cache=True, nogil=True)
+def _window_cells(kind: int, minutes: int) -> int:  # pragma: no cover - compiled
+    """How many minutes a window of ``kind`` spans (the whole day for ``DAY``)."""
+    if kind == MINUTE:
+        return 1
+    if kind == QUARTER:
+        return 15
+    if kind == HOUR:
+        return 60
+    return minutes
+
+
+@njit(cache=True, nogil=True)
+def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
+    count: np.ndarray,
+    second: np.ndarray,
+    commune_of_device: np.ndarray,
+    commune_first: np.ndarray,
+    minutes: int,
+    size: np.ndarray,
+    on_commune: np.ndarray,
+    entities: np.ndarray,
+    first_cell: np.ndarray,
+    capacity: np.ndarray,
+    threshold: np.ndarray,
+    lowest: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Set each window's ``threshold`` under its k-th value, and ``lowest`` per (minute, device).
+
+    ``count`` and ``second`` are the (minute, device) partials, flat. A minute of two readings
+    or more has at least two values at or above its second-largest, so a window needing its
+    ``capacity`` largest values has them all at or above the ``ceil(capacity / 2)``-th largest
+    of its minutes' second-largest values: everything strictly under that floor is dropped
+    unseen. (The largest values of the minutes too would give a floor a little closer, for
+    twice the work here and little saved in ``largest_values``: measured.) Blocks are laid out
+    as in ``largest_values``.
+    """
+    devices = count.size // minutes
+    communes = commune_first.size
+    threshold[:] = -np.inf
+    lowest[:] = np.inf
+    # A device's minutes side by side, for its own windows; a minute's devices side by side
+    # (the input layout) for a commune's.
+    by_device = np.full(count.size, -np.inf)
+    for minute in range(minutes):
+        for dev in range(devices):
+            at = minute * devices + dev
+            if count[at] >= 2:
+                by_device[dev * minutes + minute] = second[at]
+    scratch = np.empty(count.size)
+    for b in range(size.size):
+        span = _window_cells(size[b], minutes)
+        for index in range(minutes // span):
+            for entity in range(entities[b]):
+                cell = first_cell[b] + index * entities[b] + entity
+                need = (capacity[cell] + 1) // 2
+                if need == 0:
+                    continue
+                found = 0
+                if on_commune[b]:
+                    lo = commune_first[entity]
+                    hi = commune_first[entity + 1] if entity + 1 < communes else devices
+                    for minute in range(index * span, (index + 1) * span):
+                        for at in range(minute * devices + lo, minute * devices + hi):
+                            if count[at] >= 2:
+                                scratch[found] = second[at]
+                                found += 1
+                else:
+                    row = entity * minutes
+                    for at in range(row + index * span, row + (index + 1) * span):
+                        if by_device[at] > -np.inf:
+                            scratch[found] = by_device[at]
+                            found += 1
+                if found < need:
+                    continue  # too few full minutes to say anything: keep every value
+                _select(scratch, 0, found, found - need)
+                threshold[cell] = np.nextafter(scratch[found - need], -np.inf)
+        # Every (minute, device) of a window may drop what is under the window's threshold.
+        for minute in range(minutes):
+            row = first_cell[b] + minute // span * entities[b]
+            for dev in range(devices):
+                entity = commune_of_device[dev] if on_commune[b] else dev
+                at = minute * devices + dev
+                lowest[at] = min(lowest[at], threshold[row + entity])
+
+
+@njit(cache=True, nogil=True)
+def _slot(key: np.uint64, mask: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    return (key ^ (key >> np.uint64(29))) & mask
+
+
+@njit(cache=True, nogil=True)
+def build_code_table(
+    keys: np.ndarray, codes: np.ndarray, slots: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """An open-addressing table (``slots`` a power of two, linear probing) from distinct
+    ``keys`` to ``codes``: its keys, codes and which slots are used."""
+    table_keys = np.zeros(slots, dtype=np.uint64)
+    table_codes = np.zeros(slots, dtype=np.uint32)
+    used = np.zeros(slots, dtype=np.bool_)
+    mask = np.uint64(slots - 1)
+    for i in range(keys.size):
+        slot = _slot(keys[i], mask)
+        while used[slot]:
+            slot = (slot + np.uint64(1)) & mask
+        used[slot] = True
+        table_keys[slot] = keys[i]
+        table_codes[slot] = codes[i]
+    return table_keys, table_codes, used
+
+
+@njit(cache=True, nogil=True)
+def code_rows(
+    keys: np.ndarray, table_keys: np.ndarray, table_codes: np.ndarray, used: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """The code of each of ``keys`` in a table of ``build_code_table`` (every key present)."""
+    mask = np.uint64(table_keys.size - 1)
+    codes = np.empty(keys.size, dtype=np.uint32)
+    for i in range(keys.size):
+        key = keys[i]
+        slot = _slot(key, mask)
+        while not (used[slot] and table_keys[slot] == key):
+            slot = (slot + np.uint64(1)) & mask
+        codes[i] = table_codes[slot]
+    return codes
