@@ -14,8 +14,35 @@ Incremental and correct under late data:
   same result (idempotent). ``backfill`` recomputes every window of a period, whatever the
   watermarks say; readings older than ``horizon`` need it.
 
-Work is cut in Paris days: a dirty day is read once, whole (a day's p95 needs every reading of
-the day), and the memory used is that of one day of one family.
+What a run reads follows what arrived, not the size of the day:
+
+* 1 min, 15 min and 1 h aggregates, camera and network hours: only the dirty hours are read,
+  every device of them (a commune window needs all its devices), as runs of consecutive hours
+  cut at Paris midnight. Counters (energy meter, error counters) also need each device's
+  previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full day reads
+  the hour before midnight), and for a device with no reading there, its last reading of the
+  counter earlier in the day, so increases come out as a full recompute gives them.
+* 1-day aggregate rows need the whole day (a p95 does not compose). A closed day (ended at
+  least ``settle`` ago) is read whole and recomputed when it is dirty, and once when it closes;
+  today's rows are recomputed, whole, at most every ``day_refresh`` (1 hour by default) when
+  readings arrived since their last refresh: that is how stale today's daily rows may get.
+  A day row is always computed from every reading of the day, never patched.
+* ATMO and EAQI need device hourly means with their coverage rule (processing.indices.air).
+  The stored ``air_quality_1h_commune`` aggregates cannot give them (a commune mean over every
+  reading is not the worst device's hourly mean, and a reading count is not the minutes
+  covered), so the runner keeps the hourly means it computed from raw readings between runs,
+  by hour, and reads again only the hours with new readings (or not kept: after a restart).
+  ATMO of a day and EAQI of a day (with the 24 hours before it) are then recomputed from the
+  kept hours at every run, as cheap as a group-by of a few thousand rows.
+* The anomaly pass reads each dirty day (and today) whole, with its context: see
+  ``_anomalies_job``.
+
+Results equal a full recompute (``backfill``) of the same readings: the same rows, counts,
+p95, classes and times; means computed by a polars group-by may differ in the last bit
+(polars sums a group in an order that depends on the frame around it).
+
+Finding what arrived still reads the arrival time of every reading of the horizon
+(``RunReport.arrivals_read``): the Store protocol filters on tags, not on ``received_at``.
 """
 
 from __future__ import annotations
