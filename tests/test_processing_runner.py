@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from pydantic import ValidationError
 
 from processing.aggregates import aggregate
 from processing.runner import JobReport, Runner, RunReport
@@ -18,6 +19,7 @@ from processing.windows import floor
 from sensors.faults import FaultRates
 from sensors.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
+from smartcity.settings import Settings
 from storage.base import TIME_DTYPE, Store
 from storage.duckdb_store import DuckDBStore
 from tests.storage_fixtures import open_test_store, shared_influxd
@@ -494,3 +496,11 @@ def test_incremental_runs_end_where_a_backfill_does(tmp_path: Path) -> None:
     finally:
         incremental.close()
         reference.close()
+
+
+def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "600")
+    assert Settings().processing.day_refresh_s == 600.0
+    monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "0")
+    with pytest.raises(ValidationError, match="day_refresh_s"):
+        Settings()
