@@ -414,7 +414,7 @@ def field_pass(  # noqa: PLR0917 - numba kernels take arrays positionally
                     spike_dev[n_spikes] = d
                     spike_start[n_spikes] = t[i]
                     best = -1.0
-                if abs(score) >= best:  # the last of equal scores, like a stable sort's last
+                if abs(score) > best:  # the first of equal scores, as the reference's arg_max
                     best = abs(score)
                     spike_observed[n_spikes] = x[i]
                     spike_expected[n_spikes] = x[i] - residual[i]

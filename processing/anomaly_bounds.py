@@ -79,8 +79,9 @@ def merge_out_of_bounds(
             pl.col("time").first(),
             pl.col("time").last().dt.epoch("ns").alias("end_ns"),
             pl.col("insee", "device_id", "field").first(),
-            pl.col("value").sort_by("excess").last().alias("observed"),
-            pl.col("bound").sort_by("excess").last().alias("expected"),
+            # The first of the worst readings, so that ties always pick the same one.
+            pl.col("value").get(pl.col("excess").arg_max()).alias("observed"),
+            pl.col("bound").get(pl.col("excess").arg_max()).alias("expected"),
             (pl.col("excess") / (pl.col("high") - pl.col("low"))).max().alias("score"),
         )
     )

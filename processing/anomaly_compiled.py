@@ -148,7 +148,7 @@ def _fields(  # noqa: PLR0917 - private, called once
     grouped = np.empty(frame.height, np.float64)
     points: list[pl.DataFrame] = [result.out_of_bounds]
     spikes: list[pl.DataFrame] = []
-    hourly: dict[str, FloatArray] = {}
+    hourly: dict[str, pl.Series] = {}
     hour_keys: tuple[IntArray, IntArray] | None = None
     for name in prep.numeric_fields:
         spec = prep.field_spec(name)
@@ -182,7 +182,8 @@ def _fields(  # noqa: PLR0917 - private, called once
             points.append(_points(prep, name, out))
         if name not in gauges:
             continue
-        hourly[name] = out.hour_median
+        # An hour without any reading of the field has no median: null, as polars gives it.
+        hourly[name] = pl.Series(name, out.hour_median, nan_to_null=True)
         hour_keys = (out.hour_dev, out.hour_key)
         if len(out.spike_dev):
             spikes.append(_spikes(name, out))

@@ -99,7 +99,8 @@ def find_drift(prep: Prepared, opts: AnomalyOptions, hourly: pl.DataFrame) -> pl
             pl.col("hour").first().alias("first_hour"),
             pl.col("hour").last().alias("end_hour"),
             pl.len().alias("hours"),
-            pl.col("observed", "expected").sort_by(pl.col("score").abs()).last(),
+            # The first of the worst hours, so that ties always pick the same one.
+            pl.col("observed", "expected").get(pl.col("score").abs().arg_max()),
             pl.col("score").abs().max(),
         )
         .filter(pl.col("hours") >= opts.drift_min_hours)

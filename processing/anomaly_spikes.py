@@ -191,13 +191,14 @@ def find_spikes(prep: Prepared, opts: AnomalyOptions, hourly: Hourly) -> pl.Data
     spikes = (
         pl.concat(found)
         .sort("field", "_row")
-        .with_columns(new_group(["field"], pl.col("_row").diff() != 1))
+        .with_columns(new_group(["field", DEV], pl.col("_row").diff() != 1))  # never across devices
         .group_by("group", maintain_order=True)
         .agg(
             pl.col("time").first(),
             pl.col("time").last().dt.epoch("ns").alias("end_ns"),
             pl.col(DEV, "field").first(),
-            pl.col("observed", "expected").sort_by(pl.col("score").abs()).last(),
+            # The first of the worst readings, so that ties always pick the same one.
+            pl.col("observed", "expected").get(pl.col("score").abs().arg_max()),
             pl.col("score").abs().max(),
         )
     )
