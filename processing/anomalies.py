@@ -55,6 +55,7 @@ __all__ = [
     "KINDS",
     "AnomalyOptionError",
     "AnomalyOptions",
+    "Engine",
     "detect_anomalies",
     "detect_drift",
     "detect_offline",
