@@ -1,21 +1,24 @@
 """Compiled kernels of the anomaly pass (numba): each device's readings walked once per field.
 
 The readings arrive in the store's order (time, then tags), every device interleaved with every
-other. :func:`device_layout` computes, once, where each row goes when the rows are grouped by
-device (a counting sort on a small integer device code, stable, then time order within each
-device); :func:`scatter` then moves one field at a time into that layout, reading the column
-sequentially. :func:`field_pass` walks a range of devices of one field and returns everything
-the per-device detectors need (spike runs, hourly medians and scales, flatline runs,
-out-of-bounds readings); :func:`offline_pass` does the same for the reporting gaps.
+other. :func:`device_positions` computes, once, where each row goes when the rows are grouped by
+device (a counting sort on a small integer device code; :func:`sort_within_devices` puts any
+device whose rows came out of time order back in order); :func:`scatter` then moves one field
+at a time into that layout, reading the column sequentially. :func:`field_pass` walks a range
+of devices of one field and returns everything the per-device detectors need (spike runs,
+hourly medians and scales, flatline runs, out-of-bounds readings); :func:`offline_pass` does
+the same for the reporting gaps.
 
 Every kernel is ``nogil``: the caller runs two of them at once on disjoint ranges (two cores).
-``cache=True`` keeps the compiled code on disk, so the compile cost (a few seconds) is paid once
-per machine, not per process.
+``cache=True`` keeps the compiled code on disk, so the compile cost (about 15 to 20 seconds) is
+paid once per machine (and again after the kernels change), not per process.
 
 Missing readings are NaN. The arithmetic mirrors the polars/numpy reference implementation
 (``processing.anomaly_spikes`` and friends) operation for operation, so that both give the same
-figures to the last bit: medians are ``lower + (upper - lower) * 0.5`` like polars' median, the
-hourly scale is a median of float32 values rounded like polars' float32 median.
+rows: medians are ``lower + (upper - lower) * 0.5`` like polars' median, the hourly scale is a
+median of float32 values rounded like polars' float32 median. (Values may still differ in the
+last bit: polars itself rounds a division differently depending on where a value sits in its
+array.)
 """
 
 from __future__ import annotations
@@ -37,19 +40,15 @@ Array = npt.NDArray[Any]
 
 
 @njit(cache=True, nogil=True)
-def device_layout(  # pragma: no cover - compiled
-    codes: Array, times: Ints, positions: Array, grouped_times: Ints
-) -> tuple[Ints, Ints]:
-    """Group rows by device, in time order within each device.
+def device_positions(codes: Array, positions: Array) -> tuple[Ints, Ints]:  # pragma: no cover
+    """Where each row goes when the rows are grouped by device, keeping their order within one.
 
-    ``codes`` is any non-negative integer device code per row (not necessarily dense) and
-    ``times`` the row's time in ns. Devices are numbered in the order they first appear. Fills
-    ``positions`` (where each input row goes in the grouped layout) and ``grouped_times`` (the
-    times in that layout): both have a row per input row and are allocated by the caller (numpy
-    asks the kernel for huge pages, which makes filling them several times cheaper).
+    ``codes`` is any non-negative integer device code per row (not necessarily dense); devices
+    are numbered in the order they first appear. Fills ``positions`` (allocated by the caller:
+    numpy asks the kernel for huge pages, which makes filling it several times cheaper).
 
     Returns ``offsets`` (device ``d``'s rows are ``offsets[d]:offsets[d + 1]`` of the grouped
-    layout) and ``first_rows`` (each device's earliest row in the input).
+    layout) and ``first_rows`` (each device's first row in the input).
     """
     n = codes.shape[0]
     top = 0
@@ -71,18 +70,26 @@ def device_layout(  # pragma: no cover - compiled
     offsets = np.zeros(devices + 1, np.int64)
     for d in range(devices):
         offsets[d + 1] = offsets[d] + counts[d]
-    # A counting sort: rows are read in order and each device's are written one after the
-    # other, so the writes go to one stream per device (which stays in cache) instead of
-    # gathering every device's rows from all over the input.
+    # A counting sort, stable: each device's rows get consecutive places in input order.
     fill = offsets[:devices].copy()
     for i in range(n):
         d = dense[codes[i]]
-        p = fill[d]
-        fill[d] = p + 1
-        positions[i] = p
-        grouped_times[p] = times[i]
-    # Within a device the rows keep their input order, which is time order for a store read;
-    # any device whose rows are not is sorted (stable: equal times keep the input order).
+        positions[i] = fill[d]
+        fill[d] += 1
+    return offsets, first_rows[:devices].copy()
+
+
+@njit(cache=True, nogil=True)
+def sort_within_devices(  # pragma: no cover - compiled
+    grouped_times: Ints, positions: Array, offsets: Ints, first_rows: Ints
+) -> None:
+    """Put each device's readings in time order, where they are not already (a store read is).
+
+    The sort is stable (equal times keep the input order); ``positions`` and ``first_rows``
+    (then each device's earliest row) are updated to match.
+    """
+    n = grouped_times.shape[0]
+    devices = offsets.shape[0] - 1
     order = np.empty(0, np.int64)
     for d in range(devices):
         lo, hi = offsets[d], offsets[d + 1]
@@ -100,7 +107,13 @@ def device_layout(  # pragma: no cover - compiled
     if order.shape[0] > 0:
         for j in range(n):
             positions[order[j]] = j
-    return offsets, first_rows[:devices].copy()
+
+
+@njit(cache=True, nogil=True)
+def scatter_times(values: Ints, positions: Array, start: int, out: Ints) -> None:  # pragma: no cover
+    """``out[positions[start + i]] = values[i]``: one piece of the time column into the layout."""
+    for i in range(values.shape[0]):
+        out[positions[start + i]] = values[i]
 
 
 @njit(cache=True, nogil=True)
@@ -143,10 +156,11 @@ def _select(a: Array, n: int, k: int) -> None:  # pragma: no cover - compiled
     A quickselect whose partition loops have no branch on the data (Lomuto with the swap done
     unconditionally): the comparisons of noisy readings are unpredictable, and a mispredicted
     branch per element costs more than the swap. Values equal to the pivot are gathered in a
-    second pass, so that rounded readings with many ties still shrink the range.
+    second pass when the pivot was the smallest value, so that rounded readings with many ties
+    still shrink the range.
     """
     left, right = 0, n - 1
-    while right - left > 8:
+    while right - left > 12:
         mid = (left + right) >> 1
         # The median of three becomes the pivot, at a[right].
         if a[mid] < a[left]:
@@ -164,6 +178,9 @@ def _select(a: Array, n: int, k: int) -> None:  # pragma: no cover - compiled
             store += v < pivot
         if k < store:  # a[left:store] < pivot <= a[store:right + 1]
             right = store - 1
+            continue
+        if store > left:
+            left = store
             continue
         equal = store
         for i in range(store, right + 1):

@@ -102,8 +102,15 @@ def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: Anom
     positions: Positions = (
         np.empty(frame.height, np.int32) if frame.height < 2**31 else np.empty(frame.height, np.int64)
     )
+    offsets, first_rows = kernels.device_positions(codes, positions)
+    del codes
     times = np.empty(frame.height, np.int64)
-    offsets, first_rows = kernels.device_layout(codes, checked.times_ns().to_numpy(), positions, times)
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        _wait(
+            pool.submit(_scatter_time_piece, piece, positions, start, times)
+            for start, piece in _pieces(_times_ns(frame))
+        )
+    kernels.sort_within_devices(times, positions, offsets, first_rows)
     layout = Layout(offsets=offsets, first_rows=first_rows, times=times, positions=positions)
     devices = (
         frame.select(pl.col("insee").cast(pl.String), pl.col("device_id").cast(pl.String))
@@ -388,6 +395,24 @@ def _scatter_piece(piece: pl.Series, positions: Positions, start: int, out: Floa
 
 
 _NO_BITS = np.zeros(0, np.uint8)
+
+
+def _times_ns(frame: pl.DataFrame) -> pl.Series:
+    """The ``time`` column as ns since the epoch, chunks kept (no copy when already in ns)."""
+    time = frame["time"]
+    dtype = time.dtype
+    assert isinstance(dtype, pl.Datetime)  # check_readings made sure
+    if dtype.time_unit != "ns":
+        time = time.cast(pl.Datetime("ns", dtype.time_zone))
+    # Physical values are UTC for an aware time and taken as UTC for a naive one: the epoch.
+    return time.to_physical()
+
+
+def _scatter_time_piece(piece: pl.Series, positions: Positions, start: int, out: IntArray) -> None:
+    """One piece of the time column (ns, never null) into the grouped layout, from its Arrow buffer."""
+    array = piece.to_arrow()
+    values = np.frombuffer(array.buffers()[1], np.int64, count=len(array), offset=8 * array.offset)
+    kernels.scatter_times(values, positions, start, out)
 
 
 def _wait(futures: Iterator[Any]) -> None:

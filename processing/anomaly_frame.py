@@ -194,10 +194,6 @@ class CheckedReadings:
     now_ns: int | None
     """``now``, or the latest reading, in ns since the epoch; None when there is no reading."""
 
-    def times_ns(self) -> pl.Series:
-        """The ``time`` column in ns since the epoch, UTC (a naive time is taken as UTC)."""
-        return self.frame.select(_utc_time(self.frame).cast(TIME_DTYPE).dt.epoch("ns")).to_series()
-
 
 def _utc_time(frame: pl.DataFrame) -> pl.Expr:
     """The ``time`` column as a UTC datetime (a naive time is taken as UTC)."""
