@@ -51,11 +51,23 @@ def _generate(devices: int, path: Path) -> int:
 def _polars(path: Path) -> dict[str, float]:
     frame = pl.read_parquet(path)
     loaded = peak_rss_gb()
+    # The compiled kernels load from numba's cache (or compile, the first time on a machine):
+    # a cost paid once per process, timed apart.
+    began = time.perf_counter()
+    aggregate_all(frame.head(2_000), "air_quality")
+    first_call = time.perf_counter() - began
     began, cpu = time.perf_counter(), time.process_time()
     results = aggregate_all(frame, "air_quality")
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     produced = sum(r.height for r in results.values())
-    return {"rows": frame.height, "seconds": elapsed, "cpu": cpu, "loaded_gb": loaded, "produced": produced}
+    return {
+        "rows": frame.height,
+        "seconds": elapsed,
+        "cpu": cpu,
+        "loaded_gb": loaded,
+        "produced": produced,
+        "first_call": first_call,
+    }
 
 
 def _pandas(path: Path) -> dict[str, float]:
@@ -105,7 +117,7 @@ def speed(devices: int) -> None:
     header = f"{'what':<34} {'wall s':>7} {'rows/s':>11} {'CPU s':>7} {'rows/CPU-s':>11} {'peak GB':>8}"
     print(header + f" {'results':>10}")
     for label, result in (
-        ("polars (processing.aggregates)", ours),
+        ("processing.aggregates", ours),
         ("pandas groupby, same aggregates", base),
     ):
         rate = result["rows"] / result["seconds"]
@@ -114,9 +126,13 @@ def speed(devices: int) -> None:
             f"{label:<34} {result['seconds']:>7.2f} {rate:>11,.0f} {result['cpu']:>7.2f} {cpu_rate:>11,.0f} "
             f"{result['peak_gb']:>8.2f} {int(result['produced']):>10,}"
         )
-    print(f"data loaded before timing: peak {ours['loaded_gb']:.2f} GB in the polars process")
-    print(f"ratio (wall time): polars is {base['seconds'] / ours['seconds']:.1f}x faster than pandas")
-    print(f"ratio (CPU time):  polars is {base['cpu'] / ours['cpu']:.1f}x faster than pandas")
+    print(f"data loaded before timing: peak {ours['loaded_gb']:.2f} GB in the processing.aggregates process")
+    print(
+        f"first call on 2,000 rows (loads or compiles the numba kernels): {ours['first_call']:.2f} s,"
+        " not in the times above"
+    )
+    print(f"ratio (wall time): {base['seconds'] / ours['seconds']:.1f}x faster than pandas")
+    print(f"ratio (CPU time):  {base['cpu'] / ours['cpu']:.1f}x faster than pandas")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from processing.memory import return_large_arrays_to_os
 from processing.window_kernels import (
     DAY,
     HOUR,
@@ -423,6 +424,8 @@ def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc)
     """The (device, minute) partials composed into ``block``'s cells (a flat array)."""
     minutes = layout.day.minutes
     span = block.width or minutes
+    if span == 1 and block.level == "device":
+        return partial  # the partials are the device minutes
     grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
     if block.level == "commune":
         grid = how.reduceat(grid, layout.commune_first, axis=1)
@@ -441,11 +444,11 @@ _SLACK = 8
 _KERNEL_SIZE = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
 
 
-def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[str, np.ndarray]]:
+def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[str, pl.Series]]:
     """Each block's statistics of one field, on its occupied cells."""
     day, devices = layout.day, layout.commune_of_device.size
     cells = day.minutes * devices
-    count = np.zeros(cells, dtype=np.int64)
+    count = np.zeros(cells, dtype=np.int32)
     total = np.zeros(cells)
     low = np.full(cells, np.inf)
     high = np.full(cells, -np.inf)
@@ -517,25 +520,39 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         for position, index in enumerate(selected):
             at = first[position] + layout.occupied[index]
             kth[index], following[index] = kth_all[at], following_all[at]
-    found: list[dict[str, np.ndarray]] = []
+    del second
+    found: list[dict[str, pl.Series]] = []
     for index, block in enumerate(layout.blocks):
-        cells_here = layout.occupied[index]
-        n = counts[index][cells_here]
-        position = P95 * (n - 1)
+        here = layout.occupied[index]
+        n = counts[index][here]
+        # A window of other fields' readings only: a row whose statistics of this field are null.
         empty = n == 0
+        position = P95 * (n - 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = _compose(total, block, layout, np.add)[cells_here] / n
-        p95 = _lerp(kth[index], following[index], position - np.floor(position))
+            mean = _compose(total, block, layout, np.add)[here] / n
         found.append(
             {
-                f"{name}_mean": np.where(empty, np.nan, mean),
-                f"{name}_min": np.where(empty, np.nan, _compose(low, block, layout, np.minimum)[cells_here]),
-                f"{name}_max": np.where(empty, np.nan, _compose(high, block, layout, np.maximum)[cells_here]),
-                f"{name}_p95": np.where(empty, np.nan, p95),
-                f"{name}_count": n,
+                f"{name}_mean": _nullable(mean, empty),
+                f"{name}_min": _nullable(_compose(low, block, layout, np.minimum)[here], empty),
+                f"{name}_max": _nullable(_compose(high, block, layout, np.maximum)[here], empty),
+                f"{name}_p95": _nullable(
+                    _lerp(kth[index], following[index], position - np.floor(position)), empty
+                ),
+                f"{name}_count": pl.Series(n, dtype=pl.Int64),
             }
         )
+        # The dense arrays of a fleet-day are large: let each block's go before the next.
+        del n, empty, position, mean
+        kth[index] = following[index] = counts[index] = np.empty(0)
     return found
+
+
+def _nullable(values: np.ndarray, empty: np.ndarray) -> pl.Series:
+    """``values`` as a Float64 series, null where ``empty`` (``values`` is overwritten)."""
+    if not empty.any():
+        return pl.Series(values, dtype=pl.Float64)
+    values[empty] = np.nan
+    return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
 
 
 def _plain_aggregates(
@@ -550,7 +567,7 @@ def _plain_aggregates(
     for day in _paris_days(time_ns):
         layout = _layout(day, device, commune_of_device, windows, levels)
 
-        def one_field(name: str, layout: _Layout = layout) -> list[dict[str, np.ndarray]]:
+        def one_field(name: str, layout: _Layout = layout) -> list[dict[str, pl.Series]]:
             column = prep.frame[name]
             values = column.cast(pl.Float64).to_numpy()
             if not isinstance(layout.day.rows, slice) or layout.day.rows != slice(0, column.len()):
@@ -572,9 +589,7 @@ def _plain_aggregates(
         with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
             for stats in pool.map(one_field, prep.plain):
                 for index, block_stats in enumerate(stats):
-                    for column, array in block_stats.items():
-                        dtype = pl.Int64 if column.endswith("_count") else pl.Float64
-                        columns[index][column] = pl.Series(array, dtype=dtype, nan_to_null=True)
+                    columns[index].update(block_stats)
         for index, block in enumerate(layout.blocks):
             found.setdefault((block.window, block.level), []).append(pl.DataFrame(columns[index]))
     return found
@@ -667,6 +682,7 @@ def aggregate_all(
     """
     windows = [check_window(w) for w in windows]
     levels = list(levels)
+    return_large_arrays_to_os()  # the per-field arrays come and go: see processing.memory
     prep = _prepare(readings, family)
     plain, counters, frame = prep.plain, prep.counters, prep.frame
     columns = _empty_output(plain, counters).drop("time", "insee", "device_id").columns

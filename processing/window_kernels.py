@@ -228,7 +228,10 @@ def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
             at = minute * devices + dev
             if count[at] >= 2:
                 by_device[dev * minutes + minute] = second[at]
-    scratch = np.empty(count.size)
+    widest = 1  # the most devices in a commune: a window gathers at most minutes x that
+    for com in range(communes):
+        widest = max(widest, (commune_first[com + 1] if com + 1 < communes else devices) - commune_first[com])
+    scratch = np.empty(minutes * widest)
     for b in range(size.size):
         span = _window_cells(size[b], minutes)
         for index in range(minutes // span):
