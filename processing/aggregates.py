@@ -43,8 +43,8 @@ from processing.window_kernels import (
     MINUTE,
     MINUTE_NS,
     QUARTER,
-    build_code_table,
-    code_rows,
+    codes_agree,
+    first_seen_codes,
     largest_values,
     minute_partials,
     window_floors,
@@ -202,38 +202,31 @@ def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
     )
 
 
-def _tag_hash(tags: pl.DataFrame, seed: int) -> np.ndarray:
-    """A 64-bit hash of each row's (insee, device_id)."""
+def _tag_hashes(tags: pl.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of each row's ``device_id`` and ``insee``."""
     device = tags.get_column("device_id").hash(seed).to_numpy()
     commune = tags.get_column("insee").hash(seed + 1).to_numpy()
-    mixed: np.ndarray = (device * np.uint64(0x9E3779B97F4A7C15)) ^ commune
-    return mixed
+    return device, commune
 
 
 def _device_codes(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
     """Each row's device code, and the devices' ``insee``, ``device_id`` and ``_com`` (commune
     code) in code order: (insee, device_id) order, communes numbered in insee order.
 
-    Rows are told apart by a hash of their tags, looked up in an open-addressing table: several
-    times faster than casting millions of strings to categoricals. A second, independent hash
-    must then agree on every row; if two devices ever shared the first hash, it would not, and
-    the codes come from the strings themselves instead.
+    Rows are told apart by a hash of their tags, numbered in one pass through a hash table:
+    several times faster than casting millions of strings to categoricals. A second,
+    independent hash must then agree on every row; if two devices ever shared the first hash,
+    it would not, and the codes come from the strings themselves instead.
     """
-    key = _tag_hash(tags, 0)
-    first = pl.Series(key).arg_unique().to_numpy()
-    names = _named_devices(tags, first)
     if tags.is_empty():
-        return np.empty(0, dtype=np.uint32), names
-    code_of_first = np.empty(first.size, dtype=np.uint32)
-    code_of_first[names["_first"].to_numpy()] = np.arange(first.size, dtype=np.uint32)
-    slots = 1 << max(4, (4 * first.size - 1).bit_length())
-    table_keys, table_codes, used = build_code_table(key[first], code_of_first, slots)
-    code = code_rows(key, table_keys, table_codes, used)
-    check = _tag_hash(tags, 2)
-    representative = first[names["_first"].to_numpy()]
-    if np.array_equal(check, check[representative][code]):
-        return code, names
-    return _device_codes_from_strings(tags)
+        return np.empty(0, dtype=np.uint32), _named_devices(tags, np.empty(0, dtype=np.int64))
+    seen, first = first_seen_codes(*_tag_hashes(tags, 0))
+    if not codes_agree(seen, first, *_tag_hashes(tags, 2)):
+        return _device_codes_from_strings(tags)
+    names = _named_devices(tags, first)
+    code_of_seen = np.empty(first.size, dtype=np.uint32)
+    code_of_seen[names["_first"].to_numpy()] = np.arange(first.size, dtype=np.uint32)
+    return code_of_seen[seen], names
 
 
 def _named_devices(tags: pl.DataFrame, first: np.ndarray) -> pl.DataFrame:

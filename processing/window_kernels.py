@@ -268,42 +268,69 @@ def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
                 lowest[at] = min(lowest[at], threshold[row + entity])
 
 
-@njit(cache=True, nogil=True)
-def _slot(key: np.uint64, mask: np.uint64) -> np.uint64:  # pragma: no cover - compiled
-    return (key ^ (key >> np.uint64(29))) & mask
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(device_hash: np.uint64, commune_hash: np.uint64) -> np.uint64:  # pragma: no cover
+    return (device_hash * _GOLDEN) ^ commune_hash
 
 
 @njit(cache=True, nogil=True)
-def build_code_table(
-    keys: np.ndarray, codes: np.ndarray, slots: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
-    """An open-addressing table (``slots`` a power of two, linear probing) from distinct
-    ``keys`` to ``codes``: its keys, codes and which slots are used."""
-    table_keys = np.zeros(slots, dtype=np.uint64)
-    table_codes = np.zeros(slots, dtype=np.uint32)
-    used = np.zeros(slots, dtype=np.bool_)
-    mask = np.uint64(slots - 1)
-    for i in range(keys.size):
-        slot = _slot(keys[i], mask)
-        while used[slot]:
+def first_seen_codes(
+    device_hash: np.ndarray, commune_hash: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Number the distinct (device, commune) hash pairs in order of first appearance.
+
+    Returns each row's number and the row where each number first appears. An open-addressing
+    table (linear probing) that doubles when half full: one pass, no sort.
+    """
+    rows = device_hash.size
+    codes = np.empty(rows, dtype=np.uint32)
+    first = np.empty(16, dtype=np.int64)
+    slots = 1 << 12
+    keys = np.zeros(slots, dtype=np.uint64)
+    values = np.full(slots, -1, dtype=np.int64)
+    known = 0
+    for i in range(rows):
+        key = _mix(device_hash[i], commune_hash[i])
+        mask = np.uint64(slots - 1)
+        slot = (key ^ (key >> np.uint64(29))) & mask
+        while values[slot] >= 0 and keys[slot] != key:
             slot = (slot + np.uint64(1)) & mask
-        used[slot] = True
-        table_keys[slot] = keys[i]
-        table_codes[slot] = codes[i]
-    return table_keys, table_codes, used
+        if values[slot] < 0:
+            if known == first.size:
+                first = np.concatenate((first, np.empty(first.size, dtype=np.int64)))
+            first[known] = i
+            keys[slot] = key
+            values[slot] = known
+            known += 1
+            if 2 * known > slots:  # keep probes short: double and reinsert
+                slots *= 2
+                old_keys, old_values = keys, values
+                keys = np.zeros(slots, dtype=np.uint64)
+                values = np.full(slots, -1, dtype=np.int64)
+                mask = np.uint64(slots - 1)
+                for j in range(old_keys.size):
+                    if old_values[j] >= 0:
+                        moved = (old_keys[j] ^ (old_keys[j] >> np.uint64(29))) & mask
+                        while values[moved] >= 0:
+                            moved = (moved + np.uint64(1)) & mask
+                        keys[moved] = old_keys[j]
+                        values[moved] = old_values[j]
+                codes[i] = known - 1
+                continue
+        codes[i] = values[slot]
+    return codes, first[:known].copy()
 
 
 @njit(cache=True, nogil=True)
-def code_rows(
-    keys: np.ndarray, table_keys: np.ndarray, table_codes: np.ndarray, used: np.ndarray
-) -> np.ndarray:  # pragma: no cover
-    """The code of each of ``keys`` in a table of ``build_code_table`` (every key present)."""
-    mask = np.uint64(table_keys.size - 1)
-    codes = np.empty(keys.size, dtype=np.uint32)
-    for i in range(keys.size):
-        key = keys[i]
-        slot = _slot(key, mask)
-        while not (used[slot] and table_keys[slot] == key):
-            slot = (slot + np.uint64(1)) & mask
-        codes[i] = table_codes[slot]
-    return codes
+def codes_agree(
+    codes: np.ndarray, first: np.ndarray, device_hash: np.ndarray, commune_hash: np.ndarray
+) -> bool:  # pragma: no cover
+    """Whether every row's (device, commune) hash pair equals that of the first row of its code."""
+    for i in range(codes.size):
+        at = first[codes[i]]
+        if _mix(device_hash[i], commune_hash[i]) != _mix(device_hash[at], commune_hash[at]):
+            return False
+    return True

@@ -258,13 +258,32 @@ def test_devices_stay_apart_when_their_tag_hashes_collide(monkeypatch: pytest.Mo
     rng = np.random.default_rng(8)
     frame = random_frame(rng, 2000, datetime(2026, 5, 4, tzinfo=UTC), timedelta(hours=6))
     whole = aggregate_all(frame, "air_quality")
-    real_hash = aggregates._tag_hash
+    real_hashes = aggregates._tag_hashes
 
-    def colliding(tags: pl.DataFrame, seed: int) -> np.ndarray:
-        hashed = real_hash(tags, seed)
-        return np.zeros_like(hashed) if seed == 0 else hashed  # every device on one key
+    def colliding(tags: pl.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        device, commune = real_hashes(tags, seed)
+        if seed == 0:  # every device on one key
+            return np.zeros_like(device), np.zeros_like(commune)
+        return device, commune
 
-    monkeypatch.setattr(aggregates, "_tag_hash", colliding)
+    monkeypatch.setattr(aggregates, "_tag_hashes", colliding)
     for name, result in aggregate_all(frame, "air_quality").items():
         assert result.equals(whole[name]), name
     assert whole[measurement_name("air_quality", "1d")]["device_id"].n_unique() == 3
+
+
+def test_thousands_of_devices_each_keep_their_own_windows() -> None:
+    """Enough devices to make the tag table grow several times while rows are numbered."""
+    devices = 9000
+    start = datetime(2026, 4, 7, 6, tzinfo=UTC)
+    times = [start, start + timedelta(seconds=30)] * devices
+    device_id = [f"d-{i}" for i in range(devices) for _ in range(2)]
+    insee = ["78498" if i % 3 else "92049" for i in range(devices) for _ in range(2)]
+    pm25 = [float(i) for i in range(devices) for _ in range(2)]
+    frame = readings(times, insee=insee, device_id=device_id, pm25=pm25).sample(fraction=1.0, seed=2)
+    minute = aggregate(frame, "air_quality", "1m")
+    assert minute.height == devices
+    assert (minute["pm25_count"] == 2).all()
+    own = minute.with_columns(pl.col("device_id").str.slice(2).cast(pl.Float64).alias("number"))
+    assert (own["pm25_mean"] == own["number"]).all()
+    assert minute.select(pl.col("insee") == "92049").to_series().sum() == devices // 3
