@@ -486,7 +486,8 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
         if c in older.columns
     ]
     previous = pl.concat(last, how="diagonal_relaxed").unique(keep="first").join(unknown.unique(), on=device)
-    return pl.concat([previous, raw], how="diagonal_relaxed").sort("time")
+    # Every such reading is older than the lookback: in front of ``raw``, time order holds.
+    return pl.concat([previous.sort("time", maintain_order=True), raw], how="diagonal_relaxed")
 
 
 class _DailyRows:
