@@ -46,6 +46,7 @@ from processing.window_kernels import (
     codes_agree,
     first_seen_codes,
     largest_values,
+    minute_cells,
     minute_partials,
     window_floors,
     window_ranks,
@@ -384,10 +385,10 @@ def _layout(
     levels: Sequence[Level],
 ) -> _Layout:
     devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
-    codes = device[day.rows]
-    cell = (day.time_ns - day.base_ns) // MINUTE_NS * devices + codes
-    minute_rows = np.bincount(cell, minlength=day.minutes * devices).reshape(day.minutes, devices)
-    cell_type = np.int32 if day.minutes * devices < 2**31 else np.int64
+    cell = np.empty(day.time_ns.size, dtype=np.int32 if day.minutes * devices < 2**31 else np.int64)
+    per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
+    minute_cells(day.time_ns, device[day.rows], day.base_ns, devices, cell, per_cell)
+    minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     blocks: list[_Block] = []
     occupied: list[np.ndarray] = []
@@ -400,9 +401,7 @@ def _layout(
             counted = rows if level == "device" else np.add.reduceat(rows, commune_first, axis=1)
             blocks.append(_Block(window, level, width, entities, day.minutes // span))
             occupied.append(np.flatnonzero(counted))
-    return _Layout(
-        day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, cell.astype(cell_type)
-    )
+    return _Layout(day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, cell)
 
 
 def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:

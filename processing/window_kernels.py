@@ -62,6 +62,18 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 @njit(cache=True, nogil=True)
+def minute_cells(  # noqa: PLR0917 - numba kernels take arrays positionally
+    time_ns: np.ndarray, device: np.ndarray, base_ns: int, devices: int, cells: np.ndarray, rows: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Each reading's (minute, device) cell ``minute * devices + device`` into ``cells``, and
+    how many readings each cell has into ``rows`` (starting at 0)."""
+    for i in range(time_ns.size):
+        cell = (time_ns[i] - base_ns) // MINUTE_NS * devices + device[i]
+        cells[i] = cell
+        rows[cell] += 1
+
+
+@njit(cache=True, nogil=True)
 def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma: no cover - compiled
     """Rearrange ``buffer[lo:hi]`` so that ``buffer[lo + rank]`` is its rank-th smallest value,
     with none larger before it and none smaller after it (quickselect, median of three)."""
