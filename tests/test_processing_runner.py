@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from processing.windows import floor
 from sensors.faults import FaultRates
 from sensors.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
+from smartcity.commands.process import build_runner
 from smartcity.settings import Settings
 from storage.base import TIME_DTYPE, Store
 from storage.duckdb_store import DuckDBStore
@@ -498,9 +500,16 @@ def test_incremental_runs_end_where_a_backfill_does(tmp_path: Path) -> None:
         reference.close()
 
 
-def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "600")
     assert Settings().processing.day_refresh_s == 600.0
+    # ...and it reaches the runner `smartcity process` builds.
+    monkeypatch.setenv("SMARTCITY_STORE__DUCKDB__PATH", str(tmp_path / "store.duckdb"))
+    runner = build_runner(argparse.Namespace(family=None, no_anomalies=False), Settings())
+    try:
+        assert runner.day_refresh == timedelta(minutes=10)
+    finally:
+        runner.store.close()
     monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "0")
     with pytest.raises(ValidationError, match="day_refresh_s"):
         Settings()

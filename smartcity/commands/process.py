@@ -58,6 +58,7 @@ def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
         families=args.family,
         horizon=timedelta(seconds=config.horizon_s),
         settle=timedelta(seconds=config.settle_s),
+        day_refresh=timedelta(seconds=config.day_refresh_s),
         anomalies=config.anomalies and not args.no_anomalies,
     )
 
