@@ -93,17 +93,19 @@ def sort_within_devices(  # pragma: no cover - compiled
     order = np.empty(0, np.int64)
     for d in range(devices):
         lo, hi = offsets[d], offsets[d + 1]
-        for j in range(lo + 1, hi):
-            if grouped_times[j] < grouped_times[j - 1]:
-                if order.shape[0] == 0:
-                    order = np.empty(n, np.int64)
-                    for i in range(n):
-                        order[positions[i]] = i
-                idx = np.argsort(grouped_times[lo:hi], kind="mergesort")
-                order[lo:hi] = order[lo:hi][idx]
-                grouped_times[lo:hi] = grouped_times[lo:hi][idx]
-                first_rows[d] = order[lo]
-                break
+        backwards = False
+        for j in range(lo + 1, hi):  # no early exit: a loop without a branch, vectorised
+            backwards |= grouped_times[j] < grouped_times[j - 1]
+        if not backwards:
+            continue
+        if order.shape[0] == 0:
+            order = np.empty(n, np.int64)
+            for i in range(n):
+                order[positions[i]] = i
+        idx = np.argsort(grouped_times[lo:hi], kind="mergesort")
+        order[lo:hi] = order[lo:hi][idx]
+        grouped_times[lo:hi] = grouped_times[lo:hi][idx]
+        first_rows[d] = order[lo]
     if order.shape[0] > 0:
         for j in range(n):
             positions[order[j]] = j

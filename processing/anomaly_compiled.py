@@ -97,15 +97,15 @@ class Layout:
 def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: AnomalyOptions) -> PerDevice:
     """The per-device detectors of ``kinds`` over ``checked`` readings, on compiled kernels."""
     frame = checked.frame
-    codes = frame.select(pl.col("device_id").cast(pl.Categorical).to_physical()).to_series().to_numpy()
     # Positions fit in 32 bits for any frame that fits in memory: half the memory traffic.
     positions: Positions = (
         np.empty(frame.height, np.int32) if frame.height < 2**31 else np.empty(frame.height, np.int64)
     )
-    offsets, first_rows = kernels.device_positions(codes, positions)
-    del codes
     times = np.empty(frame.height, np.int64)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        codes = _device_codes(frame["device_id"])
+        offsets, first_rows = kernels.device_positions(codes, positions)
+        del codes
         _wait(
             pool.submit(_scatter_time_piece, piece, positions, start, times)
             for start, piece in _pieces(_times_ns(frame))
@@ -395,6 +395,13 @@ def _scatter_piece(piece: pl.Series, positions: Positions, start: int, out: Floa
 
 
 _NO_BITS = np.zeros(0, np.uint8)
+
+
+def _device_codes(device_id: pl.Series) -> npt.NDArray[np.uint32]:
+    """A small integer code per row, the same for the same device: the physical value of the
+    column cast to a categorical, in one cast (codes of two casts need not agree)."""
+    codes: npt.NDArray[np.uint32] = device_id.cast(pl.Categorical).to_physical().to_numpy()
+    return codes
 
 
 def _times_ns(frame: pl.DataFrame) -> pl.Series:

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from processing import _kernels_anomaly as kernels
 from processing import anomaly_compiled
 from processing.anomalies import detect_anomalies
 from processing.anomaly_eval import evaluation_fleet, rejected_from_truth
@@ -163,3 +164,25 @@ def test_an_unknown_engine_is_refused() -> None:
     frame = random_readings(1)
     with pytest.raises(ValueError, match="unknown anomaly engine 'fast'"):
         detect_anomalies(frame, "air_quality", engine="fast")  # type: ignore[arg-type]
+
+
+def test_the_kernel_median_is_polars_median() -> None:
+    """Odd and even counts, ties, a constant run, sorted input, float32: the same value as
+    polars' median of the same numbers (which the reference engine uses)."""
+    rng = np.random.default_rng(9)
+    for trial in range(400):
+        n = int(rng.integers(1, 300))
+        values = [
+            rng.normal(0, 1, n),
+            np.round(rng.normal(0, 1, n), 1),
+            np.full(n, 3.0),
+            np.sort(np.round(rng.normal(0, 1, n), 1)),
+        ][trial % 4]
+        if trial % 5 == 0:
+            values = values.astype(np.float32)
+        expected = pl.DataFrame({"v": values}).select(pl.col("v").median()).item()
+        got = kernels._median(values.copy(), n)
+        if values.dtype == np.float32:
+            got = float(np.float32(got))  # polars rounds a float32 median to float32
+        assert got == expected, (trial, n)
+    assert np.isnan(kernels._median(np.zeros(3), 0))
