@@ -20,8 +20,14 @@ from typing import Protocol, runtime_checkable
 
 import polars as pl
 
+from storage.errors import QueryError
+
 TIME = "time"
 TIME_DTYPE = pl.Datetime("ns", "UTC")
+
+RECEIVED_AT = "received_at"
+"""The field of raw readings that holds when ingest received them (``Store.arrivals``)."""
+ARRIVALS_SCHEMA = pl.Schema({TIME: TIME_DTYPE, RECEIVED_AT: pl.Int64()})
 
 TagFilter = Mapping[str, str | Sequence[str]]
 """Tag filters: tag key -> one value or any of several values."""
@@ -38,6 +44,27 @@ def epoch_ns(moment: datetime) -> int:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def check_arrivals_query(start: datetime, end: datetime, received_after_ns: int | None) -> None:
+    """Refuse what ``Store.arrivals`` cannot answer exactly: naive bounds, a threshold that is
+    not an integer of nanoseconds (a float would lose the last digits of a 2026 timestamp)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("arrivals() needs time-zone-aware start and end datetimes")
+    if received_after_ns is not None and (
+        isinstance(received_after_ns, bool) or not isinstance(received_after_ns, int)
+    ):
+        raise QueryError(
+            f"arrivals(): received_after_ns must be an int of nanoseconds since the epoch, "
+            f"got {type(received_after_ns).__name__} {received_after_ns!r}"
+        )
+    if received_after_ns is not None and not -(2**63) <= received_after_ns < 2**63:
+        raise QueryError(f"arrivals(): received_after_ns {received_after_ns} is outside the Int64 range")
+
+
+def empty_arrivals() -> pl.DataFrame:
+    """What ``Store.arrivals`` returns when no row matches."""
+    return pl.DataFrame(schema=ARRIVALS_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +119,26 @@ class Store(Protocol):
 
         Columns: ``time``, every tag key of the measurement, then the selected fields (all when
         ``fields`` is None). An unknown measurement reads as an empty frame.
+        """
+        ...
+
+    def arrivals(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        received_after_ns: int | None = None,
+    ) -> pl.DataFrame:
+        """When the rows of ``[start, end)`` were received, for those received after a moment.
+
+        ``received_at`` is the arrival time ingest gives every raw reading (Int64 ns since the
+        epoch, docs/measurements.md). Columns: ``time`` and ``received_at`` (Int64), one row
+        per stored row with ``start <= time < end`` and ``received_at > received_after_ns``
+        (every row that has a ``received_at`` when it is None), sorted by time then
+        ``received_at``. Rows without ``received_at`` and unknown measurements give no rows.
+        The store does the filtering, so a caller that wants what arrived since its last
+        look reads only that, not every row of the range.
         """
         ...
 

@@ -30,7 +30,19 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport, epoch_ns, tag_values
+from storage.base import (
+    RECEIVED_AT,
+    TIME,
+    TIME_DTYPE,
+    Health,
+    RejectedRow,
+    TagFilter,
+    WriteReport,
+    check_arrivals_query,
+    empty_arrivals,
+    epoch_ns,
+    tag_values,
+)
 from storage.errors import StoreError, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, field_kind, prepare
 
@@ -282,6 +294,36 @@ class DuckDBStore:
         if missing:
             frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(f) for f in missing)
         return frame.select(TIME, *tags, *wanted)
+
+    def arrivals(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        received_after_ns: int | None = None,
+    ) -> pl.DataFrame:
+        """Arrival times of the rows received after a moment (see ``storage.base.Store.arrivals``)."""
+        check_arrivals_query(start, end, received_after_ns)
+        known = self._schema_copy(measurement)
+        if known is None or RECEIVED_AT not in known[1]:
+            return empty_arrivals()
+        column = quote_ident(RECEIVED_AT)
+        params: list[Any] = [epoch_ns(start), epoch_ns(end)]
+        clauses = [f"{quote_ident(TIME)} >= ?", f"{quote_ident(TIME)} < ?", f"{column} IS NOT NULL"]
+        if received_after_ns is not None:
+            clauses.append(f"{column} > ?")
+            params.append(received_after_ns)
+        sql = (
+            f"SELECT {quote_ident(TIME)}, CAST({column} AS BIGINT) AS {column} FROM {_table(measurement)} "
+            f"WHERE {' AND '.join(clauses)} ORDER BY {quote_ident(TIME)}, {column}"
+        )
+        frame = pl.from_arrow(self._cursor().sql(sql, params=params).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.select(
+            pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
+            pl.col(RECEIVED_AT).cast(pl.Int64),
+        )
 
     def series(self, measurement: str, *, where: TagFilter | None = None) -> pl.DataFrame:
         """One row per series with its tags and ``last_time`` (see ``storage.base.Store.series``)."""

@@ -46,7 +46,19 @@ import polars as pl
 from isal import igzip
 
 from storage import influxql
-from storage.base import TIME, TIME_DTYPE, Health, RejectedRow, TagFilter, WriteReport, epoch_ns, tag_values
+from storage.base import (
+    RECEIVED_AT,
+    TIME,
+    TIME_DTYPE,
+    Health,
+    RejectedRow,
+    TagFilter,
+    WriteReport,
+    check_arrivals_query,
+    empty_arrivals,
+    epoch_ns,
+    tag_values,
+)
 from storage.config import InfluxSettings
 from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, prepare
@@ -386,6 +398,42 @@ class InfluxStore:
         )
         frame = frame.select(TIME, *tags, *wanted)
         return frame.sort([TIME, *tags], multithreaded=True) if tags else frame.sort(TIME)
+
+    def arrivals(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        received_after_ns: int | None = None,
+    ) -> pl.DataFrame:
+        """Arrival times of the rows received after a moment (see ``storage.base.Store.arrivals``).
+
+        The server filters: ``SELECT "received_at" ... WHERE time ... AND "received_at" > N``
+        (a field comparison, valid InfluxQL on 1.x, 2.x and 3.x), so only the rows received
+        after the threshold cross the wire.
+        """
+        check_arrivals_query(start, end, received_after_ns)
+        schema = self._schema(measurement)
+        if RECEIVED_AT not in schema.fields:
+            return empty_arrivals()
+        source = influxql.source(self.database, self.retention_policy(measurement), measurement)
+        conditions = [influxql.time_range(epoch_ns(start), epoch_ns(end))]
+        if received_after_ns is not None:
+            conditions.append(influxql.field_greater_than(RECEIVED_AT, received_after_ns))
+        selection = f"{influxql.quote_ident(RECEIVED_AT)}::field"
+        statement = f"SELECT {selection} FROM {source} WHERE {' AND '.join(conditions)}"
+        frame = self._parse_csv(measurement, self.query(statement, csv_answer=True).content, schema)
+        if frame is None or RECEIVED_AT not in frame.columns:
+            return empty_arrivals()
+        return (
+            frame.select(
+                pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
+                pl.col(RECEIVED_AT).cast(pl.Int64),
+            )
+            .drop_nulls()
+            .sort(TIME, RECEIVED_AT)
+        )
 
     def _parse_csv(self, measurement: str, body: bytes, schema: _Schema) -> pl.DataFrame | None:
         if not body.strip():

@@ -44,3 +44,14 @@ def tag_condition(key: str, values: Sequence[str]) -> str:
     """``("key" = 'a' OR "key" = 'b')``; the caller handles an empty ``values``."""
     ident = quote_ident(key)
     return "(" + " OR ".join(f"{ident} = {quote_string(v)}" for v in values) + ")"
+
+
+def field_greater_than(key: str, value: int) -> str:
+    """``"key" > value`` for an integer ``value``, written as an integer literal.
+
+    An integer literal compares exactly with an integer field; a float literal would round a
+    nanosecond timestamp (2026 is about 1.8e18, past float64's exact integers) to 256 ns.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"field_greater_than needs an int, got {type(value).__name__}")
+    return f"{quote_ident(key)} > {int(value)}"

@@ -15,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from storage.base import TIME, TIME_DTYPE, Store
+from storage.errors import QueryError
 from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 
 __all__ = ["shared_influxd"]
@@ -291,3 +292,105 @@ def test_series_filter_with_several_values_and_an_absent_tag(store: Store) -> No
     assert sorted(got["device_id"].to_list()) == ["dev-0", "dev-2"]
     assert store.series("m", where={"no_such_tag": "x"}).height == 0
     assert store.series("m", where={"no_such_tag": ""}).height == 4
+
+
+# -- arrivals: the store filters on received_at --------------------------------------------------
+
+# A 2026 nanosecond timestamp: past float64's exact integers, so a store that compared through a
+# float would get the rows a few hundred ns either side of the threshold wrong.
+THRESHOLD = int(T0.timestamp()) * 1_000_000_000 + 123_456_789
+
+
+def received(offsets_ns: list[int | None]) -> pl.DataFrame:
+    """One reading a minute from T0, received ``offset`` ns after ``THRESHOLD`` (None: no field)."""
+    n = len(offsets_ns)
+    return pl.DataFrame(
+        {
+            TIME: [T0 + timedelta(minutes=i) for i in range(n)],
+            "insee": "78498",
+            "device_id": [f"dev-{i % 2}" for i in range(n)],
+            "pm25": [float(i) for i in range(n)],
+            "received_at": [None if o is None else THRESHOLD + o for o in offsets_ns],
+        },
+        schema_overrides={TIME: TIME_DTYPE, "received_at": pl.Int64},
+    )
+
+
+def expected_arrivals(frame: pl.DataFrame, after: int | None, start: datetime, end: datetime) -> pl.DataFrame:
+    kept = frame.filter((pl.col(TIME) >= start) & (pl.col(TIME) < end) & pl.col("received_at").is_not_null())
+    if after is not None:
+        kept = kept.filter(pl.col("received_at") > after)
+    return kept.select(TIME, "received_at").sort(TIME, "received_at")
+
+
+def test_arrivals_returns_only_rows_received_after_the_threshold(store: Store) -> None:
+    # Before, exactly at, and after the threshold, by one ns and by a lot; one row without it.
+    offsets: list[int | None] = [-3_600 * 10**9, -1, 0, 1, None, 255, 256, 3_600 * 10**9, -256]
+    frame = received(offsets)
+    store.write("air_quality", frame, tags=TAGS)
+    start, end = T0 - HOUR, T0 + HOUR
+    got = store.arrivals("air_quality", start=start, end=end, received_after_ns=THRESHOLD)
+    assert got.schema == pl.Schema({TIME: TIME_DTYPE, "received_at": pl.Int64()})
+    assert_frame_equal(got, expected_arrivals(frame, THRESHOLD, start, end))
+    assert got["received_at"].to_list() == [
+        THRESHOLD + 1,
+        THRESHOLD + 255,
+        THRESHOLD + 256,
+        THRESHOLD + 3_600 * 10**9,
+    ]
+
+
+def test_arrivals_without_threshold_returns_every_row_that_has_received_at(store: Store) -> None:
+    frame = received([5, None, -5, 0])
+    store.write("air_quality", frame, tags=TAGS)
+    got = store.arrivals("air_quality", start=T0 - HOUR, end=T0 + HOUR)
+    assert_frame_equal(got, expected_arrivals(frame, None, T0 - HOUR, T0 + HOUR))
+    assert got.height == 3
+
+
+def test_arrivals_time_range_is_half_open_and_sorted(store: Store) -> None:
+    frame = received([10, 20, 30, 40, 50])
+    # Written out of order, several rows at one time (two devices).
+    store.write("air_quality", frame.reverse(), tags=TAGS)
+    twin = frame.with_columns(pl.lit("dev-9").alias("device_id"), pl.col("received_at") - 15)
+    store.write("air_quality", twin, tags=TAGS)
+    start, end = T0 + timedelta(minutes=1), T0 + timedelta(minutes=4)
+    got = store.arrivals("air_quality", start=start, end=end, received_after_ns=THRESHOLD + 10)
+    assert_frame_equal(got, expected_arrivals(pl.concat([frame, twin]), THRESHOLD + 10, start, end))
+    assert got[TIME].to_list() == sorted(got[TIME].to_list())
+    assert T0 + timedelta(minutes=4) not in got[TIME].to_list()
+
+
+def test_arrivals_of_an_empty_or_unknown_measurement_or_without_the_field(store: Store) -> None:
+    empty = store.arrivals("never_written", start=T0 - HOUR, end=T0 + HOUR, received_after_ns=0)
+    assert empty.height == 0
+    assert empty.schema == pl.Schema({TIME: TIME_DTYPE, "received_at": pl.Int64()})
+    store.write("traffic_1h", readings(5), tags=TAGS)  # a measurement with no received_at field
+    assert store.arrivals("traffic_1h", start=T0 - HOUR, end=T0 + HOUR).height == 0
+    store.write("air_quality", received([1, 2]), tags=TAGS)
+    nothing_new = store.arrivals(
+        "air_quality", start=T0 - HOUR, end=T0 + HOUR, received_after_ns=THRESHOLD + 2
+    )
+    assert nothing_new.height == 0 and nothing_new.schema == empty.schema
+    outside = store.arrivals("air_quality", start=T0 + HOUR, end=T0 + 2 * HOUR)
+    assert outside.height == 0
+
+
+@pytest.mark.parametrize("name", ['air "quality"', "air,quality x", "qualité'de l\\air", "' OR 1=1 --"])
+def test_arrivals_of_a_measurement_name_needing_quotes(store: Store, name: str) -> None:
+    frame = received([-1, 1, 2])
+    store.write(name, frame, tags=TAGS)
+    got = store.arrivals(name, start=T0 - HOUR, end=T0 + HOUR, received_after_ns=THRESHOLD)
+    assert_frame_equal(got, expected_arrivals(frame, THRESHOLD, T0 - HOUR, T0 + HOUR))
+
+
+@pytest.mark.parametrize("bad", [1.5e18, "1795873520123456789", True, 2**63])
+def test_arrivals_refuses_a_threshold_that_is_not_an_int64(store: Store, bad: object) -> None:
+    store.write("air_quality", received([1]), tags=TAGS)
+    with pytest.raises(QueryError, match="received_after_ns"):
+        store.arrivals("air_quality", start=T0 - HOUR, end=T0 + HOUR, received_after_ns=bad)  # type: ignore[arg-type]
+
+
+def test_arrivals_refuses_naive_datetimes(store: Store) -> None:
+    with pytest.raises(QueryError, match="time-zone-aware"):
+        store.arrivals("air_quality", start=datetime(2026, 1, 1), end=datetime(2026, 1, 2))
