@@ -346,8 +346,10 @@ class _Layout:
     commune_of_device: np.ndarray
     commune_first: np.ndarray
     """First device code of each commune (devices are numbered commune by commune)."""
-    minute_cell: np.ndarray
-    """Each reading's (minute, device) cell: ``minute * devices + device``."""
+    minute: np.ndarray
+    """Each reading's minute (Int16), counted from ``day.base_ns``."""
+    device: np.ndarray
+    """Each reading's device code: (minute, device) cell ``minute * devices + device``."""
 
 
 def _paris_days(time_ns: np.ndarray) -> list[_Day]:
@@ -385,9 +387,10 @@ def _layout(
     levels: Sequence[Level],
 ) -> _Layout:
     devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
-    cell = np.empty(day.time_ns.size, dtype=np.int32 if day.minutes * devices < 2**31 else np.int64)
+    minute = np.empty(day.time_ns.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
+    codes = np.ascontiguousarray(device[day.rows])
     per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
-    minute_cells(day.time_ns, device[day.rows], day.base_ns, devices, cell, per_cell)
+    minute_cells(day.time_ns, codes, day.base_ns, devices, minute, per_cell)
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     blocks: list[_Block] = []
@@ -401,7 +404,7 @@ def _layout(
             counted = rows if level == "device" else np.add.reduceat(rows, commune_first, axis=1)
             blocks.append(_Block(window, level, width, entities, day.minutes // span))
             occupied.append(np.flatnonzero(counted))
-    return _Layout(day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, cell)
+    return _Layout(day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, minute, codes)
 
 
 def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
@@ -445,7 +448,7 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
     low = np.full(cells, np.inf)
     high = np.full(cells, -np.inf)
     second = np.full(cells, -np.inf)
-    minute_partials(layout.minute_cell, values, count, total, low, high, second)
+    minute_partials(layout.minute, layout.device, devices, values, count, total, low, high, second)
     counts = [_compose(count, block, layout, np.add) for block in layout.blocks]
     # A device's minute of at most SMALL_GROUP readings has its p95 between its two largest
     # values, known already; every other window keeps its largest values in a buffer.
@@ -490,7 +493,8 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
             lowest,
         )
         largest_values(
-            layout.minute_cell,
+            layout.minute,
+            layout.device,
             layout.commune_of_device,
             values,
             sizes,
@@ -553,7 +557,8 @@ def _plain_aggregates(
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
     time_ns = prep.frame["_t"].to_numpy()
-    device = prep.frame["_dev"].to_numpy().astype(np.int32, copy=False)
+    code_type = np.uint16 if prep.device_names.height <= 1 << 16 else np.int32  # less to read
+    device = prep.frame["_dev"].to_numpy().astype(code_type)
     commune_of_device = prep.device_names["_com"].to_numpy()
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
     for day in _paris_days(time_ns):

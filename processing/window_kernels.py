@@ -33,7 +33,9 @@ MINUTE, QUARTER, HOUR, DAY = 0, 1, 2, 3
 
 @njit(cache=True, nogil=True)
 def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
-    minute_cell: np.ndarray,
+    minute: np.ndarray,
+    device: np.ndarray,
+    devices: int,
     values: np.ndarray,
     count: np.ndarray,
     total: np.ndarray,
@@ -41,7 +43,8 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
     high: np.ndarray,
     second: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add each non-NaN value to its (minute, device) cell ``minute_cell`` of the partials.
+    """Add each non-NaN value to its (minute, device) cell ``minute * devices + device`` of the
+    partials.
 
     ``count`` starts at 0, ``total`` at 0.0, ``low`` at +inf, ``high`` and ``second`` (the
     second-largest value, ties counted) at -inf.
@@ -50,7 +53,7 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
         value = values[i]
         if np.isnan(value):  # the reading does not carry this field
             continue
-        cell = minute_cell[i]
+        cell = minute[i] * devices + device[i]
         count[cell] += 1
         total[cell] += value
         low[cell] = min(low[cell], value)
@@ -63,14 +66,14 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 @njit(cache=True, nogil=True)
 def minute_cells(  # noqa: PLR0917 - numba kernels take arrays positionally
-    time_ns: np.ndarray, device: np.ndarray, base_ns: int, devices: int, cells: np.ndarray, rows: np.ndarray
+    time_ns: np.ndarray, device: np.ndarray, base_ns: int, devices: int, minutes: np.ndarray, rows: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """Each reading's (minute, device) cell ``minute * devices + device`` into ``cells``, and
-    how many readings each cell has into ``rows`` (starting at 0)."""
+    """Each reading's minute (counted from ``base_ns``) into ``minutes``, and how many readings
+    each (minute, device) cell ``minute * devices + device`` has into ``rows`` (from 0)."""
     for i in range(time_ns.size):
-        cell = (time_ns[i] - base_ns) // MINUTE_NS * devices + device[i]
-        cells[i] = cell
-        rows[cell] += 1
+        minute = (time_ns[i] - base_ns) // MINUTE_NS
+        minutes[i] = minute
+        rows[minute * devices + device[i]] += 1
 
 
 @njit(cache=True, nogil=True)
@@ -103,7 +106,8 @@ def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma:
 
 @njit(cache=True, nogil=True)
 def largest_values(  # noqa: PLR0917 - numba kernels take arrays positionally
-    minute_cell: np.ndarray,
+    minute_of_row: np.ndarray,
+    device_of_row: np.ndarray,
     commune_of_device: np.ndarray,
     values: np.ndarray,
     size: np.ndarray,
@@ -131,10 +135,10 @@ def largest_values(  # noqa: PLR0917 - numba kernels take arrays positionally
         value = values[i]
         if np.isnan(value):
             continue
-        at_minute = minute_cell[i]
-        if value <= lowest[at_minute]:
+        minute = minute_of_row[i]
+        dev = device_of_row[i]
+        if value <= lowest[minute * devices + dev]:
             continue
-        minute, dev = divmod(at_minute, devices)
         com = commune_of_device[dev]
         for b in range(blocks):
             kind = size[b]
