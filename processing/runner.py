@@ -191,6 +191,9 @@ class Job:
     name: str
     family: str
     run: JobFunc
+    refreshes_today: bool = False
+    """Whether the job throttles today's 1-day rows (``_DailyRows``): the arrivals read must then
+    also reach back to the last refresh of today's rows, not only to the job's watermark."""
 
 
 class Runner:
@@ -227,7 +230,9 @@ class Runner:
 
     def jobs(self) -> list[Job]:
         """Every job, in the order they must run (indices read the aggregates)."""
-        jobs: list[Job] = [Job(f"aggregates:{f}", f, _aggregates_job) for f in self.families]
+        jobs: list[Job] = [
+            Job(f"aggregates:{f}", f, _aggregates_job, refreshes_today=True) for f in self.families
+        ]
         extra = {
             "air_quality": [
                 Job("atmo_daily", "air_quality", _atmo_job),
@@ -250,29 +255,34 @@ class Runner:
         """Process what arrived since each job's watermark; return what was done."""
         self._start_run()
         report = RunReport()
+        jobs = self.jobs()
+        # Read before any job runs: a job moves only its own watermark, so these stay the
+        # values each job would have read when its turn came.
+        marks = {job.name: self.watermarks.get_with_run_time(job.name, now=self._now) for job in jobs}
         arrivals: dict[str, pl.DataFrame] = {}
-        for job in self.jobs():
+        for job in jobs:
             if job.family not in arrivals:
+                # One read per family, from the lowest threshold any of its jobs needs.
+                family_jobs = [j for j in jobs if j.family == job.family]
                 started = time.perf_counter()
-                arrivals[job.family] = self._arrivals(job.family)
+                arrivals[job.family] = self._arrivals(
+                    job.family, self._arrivals_threshold(family_jobs, marks)
+                )
                 report.arrivals_read += arrivals[job.family].height
                 report.arrivals_seconds += time.perf_counter() - started
             seen = arrivals[job.family]
-            found = self.watermarks.get_with_run_time(job.name, now=self._now)
+            found = marks[job.name]
             mark = found[0] if found else None
-            if found is None:
-                new = seen
-            else:
-                # Readings received after the watermark are new; so are those received shortly
-                # before the last run that may have reached the store only after it.
-                threshold = min(found[0], found[1] - _ns(self.settle))
-                new = seen.filter(pl.col("received_at") > threshold)
+            threshold = self._new_after(found)
+            new = seen if threshold is None else seen.filter(pl.col("received_at") > threshold)
             dirty = Dirty(new["time"], arrivals=seen)
             job_report = self._run_job(job, dirty)
             report.jobs.append(job_report)
-            if job_report.error is None and not seen.is_empty():
-                latest = int(seen["received_at"].max())  # type: ignore[arg-type]
-                self.watermarks.set(job.name, max(latest, mark or latest), now=self._now)
+            # ``seen`` holds every reading of the horizon received after a threshold at or below
+            # ``mark``: its latest arrival is the horizon's, or nothing later than ``mark`` arrived.
+            known = [int(v) for v in (seen["received_at"].max(), mark) if v is not None]  # type: ignore[arg-type]
+            if job_report.error is None and known:
+                self.watermarks.set(job.name, max(known), now=self._now)
         return report
 
     def backfill(self, start: datetime, end: datetime, *, jobs: Sequence[str] | None = None) -> RunReport:
@@ -393,18 +403,47 @@ class Runner:
         oldest = to_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
         self._hourly = {hour: kept for hour, kept in self._hourly.items() if hour >= oldest}
 
-    def _arrivals(self, family: str) -> pl.DataFrame:
-        # The one read of a run that follows the horizon, not what arrived: the Store protocol
-        # filters on tags only, so finding the readings received after the watermark means
-        # reading the arrival time of every reading of the horizon (two columns and the tags).
-        frame = self.store.read(
-            family, start=self._now - self.horizon, end=self._now + timedelta(days=2), fields=["received_at"]
+    def _new_after(self, found: tuple[int, int] | None) -> int | None:
+        """The ``received_at`` above which readings are new to a job whose watermark and last
+        run time are ``found`` (None: the job never ran, every reading is new)."""
+        if found is None:
+            return None
+        # Readings received after the watermark are new; so are those received shortly before
+        # the last run that may have reached the store only after it.
+        return min(found[0], found[1] - _ns(self.settle))
+
+    def _arrivals_threshold(
+        self, jobs: Sequence[Job], marks: dict[str, tuple[int, int] | None]
+    ) -> int | None:
+        """The lowest ``received_at`` threshold the ``jobs`` of one family need (None: all).
+
+        Each job needs the readings new to it; a job that throttles today's 1-day rows also
+        needs today's readings received since their last refresh, when one is due.
+        """
+        thresholds: list[int] = []
+        for job in jobs:
+            after = self._new_after(marks[job.name])
+            if after is None:
+                return None
+            thresholds.append(after)
+            if job.refreshes_today:
+                due, pending_after = _today_refresh(self, job.name)
+                if due and pending_after is None:
+                    return None
+                if due and pending_after is not None:
+                    thresholds.append(pending_after)
+        return min(thresholds) if thresholds else None
+
+    def _arrivals(self, family: str, received_after_ns: int | None) -> pl.DataFrame:
+        """``time`` and ``received_at`` of the readings observed within the horizon and received
+        after ``received_after_ns``: the store filters, so a run reads what arrived, not the
+        horizon."""
+        return self.store.arrivals(
+            family,
+            start=self._now - self.horizon,
+            end=self._now + timedelta(days=2),
+            received_after_ns=received_after_ns,
         )
-        if frame.is_empty() or "received_at" not in frame.columns:
-            return pl.DataFrame(schema={"time": TIME_DTYPE, "received_at": pl.Int64})
-        return frame.select(
-            pl.col("time").cast(TIME_DTYPE), pl.col("received_at").cast(pl.Int64)
-        ).drop_nulls()
 
     def _run_job(self, job: Job, dirty: Dirty) -> JobReport:
         report = JobReport(job.name)
@@ -490,6 +529,22 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
     return pl.concat([previous.sort("time", maintain_order=True), raw], how="diagonal_relaxed")
 
 
+def _open_day_key(job: str) -> str:
+    return f"{job}/open-day"
+
+
+def _today_refresh(runner: Runner, job: str) -> tuple[bool, int | None]:
+    """Whether today's 1-day rows of ``job`` may be refreshed in this run (``day_refresh`` has
+    passed since the last refresh), and the ``received_at`` above which today's readings are
+    pending for it (None: every reading of today, as none was ever refreshed)."""
+    refreshed = runner.watermarks.get_with_run_time(_open_day_key(job), now=runner.now)
+    if refreshed is None:
+        return True, None
+    if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
+        return False, None
+    return True, min(refreshed[0], refreshed[1] - _ns(runner.settle))
+
+
 class _DailyRows:
     """Which days' 1-day rows a job recomputes in this run (the module docstring has the rules).
 
@@ -501,7 +556,8 @@ class _DailyRows:
     def __init__(self, runner: Runner, job: str, dirty: Dirty) -> None:
         self.runner = runner
         self.dirty = dirty
-        self.open_key = f"{job}/open-day"
+        self.job = job
+        self.open_key = _open_day_key(job)
         self.closed_key = f"{job}/closed-days"
         self._updates: list[tuple[str, int]] = []
 
@@ -539,14 +595,12 @@ class _DailyRows:
         arrivals = self.dirty.arrivals
         if arrivals is None or arrivals.is_empty():
             return False
-        runner = self.runner
-        refreshed = runner.watermarks.get_with_run_time(self.open_key, now=runner.now)
+        due, pending_after = _today_refresh(self.runner, self.job)
+        if not due:
+            return False
         pending = _within(arrivals, today, next_start(today, "1d"))
-        if refreshed is not None:
-            if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
-                return False
-            threshold = min(refreshed[0], refreshed[1] - _ns(runner.settle))
-            pending = pending.filter(pl.col("received_at") > threshold)
+        if pending_after is not None:
+            pending = pending.filter(pl.col("received_at") > pending_after)
         if pending.is_empty():
             return False
         self._updates.append((self.open_key, int(arrivals["received_at"].max())))  # type: ignore[arg-type]

@@ -352,6 +352,35 @@ def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Sto
     assert day_row(store, day) == daily_before
 
 
+def test_a_run_reads_the_arrival_times_of_new_readings_only(any_store: Store) -> None:
+    store = any_store
+    now = floor(datetime.now(UTC), "1h") - timedelta(hours=2)
+    # Five hours of readings, the last received an hour before the first run: past the settle
+    # margin, so the second run has no reason to look at them again.
+    processed = fleet(["air_quality"], now - timedelta(hours=6), now - timedelta(hours=1))["air_quality"]
+    store.write("air_quality", processed, tags=["insee", "device_id"])
+    clock = Clock(now)
+    runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+    first = runner.run_once()
+    jobs_of(first)
+    assert first.arrivals_read == processed.height  # no watermark yet: the whole horizon
+
+    new = fleet(["air_quality"], now, now + timedelta(minutes=3))["air_quality"]
+    store.write("air_quality", new, tags=["insee", "device_id"])
+    clock.now = now + timedelta(minutes=5)
+    second = runner.run_once()
+    jobs_of(second)
+    # What the watermark rule calls new: received after the watermark, or within the settle
+    # margin before the previous run.
+    last_received: int = processed.select(pl.col("received_at").max()).item()
+    threshold = min(last_received, int((now - runner.settle).timestamp() * 1e9))
+    written = pl.concat([processed, new])
+    assert second.arrivals_read == written.filter(pl.col("received_at") > threshold).height == new.height
+    # And the windows of the new minutes were computed from them.
+    stored = read_between(store, "air_quality_1m_commune", now, now + timedelta(minutes=3))
+    assert stored.select(pl.col("pm25_count").sum()).item() == new.filter(pl.col("pm25").is_not_null()).height
+
+
 def test_late_readings_into_a_closed_day_correct_its_daily_row(store: DuckDBStore) -> None:
     yesterday = DAY - timedelta(days=1)
     on_time = fleet(["air_quality"], yesterday, DAY)
