@@ -11,6 +11,10 @@ rows (``day_refresh``) is timed too, as is a run of a freshly started runner (it
 are not kept yet). The anomaly pass is left out (it reads the day by design: see
 docs/performance.md).
 
+Finding what arrived is compared too: a run asks the store for the readings received after
+its watermarks (``Store.arrivals``); before, it read ``received_at`` of every reading of the
+24-hour horizon and filtered in polars. That old read is timed in the same run.
+
     .venv/bin/python -m bench.processing_runner            # 2,000 devices
     .venv/bin/python -m bench.processing_runner --quick    # 200 devices
 """
@@ -90,6 +94,20 @@ def _line(label: str, timed: _Timed) -> str:
     )
 
 
+def _old_arrivals(store: DuckDBStore, runner: Runner) -> tuple[int, float]:
+    """Rows and seconds of the old way to find what arrived: ``received_at`` of every reading
+    of the horizon, read through ``Store.read``."""
+    began = time.perf_counter()
+    frame = store.read(
+        "air_quality",
+        start=runner.now - runner.horizon,
+        end=runner.now + timedelta(days=2),
+        fields=["received_at"],
+    )
+    frame = frame.select(pl.col("time"), pl.col("received_at").cast(pl.Int64)).drop_nulls()
+    return frame.height, time.perf_counter() - began
+
+
 def measure(devices: int) -> None:
     """Print the incremental run, the day-refresh run, a cold run and the whole-day baseline."""
     now = DAY + timedelta(hours=22)
@@ -121,6 +139,7 @@ def measure(devices: int) -> None:
                 arrived = arrive(now + timedelta(minutes=minute))
                 runs.append(_timed(runner.run_once))
             incremental = sorted(runs, key=lambda run: run.wall)[1]
+            old_rows, old_seconds = _old_arrivals(store, runner)
             # An hour later: today's 1-day rows are due again (day_refresh), read from the whole day.
             arrive(now + timedelta(minutes=5) + runner.day_refresh)
             refresh = _timed(runner.run_once)
@@ -143,6 +162,12 @@ def measure(devices: int) -> None:
     print(
         f"ratio, one new minute vs baseline: {baseline.wall / incremental.wall:.1f}x faster in wall time, "
         f"{baseline.cpu / incremental.cpu:.1f}x in CPU time, {base_read / max(read, 1):.0f}x fewer rows read"
+    )
+    print(
+        f"finding arrivals, one new minute: {incremental.report.arrivals_read:,} rows in "
+        f"{incremental.report.arrivals_seconds:.2f} s (Store.arrivals); the old whole-horizon read: "
+        f"{old_rows:,} rows in {old_seconds:.2f} s "
+        f"({old_seconds / max(incremental.report.arrivals_seconds, 1e-9):.0f}x slower)"
     )
     print(
         f"ratio, day_refresh run vs baseline: {baseline.wall / refresh.wall:.1f}x faster in wall time, "
