@@ -381,6 +381,78 @@ def test_a_run_reads_the_arrival_times_of_new_readings_only(any_store: Store) ->
     assert stored.select(pl.col("pm25_count").sum()).item() == new.filter(pl.col("pm25").is_not_null()).height
 
 
+class WholeHorizonStore(DuckDBStore):
+    """A store that ignores the threshold of ``arrivals``: every reading of the range, as the
+    runner read them before the store filtered them."""
+
+    def arrivals(
+        self, measurement: str, *, start: datetime, end: datetime, received_after_ns: int | None = None
+    ) -> pl.DataFrame:
+        return super().arrivals(measurement, start=start, end=end)
+
+
+def test_filtered_arrivals_change_nothing_a_run_does(tmp_path: Path) -> None:
+    """Runs through a day with new minutes, today's 1-day row due, the day closing and late
+    readings into it: each job recomputes the same windows and writes the same rows whether
+    the store filters arrivals or returns every one of the horizon."""
+    start = DAY + timedelta(hours=10)
+    frames = fleet(["air_quality"], DAY, start)["air_quality"]
+    late_start = DAY + timedelta(hours=3, seconds=30)
+    steps = [  # (readings of [from, to) that arrive, received when, run at)
+        (start, start + timedelta(minutes=2), None, start + timedelta(minutes=3)),
+        (start + timedelta(minutes=2), start + timedelta(minutes=4), None, start + timedelta(minutes=20)),
+        # Nothing new, but today's 1-day row is due (day_refresh) with readings pending since.
+        (start + timedelta(minutes=4), start + timedelta(minutes=4), None, start + timedelta(minutes=40)),
+        (start + timedelta(hours=13), NEXT_DAY, None, NEXT_DAY + timedelta(minutes=1)),
+        (
+            late_start,
+            late_start + timedelta(minutes=10),
+            NEXT_DAY + timedelta(minutes=10),
+            NEXT_DAY + timedelta(minutes=16),
+        ),
+        (NEXT_DAY, NEXT_DAY + timedelta(minutes=30), None, NEXT_DAY + timedelta(minutes=31)),
+    ]
+    filtered = DuckDBStore(tmp_path / "filtered.duckdb")
+    whole = WholeHorizonStore(tmp_path / "whole.duckdb")
+    try:
+        clock = Clock(start)
+        runners = [
+            Runner(
+                store,
+                families=["air_quality"],
+                anomalies=False,
+                day_refresh=timedelta(minutes=30),
+                clock=clock,
+            )
+            for store in (filtered, whole)
+        ]
+        for store in (filtered, whole):
+            store.write("air_quality", frames, tags=["insee", "device_id"])
+        done = [[jobs_of(runner.run_once())] for runner in runners]
+        for first, last, received, run_at in steps:
+            new = fleet(["air_quality"], first, last)["air_quality"] if first < last else frames.clear()
+            if received is not None:
+                new = new.with_columns(received_at=pl.lit(int(received.timestamp() * 1e9)))
+            clock.now = run_at
+            for store, runner, reports in zip((filtered, whole), runners, done, strict=True):
+                if not new.is_empty():
+                    store.write("air_quality", new, tags=["insee", "device_id"])
+                reports.append(jobs_of(runner.run_once()))
+        for step, (got, want) in enumerate(zip(*done, strict=True)):
+            assert {name: (job.windows, job.rows_written) for name, job in got.items()} == {
+                name: (job.windows, job.rows_written) for name, job in want.items()
+            }, step
+        assert sum(j.windows for run in done[0] for j in run.values()) > 0
+        got_out, want_out = outputs(filtered), outputs(whole)
+        assert sorted(got_out) == sorted(want_out)
+        for name in want_out:
+            assert_frame_equal(got_out[name], want_out[name], check_exact=False, rel_tol=1e-12, abs_tol=0.0)
+        assert Watermarks(filtered).all(now=clock.now) == Watermarks(whole).all(now=clock.now)
+    finally:
+        filtered.close()
+        whole.close()
+
+
 def test_late_readings_into_a_closed_day_correct_its_daily_row(store: DuckDBStore) -> None:
     yesterday = DAY - timedelta(days=1)
     on_time = fleet(["air_quality"], yesterday, DAY)
