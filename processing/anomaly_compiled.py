@@ -8,8 +8,8 @@ drift against the commune) then run on these small summaries, the same for both.
 How it is fast: the readings are never reordered as a frame. One counting sort on a device code
 says where each row goes when grouped by device; then, one field at a time, the column is
 scattered into that layout (read once, in order) and one kernel call per half of the devices
-walks each device's readings once, on two cores. Memory beyond the input: the layout (three
-int64 arrays of the row count) and one float64 column.
+walks each device's readings once, on two cores. Memory beyond the input: the layout (an int32
+position and an int64 time per row) and one float64 column, reused for every field.
 """
 
 from __future__ import annotations
@@ -96,50 +96,53 @@ class Layout:
 
 def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: AnomalyOptions) -> PerDevice:
     """The per-device detectors of ``kinds`` over ``checked`` readings, on compiled kernels."""
-    frame = checked.frame
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        layout = _layout(checked.frame, pool)
+        devices = (
+            checked.frame.select(pl.col("insee").cast(pl.String), pl.col("device_id").cast(pl.String))
+            .gather(layout.first_rows)
+            .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(DEV))
+        )
+        prep = Prepared(
+            spec=checked.spec,
+            frame=pl.DataFrame(),
+            devices=devices,
+            numeric_fields=checked.numeric_fields,
+            now_ns=checked.now_ns,
+        )
+        result = PerDevice(
+            prep=prep,
+            out_of_bounds=_empty_points(),
+            spikes=empty_anomalies(),
+            offline=empty_anomalies(),
+            hourly=None,
+            runs=FlatRuns(),
+        )
+        if checked.frame.height == 0:
+            return result
+        if "offline" in kinds:
+            result.offline = _offline(prep, layout, opts, pool)
+        if {"out_of_bounds", "spike", "stuck", "drift"} & set(kinds):
+            _fields(prep, checked.frame, layout, opts, pool, result)
+    return result
+
+
+def _layout(frame: pl.DataFrame, pool: ThreadPoolExecutor) -> Layout:
+    """Where each row of ``frame`` goes when grouped by device, and the times in that order."""
     # Positions fit in 32 bits for any frame that fits in memory: half the memory traffic.
     positions: Positions = (
         np.empty(frame.height, np.int32) if frame.height < 2**31 else np.empty(frame.height, np.int64)
     )
     times = np.empty(frame.height, np.int64)
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        codes = _device_codes(frame["device_id"])
-        offsets, first_rows = kernels.device_positions(codes, positions)
-        del codes
-        _wait(
-            pool.submit(_scatter_time_piece, piece, positions, start, times)
-            for start, piece in _pieces(_times_ns(frame))
-        )
+    codes = _device_codes(frame["device_id"])
+    offsets, first_rows = kernels.device_positions(codes, positions)
+    del codes
+    _wait(
+        pool.submit(_scatter_time_piece, piece, positions, start, times)
+        for start, piece in _pieces(_times_ns(frame))
+    )
     kernels.sort_within_devices(times, positions, offsets, first_rows)
-    layout = Layout(offsets=offsets, first_rows=first_rows, times=times, positions=positions)
-    devices = (
-        frame.select(pl.col("insee").cast(pl.String), pl.col("device_id").cast(pl.String))
-        .gather(first_rows)
-        .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(DEV))
-    )
-    prep = Prepared(
-        spec=checked.spec,
-        frame=pl.DataFrame(),
-        devices=devices,
-        numeric_fields=checked.numeric_fields,
-        now_ns=checked.now_ns,
-    )
-    result = PerDevice(
-        prep=prep,
-        out_of_bounds=_empty_points(),
-        spikes=empty_anomalies(),
-        offline=empty_anomalies(),
-        hourly=None,
-        runs=FlatRuns(),
-    )
-    if frame.height == 0:
-        return result
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        if "offline" in kinds:
-            result.offline = _offline(prep, layout, opts, pool)
-        if {"out_of_bounds", "spike", "stuck", "drift"} & set(kinds):
-            _fields(prep, frame, layout, opts, pool, result)
-    return result
+    return Layout(offsets=offsets, first_rows=first_rows, times=times, positions=positions)
 
 
 def _fields(  # noqa: PLR0917 - private, called once
