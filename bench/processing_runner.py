@@ -17,6 +17,11 @@ its watermarks (``Store.arrivals``); before, it read ``received_at`` of every re
 
     .venv/bin/python -m bench.processing_runner            # 2,000 devices
     .venv/bin/python -m bench.processing_runner --quick    # 200 devices
+    .venv/bin/python -m bench.processing_runner --influx   # finding arrivals on a local influxd
+
+``--influx`` compares only the two ways to find what arrived, on a real local ``influxd``
+(200 devices by default: loading 2,000 devices' day into influxd takes minutes), with
+``Store.arrivals`` asked for the readings of the last ``settle`` (15 min), as a run asks.
 """
 
 from __future__ import annotations
@@ -32,10 +37,15 @@ from pathlib import Path
 
 import polars as pl
 
-from processing.runner import Runner, RunReport
-from processing.windows import floor, next_start
+from processing.runner import DEFAULT_HORIZON, DEFAULT_SETTLE, Runner, RunReport
+from processing.windows import floor, next_start, to_ns
 from sensors.fleet import FleetConfig, generate_fleet
+from storage.base import Store
+from storage.config import InfluxSettings
 from storage.duckdb_store import DuckDBStore
+from storage.influx import InfluxStore
+from storage.provision import provision
+from tests.servers import Influxd
 
 DAY = floor(datetime(2026, 3, 3, 12, tzinfo=UTC), "1d")  # a Tuesday, Paris midnight
 COMMUNES = 9  # the whole registry
@@ -87,25 +97,75 @@ def _line(label: str, timed: _Timed) -> str:
     read = sum(job.rows_read for job in report.jobs)
     jobs = ", ".join(f"{job.job} {job.rows_read:,} rows {job.seconds:.2f} s" for job in report.jobs)
     if report.arrivals_read:
-        jobs += f"; finding arrivals {report.arrivals_read:,} rows {report.arrivals_seconds:.2f} s"
+        jobs += f"; finding arrivals {report.arrivals_read:,} rows {report.arrivals_seconds * 1000:.0f} ms"
     return (
         f"{label:<46} {seconds:>7.2f} s ({timed.cpu:>6.2f} CPU s) {read:>11,} rows read "
         f"{report.rows_written:>8,} written\n      {jobs}"
     )
 
 
-def _old_arrivals(store: DuckDBStore, runner: Runner) -> tuple[int, float]:
+def _old_arrivals(store: Store, now: datetime, horizon: timedelta = DEFAULT_HORIZON) -> tuple[int, float]:
     """Rows and seconds of the old way to find what arrived: ``received_at`` of every reading
     of the horizon, read through ``Store.read``."""
     began = time.perf_counter()
     frame = store.read(
-        "air_quality",
-        start=runner.now - runner.horizon,
-        end=runner.now + timedelta(days=2),
-        fields=["received_at"],
+        "air_quality", start=now - horizon, end=now + timedelta(days=2), fields=["received_at"]
     )
     frame = frame.select(pl.col("time"), pl.col("received_at").cast(pl.Int64)).drop_nulls()
     return frame.height, time.perf_counter() - began
+
+
+def _new_arrivals(store: Store, now: datetime, after_ns: int) -> tuple[int, float]:
+    """Rows and seconds of ``Store.arrivals`` over the horizon, from ``after_ns``."""
+    began = time.perf_counter()
+    frame = store.arrivals(
+        "air_quality", start=now - DEFAULT_HORIZON, end=now + timedelta(days=2), received_after_ns=after_ns
+    )
+    return frame.height, time.perf_counter() - began
+
+
+def measure_influx(devices: int) -> None:
+    """Print both ways to find what arrived on a local influxd holding 22 hours of readings."""
+    now = floor(datetime.now(UTC), "1m")  # recent: influxd refuses points past the 30-day policy
+    start = now - timedelta(hours=22)
+    with tempfile.TemporaryDirectory(prefix="bench-runner-influx-") as tmp:
+        server = Influxd(Path(tmp) / "influxd")
+        server.start()
+        try:
+            settings = InfluxSettings(url=server.url, database="bench")
+            provision(settings)
+            store = InfluxStore(settings)
+            began = time.perf_counter()
+            day = _readings(devices, start, now)
+            store.write("air_quality", day, tags=TAGS)
+            print(
+                f"stored {day.height:,} readings ({devices} devices, 10 s, 22 h) in influxd in "
+                f"{time.perf_counter() - began:.1f} s"
+            )
+            # A run one minute after the last asks from the settle margin before the previous run.
+            after = to_ns(now - DEFAULT_SETTLE - timedelta(minutes=1))
+            old_s: list[float] = []
+            new_s: list[float] = []
+            for _ in range(3):  # alternate, so both see the same neighbours
+                old_rows, took = _old_arrivals(store, now)
+                old_s.append(took)
+                new_rows, took = _new_arrivals(store, now, after)
+                new_s.append(took)
+            store.close()
+        finally:
+            server.kill()
+    expected = day.filter(pl.col("received_at") > after).height
+    assert new_rows == expected, (new_rows, expected)
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (2 cores)")
+    print(
+        f"old whole-horizon read: {old_rows:,} rows, best of 3 {min(old_s):.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in old_s)} s)"
+    )
+    print(
+        f"Store.arrivals (last 16 min): {new_rows:,} rows, best of 3 {min(new_s) * 1000:.0f} ms "
+        f"({', '.join(f'{t * 1000:.0f}' for t in new_s)} ms)"
+    )
+    print(f"ratio: {min(old_s) / min(new_s):.0f}x faster, {old_rows / max(new_rows, 1):.0f}x fewer rows")
 
 
 def measure(devices: int) -> None:
@@ -139,7 +199,7 @@ def measure(devices: int) -> None:
                 arrived = arrive(now + timedelta(minutes=minute))
                 runs.append(_timed(runner.run_once))
             incremental = sorted(runs, key=lambda run: run.wall)[1]
-            old_rows, old_seconds = _old_arrivals(store, runner)
+            old_rows, old_seconds = _old_arrivals(store, runner.now, runner.horizon)
             # An hour later: today's 1-day rows are due again (day_refresh), read from the whole day.
             arrive(now + timedelta(minutes=5) + runner.day_refresh)
             refresh = _timed(runner.run_once)
@@ -165,7 +225,7 @@ def measure(devices: int) -> None:
     )
     print(
         f"finding arrivals, one new minute: {incremental.report.arrivals_read:,} rows in "
-        f"{incremental.report.arrivals_seconds:.2f} s (Store.arrivals); the old whole-horizon read: "
+        f"{incremental.report.arrivals_seconds * 1000:.0f} ms (Store.arrivals); the old whole-horizon read: "
         f"{old_rows:,} rows in {old_seconds:.2f} s "
         f"({old_seconds / max(incremental.report.arrivals_seconds, 1e-9):.0f}x slower)"
     )
@@ -182,7 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="200 devices instead of 2,000")
     parser.add_argument("--devices", type=int, help="number of devices (overrides --quick)")
+    parser.add_argument(
+        "--influx", action="store_true", help="compare the two ways to find arrivals on a local influxd"
+    )
     args = parser.parse_args(argv)
+    if args.influx:
+        measure_influx(args.devices or 200)
+        return
     measure(args.devices or (200 if args.quick else 2000))
 
 
