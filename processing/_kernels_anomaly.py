@@ -496,7 +496,7 @@ def offline_pass(  # noqa: PLR0917 - numba kernels take arrays positionally
     offsets: Ints,
     first_device: int,
     end_device: int,
-    min_readings: int,
+    min_readings: float,
     default_ns: int,
     periods: float,
 ) -> tuple[Ints, Ints, Ints, Floats, Floats, Ints]:  # pragma: no cover - compiled

@@ -232,8 +232,8 @@ def _field_call(  # noqa: PLR0917 - mirrors the kernel's arguments
         float(high),
         gauge,
         unit,
-        opts.spike_threshold,
-        opts.spike_scale_floor,
+        float(opts.spike_threshold),
+        float(opts.spike_scale_floor),
         MAD_TO_SIGMA,
     )
     return found
@@ -334,9 +334,9 @@ def _offline(prep: Prepared, layout: Layout, opts: AnomalyOptions, pool: ThreadP
             layout.offsets,
             lo,
             hi,
-            opts.offline_min_readings,
+            float(opts.offline_min_readings),
             default_ns,
-            opts.offline_periods,
+            float(opts.offline_periods),
         )
         for lo, hi in layout.device_ranges()
     ]
@@ -398,6 +398,10 @@ def _scatter_piece(piece: pl.Series, positions: Positions, start: int, out: Floa
 
 
 _NO_BITS = np.zeros(0, np.uint8)
+# Read-only like the Arrow buffers: numba compiles one version of a kernel per argument type
+# (read-only or not, int or float), so every call passes the same types and nothing is compiled
+# again later, in the middle of a run, when a chunk with a null or an int option turns up.
+_NO_BITS.flags.writeable = False
 
 
 def _device_codes(device_id: pl.Series) -> npt.NDArray[np.uint32]:

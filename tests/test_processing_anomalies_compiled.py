@@ -186,3 +186,26 @@ def test_the_kernel_median_is_polars_median() -> None:
             got = float(np.float32(got))  # polars rounds a float32 median to float32
         assert got == expected, (trial, n)
     assert np.isnan(kernels._median(np.zeros(3), 0))
+
+
+def test_nothing_is_compiled_again_for_nulls_or_int_options() -> None:
+    """numba compiles a kernel once per argument types: a chunk with nulls or an option given as
+    an int must not trigger a compilation (seconds) in the middle of a run."""
+    with_nulls = pl.concat([random_readings(seed) for seed in range(50, 54)])
+    without = with_nulls.with_columns(pl.col(pl.Float64).fill_null(0.0))
+    detect_anomalies(without, "air_quality")
+    compiled = {name: len(getattr(kernels, name).signatures) for name in KERNELS}
+    detect_anomalies(
+        with_nulls, "air_quality", spike_threshold=12, offline_min_readings=10, offline_periods=5
+    )
+    assert {name: len(getattr(kernels, name).signatures) for name in KERNELS} == compiled
+
+
+KERNELS = (
+    "device_positions",
+    "sort_within_devices",
+    "scatter_times",
+    "scatter",
+    "field_pass",
+    "offline_pass",
+)
