@@ -407,7 +407,9 @@ _NO_BITS.flags.writeable = False
 def _device_codes(device_id: pl.Series) -> npt.NDArray[np.uint32]:
     """A small integer code per row, the same for the same device: the physical value of the
     column cast to a categorical, in one cast (codes of two casts need not agree)."""
-    codes: npt.NDArray[np.uint32] = device_id.cast(pl.Categorical).to_physical().to_numpy()
+    codes: npt.NDArray[np.uint32] = device_id.cast(pl.Categorical).to_physical().cast(pl.UInt32).to_numpy()
+    # One argument type for the kernel whether numpy copied the column (many chunks) or not.
+    codes.flags.writeable = False
     return codes
 
 

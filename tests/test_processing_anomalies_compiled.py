@@ -189,10 +189,14 @@ def test_the_kernel_median_is_polars_median() -> None:
 
 
 def test_nothing_is_compiled_again_for_nulls_or_int_options() -> None:
-    """numba compiles a kernel once per argument types: a chunk with nulls or an option given as
-    an int must not trigger a compilation (seconds) in the middle of a run."""
-    with_nulls = pl.concat([random_readings(seed) for seed in range(50, 54)])
-    without = with_nulls.with_columns(pl.col(pl.Float64).fill_null(0.0))
+    """numba compiles a kernel once per argument types: a chunk with nulls, an option given as
+    an int or a column in one chunk rather than many must not trigger a compilation (seconds) in
+    the middle of a run."""
+    with_nulls = pl.concat([random_readings(seed) for seed in range(50, 54)]).rechunk()
+    without = pl.concat([random_readings(seed) for seed in range(50, 54)], rechunk=False).with_columns(
+        pl.col(pl.Float64).fill_null(0.0)
+    )
+    assert without["device_id"].n_chunks() > 1
     detect_anomalies(without, "air_quality")
     compiled = {name: len(getattr(kernels, name).signatures) for name in KERNELS}
     detect_anomalies(
