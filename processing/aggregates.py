@@ -44,10 +44,10 @@ from processing.window_kernels import (
     MINUTE_NS,
     QUARTER,
     codes_agree,
-    first_seen_codes,
     largest_values,
     minute_cells,
     minute_partials,
+    number_rows,
     window_floors,
     window_ranks,
 )
@@ -184,7 +184,13 @@ def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
     sorting results on codes sorts them on tags, and the tags are joined back on the (small)
     results only.
     """
-    frame = readings.lazy().collect() if isinstance(readings, pl.LazyFrame) else readings
+    if isinstance(readings, pl.LazyFrame):
+        # A lazy scan (a Parquet file, say) reads only the columns the aggregates use.
+        plain, counters = fields_present(readings, family)
+        wanted = [c for c in ("time", "insee", "device_id") if c in readings.collect_schema().names()]
+        frame = readings.select(*wanted, *plain, *counters).collect()
+    else:
+        frame = readings
     missing = [c for c in ("time", "insee", "device_id") if c not in frame.columns]
     if missing:
         raise ValueError(f"readings lack the column(s) {', '.join(missing)}")
@@ -201,6 +207,9 @@ def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
         device_names,
         device_names.filter(pl.col("_com").is_first_distinct()).select("insee"),
     )
+
+
+_HASH_SLICE = 1 << 21
 
 
 def _tag_hashes(tags: pl.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,12 +230,27 @@ def _device_codes(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
     """
     if tags.is_empty():
         return np.empty(0, dtype=np.uint32), _named_devices(tags, np.empty(0, dtype=np.int64))
-    seen, first = first_seen_codes(*_tag_hashes(tags, 0))
-    if not codes_agree(seen, first, *_tag_hashes(tags, 2)):
-        return _device_codes_from_strings(tags)
+    # Slices of rows at a time: the hashes of a fleet-day would take 140 MB per column and seed
+    # otherwise, memory polars' allocator keeps long after.
+    seen = np.empty(tags.height, dtype=np.uint32)
+    keys, numbers = np.zeros(1 << 12, dtype=np.uint64), np.full(1 << 12, -1, dtype=np.int64)
+    first, known = np.empty(16, dtype=np.int64), 0
+    for offset in range(0, tags.height, _HASH_SLICE):
+        part = tags.slice(offset, _HASH_SLICE)
+        keys, numbers, first, known = number_rows(
+            *_tag_hashes(part, 0), offset, seen, keys, numbers, first, known
+        )
+    first = first[:known].copy()
+    first_hashes = _tag_hashes(tags[first], 2)
+    for offset in range(0, tags.height, _HASH_SLICE):
+        part = tags.slice(offset, _HASH_SLICE)
+        if not codes_agree(seen[offset : offset + part.height], *_tag_hashes(part, 2), *first_hashes):
+            return _device_codes_from_strings(tags)
     names = _named_devices(tags, first)
-    code_of_seen = np.empty(first.size, dtype=np.uint32)
-    code_of_seen[names["_first"].to_numpy()] = np.arange(first.size, dtype=np.uint32)
+    # Up to 65,536 devices a code takes two bytes: half as much for the kernels to read.
+    code_type = np.uint16 if first.size <= 1 << 16 else np.uint32
+    code_of_seen = np.empty(first.size, dtype=code_type)
+    code_of_seen[names["_first"].to_numpy()] = np.arange(first.size, dtype=code_type)
     return code_of_seen[seen], names
 
 
@@ -512,7 +536,7 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         kth_all = np.full(capacity.size, np.nan)
         following_all = np.full(capacity.size, np.nan)
         window_ranks(capacity, start, used, buffer, kth_all, following_all)
-        del buffer
+        del buffer, lowest, threshold, room, start, used, capacity
         for position, index in enumerate(selected):
             at = first[position] + layout.occupied[index]
             kth[index], following[index] = kth_all[at], following_all[at]
@@ -557,8 +581,7 @@ def _plain_aggregates(
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
     time_ns = prep.frame["_t"].to_numpy()
-    code_type = np.uint16 if prep.device_names.height <= 1 << 16 else np.int32  # less to read
-    device = prep.frame["_dev"].to_numpy().astype(code_type)
+    device = prep.frame["_dev"].to_numpy()
     commune_of_device = prep.device_names["_com"].to_numpy()
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
     for day in _paris_days(time_ns):

@@ -293,60 +293,66 @@ def _mix(device_hash: np.uint64, commune_hash: np.uint64) -> np.uint64:  # pragm
 
 
 @njit(cache=True, nogil=True)
-def first_seen_codes(
-    device_hash: np.ndarray, commune_hash: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Number the distinct (device, commune) hash pairs in order of first appearance.
+def number_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
+    device_hash: np.ndarray,
+    commune_hash: np.ndarray,
+    offset: int,
+    codes: np.ndarray,
+    keys: np.ndarray,
+    numbers: np.ndarray,
+    first: np.ndarray,
+    known: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
+    """Number the distinct (device, commune) hash pairs of rows ``offset``.. in order of first
+    appearance, into ``codes[offset:]``.
 
-    Returns each row's number and the row where each number first appears. An open-addressing
-    table (linear probing) that doubles when half full: one pass, no sort.
+    The table (``keys``, ``numbers``: -1 for a free slot; open addressing, linear probing) and
+    ``first`` (the row where each number first appears; ``known`` numbers so far) carry over
+    from one slice of rows to the next; the table doubles when half full, so the arrays
+    returned may be new ones.
     """
-    rows = device_hash.size
-    codes = np.empty(rows, dtype=np.uint32)
-    first = np.empty(16, dtype=np.int64)
-    slots = 1 << 12
-    keys = np.zeros(slots, dtype=np.uint64)
-    values = np.full(slots, -1, dtype=np.int64)
-    known = 0
-    for i in range(rows):
+    for i in range(device_hash.size):
         key = _mix(device_hash[i], commune_hash[i])
-        mask = np.uint64(slots - 1)
+        mask = np.uint64(keys.size - 1)
         slot = (key ^ (key >> np.uint64(29))) & mask
-        while values[slot] >= 0 and keys[slot] != key:
+        while numbers[slot] >= 0 and keys[slot] != key:
             slot = (slot + np.uint64(1)) & mask
-        if values[slot] < 0:
-            if known == first.size:
-                first = np.concatenate((first, np.empty(first.size, dtype=np.int64)))
-            first[known] = i
-            keys[slot] = key
-            values[slot] = known
-            known += 1
-            if 2 * known > slots:  # keep probes short: double and reinsert
-                slots *= 2
-                old_keys, old_values = keys, values
-                keys = np.zeros(slots, dtype=np.uint64)
-                values = np.full(slots, -1, dtype=np.int64)
-                mask = np.uint64(slots - 1)
-                for j in range(old_keys.size):
-                    if old_values[j] >= 0:
-                        moved = (old_keys[j] ^ (old_keys[j] >> np.uint64(29))) & mask
-                        while values[moved] >= 0:
-                            moved = (moved + np.uint64(1)) & mask
-                        keys[moved] = old_keys[j]
-                        values[moved] = old_values[j]
-                codes[i] = known - 1
-                continue
-        codes[i] = values[slot]
-    return codes, first[:known].copy()
+        if numbers[slot] >= 0:
+            codes[offset + i] = numbers[slot]
+            continue
+        if known == first.size:
+            first = np.concatenate((first, np.empty(first.size, dtype=np.int64)))
+        first[known] = offset + i
+        keys[slot] = key
+        numbers[slot] = known
+        codes[offset + i] = known
+        known += 1
+        if 2 * known > keys.size:  # keep probes short: double and reinsert
+            old_keys, old_numbers = keys, numbers
+            keys = np.zeros(2 * old_keys.size, dtype=np.uint64)
+            numbers = np.full(2 * old_keys.size, -1, dtype=np.int64)
+            mask = np.uint64(keys.size - 1)
+            for j in range(old_keys.size):
+                if old_numbers[j] >= 0:
+                    moved = (old_keys[j] ^ (old_keys[j] >> np.uint64(29))) & mask
+                    while numbers[moved] >= 0:
+                        moved = (moved + np.uint64(1)) & mask
+                    keys[moved] = old_keys[j]
+                    numbers[moved] = old_numbers[j]
+    return keys, numbers, first, known
 
 
 @njit(cache=True, nogil=True)
 def codes_agree(
-    codes: np.ndarray, first: np.ndarray, device_hash: np.ndarray, commune_hash: np.ndarray
-) -> bool:  # pragma: no cover
-    """Whether every row's (device, commune) hash pair equals that of the first row of its code."""
+    codes: np.ndarray,
+    device_hash: np.ndarray,
+    commune_hash: np.ndarray,
+    first_device_hash: np.ndarray,
+    first_commune_hash: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Whether every row's (device, commune) hash pair equals that of its code's first row."""
     for i in range(codes.size):
-        at = first[codes[i]]
-        if _mix(device_hash[i], commune_hash[i]) != _mix(device_hash[at], commune_hash[at]):
+        code = codes[i]
+        if _mix(device_hash[i], commune_hash[i]) != _mix(first_device_hash[code], first_commune_hash[code]):
             return False
     return True
