@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -287,3 +288,16 @@ def test_thousands_of_devices_each_keep_their_own_windows() -> None:
     own = minute.with_columns(pl.col("device_id").str.slice(2).cast(pl.Float64).alias("number"))
     assert (own["pm25_mean"] == own["number"]).all()
     assert minute.select(pl.col("insee") == "92049").to_series().sum() == devices // 3
+
+
+def test_a_lazy_scan_gives_the_same_aggregates_as_a_frame(tmp_path: Path) -> None:
+    """Analysts pass a Parquet scan; extra columns (arrival times, notes) are not read."""
+    rng = np.random.default_rng(4)
+    frame = random_frame(rng, 3000, datetime(2026, 2, 3, tzinfo=UTC), timedelta(hours=5)).with_columns(
+        received_at=pl.lit(0, dtype=pl.Int64), note=pl.lit("maintenance")
+    )
+    path = tmp_path / "day.parquet"
+    frame.write_parquet(path)
+    eager = aggregate_all(frame, "air_quality")
+    for name, result in aggregate_all(pl.scan_parquet(path), "air_quality").items():
+        assert result.equals(eager[name]), name
