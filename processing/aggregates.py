@@ -44,8 +44,10 @@ from processing.window_kernels import (
     MINUTE_NS,
     QUARTER,
     codes_agree,
+    interpolate_p95,
     largest_values,
     minute_cells,
+    minute_p95,
     minute_partials,
     number_rows,
     window_floors,
@@ -431,14 +433,6 @@ def _layout(
     return _Layout(day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, minute, codes)
 
 
-def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """numpy's own linear interpolation (``np.percentile``), for the same rounding."""
-    with np.errstate(invalid="ignore"):  # inf - inf in lanes (empty windows) discarded later
-        diff = high - low
-        result: np.ndarray = np.where(fraction >= 0.5, high - diff * (1 - fraction), low + diff * fraction)
-    return result
-
-
 def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc) -> np.ndarray:
     """The (device, minute) partials composed into ``block``'s cells (a flat array)."""
     minutes = layout.day.minutes
@@ -480,13 +474,10 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         b.window == "1m" and b.level == "device" and int(count.max()) <= SMALL_GROUP for b in layout.blocks
     ]
     selected = [index for index, done in enumerate(small) if not done]
-    kth: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
-    following: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
+    p95: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
     for index, done in enumerate(small):
         if done:
-            cells_here = layout.occupied[index]
-            kth[index] = np.where(count[cells_here] > 1, second[cells_here], high[cells_here])
-            following[index] = high[cells_here]
+            p95[index] = minute_p95(layout.occupied[index], count, high, second)
     if selected:
         capacity = np.concatenate([_capacity(counts[i]) for i in selected])
         # Room for as many again (at least _SLACK): a full buffer is cut back by a selection over
@@ -539,7 +530,9 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         del buffer, lowest, threshold, room, start, used, capacity
         for position, index in enumerate(selected):
             at = first[position] + layout.occupied[index]
-            kth[index], following[index] = kth_all[at], following_all[at]
+            p95[index] = interpolate_p95(
+                counts[index][layout.occupied[index]], kth_all[at], following_all[at]
+            )
     del second
     found: list[dict[str, pl.Series]] = []
     for index, block in enumerate(layout.blocks):
@@ -547,7 +540,6 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         n = counts[index][here]
         # A window of other fields' readings only: a row whose statistics of this field are null.
         empty = n == 0
-        position = P95 * (n - 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = _compose(total, block, layout, np.add)[here] / n
         found.append(
@@ -555,15 +547,13 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
                 f"{name}_mean": _nullable(mean, empty),
                 f"{name}_min": _nullable(_compose(low, block, layout, np.minimum)[here], empty),
                 f"{name}_max": _nullable(_compose(high, block, layout, np.maximum)[here], empty),
-                f"{name}_p95": _nullable(
-                    _lerp(kth[index], following[index], position - np.floor(position)), empty
-                ),
+                f"{name}_p95": _nullable(p95[index], empty),
                 f"{name}_count": pl.Series(n, dtype=pl.Int64),
             }
         )
         # The dense arrays of a fleet-day are large: let each block's go before the next.
-        del n, empty, position, mean
-        kth[index] = following[index] = counts[index] = np.empty(0)
+        del n, empty, mean
+        p95[index] = counts[index] = np.empty(0)
     return found
 
 

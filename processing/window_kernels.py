@@ -356,3 +356,45 @@ def codes_agree(
         if _mix(device_hash[i], commune_hash[i]) != _mix(first_device_hash[code], first_commune_hash[code]):
             return False
     return True
+
+
+@njit(cache=True, nogil=True)
+def interpolate_p95(
+    count: np.ndarray, kth: np.ndarray, following: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """The linear 95th percentile of windows of ``count`` values from their order statistics
+    k = floor(0.95 (n - 1)) and k + 1, with numpy's own formula (``np.percentile``), so that the
+    result rounds the same; NaN for an empty window."""
+    result = np.empty(count.size)
+    for i in range(count.size):
+        n = count[i]
+        if n == 0:
+            result[i] = np.nan
+            continue
+        position = 0.95 * (n - 1)
+        fraction = position - np.floor(position)
+        low, high = kth[i], following[i]
+        diff = high - low
+        result[i] = high - diff * (1 - fraction) if fraction >= 0.5 else low + diff * fraction
+    return result
+
+
+@njit(cache=True, nogil=True)
+def minute_p95(
+    cells: np.ndarray, count: np.ndarray, high: np.ndarray, second: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """The p95 of (device, minute) ``cells`` of at most 21 values: between the two largest."""
+    result = np.empty(cells.size)
+    for i in range(cells.size):
+        cell = cells[i]
+        n = count[cell]
+        if n == 0:
+            result[i] = np.nan
+            continue
+        top = high[cell]
+        below = second[cell] if n > 1 else top
+        position = 0.95 * (n - 1)
+        fraction = position - np.floor(position)
+        diff = top - below
+        result[i] = top - diff * (1 - fraction) if fraction >= 0.5 else below + diff * fraction
+    return result
