@@ -57,11 +57,11 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
         count[cell] += 1
         total[cell] += value
         low[cell] = min(low[cell], value)
-        if value >= high[cell]:
-            second[cell] = high[cell]
-            high[cell] = value
-        elif value > second[cell]:
-            second[cell] = value
+        # Branch-free (a new maximum pushes the old one to second place): readings come in
+        # no order the branch predictor could learn.
+        top = high[cell]
+        second[cell] = max(second[cell], min(top, value))
+        high[cell] = max(top, value)
 
 
 @njit(cache=True, nogil=True)
