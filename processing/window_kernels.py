@@ -79,29 +79,42 @@ def minute_cells(  # noqa: PLR0917 - numba kernels take arrays positionally
 @njit(cache=True, nogil=True)
 def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma: no cover - compiled
     """Rearrange ``buffer[lo:hi]`` so that ``buffer[lo + rank]`` is its rank-th smallest value,
-    with none larger before it and none smaller after it (quickselect, median of three)."""
+    with none larger before it and none smaller after it.
+
+    Quickselect with a median-of-three pivot and a partition without a branch on the data
+    (each value is swapped to the front and the front advances only for a smaller one): the
+    values come in no order a branch predictor could learn. Short ranges are sorted.
+    """
     target = lo + rank
-    hi -= 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        a, b, c = buffer[lo], buffer[mid], buffer[hi]
+    while hi - lo > 16:
+        a, b, c = buffer[lo], buffer[(lo + hi) >> 1], buffer[hi - 1]
         pivot = max(min(a, b), min(max(a, b), c))
-        i, j = lo, hi
-        while i <= j:
-            while buffer[i] < pivot:
-                i += 1
-            while buffer[j] > pivot:
-                j -= 1
-            if i <= j:
-                buffer[i], buffer[j] = buffer[j], buffer[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
+        front = lo
+        for i in range(lo, hi):
+            value = buffer[i]
+            buffer[i] = buffer[front]
+            buffer[front] = value
+            front += value < pivot
+        if front == lo:
+            # The pivot is the smallest value: gather its copies in front instead.
+            for i in range(lo, hi):
+                value = buffer[i]
+                buffer[i] = buffer[front]
+                buffer[front] = value
+                front += value <= pivot
+            if target < front:
+                return  # every value before ``front`` equals the pivot
+        if target < front:
+            hi = front
         else:
-            return
+            lo = front
+    for i in range(lo + 1, hi):  # insertion sort of what is left
+        value = buffer[i]
+        j = i - 1
+        while j >= lo and buffer[j] > value:
+            buffer[j + 1] = buffer[j]
+            j -= 1
+        buffer[j + 1] = value
 
 
 @njit(cache=True, nogil=True)
