@@ -20,7 +20,7 @@ from processing.anomaly_frame import (
 
 def out_of_bounds_points(prep: Prepared) -> pl.DataFrame:
     """Readings of ``prep`` outside their field's bounds: ``time, insee, device_id, field, value``."""
-    points: list[pl.DataFrame] = [_empty_points()]
+    points: list[pl.DataFrame] = [empty_points()]
     for row in _bounds_table(prep).iter_rows(named=True):
         name, low, high = row["field"], row["low"], row["high"]
         if name not in prep.numeric_fields:
@@ -36,7 +36,8 @@ def out_of_bounds_points(prep: Prepared) -> pl.DataFrame:
     return pl.concat(points)
 
 
-def _empty_points() -> pl.DataFrame:
+def empty_points() -> pl.DataFrame:
+    """No out-of-bounds reading: the columns of ``out_of_bounds_points``."""
     return pl.DataFrame(
         schema={
             "time": ANOMALY_SCHEMA["time"],

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import polars as pl
 
 from processing import _kernels_anomaly as kernels
+from processing.anomaly_bounds import empty_points
 from processing.anomaly_frame import (
     ANOMALY_SCHEMA,
     DEV,
@@ -112,7 +113,7 @@ def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: Anom
         )
         result = PerDevice(
             prep=prep,
-            out_of_bounds=_empty_points(),
+            out_of_bounds=empty_points(),
             spikes=empty_anomalies(),
             offline=empty_anomalies(),
             hourly=None,
@@ -274,18 +275,6 @@ def _times(ns: IntArray) -> pl.Series:
 
 def _devs(devs: IntArray) -> pl.Series:
     return pl.Series(DEV, devs.astype(np.uint32))
-
-
-def _empty_points() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "time": ANOMALY_SCHEMA["time"],
-            "insee": pl.String,
-            "device_id": pl.String,
-            "field": pl.String,
-            "value": pl.Float64,
-        }
-    )
 
 
 def _points(prep: Prepared, name: str, out: FieldResult) -> pl.DataFrame:
