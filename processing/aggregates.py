@@ -481,8 +481,8 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
     if selected:
         capacity = np.concatenate([_capacity(counts[i]) for i in selected])
         # Room for as many again (at least _SLACK): a full buffer is cut back by a selection over
-        # all of it, so each value that enters costs a few operations, and the floors
-        # (window_floors) let few enter.
+        # all of it, so each value that enters costs a few operations; the floors
+        # (window_floors) keep most values out.
         room = np.where(capacity > 0, capacity + np.maximum(capacity, _SLACK), 0)
         start = np.cumsum(room) - room
         first = np.cumsum([0] + [layout.blocks[i].cells for i in selected[:-1]]).astype(np.int64)
