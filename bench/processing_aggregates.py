@@ -24,26 +24,16 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.fleets import air_quality_stations
 from bench.workers import peak_rss_gb, run_worker
 from processing.aggregates import aggregate_all
 from sensors.families import AIR_QUALITY
-from sensors.fleet import FleetConfig, generate_fleet
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
-COMMUNES = 9  # the whole registry
 
 
 def _generate(devices: int, path: Path) -> int:
-    fleet = generate_fleet(
-        FleetConfig(
-            families=["air_quality"],
-            devices_per_family=max(1, round(devices / COMMUNES)),
-            period_s=10.0,
-        ),
-        START,
-        timedelta(days=1),
-    )
-    frame = fleet.frames["air_quality"]
+    frame = air_quality_stations(devices, START, timedelta(days=1))
     frame.write_parquet(path)
     return frame.height
 

@@ -37,28 +37,17 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.fleets import air_quality_stations
 from bench.workers import peak_rss_gb, run_worker
 from processing.anomalies import Engine, detect_anomalies
 from processing.anomaly_eval import evaluate, evaluation_fleet, format_table
 from sensors.faults import FaultRates
-from sensors.fleet import FleetConfig, generate_fleet
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
-COMMUNES = 9  # the whole registry
 
 
 def _generate(devices: int, path: Path) -> int:
-    fleet = generate_fleet(
-        FleetConfig(
-            families=["air_quality"],
-            devices_per_family=max(1, round(devices / COMMUNES)),
-            period_s=10.0,
-            faults=FaultRates.default(),
-        ),
-        START,
-        timedelta(days=1),
-    )
-    frame = fleet.frames["air_quality"]
+    frame = air_quality_stations(devices, START, timedelta(days=1), FaultRates.default())
     frame.write_parquet(path)
     # The same rows device by device, as a runner reading one device at a time would get them.
     frame.sort("device_id", "time").write_parquet(_grouped(path))

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.fleets import air_quality_stations
 from processing.runner import DEFAULT_HORIZON, DEFAULT_SETTLE, Runner, RunReport
 from processing.windows import floor, next_start, to_ns
-from sensors.fleet import FleetConfig, generate_fleet
 from storage.base import Store
 from storage.config import InfluxSettings
 from storage.duckdb_store import DuckDBStore
@@ -48,7 +48,6 @@ from storage.provision import provision
 from tests.servers import Influxd
 
 DAY = floor(datetime(2026, 3, 3, 12, tzinfo=UTC), "1d")  # a Tuesday, Paris midnight
-COMMUNES = 9  # the whole registry
 TAGS = ["insee", "device_id"]
 
 
@@ -62,16 +61,7 @@ class _Clock:
 
 def _readings(devices: int, start: datetime, end: datetime) -> pl.DataFrame:
     """The fleet's readings of ``[start, end)``, each received 5 s after it was observed."""
-    fleet = generate_fleet(
-        FleetConfig(
-            families=["air_quality"],
-            devices_per_family=max(1, round(devices / COMMUNES)),
-            period_s=10.0,
-        ),
-        start,
-        end,
-    )
-    frame = fleet.frames["air_quality"]
+    frame = air_quality_stations(devices, start, end)
     return frame.with_columns((pl.col("time").cast(pl.Int64) + 5_000_000_000).alias("received_at"))
 
 
