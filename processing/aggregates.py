@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from processing.memory import return_large_arrays_to_os
+from processing.memory import return_large_arrays_to_os, without_huge_page_requests
 from processing.window_kernels import (
     DAY,
     HOUR,
@@ -63,6 +63,7 @@ from processing.windows import (
     to_ns,
     window_start_ns,
 )
+from processing.workspace import Workspace, Workspaces
 from sensors.families import FamilySpec, family_spec
 from storage.base import TIME_DTYPE
 
@@ -439,7 +440,10 @@ def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc)
     span = block.width or minutes
     if span == 1 and block.level == "device":
         return partial  # the partials are the device minutes
-    grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
+    if span == 1:
+        grid = partial.reshape(minutes, -1)
+    else:
+        grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
     if block.level == "commune":
         grid = how.reduceat(grid, layout.commune_first, axis=1)
     flat: np.ndarray = grid.reshape(-1)
@@ -457,15 +461,17 @@ _SLACK = 8
 _KERNEL_SIZE = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
 
 
-def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[str, pl.Series]]:
+def _field_stats(
+    name: str, values: np.ndarray, layout: _Layout, workspace: Workspace
+) -> list[dict[str, pl.Series]]:
     """Each block's statistics of one field, on its occupied cells."""
     day, devices = layout.day, layout.commune_of_device.size
     cells = day.minutes * devices
-    count = np.zeros(cells, dtype=np.int32)
-    total = np.zeros(cells)
-    low = np.full(cells, np.inf)
-    high = np.full(cells, -np.inf)
-    second = np.full(cells, -np.inf)
+    count = workspace.array("count", cells, np.int64, 0)  # Int64 as in the results: no cast
+    total = workspace.array("total", cells, np.float64, 0.0)
+    low = workspace.array("low", cells, np.float64, np.inf)
+    high = workspace.array("high", cells, np.float64, -np.inf)
+    second = workspace.array("second", cells, np.float64, -np.inf)
     minute_partials(layout.minute, layout.device, devices, values, count, total, low, high, second)
     counts = [_compose(count, block, layout, np.add) for block in layout.blocks]
     # A device's minute of at most SMALL_GROUP readings has its p95 between its two largest
@@ -477,7 +483,8 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
     p95: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
     for index, done in enumerate(small):
         if done:
-            p95[index] = minute_p95(layout.occupied[index], count, high, second)
+            p95[index] = np.empty(layout.occupied[index].size)
+            minute_p95(layout.occupied[index], count, high, second, p95[index])
     if selected:
         capacity = np.concatenate([_capacity(counts[i]) for i in selected])
         # Room for as many again (at least _SLACK): a full buffer is cut back by a selection over
@@ -487,12 +494,13 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
         start = np.cumsum(room) - room
         first = np.cumsum([0] + [layout.blocks[i].cells for i in selected[:-1]]).astype(np.int64)
         used = np.zeros(capacity.size, dtype=np.int64)
-        buffer = np.empty(int(room.sum()))
+        buffer = workspace.array("buffer", int(room.sum()), np.float64)
         sizes = np.array([_KERNEL_SIZE[layout.blocks[i].window] for i in selected], dtype=np.int64)
         on_commune = np.array([layout.blocks[i].level == "commune" for i in selected])
         entities = np.array([layout.blocks[i].entities for i in selected], dtype=np.int64)
         threshold = np.empty(capacity.size)
-        lowest = np.empty(cells)
+        lowest = workspace.array("lowest", cells, np.float64)
+        widest = int(np.diff(np.append(layout.commune_first, devices)).max())
         window_floors(
             count,
             second,
@@ -506,6 +514,8 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
             capacity,
             threshold,
             lowest,
+            workspace.array("by_device", cells, np.float64),
+            workspace.array("scratch", day.minutes * widest, np.float64),
         )
         largest_values(
             layout.minute,
@@ -537,16 +547,17 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
     found: list[dict[str, pl.Series]] = []
     for index, block in enumerate(layout.blocks):
         here = layout.occupied[index]
-        n = counts[index][here]
+        n = _gather(counts[index], here)
         # A window of other fields' readings only: a row whose statistics of this field are null.
         empty = n == 0
+        mean = _gather(_compose(total, block, layout, np.add), here)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = _compose(total, block, layout, np.add)[here] / n
+            np.divide(mean, n, out=mean)
         found.append(
             {
                 f"{name}_mean": _nullable(mean, empty),
-                f"{name}_min": _nullable(_compose(low, block, layout, np.minimum)[here], empty),
-                f"{name}_max": _nullable(_compose(high, block, layout, np.maximum)[here], empty),
+                f"{name}_min": _nullable(_gather(_compose(low, block, layout, np.minimum), here), empty),
+                f"{name}_max": _nullable(_gather(_compose(high, block, layout, np.maximum), here), empty),
                 f"{name}_p95": _nullable(p95[index], empty),
                 f"{name}_count": pl.Series(n, dtype=pl.Int64),
             }
@@ -557,6 +568,15 @@ def _field_stats(name: str, values: np.ndarray, layout: _Layout) -> list[dict[st
     return found
 
 
+def _gather(values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """``values[cells]``, always a new array (``values`` may be a workspace's); a plain copy
+    when every cell is taken, as a device's minutes mostly are."""
+    if cells.size == values.size:
+        return values.copy()
+    taken: np.ndarray = values[cells]
+    return taken
+
+
 def _nullable(values: np.ndarray, empty: np.ndarray) -> pl.Series:
     """``values`` as a Float64 series, null where ``empty`` (``values`` is overwritten)."""
     if not empty.any():
@@ -565,11 +585,29 @@ def _nullable(values: np.ndarray, empty: np.ndarray) -> pl.Series:
     return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
 
 
+def _field_values(column: pl.Series, rows: slice | np.ndarray, workspace: Workspace) -> np.ndarray:
+    """The field's values on ``rows`` as one Float64 array, NaN where null.
+
+    A store's frame comes in many chunks, which ``to_numpy`` would first copy into one new
+    array per field and day: the chunks are copied into the workspace instead, one at a time.
+    """
+    if not isinstance(rows, slice):
+        return np.ascontiguousarray(column.cast(pl.Float64).to_numpy()[rows])
+    part = column.slice(rows.start, rows.stop - rows.start).cast(pl.Float64)
+    values = workspace.array("values", part.len(), np.float64)
+    at = 0
+    for chunk in part.get_chunks():
+        values[at : at + chunk.len()] = chunk.to_numpy()
+        at += chunk.len()
+    return values
+
+
 def _plain_aggregates(
     prep: _Prepared, windows: Sequence[str], levels: Sequence[Level]
 ) -> dict[tuple[str, Level], list[pl.DataFrame]]:
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
+    workspaces = Workspaces(FIELD_THREADS)
     time_ns = prep.frame["_t"].to_numpy()
     device = prep.frame["_dev"].to_numpy()
     commune_of_device = prep.device_names["_com"].to_numpy()
@@ -578,11 +616,9 @@ def _plain_aggregates(
         layout = _layout(day, device, commune_of_device, windows, levels)
 
         def one_field(name: str, layout: _Layout = layout) -> list[dict[str, pl.Series]]:
-            column = prep.frame[name]
-            values = column.cast(pl.Float64).to_numpy()
-            if not isinstance(layout.day.rows, slice) or layout.day.rows != slice(0, column.len()):
-                values = values[layout.day.rows]
-            return _field_stats(name, np.ascontiguousarray(values), layout)
+            with workspaces.lend() as workspace:
+                values = _field_values(prep.frame[name], layout.day.rows, workspace)
+                return _field_stats(name, values, layout, workspace)
 
         columns: list[dict[str, pl.Series]] = []
         for index, block in enumerate(layout.blocks):
@@ -602,6 +638,7 @@ def _plain_aggregates(
                     columns[index].update(block_stats)
         for index, block in enumerate(layout.blocks):
             found.setdefault((block.window, block.level), []).append(pl.DataFrame(columns[index]))
+    workspaces.clear()
     return found
 
 
@@ -706,8 +743,9 @@ def aggregate_all(
                 )
         return result
     bounds = (int(frame["_t"].min()), int(frame["_t"].max()))  # type: ignore[arg-type]
-    stats = _plain_aggregates(prep, windows, levels) if plain else {}
-    counted = _counter_aggregates(prep, windows, bounds) if counters else {}
+    with without_huge_page_requests():
+        stats = _plain_aggregates(prep, windows, levels) if plain else {}
+        counted = _counter_aggregates(prep, windows, bounds) if counters else {}
     for window in windows:
         for level in levels:
             names = prep.device_names if level == "device" else prep.commune_names

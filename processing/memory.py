@@ -13,6 +13,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
 
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter number (malloc.h)."""
@@ -35,3 +39,29 @@ def return_large_arrays_to_os() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, LARGE))
+
+
+@contextmanager
+def without_huge_page_requests() -> Iterator[None]:
+    """Within the block, numpy does not ask the kernel for transparent huge pages.
+
+    numpy advises huge pages (``MADV_HUGEPAGE``) for every array of 4 MB or more. Under the
+    kernel's usual ``defrag=madvise`` setting (Debian's default) that makes each first touch of
+    such an array compact memory, synchronously, to find a free 2 MB page: with two fields
+    aggregated at once, the aggregates of a fleet-day spent 2.7 to 4.6 s of system time in
+    those faults, against 1.7 s with ordinary pages (measured, docs/performance.md). The
+    setting is numpy's and process-wide; it is put back as it was on leaving.
+    """
+    multiarray = getattr(np, "_core", None)
+    multiarray = getattr(multiarray, "multiarray", None)
+    get = getattr(multiarray, "_get_madvise_hugepage", None)
+    set_ = getattr(multiarray, "_set_madvise_hugepage", None)
+    if get is None or set_ is None:
+        yield
+        return
+    before = bool(get())
+    set_(False)
+    try:
+        yield
+    finally:
+        set_(before)

@@ -234,6 +234,8 @@ def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
     capacity: np.ndarray,
     threshold: np.ndarray,
     lowest: np.ndarray,
+    by_device: np.ndarray,
+    scratch: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Set each window's ``threshold`` under its k-th value, and ``lowest`` per (minute, device).
 
@@ -243,7 +245,8 @@ def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
     of its minutes' second-largest values: everything strictly under that floor is dropped
     unseen. (The largest values of the minutes too would give a floor a little closer, for
     twice the work here and little saved in ``largest_values``: measured.) Blocks are laid out
-    as in ``largest_values``.
+    as in ``largest_values``. ``by_device`` (as large as ``count``) and ``scratch`` (``minutes``
+    times the most devices of a commune) are working space.
     """
     devices = count.size // minutes
     communes = commune_first.size
@@ -251,16 +254,12 @@ def window_floors(  # noqa: PLR0917 - numba kernels take arrays positionally
     lowest[:] = np.inf
     # A device's minutes side by side, for its own windows; a minute's devices side by side
     # (the input layout) for a commune's.
-    by_device = np.full(count.size, -np.inf)
+    by_device[:] = -np.inf
     for minute in range(minutes):
         for dev in range(devices):
             at = minute * devices + dev
             if count[at] >= 2:
                 by_device[dev * minutes + minute] = second[at]
-    widest = 1  # the most devices in a commune: a window gathers at most minutes x that
-    for com in range(communes):
-        widest = max(widest, (commune_first[com + 1] if com + 1 < communes else devices) - commune_first[com])
-    scratch = np.empty(minutes * widest)
     for b in range(size.size):
         span = _window_cells(size[b], minutes)
         for index in range(minutes // span):
@@ -394,10 +393,10 @@ def interpolate_p95(
 
 @njit(cache=True, nogil=True)
 def minute_p95(
-    cells: np.ndarray, count: np.ndarray, high: np.ndarray, second: np.ndarray
-) -> np.ndarray:  # pragma: no cover
-    """The p95 of (device, minute) ``cells`` of at most 21 values: between the two largest."""
-    result = np.empty(cells.size)
+    cells: np.ndarray, count: np.ndarray, high: np.ndarray, second: np.ndarray, result: np.ndarray
+) -> None:  # pragma: no cover
+    """The p95 of (device, minute) ``cells`` of at most 21 values (between the two largest),
+    into ``result``."""
     for i in range(cells.size):
         cell = cells[i]
         n = count[cell]
@@ -410,4 +409,3 @@ def minute_p95(
         fraction = position - np.floor(position)
         diff = top - below
         result[i] = top - diff * (1 - fraction) if fraction >= 0.5 else below + diff * fraction
-    return result

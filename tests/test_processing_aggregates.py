@@ -301,3 +301,29 @@ def test_a_lazy_scan_gives_the_same_aggregates_as_a_frame(tmp_path: Path) -> Non
     eager = aggregate_all(frame, "air_quality")
     for name, result in aggregate_all(pl.scan_parquet(path), "air_quality").items():
         assert result.equals(eager[name]), name
+
+
+def test_results_stay_as_they_were_after_further_aggregations() -> None:
+    """Working arrays are reused from one field and one call to the next: nothing a call
+    returned may change when the next one runs."""
+    rng = np.random.default_rng(11)
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    first = aggregate_all(random_frame(rng, 3_000, start, timedelta(hours=3)), "air_quality")
+    # Python values, not a polars clone: a clone would share the very buffers under test.
+    kept = {name: frame.to_dict(as_series=False) for name, frame in first.items()}
+    minutes = measurement_name("air_quality", "1m")
+    again = aggregate_all(random_frame(rng, 5_000, start, timedelta(hours=5)), "air_quality")
+    assert again[minutes].height > first[minutes].height
+    for name, frame in first.items():
+        assert frame.height > 0
+        assert frame.to_dict(as_series=False) == kept[name], name
+
+
+def test_numpy_huge_page_advice_is_put_back_after_aggregating() -> None:
+    advice = np._core.multiarray._get_madvise_hugepage  # type: ignore[attr-defined]
+    for before in (False, True):  # numpy's default last
+        np._core.multiarray._set_madvise_hugepage(before)  # type: ignore[attr-defined]
+        rng = np.random.default_rng(12)
+        frame = random_frame(rng, 500, datetime(2026, 3, 2, tzinfo=UTC), timedelta(hours=1))
+        aggregate_all(frame, "air_quality")
+        assert advice() == before
