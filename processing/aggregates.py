@@ -40,18 +40,18 @@ from processing.memory import return_large_arrays_to_os, without_huge_page_reque
 from processing.window_kernels import (
     DAY,
     HOUR,
+    HOUR_STRETCH,
     MINUTE,
     MINUTE_NS,
     QUARTER,
     codes_agree,
     interpolate_p95,
-    largest_values,
     minute_cells,
     minute_p95,
     minute_partials,
     number_rows,
-    window_floors,
-    window_ranks,
+    scatter_rows,
+    window_order_stats,
 )
 from processing.windows import (
     HOUR_NS,
@@ -377,6 +377,16 @@ class _Layout:
     """Each reading's minute (Int16), counted from ``day.base_ns``."""
     device: np.ndarray
     """Each reading's device code: (minute, device) cell ``minute * devices + device``."""
+    device_start: np.ndarray
+    """Where each (device, minute) cell starts among the readings laid out hour by hour and
+    device by device within an hour (``window_kernels.scatter_rows``, stretch ``HOUR_STRETCH``), and
+    where the last ends."""
+    commune_start: np.ndarray
+    """The same, commune by commune over the whole day (stretch ``day.minutes``)."""
+    device_identity: np.ndarray
+    """Device code i is entity i of the device level."""
+    widest_day: int
+    """The most readings of one device or commune in the day."""
 
 
 def _paris_days(time_ns: np.ndarray) -> list[_Day]:
@@ -420,6 +430,7 @@ def _layout(
     minute_cells(day.time_ns, codes, day.base_ns, devices, minute, per_cell)
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
+    by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
     blocks: list[_Block] = []
     occupied: list[np.ndarray] = []
     for window in windows:
@@ -431,7 +442,30 @@ def _layout(
             counted = rows if level == "device" else np.add.reduceat(rows, commune_first, axis=1)
             blocks.append(_Block(window, level, width, entities, day.minutes // span))
             occupied.append(np.flatnonzero(counted))
-    return _Layout(day, blocks, occupied, commune_of_device.astype(np.int32), commune_first, minute, codes)
+    return _Layout(
+        day,
+        blocks,
+        occupied,
+        commune_of_device.astype(np.int32),
+        commune_first,
+        minute,
+        codes,
+        _starts(minute_rows, HOUR_STRETCH),
+        _starts(by_commune, day.minutes),
+        np.arange(devices, dtype=np.int32),
+        int(max(minute_rows.sum(axis=0).max(), by_commune.sum(axis=0).max())),
+    )
+
+
+def _starts(rows: np.ndarray, stretch: int) -> np.ndarray:
+    """Where each (entity, minute) cell starts when ``rows`` (minute by entity) readings are
+    laid out as ``window_kernels.cell_of`` says, plus the end of the last."""
+    minutes, entities = rows.shape
+    # (stretch, minute within, entity) -> (stretch, entity, minute within)
+    ordered = rows.reshape(minutes // stretch, stretch, entities).transpose(0, 2, 1).reshape(-1)
+    starts = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(ordered, out=starts[1:])
+    return starts
 
 
 def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc) -> np.ndarray:
@@ -457,8 +491,50 @@ def _capacity(count: np.ndarray) -> np.ndarray:
     return kept
 
 
-_SLACK = 8
-_KERNEL_SIZE = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
+_ORDER_ROW = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
+"""Each window size's row in the order statistics of ``window_order_stats``."""
+
+
+def _level_order_stats(
+    values: np.ndarray,
+    count: np.ndarray,
+    layout: _Layout,
+    level: Level,
+    workspace: Workspace,
+    *,
+    with_minutes: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks k and k + 1 of every window of ``level`` (rows: minute, quarter, hour, day; the
+    minute row only ``with_minutes`` at device level, always at commune level)."""
+    minutes = layout.day.minutes
+    if level == "device":
+        entities, start, stretch = layout.commune_of_device.size, layout.device_start, HOUR_STRETCH
+        entity_of_device, per_minute = layout.device_identity, count
+    else:
+        entities, start, stretch = layout.commune_first.size, layout.commune_start, minutes
+        entity_of_device = layout.commune_of_device
+        per_minute = np.add.reduceat(count.reshape(minutes, -1), layout.commune_first, axis=1).reshape(-1)
+        with_minutes = True
+    laid_out = workspace.array("laid_out", values.size, np.float64)
+    fill = workspace.array("fill", start.size, np.int64)
+    fill[:] = start
+    scatter_rows(layout.minute, layout.device, entity_of_device, values, entities, stretch, fill, laid_out)
+    width = minutes * entities if with_minutes else minutes // 15 * entities
+    kth = np.full((4, width), np.nan)
+    following = np.full((4, width), np.nan)
+    window_order_stats(
+        laid_out,
+        start,
+        per_minute,
+        entities,
+        minutes,
+        stretch,
+        with_minutes,
+        kth,
+        following,
+        workspace.array("scratch", layout.widest_day, np.float64),
+    )
+    return kth, following
 
 
 def _field_stats(
@@ -475,74 +551,23 @@ def _field_stats(
     minute_partials(layout.minute, layout.device, devices, values, count, total, low, high, second)
     counts = [_compose(count, block, layout, np.add) for block in layout.blocks]
     # A device's minute of at most SMALL_GROUP readings has its p95 between its two largest
-    # values, known already; every other window keeps its largest values in a buffer.
-    small = [
-        b.window == "1m" and b.level == "device" and int(count.max()) <= SMALL_GROUP for b in layout.blocks
-    ]
-    selected = [index for index, done in enumerate(small) if not done]
-    p95: list[np.ndarray] = [np.empty(0)] * len(layout.blocks)
-    for index, done in enumerate(small):
-        if done:
-            p95[index] = np.empty(layout.occupied[index].size)
-            minute_p95(layout.occupied[index], count, high, second, p95[index])
-    if selected:
-        capacity = np.concatenate([_capacity(counts[i]) for i in selected])
-        # Room for as many again (at least _SLACK): a full buffer is cut back by a selection over
-        # all of it, so each value that enters costs a few operations; the floors
-        # (window_floors) keep most values out.
-        room = np.where(capacity > 0, capacity + np.maximum(capacity, _SLACK), 0)
-        start = np.cumsum(room) - room
-        first = np.cumsum([0] + [layout.blocks[i].cells for i in selected[:-1]]).astype(np.int64)
-        used = np.zeros(capacity.size, dtype=np.int64)
-        buffer = workspace.array("buffer", int(room.sum()), np.float64)
-        sizes = np.array([_KERNEL_SIZE[layout.blocks[i].window] for i in selected], dtype=np.int64)
-        on_commune = np.array([layout.blocks[i].level == "commune" for i in selected])
-        entities = np.array([layout.blocks[i].entities for i in selected], dtype=np.int64)
-        threshold = np.empty(capacity.size)
-        lowest = workspace.array("lowest", cells, np.float64)
-        widest = int(np.diff(np.append(layout.commune_first, devices)).max())
-        window_floors(
-            count,
-            second,
-            layout.commune_of_device,
-            layout.commune_first,
-            day.minutes,
-            sizes,
-            on_commune,
-            entities,
-            first,
-            capacity,
-            threshold,
-            lowest,
-            workspace.array("by_device", cells, np.float64),
-            workspace.array("scratch", day.minutes * widest, np.float64),
-        )
-        largest_values(
-            layout.minute,
-            layout.device,
-            layout.commune_of_device,
-            values,
-            sizes,
-            on_commune,
-            entities,
-            first,
-            capacity,
-            room,
-            start,
-            used,
-            threshold,
-            lowest,
-            buffer,
-        )
-        kth_all = np.full(capacity.size, np.nan)
-        following_all = np.full(capacity.size, np.nan)
-        window_ranks(capacity, start, used, buffer, kth_all, following_all)
-        del buffer, lowest, threshold, room, start, used, capacity
-        for position, index in enumerate(selected):
-            at = first[position] + layout.occupied[index]
-            p95[index] = interpolate_p95(
-                counts[index][layout.occupied[index]], kth_all[at], following_all[at]
-            )
+    # values, known already; every other window selects among its readings (window_kernels).
+    small_minutes = int(count.max()) <= SMALL_GROUP
+    order = {
+        level: _level_order_stats(values, count, layout, level, workspace, with_minutes=not small_minutes)
+        for level in {block.level for block in layout.blocks}
+    }
+    p95: list[np.ndarray] = []
+    for index, block in enumerate(layout.blocks):
+        here = layout.occupied[index]
+        if block.window == "1m" and block.level == "device" and small_minutes:
+            p95.append(np.empty(here.size))
+            minute_p95(here, count, high, second, p95[-1])
+            continue
+        kth, following = order[block.level]
+        row = _ORDER_ROW[block.window]
+        p95.append(interpolate_p95(counts[index][here], kth[row][here], following[row][here]))
+    del order
     del second
     found: list[dict[str, pl.Series]] = []
     for index, block in enumerate(layout.blocks):
