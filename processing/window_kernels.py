@@ -189,23 +189,42 @@ def _ranks_among(
 
 @njit(cache=True, nogil=True)
 def _order_stats(  # noqa: PLR0917 - numba kernels take arrays positionally
-    values: np.ndarray, lo: int, hi: int, keep: int, floor: float, scratch: np.ndarray
+    values: np.ndarray,
+    lo: int,
+    hi: int,
+    keep: int,
+    present: int,
+    proven: float,
+    scratch: np.ndarray,
+    sample: np.ndarray,
 ) -> tuple[float, float]:  # pragma: no cover - compiled
-    """The ``keep``-th and (``keep`` - 1)-th largest of ``values[lo:hi]``: ranks k and k + 1.
+    """The ``keep``-th and (``keep`` - 1)-th largest of the ``present`` values of
+    ``values[lo:hi]``: ranks k and k + 1.
 
-    ``floor`` is a guess that at least ``keep`` values are at or above it: those are copied
-    out and selected among, far fewer than the window; when the guess was too high (or -inf),
-    the window itself is selected in place (reordering a window leaves every window around
-    it the same set of values).
+    ``proven`` is a floor at least ``keep`` values are known to be at or above (-inf if
+    none is known); a window of ``_SAMPLED`` values or more guesses a closer one from a sample
+    of itself (``_guess_floor``). What is at or above the floor is copied out, branch-free,
+    and selected among: far fewer values than the window. When the guess was too high the
+    proven floor is taken; without either, the window itself is selected in place (reordering
+    a window leaves every window around it the same set of values).
     """
-    found = 0
-    if floor > -np.inf:
-        for i in range(lo, hi):  # branch-free: a copy, kept only when at or above the floor
+    guess = -np.inf
+    if hi - lo >= _SAMPLED:
+        sampled = 0
+        for i in range(lo, hi, _SAMPLE_STEP):
+            sample[sampled] = values[i]
+            sampled += 1
+        guess = _guess_floor(sample, sampled, keep / present)
+    for floor in (max(guess, proven), proven):
+        if floor == -np.inf:
+            break
+        found = 0
+        for i in range(lo, hi):
             value = values[i]
             scratch[found] = value
             found += value >= floor
-    if found >= keep:
-        return _ranks_among(scratch, 0, found, keep)
+        if found >= keep:
+            return _ranks_among(scratch, 0, found, keep)
     return _ranks_among(values, lo, hi, keep)
 
 
@@ -233,6 +252,30 @@ def _floor_of_parts(kth: np.ndarray, keep: np.ndarray, parts: int, need: int) ->
     return -np.inf
 
 
+_SAMPLE_STEP = 8
+"""A window's sample: one value in this many."""
+_SAMPLED = 1000
+"""Windows of fewer values are not sampled: the sample would say too little."""
+
+
+@njit(cache=True, nogil=True)
+def _guess_floor(sample: np.ndarray, size: int, share: float) -> float:  # pragma: no cover - compiled
+    """A value that a little more than ``share`` of the window the ``sample`` comes from is
+    likely at or above (-inf when the sample is too small to say): the caller checks it.
+
+    The sample's share above its r-th largest value is r / size, give or take about
+    sqrt(r) / size; r is taken a fifth and two and a half such deviations higher than the
+    share asked for, so that the check seldom fails and the floor stays close.
+    """
+    expected = share * size
+    rank = int(np.ceil(1.2 * expected + 2.5 * np.sqrt(expected))) + 1
+    if rank >= size:
+        return -np.inf
+    _select(sample, 0, size, size - rank)
+    guess: float = sample[size - rank]
+    return guess
+
+
 @njit(cache=True, nogil=True)
 def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionally
     values: np.ndarray,
@@ -256,6 +299,7 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     is 60 or the day; ``scratch`` holds as many values as the largest entity-day.
     """
     hours = minutes // 60
+    sample = np.empty(scratch.size // _SAMPLE_STEP + hours + 1)
     part_kth = np.empty(max(60, hours))
     part_keep = np.empty(max(60, hours), dtype=np.int64)
     quarter_kth, quarter_keep = np.empty(4), np.empty(4, dtype=np.int64)
@@ -275,7 +319,9 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
                     if with_minutes and n > 0:
                         keep = _capacity_of(n)
                         cell = cell_of(entity, minute, entities, stretch)
-                        a, b = _order_stats(values, start[cell], start[cell + 1], keep, -np.inf, scratch)
+                        a, b = _order_stats(
+                            values, start[cell], start[cell + 1], keep, n, -np.inf, scratch, sample
+                        )
                         kth[0, minute * entities + entity] = a
                         following[0, minute * entities + entity] = b
                         part_kth[parts], part_keep[parts] = a, keep
@@ -286,7 +332,9 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
                     at = (first_minute // 15) * entities + entity
                     floor = _floor_of_parts(part_kth, part_keep, parts, keep) if parts else -np.inf
                     cell = cell_of(entity, first_minute, entities, stretch)
-                    a, b = _order_stats(values, start[cell], start[cell + 15], keep, floor, scratch)
+                    a, b = _order_stats(
+                        values, start[cell], start[cell + 15], keep, quarter_n, floor, scratch, sample
+                    )
                     kth[1, at], following[1, at] = a, b
                     quarter_kth[quarter] = a
                 hour_n += quarter_n
@@ -300,7 +348,9 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
                         parts += 1
                 floor = _floor_of_parts(part_kth, part_keep, parts, keep)
                 cell = cell_of(entity, hour * 60, entities, stretch)
-                a, b = _order_stats(values, start[cell], start[cell + 60], keep, floor, scratch)
+                a, b = _order_stats(
+                    values, start[cell], start[cell + 60], keep, hour_n, floor, scratch, sample
+                )
                 kth[2, hour * entities + entity], following[2, hour * entities + entity] = a, b
                 hour_kth[hour] = a
             day_n += hour_n
@@ -312,11 +362,20 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
             if hour_keep[hour] > 0:
                 part_kth[parts], part_keep[parts] = hour_kth[hour], hour_keep[hour]
                 parts += 1
-        floor = _floor_of_parts(part_kth, part_keep, parts, keep)
-        # The day comes in stretches: what is at or above the floor is copied out of each (all
-        # of it when that is too little), and selected among.
+        proven = _floor_of_parts(part_kth, part_keep, parts, keep)
+        # The hours' floors say little of a day (its largest values gather in a few hours): a
+        # sample of the day says more, and is checked. The day comes in stretches: what is
+        # at or above the floor is copied out of each, and selected among; when that is too
+        # few values, the proven floor is taken, then none.
+        sampled = 0
+        for first_minute in range(0, minutes, stretch):
+            cell = cell_of(entity, first_minute, entities, stretch)
+            for i in range(start[cell], start[cell + stretch], _SAMPLE_STEP):
+                sample[sampled] = values[i]
+                sampled += 1
+        guess = _guess_floor(sample, sampled, keep / day_n)
         found = 0
-        for _ in range(2):
+        for floor in (max(guess, proven), proven, -np.inf):
             found = 0
             for first_minute in range(0, minutes, stretch):
                 cell = cell_of(entity, first_minute, entities, stretch)
@@ -326,7 +385,6 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
                     found += value >= floor
             if found >= keep:
                 break
-            floor = -np.inf
         a, b = _ranks_among(scratch, 0, found, keep)
         kth[3, entity], following[3, entity] = a, b
 
