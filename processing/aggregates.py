@@ -495,8 +495,8 @@ _ORDER_ROW = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
 """Each window size's row in the order statistics of ``window_order_stats``."""
 
 
-def _level_order_stats(
-    values: np.ndarray,
+def _window_order_stats(
+    laid_out: np.ndarray,
     per_minute: np.ndarray,
     layout: _Layout,
     level: Level,
@@ -505,19 +505,13 @@ def _level_order_stats(
     with_minutes: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks k and k + 1 of every window of ``level`` (rows: minute, quarter, hour, day; the
-    minute row only ``with_minutes``); ``per_minute`` counts the field's readings per (minute,
-    entity)."""
+    minute row only ``with_minutes``), from the readings laid out for that level;
+    ``per_minute`` counts the field's readings per (minute, entity)."""
     minutes = layout.day.minutes
     if level == "device":
         entities, start, stretch = layout.commune_of_device.size, layout.device_start, HOUR_STRETCH
-        entity_of_device = layout.device_identity
     else:
         entities, start, stretch = layout.commune_first.size, layout.commune_start, minutes
-        entity_of_device = layout.commune_of_device
-    laid_out = workspace.array("laid_out", values.size, np.float64)
-    fill = workspace.array("fill", start.size, np.int64)
-    fill[:] = start
-    scatter_rows(layout.minute, layout.device, entity_of_device, values, entities, stretch, fill, laid_out)
     width = minutes * entities if with_minutes else minutes // 15 * entities
     kth = np.full((4, width), np.nan)
     following = np.full((4, width), np.nan)
@@ -553,7 +547,7 @@ BlockStats = dict[int, dict[str, pl.Series]]
 
 
 def _device_stats(
-    name: str, values: np.ndarray, layout: _Layout, workspace: Workspace
+    name: str, chunks: Chunks, layout: _Layout, workspace: Workspace
 ) -> tuple[BlockStats, _CommuneParts | None]:
     """The field's statistics of every device block, and what its commune blocks need."""
     day, devices = layout.day, layout.commune_of_device.size
@@ -563,7 +557,14 @@ def _device_stats(
     low = workspace.array("low", cells, np.float64, np.inf)
     high = workspace.array("high", cells, np.float64, -np.inf)
     second = workspace.array("second", cells, np.float64, -np.inf)
-    minute_partials(layout.minute, layout.device, devices, values, count, total, low, high, second)
+    laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
+    fill = workspace.array("fill", layout.device_start.size, np.int64)
+    fill[:] = layout.device_start
+    for at, values in chunks:
+        rows = slice(at, at + values.size)
+        minute, device = layout.minute[rows], layout.device[rows]
+        minute_partials(minute, device, devices, values, count, total, low, high, second)
+        scatter_rows(minute, device, layout.device_identity, values, devices, HOUR_STRETCH, fill, laid_out)
     communes = [index for index, block in enumerate(layout.blocks) if block.level == "commune"]
     parts = None
     if communes:
@@ -582,8 +583,8 @@ def _device_stats(
     # A device's minute of at most SMALL_GROUP readings has its p95 between its two largest
     # values, known already; every other window selects among its readings (window_kernels).
     small_minutes = int(count.max()) <= SMALL_GROUP
-    kth, following = _level_order_stats(
-        values, count, layout, "device", workspace, with_minutes=not small_minutes
+    kth, following = _window_order_stats(
+        laid_out, count, layout, "device", workspace, with_minutes=not small_minutes
     )
     for index in blocks:
         block, here = layout.blocks[index], layout.occupied[index]
@@ -606,11 +607,27 @@ def _device_stats(
 
 
 def _commune_stats(
-    name: str, values: np.ndarray, layout: _Layout, workspace: Workspace, parts: _CommuneParts
+    name: str, chunks: Chunks, layout: _Layout, workspace: Workspace, parts: _CommuneParts
 ) -> BlockStats:
     """The field's statistics of every commune block."""
-    kth, following = _level_order_stats(
-        values, parts.per_minute, layout, "commune", workspace, with_minutes=True
+    laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
+    fill = workspace.array("fill", layout.commune_start.size, np.int64)
+    fill[:] = layout.commune_start
+    communes, minutes = layout.commune_first.size, layout.day.minutes
+    for at, values in chunks:
+        rows = slice(at, at + values.size)
+        scatter_rows(
+            layout.minute[rows],
+            layout.device[rows],
+            layout.commune_of_device,
+            values,
+            communes,
+            minutes,
+            fill,
+            laid_out,
+        )
+    kth, following = _window_order_stats(
+        laid_out, parts.per_minute, layout, "commune", workspace, with_minutes=True
     )
     found: BlockStats = {}
     for index, count in parts.count.items():
@@ -664,21 +681,32 @@ def _nullable(values: np.ndarray, empty: np.ndarray) -> pl.Series:
     return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
 
 
-def _field_values(column: pl.Series, rows: slice | np.ndarray, workspace: Workspace) -> np.ndarray:
-    """The field's values on ``rows`` as one Float64 array, NaN where null.
+Chunks = list[tuple[int, np.ndarray]]
+"""A field's values over a day's readings, piece by piece: (first reading, Float64 values)."""
 
-    A store's frame comes in many chunks, which ``to_numpy`` would first copy into one new
-    array per field and day: the chunks are copied into the workspace instead, one at a time.
+
+def _field_chunks(column: pl.Series, rows: slice | np.ndarray) -> Chunks:
+    """The field's values on ``rows``, NaN where null, in the pieces the frame holds them in.
+
+    A store's frame comes in many chunks: each is read where it is (a copy only when it has
+    nulls), never gathered into one array of the day per field. Every piece is read-only, so
+    that the kernels see one array type (a second would be compiled apart).
     """
     if not isinstance(rows, slice):
-        return np.ascontiguousarray(column.cast(pl.Float64).to_numpy()[rows])
-    part = column.slice(rows.start, rows.stop - rows.start).cast(pl.Float64)
-    values = workspace.array("values", part.len(), np.float64)
+        pieces = [column.cast(pl.Float64).to_numpy()[rows]]
+    else:
+        pieces = [
+            c.to_numpy()
+            for c in column.slice(rows.start, rows.stop - rows.start).cast(pl.Float64).get_chunks()
+        ]
+    chunks: Chunks = []
     at = 0
-    for chunk in part.get_chunks():
-        values[at : at + chunk.len()] = chunk.to_numpy()
-        at += chunk.len()
-    return values
+    for piece in pieces:
+        values = np.ascontiguousarray(piece, dtype=np.float64)
+        values.flags.writeable = False
+        chunks.append((at, values))
+        at += values.size
+    return chunks
 
 
 def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> Iterator[BlockStats]:
@@ -693,13 +721,15 @@ def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> 
 
     def commune_task(name: str, parts: _CommuneParts) -> BlockStats:
         with workspaces.lend() as workspace:
-            values = _field_values(prep.frame[name], layout.day.rows, workspace)
-            return _commune_stats(name, values, layout, workspace, parts)
+            return _commune_stats(
+                name, _field_chunks(prep.frame[name], layout.day.rows), layout, workspace, parts
+            )
 
     def device_task(name: str) -> tuple[BlockStats, Future[BlockStats] | None]:
         with workspaces.lend() as workspace:
-            values = _field_values(prep.frame[name], layout.day.rows, workspace)
-            stats, parts = _device_stats(name, values, layout, workspace)
+            stats, parts = _device_stats(
+                name, _field_chunks(prep.frame[name], layout.day.rows), layout, workspace
+            )
         # Queued, never awaited here: a task waiting on a task could leave none to run it.
         later = pool.submit(commune_task, name, parts) if parts is not None else None
         return stats, later

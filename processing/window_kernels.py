@@ -1,24 +1,25 @@
-"""Compiled kernels of the window aggregates: one pass over a field's readings per kernel.
+"""Compiled kernels of the window aggregates.
 
 The aggregates of a Paris day are laid out densely: a window of entity ``e`` (a device or a
 commune code) is cell ``index * entities + e`` of its (window size, level) block, ``index``
-counting windows from an hour boundary ``base_ns`` (minutes, quarter-hours, hours; 0 for the
-day). Every reading then has a fixed cell in every block, computed on the fly, so the readings
-can come in any order (the store gives time order) and nothing is sorted or gathered.
+counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the day).
 
-* ``minute_partials`` adds each reading to its (device, minute) count, sum, min, max and
-  second-largest value; every coarser window and every commune composes its count, sum, min and
-  max from those (numpy reshapes, in the caller), and a minute of at most 21 readings has its
-  p95 between its two largest values.
-* ``largest_values`` keeps, for every other window, its ``capacity`` largest values: with ``n``
-  readings and ``k = floor(0.95 (n - 1))``, ``capacity = n - k`` keeps ranks k and above, the
-  two order statistics the linear-interpolation p95 needs. Each window has a buffer larger
-  than that; a value enters only above the window's threshold, and a full buffer is cut back to its
-  ``capacity`` largest by a selection, which raises the threshold. Most readings cost one load
-  and one compare per window; nothing is ever sorted.
-* ``window_ranks`` reads the two order statistics out of every buffer.
+* ``minute_partials`` adds each reading to its (minute, device) count, sum, min, max and
+  second-largest value, from which every coarser window and every commune composes its
+  count, sum, min and max (numpy reshapes, in the caller), and a minute of at most 21
+  readings has its p95 between its two largest values.
+* ``scatter_rows`` lays a field's readings out device by device, an hour at a time, or
+  commune by commune (``cell_of``): each window is then one stretch of memory (a device's
+  day, 24). Done in the same pass as the partials, it took longer than both apart (measured).
+* ``window_order_stats`` finds, in every window, the two order statistics the linear p95
+  needs: ranks k = floor(0.95 (n - 1)) and k + 1 of its n readings, that is its ``n - k``-th
+  and ``n - k - 1``-th largest values. Windows are taken smallest first, each by a selection
+  among its own readings (``_select``, a quickselect); the k-th values of a window's parts
+  prove a floor for the window around them, and a sample of a large window guesses a closer
+  one, checked: only the readings at or above the floor are copied out and selected among.
+  Nothing is sorted.
 
-All are ``nogil``: the caller runs two fields at once on two cores.
+All are ``nogil``: the caller runs two tasks at once on two cores.
 """
 
 from __future__ import annotations
