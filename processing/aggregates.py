@@ -503,10 +503,12 @@ def _window_order_stats(
     workspace: Workspace,
     *,
     with_minutes: bool,
+    low: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks k and k + 1 of every window of ``level`` (rows: minute, quarter, hour, day; the
     minute row only ``with_minutes``), from the readings laid out for that level;
-    ``per_minute`` counts the field's readings per (minute, entity)."""
+    ``per_minute`` counts the field's readings per (minute, entity), ``low`` holds their
+    smallest values when known."""
     minutes = layout.day.minutes
     if level == "device":
         entities, start, stretch = layout.commune_of_device.size, layout.device_start, HOUR_STRETCH
@@ -523,6 +525,7 @@ def _window_order_stats(
         minutes,
         stretch,
         with_minutes,
+        np.empty(0) if low is None else low,
         kth,
         following,
         workspace.array("scratch", layout.widest_day, np.float64),
@@ -584,7 +587,7 @@ def _device_stats(
     # values, known already; every other window selects among its readings (window_kernels).
     small_minutes = int(count.max()) <= SMALL_GROUP
     kth, following = _window_order_stats(
-        laid_out, count, layout, "device", workspace, with_minutes=not small_minutes
+        laid_out, count, layout, "device", workspace, with_minutes=not small_minutes, low=low
     )
     for index in blocks:
         block, here = layout.blocks[index], layout.occupied[index]
