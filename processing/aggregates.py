@@ -353,7 +353,6 @@ class _Day:
 
     rows: slice | np.ndarray
     """Which input rows: a slice when the input is in time order."""
-    time_ns: np.ndarray
     start_ns: int
     """Paris midnight starting the day (UTC ns)."""
     base_ns: int
@@ -412,22 +411,25 @@ def _paris_days(time_ns: np.ndarray) -> list[_Day]:
             continue
         base = int(times.min()) // HOUR_NS * HOUR_NS
         minutes = ((int(times.max()) - base) // HOUR_NS + 1) * 60
-        days.append(_Day(rows, times, start, base, minutes))
+        days.append(_Day(rows, start, base, minutes))
     return days
 
 
 def _layout(
     day: _Day,
+    time_ns: np.ndarray,
     device: np.ndarray,
     commune_of_device: np.ndarray,
+    *,
     windows: Sequence[str],
     levels: Sequence[Level],
 ) -> _Layout:
     devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
-    minute = np.empty(day.time_ns.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
+    times = np.ascontiguousarray(time_ns[day.rows])
+    minute = np.empty(times.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
     codes = np.ascontiguousarray(device[day.rows])
     per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
-    minute_cells(day.time_ns, codes, day.base_ns, devices, minute, per_cell)
+    minute_cells(times, codes, day.base_ns, devices, minute, per_cell)
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
@@ -493,6 +495,12 @@ def _capacity(count: np.ndarray) -> np.ndarray:
 
 _ORDER_ROW = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
 """Each window size's row in the order statistics of ``window_order_stats``."""
+
+
+def _slot_type(layout: _Layout) -> type:
+    """Where the next reading of a cell goes: four bytes suffice for any day of fewer than two
+    billion readings, half the memory of eight."""
+    return np.int32 if layout.minute.size < 1 << 31 else np.int64
 
 
 def _window_order_stats(
@@ -561,7 +569,7 @@ def _device_stats(
     high = workspace.array("high", cells, np.float64, -np.inf)
     second = workspace.array("second", cells, np.float64, -np.inf)
     laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
-    fill = workspace.array("fill", layout.device_start.size, np.int64)
+    fill = workspace.array("fill", layout.device_start.size, _slot_type(layout))
     fill[:] = layout.device_start
     for at, values in chunks:
         rows = slice(at, at + values.size)
@@ -614,7 +622,7 @@ def _commune_stats(
 ) -> BlockStats:
     """The field's statistics of every commune block."""
     laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
-    fill = workspace.array("fill", layout.commune_start.size, np.int64)
+    fill = workspace.array("fill", layout.commune_start.size, _slot_type(layout))
     fill[:] = layout.commune_start
     communes, minutes = layout.commune_first.size, layout.day.minutes
     for at, values in chunks:
@@ -755,13 +763,18 @@ def _plain_aggregates(
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
     workspaces = Workspaces(FIELD_THREADS)
+    # The readings' times (a copy: the frame holds them in chunks) only place them in days and
+    # minutes: laid out, every day, before the fields take their memory.
     time_ns = prep.frame["_t"].to_numpy()
     device = prep.frame["_dev"].to_numpy()
     commune_of_device = prep.device_names["_com"].to_numpy()
+    layouts = [
+        _layout(day, time_ns, device, commune_of_device, windows=windows, levels=levels)
+        for day in _paris_days(time_ns)
+    ]
+    del time_ns
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
-    for day in _paris_days(time_ns):
-        layout = _layout(day, device, commune_of_device, windows, levels)
-
+    for layout in layouts:
         columns: list[dict[str, pl.Series]] = []
         for index, block in enumerate(layout.blocks):
             cells = layout.occupied[index]

@@ -16,9 +16,6 @@ from contextlib import contextmanager
 
 import numpy as np
 
-_GROWTH = 1.125
-"""A regrown array takes this much more than asked: the next field's may be a little larger."""
-
 
 class Workspace:
     """Named working arrays of one task at a time."""
@@ -36,7 +33,7 @@ class Workspace:
         if kept is None or kept.dtype != np.dtype(dtype) or kept.size < size:
             kept = None  # let the old one go before its successor is allocated
             self._arrays.pop(name, None)
-            kept = np.empty(int(size * _GROWTH) + 1, dtype=dtype)
+            kept = np.empty(size, dtype=dtype)
             self._arrays[name] = kept
         view = kept[:size]
         if fill is not None:
