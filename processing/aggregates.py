@@ -45,6 +45,7 @@ from processing.window_kernels import (
     MINUTE_NS,
     QUARTER,
     codes_agree,
+    device_minute_partials,
     interpolate_p95,
     minute_cells,
     minute_p95,
@@ -476,21 +477,16 @@ def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc)
     span = block.width or minutes
     if span == 1 and block.level == "device":
         return partial  # the partials are the device minutes
-    if span == 1:
-        grid = partial.reshape(minutes, -1)
-    else:
-        grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
-    if block.level == "commune":
-        grid = how.reduceat(grid, layout.commune_first, axis=1)
+    # +inf and -inf readings in one window sum to NaN, as numpy's mean of them is: no warning.
+    with np.errstate(invalid="ignore"):
+        if span == 1:
+            grid = partial.reshape(minutes, -1)
+        else:
+            grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
+        if block.level == "commune":
+            grid = how.reduceat(grid, layout.commune_first, axis=1)
     flat: np.ndarray = grid.reshape(-1)
     return flat
-
-
-def _capacity(count: np.ndarray) -> np.ndarray:
-    """How many of its largest values a window of ``count`` readings keeps: ranks k and above,
-    k = floor(0.95 (n - 1)) (0 for an empty window)."""
-    kept: np.ndarray = np.where(count > 0, count - np.floor(P95 * (count - 1)).astype(np.int64), 0)
-    return kept
 
 
 _ORDER_ROW = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
@@ -563,19 +559,31 @@ def _device_stats(
     """The field's statistics of every device block, and what its commune blocks need."""
     day, devices = layout.day, layout.commune_of_device.size
     cells = day.minutes * devices
-    count = workspace.array("count", cells, np.int64, 0)  # Int64 as in the results: no cast
-    total = workspace.array("total", cells, np.float64, 0.0)
-    low = workspace.array("low", cells, np.float64, np.inf)
-    high = workspace.array("high", cells, np.float64, -np.inf)
-    second = workspace.array("second", cells, np.float64, -np.inf)
+    count = workspace.array("count", cells, np.int64)  # Int64 as in the results: no cast
+    total = workspace.array("total", cells, np.float64)
+    low = workspace.array("low", cells, np.float64)
+    high = workspace.array("high", cells, np.float64)
+    second = workspace.array("second", cells, np.float64)
     laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
     fill = workspace.array("fill", layout.device_start.size, _slot_type(layout))
     fill[:] = layout.device_start
     for at, values in chunks:
         rows = slice(at, at + values.size)
         minute, device = layout.minute[rows], layout.device[rows]
-        minute_partials(minute, device, devices, values, count, total, low, high, second)
         scatter_rows(minute, device, layout.device_identity, values, devices, HOUR_STRETCH, fill, laid_out)
+    # Laid out, a (minute, device)'s readings sit side by side: its partials come from one
+    # read of them, not from one update per reading (0.037 s against 0.064 s a field of the
+    # fleet-day). A missing value is laid out as -inf, so a field with real -inf readings (no
+    # sensor sends one; a notebook might) takes the update per reading.
+    partials = (count, total, low, high, second)
+    if any(bool(np.isneginf(values).any()) for _, values in chunks):
+        for partial, empty in zip(partials, (0, 0.0, np.inf, -np.inf, -np.inf), strict=True):
+            partial.fill(empty)
+        for at, values in chunks:
+            rows = slice(at, at + values.size)
+            minute_partials(layout.minute[rows], layout.device[rows], devices, values, *partials)
+    else:
+        device_minute_partials(laid_out, layout.device_start, devices, day.minutes, *partials)
     communes = [index for index, block in enumerate(layout.blocks) if block.level == "commune"]
     parts = None
     if communes:

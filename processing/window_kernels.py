@@ -66,6 +66,41 @@ def minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 @njit(cache=True, nogil=True)
+def device_minute_partials(  # noqa: PLR0917 - numba kernels take arrays positionally
+    values: np.ndarray,
+    start: np.ndarray,
+    devices: int,
+    minutes: int,
+    count: np.ndarray,
+    total: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    second: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """``minute_partials`` from the readings laid out by ``scatter_rows`` (devices, stretch
+    ``HOUR_STRETCH``), every cell written: a (minute, device)'s readings are read together.
+
+    -inf is a missing value there (the caller checks that no reading is -inf itself).
+    """
+    for hour in range(minutes // HOUR_STRETCH):
+        for dev in range(devices):
+            first = (hour * devices + dev) * HOUR_STRETCH
+            for within in range(HOUR_STRETCH):
+                cell = first + within
+                n, added, smallest, largest, runner_up = 0, 0.0, np.inf, -np.inf, -np.inf
+                for i in range(start[cell], start[cell + 1]):
+                    value = values[i]
+                    present = value != -np.inf
+                    n += present
+                    added += value if present else 0.0
+                    smallest = min(smallest, value if present else np.inf)
+                    runner_up = max(runner_up, min(largest, value))
+                    largest = max(largest, value)
+                at = (hour * HOUR_STRETCH + within) * devices + dev
+                count[at], total[at], low[at], high[at], second[at] = n, added, smallest, largest, runner_up
+
+
+@njit(cache=True, nogil=True)
 def minute_cells(  # noqa: PLR0917 - numba kernels take arrays positionally
     time_ns: np.ndarray, device: np.ndarray, base_ns: int, devices: int, minutes: np.ndarray, rows: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -168,7 +203,7 @@ def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
 @njit(cache=True, nogil=True, inline="always")
 def _capacity_of(n: int) -> int:  # pragma: no cover - compiled
     """How many of its largest values a window of ``n`` readings needs: ranks k = floor(0.95
-    (n - 1)) and above (``aggregates._capacity``, the same arithmetic)."""
+    (n - 1)) and above."""
     if n == 0:
         return 0
     return n - int(np.floor(0.95 * (n - 1)))

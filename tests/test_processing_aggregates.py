@@ -220,6 +220,26 @@ def test_large_window_p95_equals_numpy_with_nulls_and_ties() -> None:
         assert p95 == float(np.percentile(in_hour, 95))
 
 
+def test_infinite_readings_count_as_readings_not_as_missing_ones() -> None:
+    """A missing value is laid out as -inf inside the engine: a reading that is -inf itself
+    (no sensor sends one, a notebook may) must still count, and +inf rank on top."""
+    start = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    times = [start + timedelta(seconds=10 * i) for i in range(360)]
+    values: list[float | None] = [float(i % 37) for i in range(360)]
+    values[3], values[4], values[200] = float("-inf"), None, float("inf")
+    results = aggregate_all(readings(times, pm25=values), "air_quality", levels=["device"])
+    present = [v for v in values if v is not None]
+    hour = results[measurement_name("air_quality", "1h")]
+    assert hour["pm25_count"].to_list() == [len(present)]
+    assert hour["pm25_min"].to_list() == [float("-inf")]
+    assert hour["pm25_max"].to_list() == [float("inf")]
+    assert hour["pm25_p95"].to_list() == [float(np.percentile(present, 95))]
+    first_minute = results[measurement_name("air_quality", "1m")].row(0, named=True)
+    assert first_minute["pm25_count"] == 5
+    assert first_minute["pm25_min"] == float("-inf")
+    assert first_minute["pm25_max"] == 5.0
+
+
 def test_dense_minutes_in_any_row_order_match_a_direct_computation() -> None:
     """Readings every second (60 in a minute, beyond the two-largest shortcut), with ties and
     nulls, in shuffled order: every window and level still equals numpy, and the row order of
