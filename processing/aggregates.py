@@ -44,6 +44,7 @@ from processing.window_kernels import (
     MINUTE,
     MINUTE_NS,
     QUARTER,
+    cell_starts,
     codes_agree,
     device_minute_partials,
     interpolate_p95,
@@ -389,36 +390,41 @@ class _Layout:
     """The most readings of one device or commune in the day."""
 
 
-def _paris_days(time_ns: np.ndarray) -> list[_Day]:
-    """The input rows cut in Paris days, in day order."""
-    lo, hi = int(time_ns.min()), int(time_ns.max())
+def _paris_days(times: pl.Series) -> list[_Day]:
+    """The input rows cut in Paris days, in day order (``times``: Int64 ns)."""
+    lo, hi = int(times.min()), int(times.max())  # type: ignore[arg-type]
     midnights = [to_ns(floor(from_ns(lo), "1d"))]
     while midnights[-1] <= hi:
         midnights.append(to_ns(next_start(from_ns(midnights[-1]), "1d")))
     edges = np.array(midnights, dtype=np.int64)
     days: list[_Day] = []
-    time_sorted = bool(np.all(time_ns[1:] >= time_ns[:-1]))
-    if time_sorted:
-        cuts = np.searchsorted(time_ns, edges)
-        pieces: list[slice | np.ndarray] = [slice(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
-    else:
-        day = np.searchsorted(edges, time_ns, side="right") - 1
-        order = np.argsort(day.astype(np.uint16), kind="stable")
-        cuts = np.searchsorted(day[order], np.arange(edges.size))
-        pieces = [order[a:b] for a, b in itertools.pairwise(cuts)]
-    for start, rows in zip(midnights, pieces, strict=False):
-        times = time_ns[rows]
-        if times.size == 0:
-            continue
-        base = int(times.min()) // HOUR_NS * HOUR_NS
-        minutes = ((int(times.max()) - base) // HOUR_NS + 1) * 60
-        days.append(_Day(rows, start, base, minutes))
+    # Time order (the store's) is cut where the days start, on the frame's own chunks: a copy
+    # of the times into one array would cost more than all of this.
+    if times.is_sorted():
+        cuts = times.search_sorted(pl.Series(edges), side="left").to_numpy()
+        for start, (a, b) in zip(midnights, itertools.pairwise(cuts), strict=False):
+            if b > a:
+                days.append(_day(slice(int(a), int(b)), start, int(times[int(a)]), int(times[int(b) - 1])))
+        return days
+    time_ns = times.to_numpy()
+    day = np.searchsorted(edges, time_ns, side="right") - 1
+    order = np.argsort(day.astype(np.uint16), kind="stable")
+    cuts = np.searchsorted(day[order], np.arange(edges.size))
+    for start, (a, b) in zip(midnights, itertools.pairwise(cuts), strict=False):
+        if b > a:
+            rows = order[a:b]
+            days.append(_day(rows, start, int(time_ns[rows].min()), int(time_ns[rows].max())))
     return days
+
+
+def _day(rows: slice | np.ndarray, start_ns: int, first_ns: int, last_ns: int) -> _Day:
+    base = first_ns // HOUR_NS * HOUR_NS
+    return _Day(rows, start_ns, base, ((last_ns - base) // HOUR_NS + 1) * 60)
 
 
 def _layout(
     day: _Day,
-    time_ns: np.ndarray,
+    times: pl.Series,
     device: np.ndarray,
     commune_of_device: np.ndarray,
     *,
@@ -426,11 +432,12 @@ def _layout(
     levels: Sequence[Level],
 ) -> _Layout:
     devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
-    times = np.ascontiguousarray(time_ns[day.rows])
-    minute = np.empty(times.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
     codes = np.ascontiguousarray(device[day.rows])
+    minute = np.empty(codes.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
     per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
-    minute_cells(times, codes, day.base_ns, devices, minute, per_cell)
+    for at, time_ns in _chunks(times, day.rows):
+        rows = slice(at, at + time_ns.size)
+        minute_cells(time_ns, codes[rows], day.base_ns, devices, minute[rows], per_cell)
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
@@ -463,11 +470,8 @@ def _layout(
 def _starts(rows: np.ndarray, stretch: int) -> np.ndarray:
     """Where each (entity, minute) cell starts when ``rows`` (minute by entity) readings are
     laid out as ``window_kernels.cell_of`` says, plus the end of the last."""
-    minutes, entities = rows.shape
-    # (stretch, minute within, entity) -> (stretch, entity, minute within)
-    ordered = rows.reshape(minutes // stretch, stretch, entities).transpose(0, 2, 1).reshape(-1)
-    starts = np.zeros(rows.size + 1, dtype=np.int64)
-    np.cumsum(ordered, out=starts[1:])
+    starts = np.empty(rows.size + 1, dtype=np.int64)
+    cell_starts(rows.reshape(-1), rows.shape[1], stretch, starts)
     return starts
 
 
@@ -701,27 +705,29 @@ def _nullable(values: np.ndarray, empty: np.ndarray) -> pl.Series:
 
 
 Chunks = list[tuple[int, np.ndarray]]
-"""A field's values over a day's readings, piece by piece: (first reading, Float64 values)."""
+"""A column's values over a day's readings, piece by piece: (first reading, values)."""
 
 
 def _field_chunks(column: pl.Series, rows: slice | np.ndarray) -> Chunks:
-    """The field's values on ``rows``, NaN where null, in the pieces the frame holds them in.
+    """The field's values on ``rows`` as Float64, NaN where null (``_chunks``)."""
+    return _chunks(column.cast(pl.Float64), rows)
+
+
+def _chunks(column: pl.Series, rows: slice | np.ndarray) -> Chunks:
+    """The column's values on ``rows``, in the pieces the frame holds them in.
 
     A store's frame comes in many chunks: each is read where it is (a copy only when it has
-    nulls), never gathered into one array of the day per field. Every piece is read-only, so
-    that the kernels see one array type (a second would be compiled apart).
+    nulls, which become NaN), never gathered into one array of the day. Every piece is
+    read-only, so that the kernels see one array type (a second would be compiled apart).
     """
     if not isinstance(rows, slice):
-        pieces = [column.cast(pl.Float64).to_numpy()[rows]]
+        pieces = [column.to_numpy()[rows]]
     else:
-        pieces = [
-            c.to_numpy()
-            for c in column.slice(rows.start, rows.stop - rows.start).cast(pl.Float64).get_chunks()
-        ]
+        pieces = [c.to_numpy() for c in column.slice(rows.start, rows.stop - rows.start).get_chunks()]
     chunks: Chunks = []
     at = 0
     for piece in pieces:
-        values = np.ascontiguousarray(piece, dtype=np.float64)
+        values = np.ascontiguousarray(piece)
         values.flags.writeable = False
         chunks.append((at, values))
         at += values.size
@@ -771,16 +777,13 @@ def _plain_aggregates(
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
     workspaces = Workspaces(FIELD_THREADS)
-    # The readings' times (a copy: the frame holds them in chunks) only place them in days and
-    # minutes: laid out, every day, before the fields take their memory.
-    time_ns = prep.frame["_t"].to_numpy()
+    times = prep.frame["_t"]
     device = prep.frame["_dev"].to_numpy()
     commune_of_device = prep.device_names["_com"].to_numpy()
     layouts = [
-        _layout(day, time_ns, device, commune_of_device, windows=windows, levels=levels)
-        for day in _paris_days(time_ns)
+        _layout(day, times, device, commune_of_device, windows=windows, levels=levels)
+        for day in _paris_days(times)
     ]
-    del time_ns
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
     for layout in layouts:
         columns: list[dict[str, pl.Series]] = []

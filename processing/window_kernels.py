@@ -172,6 +172,20 @@ def cell_of(entity: int, minute: int, entities: int, stretch: int) -> int:  # pr
 
 
 @njit(cache=True, nogil=True)
+def cell_starts(rows: np.ndarray, entities: int, stretch: int, start: np.ndarray) -> None:  # pragma: no cover
+    """Where each (entity, minute) cell of a ``cell_of`` layout starts, and (last) where the
+    last ends, from the readings per (minute, entity), ``rows[minute * entities + entity]``."""
+    minutes = rows.size // entities
+    at = 0
+    start[0] = 0
+    for first_minute in range(0, minutes, stretch):
+        for entity in range(entities):
+            for minute in range(first_minute, first_minute + stretch):
+                at += rows[minute * entities + entity]
+                start[cell_of(entity, minute, entities, stretch) + 1] = at
+
+
+@njit(cache=True, nogil=True)
 def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
     minute: np.ndarray,
     device: np.ndarray,
