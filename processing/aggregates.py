@@ -475,22 +475,21 @@ def _starts(rows: np.ndarray, stretch: int) -> np.ndarray:
     return starts
 
 
-def _compose(partial: np.ndarray, block: _Block, layout: _Layout, how: np.ufunc) -> np.ndarray:
-    """The (device, minute) partials composed into ``block``'s cells (a flat array)."""
+def _compose(partial: np.ndarray, level: Level, layout: _Layout, how: np.ufunc) -> dict[str, np.ndarray]:
+    """The (minute, device) partials composed into every window size at ``level`` (flat
+    arrays by window name, cells as the blocks lay them out), each size from the next finer
+    one: a quarter from its minutes, an hour from its quarters, the day from its hours, so
+    that only the first reads the whole day's minutes."""
     minutes = layout.day.minutes
-    span = block.width or minutes
-    if span == 1 and block.level == "device":
-        return partial  # the partials are the device minutes
     # +inf and -inf readings in one window sum to NaN, as numpy's mean of them is: no warning.
     with np.errstate(invalid="ignore"):
-        if span == 1:
-            grid = partial.reshape(minutes, -1)
-        else:
-            grid = how.reduce(partial.reshape(minutes // span, span, -1), axis=1)
-        if block.level == "commune":
+        grid = partial.reshape(minutes, -1)  # the partials are the device minutes
+        if level == "commune":
             grid = how.reduceat(grid, layout.commune_first, axis=1)
-    flat: np.ndarray = grid.reshape(-1)
-    return flat
+        quarters = how.reduce(grid.reshape(minutes // 15, 15, -1), axis=1)
+        hours = how.reduce(quarters.reshape(minutes // 60, 4, -1), axis=1)
+        day = how.reduce(hours, axis=0)
+    return {"1m": grid.reshape(-1), "15m": quarters.reshape(-1), "1h": hours.reshape(-1), "1d": day}
 
 
 _ORDER_ROW = {"1m": MINUTE, "15m": QUARTER, "1h": HOUR, "1d": DAY}
@@ -591,14 +590,14 @@ def _device_stats(
     communes = [index for index, block in enumerate(layout.blocks) if block.level == "commune"]
     parts = None
     if communes:
-        by_commune = np.add.reduceat(count.reshape(day.minutes, devices), layout.commune_first, axis=1)
-        parts = _CommuneParts(
-            {i: _compose(count, layout.blocks[i], layout, np.add) for i in communes},
-            {i: _compose(total, layout.blocks[i], layout, np.add) for i in communes},
-            {i: _compose(low, layout.blocks[i], layout, np.minimum) for i in communes},
-            {i: _compose(high, layout.blocks[i], layout, np.maximum) for i in communes},
-            by_commune.reshape(-1),
+        composed = [
+            _compose(partial, "commune", layout, how)
+            for partial, how in ((count, np.add), (total, np.add), (low, np.minimum), (high, np.maximum))
+        ]
+        count_, total_, low_, high_ = (
+            {i: sizes[layout.blocks[i].window] for i in communes} for sizes in composed
         )
+        parts = _CommuneParts(count_, total_, low_, high_, composed[0]["1m"])
     found: BlockStats = {}
     blocks = [index for index, block in enumerate(layout.blocks) if block.level == "device"]
     if not blocks:
@@ -609,9 +608,11 @@ def _device_stats(
     kth, following = _window_order_stats(
         laid_out, count, layout, "device", workspace, with_minutes=not small_minutes, low=low
     )
+    counts, totals = _compose(count, "device", layout, np.add), _compose(total, "device", layout, np.add)
+    lows, highs = _compose(low, "device", layout, np.minimum), _compose(high, "device", layout, np.maximum)
     for index in blocks:
         block, here = layout.blocks[index], layout.occupied[index]
-        n = _gather(_compose(count, block, layout, np.add), here)
+        n = _gather(counts[block.window], here)
         if block.window == "1m" and small_minutes:
             p95 = np.empty(here.size)
             minute_p95(here, count, high, second, p95)
@@ -621,9 +622,9 @@ def _device_stats(
         found[index] = _block_stats(
             name,
             n,
-            total=_gather(_compose(total, block, layout, np.add), here),
-            low=_gather(_compose(low, block, layout, np.minimum), here),
-            high=_gather(_compose(high, block, layout, np.maximum), here),
+            total=_gather(totals[block.window], here),
+            low=_gather(lows[block.window], here),
+            high=_gather(highs[block.window], here),
             p95=p95,
         )
     return found, parts
