@@ -562,10 +562,13 @@ def _device_stats(
     """The field's statistics of every device block, and what its commune blocks need."""
     day, devices = layout.day, layout.commune_of_device.size
     cells = day.minutes * devices
-    count = workspace.array("count", cells, np.int64)  # Int64 as in the results: no cast
-    total = workspace.array("total", cells, np.float64)
-    low = workspace.array("low", cells, np.float64)
-    high = workspace.array("high", cells, np.float64)
+    # A device's minutes are mostly all a result's rows: the count, sum, min and max of the
+    # minutes are then that result's columns themselves (no copy), so they are the field's own
+    # arrays, not the workspace's.
+    count = np.empty(cells, dtype=np.int64)  # Int64 as in the results: no cast
+    total = np.empty(cells)
+    low = np.empty(cells)
+    high = np.empty(cells)
     second = workspace.array("second", cells, np.float64)
     laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
     fill = workspace.array("fill", layout.device_start.size, _slot_type(layout))
@@ -689,10 +692,10 @@ def _block_stats(
 
 
 def _gather(values: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """``values[cells]``, always a new array (``values`` may be a workspace's); a plain copy
-    when every cell is taken, as a device's minutes mostly are."""
+    """``values[cells]``: ``values`` itself when every cell is taken, as a device's minutes
+    mostly are (it is then the caller's to give away: never a workspace's array)."""
     if cells.size == values.size:
-        return values.copy()
+        return values
     taken: np.ndarray = values[cells]
     return taken
 
