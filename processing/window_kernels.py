@@ -186,6 +186,28 @@ def cell_starts(rows: np.ndarray, entities: int, stretch: int, start: np.ndarray
 
 
 @njit(cache=True, nogil=True)
+def place_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
+    minute: np.ndarray, device: np.ndarray, entities: int, stretch: int, fill: np.ndarray, slot: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Where ``scatter_rows`` would put each reading (``fill`` starts as a copy of the cells'
+    starts), into ``slot``: worked out once for a day, it serves every field (``put_rows``)."""
+    for i in range(minute.size):
+        cell = cell_of(device[i], minute[i], entities, stretch)
+        at = fill[cell]
+        slot[i] = at
+        fill[cell] = at + 1
+
+
+@njit(cache=True, nogil=True)
+def put_rows(values: np.ndarray, slot: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``scatter_rows`` by the places ``place_rows`` worked out: ``out[slot[i]] = values[i]``,
+    -inf for a missing value. Half the time of finding each place again for every field."""
+    for i in range(values.size):
+        value = values[i]
+        out[slot[i]] = -np.inf if np.isnan(value) else value
+
+
+@njit(cache=True, nogil=True)
 def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
     minute: np.ndarray,
     device: np.ndarray,

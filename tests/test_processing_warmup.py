@@ -29,7 +29,15 @@ def test_warmup_leaves_every_kernel_compiled_in_the_cache(tmp_path: Path) -> Non
     assert "air_quality, traffic, building, camera, network" in done.stdout
     compiled = {path.name.split(".")[0] for path in tmp_path.rglob("*.nbc")}
     assert {"window_kernels", "_kernels_anomaly"} <= compiled
-    for kernel in ("minute_partials", "scatter_rows", "window_order_stats", "minute_cells"):
+    for kernel in (
+        "minute_cells",
+        "place_rows",
+        "put_rows",
+        "device_minute_partials",
+        "minute_partials",
+        "scatter_rows",
+        "window_order_stats",
+    ):
         assert any(path.name.startswith(f"window_kernels.{kernel}-") for path in tmp_path.rglob("*.nbi")), (
             kernel
         )
