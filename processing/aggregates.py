@@ -5,14 +5,17 @@ For every numeric field ``f`` of a family (``FamilySpec.numeric_fields``) and ev
 ``f_mean``, ``f_min``, ``f_max``, ``f_p95`` (Float64) and ``f_count`` (Int64, readings carrying
 the field). ``f_p95`` is the linear-interpolation 95th percentile (numpy's and pandas' default),
 computed from the raw readings of the window: percentiles cannot be composed from finer
-windows, so every window size selects among the raw values (the minutes' largest values only
-bound the search from below). Mean, min, max and count do compose, from 1-minute partials.
+windows, so every window size selects among the raw values (finer windows' ranks and a
+sample only bound the search from below). Mean, min, max and count do compose, from 1-minute
+partials, each window size from the next finer one.
 
-How it is fast: tags become integer codes (a hash lookup, not a string cast), and each field
-is read a few times by compiled kernels (``processing.window_kernels``) that add every reading
-to its (device, minute) partials and offer it to the top-5 % buffer of each window it falls in,
-at a place computed from its time and device: the readings are never sorted, grouped or
-gathered, and come in the store's order. Two fields are aggregated at once, on two cores.
+How it is fast: tags become integer codes (a hash lookup, not a string cast); each field's
+readings are laid out once per level, device by device an hour at a time and commune by
+commune, at places worked out once per day, so that every window is one stretch of memory;
+compiled kernels (``processing.window_kernels``) then take the windows smallest first and
+select each one's two ranks among the readings above a floor. Nothing is sorted or grouped,
+and the fields are read where the frame holds them, chunk by chunk. A field's device windows
+and its commune windows are two tasks, run two at a time on the two cores.
 
 Cumulative counters (``FieldSpec.counter``: the building energy meter, network error counters)
 are not averaged: the mean of a meter index means nothing. They give ``f_increase`` (Float64,

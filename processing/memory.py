@@ -1,11 +1,12 @@
-"""Keep the memory of large, short-lived arrays returnable to the operating system.
+"""How the aggregates' large arrays get their memory from the operating system, and give it back.
 
 The aggregates allocate and free dense arrays of tens of megabytes per field (``aggregates``).
 glibc's malloc serves such sizes with ``mmap`` at first, but raises its threshold each time one
 is freed (up to 32 MB), after which arrays of that size come from its heaps, which it seldom
 gives back: the process then keeps the peak of every field's arrays at once, about 0.6 GB more
 for a fleet-day. Fixing the threshold at 1 MB keeps every large array in its own mapping,
-unmapped when freed. Nothing changes elsewhere than on glibc (musl, macOS: a no-op).
+unmapped when freed. Nothing changes elsewhere than on glibc (musl, macOS: a no-op). While
+aggregating, numpy's request for huge pages is turned off (``without_huge_page_requests``).
 """
 
 from __future__ import annotations
