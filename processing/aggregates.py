@@ -440,9 +440,15 @@ def _layout(
     codes = np.ascontiguousarray(device[day.rows])
     minute = np.empty(codes.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
     per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
-    for at, time_ns in _chunks(times, day.rows):
-        rows = slice(at, at + time_ns.size)
-        minute_cells(time_ns, codes[rows], day.base_ns, devices, minute[rows], per_cell)
+    parts = _hour_parts(day, times)
+
+    def count_minutes(part: Chunks) -> None:
+        for at, time_ns in part:
+            rows = slice(at, at + time_ns.size)
+            minute_cells(time_ns, codes[rows], day.base_ns, devices, minute[rows], per_cell)
+
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        list(pool.map(count_minutes, parts))
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
@@ -467,17 +473,52 @@ def _layout(
         minute,
         codes,
         device_start,
-        _slots(minute, codes, device_start, devices),
+        _slots(minute, codes, device_start, devices, [_span(part) for part in parts]),
         _starts(by_commune, day.minutes),
         int(max(minute_rows.sum(axis=0).max(), by_commune.sum(axis=0).max())),
     )
 
 
-def _slots(minute: np.ndarray, device: np.ndarray, start: np.ndarray, devices: int) -> np.ndarray:
-    """Where each reading goes in the device layout: found once for the day's fields."""
+def _hour_parts(day: _Day, times: pl.Series) -> list[Chunks]:
+    """The day's times in two parts cut on a whole hour, each touching only its own hours'
+    cells, so that two threads can lay them out at once; one part when the rows are not in
+    time order (nothing to cut on) or the day is shorter than two hours."""
+    pieces = _chunks(times, day.rows)
+    if not isinstance(day.rows, slice) or day.minutes < 2 * HOUR_STRETCH:
+        return [pieces]
+    middle_ns = day.base_ns + day.minutes // (2 * HOUR_STRETCH) * HOUR_NS
+    cut = int(times.slice(day.rows.start, day.rows.stop - day.rows.start).search_sorted(middle_ns))
+    first: Chunks = []
+    second: Chunks = []
+    for at, time_ns in pieces:
+        if at + time_ns.size <= cut:
+            first.append((at, time_ns))
+        elif at >= cut:
+            second.append((at, time_ns))
+        else:
+            first.append((at, time_ns[: cut - at]))
+            second.append((cut, time_ns[cut - at :]))
+    return [part for part in (first, second) if part]
+
+
+def _span(part: Chunks) -> slice:
+    """The rows a part of ``_hour_parts`` covers."""
+    return slice(part[0][0], part[-1][0] + part[-1][1].size)
+
+
+def _slots(
+    minute: np.ndarray, device: np.ndarray, start: np.ndarray, devices: int, spans: list[slice]
+) -> np.ndarray:
+    """Where each reading goes in the device layout: found once for the day's fields, for the
+    rows of each span (cut on a whole hour: they fill apart cells) on a thread of its own."""
     fill: np.ndarray = start.astype(_slot_type(minute.size))
     slot = np.empty(minute.size, dtype=fill.dtype)
-    place_rows(minute, device, devices, HOUR_STRETCH, fill, slot)
+
+    def place(rows: slice) -> None:
+        place_rows(minute[rows], device[rows], devices, HOUR_STRETCH, fill, slot[rows])
+
+    with ThreadPoolExecutor(max_workers=len(spans)) as pool:
+        list(pool.map(place, spans))
     return slot
 
 
@@ -785,6 +826,21 @@ def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> 
             yield later.result()
 
 
+def _block_keys(layout: _Layout) -> list[dict[str, pl.Series]]:
+    """Each block's ``time`` (window start) and ``_dev`` or ``_com`` columns, occupied cells only."""
+    columns: list[dict[str, pl.Series]] = []
+    for index, block in enumerate(layout.blocks):
+        cells = layout.occupied[index]
+        entity = cells % block.entities
+        if block.width:
+            time = layout.day.base_ns + cells // block.entities * block.width * MINUTE_NS
+        else:
+            time = np.full(cells.size, layout.day.start_ns, dtype=np.int64)
+        code = "_dev" if block.level == "device" else "_com"
+        columns.append({"time": pl.Series(time).cast(TIME_DTYPE), code: pl.Series(entity, dtype=pl.UInt32)})
+    return columns
+
+
 def _plain_aggregates(
     prep: _Prepared, windows: Sequence[str], levels: Sequence[Level]
 ) -> dict[tuple[str, Level], list[pl.DataFrame]]:
@@ -801,18 +857,10 @@ def _plain_aggregates(
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
     for layout in layouts:
         columns: list[dict[str, pl.Series]] = []
-        for index, block in enumerate(layout.blocks):
-            cells = layout.occupied[index]
-            entity = cells % block.entities
-            if block.width:
-                time = layout.day.base_ns + cells // block.entities * block.width * MINUTE_NS
-            else:
-                time = np.full(cells.size, layout.day.start_ns, dtype=np.int64)
-            code = "_dev" if block.level == "device" else "_com"
-            columns.append(
-                {"time": pl.Series(time).cast(TIME_DTYPE), code: pl.Series(entity, dtype=pl.UInt32)}
-            )
         for stats in _fields_of_day(prep, layout, workspaces):
+            # The windows' times and codes are made once the first field is under way: the
+            # main thread would otherwise hold the two field threads back while it makes them.
+            columns = columns or _block_keys(layout)
             for index, block_stats in stats.items():
                 columns[index].update(block_stats)
         for index, block in enumerate(layout.blocks):
