@@ -566,11 +566,12 @@ def _window_order_stats(
     *,
     with_minutes: bool,
     low: np.ndarray | None = None,
+    second: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks k and k + 1 of every window of ``level`` (rows: minute, quarter, hour, day; the
     minute row only ``with_minutes``), from the readings laid out for that level;
-    ``per_minute`` counts the field's readings per (minute, entity), ``low`` holds their
-    smallest values when known."""
+    ``per_minute`` counts the field's readings per (minute, entity); ``low`` and ``second``
+    hold their smallest and second-largest values when known."""
     minutes = layout.day.minutes
     if level == "device":
         entities, start, stretch = layout.commune_of_device.size, layout.device_start, HOUR_STRETCH
@@ -588,6 +589,7 @@ def _window_order_stats(
         stretch,
         with_minutes,
         np.empty(0) if low is None else low,
+        np.empty(0) if second is None else second,
         kth,
         following,
         workspace.array("scratch", layout.widest_day, np.float64),
@@ -660,7 +662,7 @@ def _device_stats(
     # values, known already; every other window selects among its readings (window_kernels).
     small_minutes = int(count.max()) <= SMALL_GROUP
     kth, following = _window_order_stats(
-        laid_out, count, layout, "device", workspace, with_minutes=not small_minutes, low=low
+        laid_out, count, layout, "device", workspace, with_minutes=not small_minutes, low=low, second=second
     )
     counts, totals = _compose(count, "device", layout, np.add), _compose(total, "device", layout, np.add)
     lows, highs = _compose(low, "device", layout, np.minimum), _compose(high, "device", layout, np.maximum)

@@ -327,16 +327,37 @@ def _floor_of_parts(kth: np.ndarray, keep: np.ndarray, parts: int, need: int) ->
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _floor_of_lows(  # noqa: PLR0917 - numba kernels take arrays positionally
-    low: np.ndarray, count: np.ndarray, entities: int, entity: int, first_minute: int, keep: int
+def _floor_of_minutes(  # noqa: PLR0917 - numba kernels take arrays positionally
+    low: np.ndarray,
+    second: np.ndarray,
+    count: np.ndarray,
+    entities: int,
+    entity: int,
+    first_minute: int,
+    keep: int,
 ) -> float:  # pragma: no cover - compiled
-    """A floor under the ``keep`` largest values of a quarter from its minutes' smallest
-    values: a minute of ``keep`` readings or more has that many at or above its smallest, and
-    a sensor's readings of one minute lie close together. -inf when no minute has enough."""
+    """A floor under the ``keep`` largest values of a quarter from its minutes' partials, the
+    higher of two: a minute of ``keep`` readings or more has that many at or above its
+    smallest value; a minute of two or more has two at or above its second-largest, so the
+    ``ceil(keep / 2)``-th largest of those has ``keep`` at or above it (followed for up to
+    three, branch-free: a device's quarter at 10 s needs six values). -inf when neither says."""
     floor = -np.inf
+    first = runner_up = third = -np.inf
     for minute in range(first_minute, first_minute + 15):
         at = minute * entities + entity
-        floor = max(floor, low[at] if count[at] >= keep else -np.inf)
+        n = count[at]
+        floor = max(floor, low[at] if n >= keep else -np.inf)
+        value = second[at] if n >= 2 else -np.inf
+        third = max(third, min(runner_up, value))
+        runner_up = max(runner_up, min(first, value))
+        first = max(first, value)
+    need = (keep + 1) // 2
+    if need == 1:
+        floor = max(floor, first)
+    elif need == 2:
+        floor = max(floor, runner_up)
+    elif need == 3:
+        floor = max(floor, third)
     return floor
 
 
@@ -374,6 +395,7 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     stretch: int,
     with_minutes: bool,
     low: np.ndarray,
+    second: np.ndarray,
     kth: np.ndarray,
     following: np.ndarray,
     scratch: np.ndarray,
@@ -385,8 +407,9 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     the minute row only filled ``with_minutes``), window ``index`` of ``entity`` at column
     ``index * entities + entity``. A window's parts, selected first, say how low its own ranks
     can be (``_floor_of_parts``): only the values above that are selected among. Without
-    minutes selected first, ``low`` (the minutes' smallest values, as ``count``; empty if
-    unknown) proves a floor for a quarter (``_floor_of_lows``). ``stretch`` is 60 or the
+    minutes selected first, ``low`` and ``second`` (the minutes' smallest and second-largest
+    values, as ``count``; empty if unknown) prove a floor for a quarter
+    (``_floor_of_minutes``). ``stretch`` is 60 or the
     day; ``scratch`` holds as many values as the largest entity-day.
     """
     hours = minutes // 60
@@ -426,7 +449,7 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
                     if parts:
                         floor = _floor_of_parts(part_kth, part_keep, parts, keep)
                     elif low.size:
-                        floor = _floor_of_lows(low, count, entities, entity, first_minute, keep)
+                        floor = _floor_of_minutes(low, second, count, entities, entity, first_minute, keep)
                     else:
                         floor = -np.inf
                     cell = cell_of(entity, first_minute, entities, stretch)
