@@ -220,6 +220,24 @@ def test_large_window_p95_equals_numpy_with_nulls_and_ties() -> None:
         assert p95 == float(np.percentile(in_hour, 95))
 
 
+def test_a_sample_that_overrates_a_window_still_gives_numpy_s_p95() -> None:
+    """Large windows select above a floor guessed from a sample of every 32nd reading: readings
+    that are high exactly where the sample looks (and nowhere else) make the guess too high,
+    and the result must still be exact (the engine falls back to a floor it can prove)."""
+    start = datetime(2026, 6, 1, tzinfo=PARIS).astimezone(UTC)
+    times = [start + timedelta(seconds=10 * i) for i in range(8640)]
+    rng = np.random.default_rng(8)
+    # A device's hour is laid out as 360 readings in a row, sampled from its first one.
+    values = [100.0 + i if i % 360 % 32 == 0 else float(rng.integers(0, 10)) for i in range(len(times))]
+    results = aggregate_all(readings(times, pm25=values), "air_quality")
+    for window in ("1d", "1h"):
+        for level in ("device", "commune"):
+            frame = results[measurement_name("air_quality", window, level)]
+            span = 8640 if window == "1d" else 360
+            expected = [float(np.percentile(values[i : i + span], 95)) for i in range(0, 8640, span)]
+            assert frame["pm25_p95"].to_list() == expected, (window, level)
+
+
 def test_infinite_readings_count_as_readings_not_as_missing_ones() -> None:
     """A missing value is laid out as -inf inside the engine: a reading that is -inf itself
     (no sensor sends one, a notebook may) must still count, and +inf rank on top."""
