@@ -199,12 +199,18 @@ def place_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 @njit(cache=True, nogil=True)
-def put_rows(values: np.ndarray, slot: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+def put_rows(values: np.ndarray, slot: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
     """``scatter_rows`` by the places ``place_rows`` worked out: ``out[slot[i]] = values[i]``,
-    -inf for a missing value. Half the time of finding each place again for every field."""
+    -inf for a missing value. Half the time of finding each place again for every field.
+
+    Returns how many values were -inf themselves (then not told apart from missing ones).
+    """
+    infinite = 0
     for i in range(values.size):
         value = values[i]
+        infinite += value == -np.inf
         out[slot[i]] = -np.inf if np.isnan(value) else value
+    return infinite
 
 
 @njit(cache=True, nogil=True)
