@@ -802,17 +802,21 @@ def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> 
     second of a fleet-day).
     """
 
-    def commune_task(name: str, chunks: Chunks, parts: _CommuneParts) -> BlockStats:
+    def commune_task(name: str, parts: _CommuneParts) -> BlockStats:
+        # The chunks are taken again, not kept from the device task: a chunk with nulls is a
+        # copy, and queued commune tasks holding their fields' copies could hold every field's.
         with workspaces.lend() as workspace:
-            return _commune_stats(name, chunks, layout, workspace, parts)
+            return _commune_stats(
+                name, _field_chunks(prep.frame[name], layout.day.rows), layout, workspace, parts
+            )
 
     def device_task(name: str) -> tuple[BlockStats, Future[BlockStats] | None]:
-        # The field's chunks are read-only views of the frame: both tasks read the same ones.
-        chunks = _field_chunks(prep.frame[name], layout.day.rows)
         with workspaces.lend() as workspace:
-            stats, parts = _device_stats(name, chunks, layout, workspace)
+            stats, parts = _device_stats(
+                name, _field_chunks(prep.frame[name], layout.day.rows), layout, workspace
+            )
         # Queued, never awaited here: a task waiting on a task could leave none to run it.
-        later = pool.submit(commune_task, name, chunks, parts) if parts is not None else None
+        later = pool.submit(commune_task, name, parts) if parts is not None else None
         return stats, later
 
     with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
