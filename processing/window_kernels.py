@@ -290,22 +290,40 @@ def _order_stats(  # noqa: PLR0917 - numba kernels take arrays positionally
     """
     guess = -np.inf
     if hi - lo >= _SAMPLED:
-        sampled = 0
-        for i in range(lo, hi, _SAMPLE_STEP):
-            sample[sampled] = values[i]
-            sampled += 1
-        guess = _guess_floor(sample, sampled, keep / present)
+        guess = _guess_floor(sample, _sample(values, lo, hi, sample, 0), keep / present)
     for floor in (max(guess, proven), proven):
         if floor == -np.inf:
             break
-        found = 0
-        for i in range(lo, hi):
-            value = values[i]
-            scratch[found] = value
-            found += value >= floor
+        found = _copy_at_or_above(values, lo, hi, floor, scratch, 0)
         if found >= keep:
             return _ranks_among(scratch, 0, found, keep)
     return _ranks_among(values, lo, hi, keep)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sample(
+    values: np.ndarray, lo: int, hi: int, sample: np.ndarray, sampled: int
+) -> int:  # pragma: no cover
+    """Append one value in ``_SAMPLE_STEP`` of ``values[lo:hi]`` to ``sample`` (holding
+    ``sampled``); returns how many it holds then."""
+    for i in range(lo, hi, _SAMPLE_STEP):
+        sample[sampled] = values[i]
+        sampled += 1
+    return sampled
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy_at_or_above(  # noqa: PLR0917 - numba kernels take arrays positionally
+    values: np.ndarray, lo: int, hi: int, floor: float, scratch: np.ndarray, found: int
+) -> int:  # pragma: no cover - compiled
+    """Append the values of ``values[lo:hi]`` at or above ``floor`` to ``scratch`` (holding
+    ``found``), branch-free: each is copied, and kept only when at or above. Returns how many
+    it holds then."""
+    for i in range(lo, hi):
+        value = values[i]
+        scratch[found] = value
+        found += value >= floor
+    return found
 
 
 @njit(cache=True, nogil=True)
@@ -500,19 +518,14 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
         sampled = 0
         for first_minute in range(0, minutes, stretch):
             cell = cell_of(entity, first_minute, entities, stretch)
-            for i in range(start[cell], start[cell + stretch], _SAMPLE_STEP):
-                sample[sampled] = values[i]
-                sampled += 1
+            sampled = _sample(values, start[cell], start[cell + stretch], sample, sampled)
         guess = _guess_floor(sample, sampled, keep / day_n)
         found = 0
         for floor in (max(guess, proven), proven, -np.inf):
             found = 0
             for first_minute in range(0, minutes, stretch):
                 cell = cell_of(entity, first_minute, entities, stretch)
-                for i in range(start[cell], start[cell + stretch]):
-                    value = values[i]
-                    scratch[found] = value
-                    found += value >= floor
+                found = _copy_at_or_above(values, start[cell], start[cell + stretch], floor, scratch, found)
             if found >= keep:
                 break
         a, b = _ranks_among(scratch, 0, found, keep)
