@@ -385,7 +385,7 @@ class _Layout:
     """Each reading's device code: (minute, device) cell ``minute * devices + device``."""
     device_start: np.ndarray
     """Where each (device, minute) cell starts among the readings laid out hour by hour and
-    device by device within an hour (``window_kernels.scatter_rows``, stretch ``HOUR_STRETCH``), and
+    device by device within an hour (``window_kernels.place_rows``, stretch ``HOUR_STRETCH``), and
     where the last ends."""
     device_slot: np.ndarray
     """Where each reading goes in the device layout (``window_kernels.place_rows``)."""

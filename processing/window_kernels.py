@@ -8,9 +8,11 @@ counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the
   second-largest value, from which every coarser window and every commune composes its
   count, sum, min and max (numpy reshapes, in the caller), and a minute of at most 21
   readings has its p95 between its two largest values.
-* ``scatter_rows`` lays a field's readings out device by device, an hour at a time, or
-  commune by commune (``cell_of``): each window is then one stretch of memory (a device's
-  day, 24). Done in the same pass as the partials, it took longer than both apart (measured).
+* ``place_rows`` (once a day) and ``put_rows`` (per field) lay a field's readings out device by
+  device, an hour at a time, and ``scatter_rows`` commune by commune (``cell_of``): each window
+  is then one stretch of memory (a device's day, 24). ``device_minute_partials`` then reads a
+  (minute, device)'s readings side by side; adding the partials in the layout's own pass took
+  longer than both apart (measured), and ``minute_partials`` serves a field holding -inf.
 * ``window_order_stats`` finds, in every window, the two order statistics the linear p95
   needs: ranks k = floor(0.95 (n - 1)) and k + 1 of its n readings, that is its ``n - k``-th
   and ``n - k - 1``-th largest values. Windows are taken smallest first, each by a selection
@@ -77,7 +79,7 @@ def device_minute_partials(  # noqa: PLR0917 - numba kernels take arrays positio
     high: np.ndarray,
     second: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """``minute_partials`` from the readings laid out by ``scatter_rows`` (devices, stretch
+    """``minute_partials`` from the readings laid out by ``put_rows`` (devices, stretch
     ``HOUR_STRETCH``), every cell written: a (minute, device)'s readings are read together.
 
     -inf is a missing value there (the caller checks that no reading is -inf itself).
@@ -190,7 +192,13 @@ def place_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
     minute: np.ndarray, device: np.ndarray, entities: int, stretch: int, fill: np.ndarray, slot: np.ndarray
 ) -> None:  # pragma: no cover - compiled
     """Where ``scatter_rows`` would put each reading (``fill`` starts as a copy of the cells'
-    starts), into ``slot``: worked out once for a day, it serves every field (``put_rows``)."""
+    starts), into ``slot``: worked out once for a day, it serves every field (``put_rows``).
+
+    Devices are laid out an hour at a time (``stretch`` 60): readings come in time order, and
+    the few thousand places a minute's readings go to then stay within a few megabytes, in the
+    reach of the CPU's caches and address translation; a whole day per device would spread
+    them over the whole array (measured: 2.5 times slower).
+    """
     for i in range(minute.size):
         cell = cell_of(device[i], minute[i], entities, stretch)
         at = fill[cell]
@@ -228,11 +236,9 @@ def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
     ``out[start[c]:start[c + 1]]``, and ``fill`` starts as a copy of ``start``.
 
     A value the reading lacks (NaN) becomes -inf: it then ranks under every value, and no
-    window asks for a rank that low (capacities count only the values present). Devices are
-    laid out an hour at a time (``stretch`` 60): readings come in time order, and the few
-    thousand places a minute's readings go to then stay within a few megabytes, in the reach
-    of the CPU's caches and address translation; a whole day per device would spread them
-    over the whole array (measured: 2.5 times slower).
+    window asks for a rank that low (capacities count only the values present). The communes'
+    layout is made this way, field by field; the devices' (thousands of cells a minute) by
+    ``place_rows`` once a day and ``put_rows`` per field.
     """
     for i in range(values.size):
         value = values[i]
@@ -425,7 +431,8 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     following: np.ndarray,
     scratch: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Ranks k and k + 1 of every window of every entity, its values laid out by ``scatter_rows``.
+    """Ranks k and k + 1 of every window of every entity, its values laid out (``put_rows``,
+    ``scatter_rows``).
 
     ``count[minute * entities + entity]`` is how many values a (minute, entity) has (present
     ones). ``kth`` and ``following`` have one row per window size (minute, quarter, hour, day:
