@@ -38,14 +38,11 @@ from pathlib import Path
 import polars as pl
 
 from bench.fleets import air_quality_stations
+from bench.storage_data import local_influx
 from processing.runner import DEFAULT_HORIZON, DEFAULT_SETTLE, Runner, RunReport
 from processing.windows import floor, next_start, to_ns
 from storage.base import Store
-from storage.config import InfluxSettings
 from storage.duckdb_store import DuckDBStore
-from storage.influx import InfluxStore
-from storage.provision import provision
-from tests.servers import Influxd
 
 DAY = floor(datetime(2026, 3, 3, 12, tzinfo=UTC), "1d")  # a Tuesday, Paris midnight
 TAGS = ["insee", "device_id"]
@@ -118,32 +115,23 @@ def measure_influx(devices: int) -> None:
     """Print both ways to find what arrived on a local influxd holding 22 hours of readings."""
     now = floor(datetime.now(UTC), "1m")  # recent: influxd refuses points past the 30-day policy
     start = now - timedelta(hours=22)
-    with tempfile.TemporaryDirectory(prefix="bench-runner-influx-") as tmp:
-        server = Influxd(Path(tmp) / "influxd")
-        server.start()
-        try:
-            settings = InfluxSettings(url=server.url, database="bench")
-            provision(settings)
-            store = InfluxStore(settings)
-            began = time.perf_counter()
-            day = _readings(devices, start, now)
-            store.write("air_quality", day, tags=TAGS)
-            print(
-                f"stored {day.height:,} readings ({devices} devices, 10 s, 22 h) in influxd in "
-                f"{time.perf_counter() - began:.1f} s"
-            )
-            # A run one minute after the last asks from the settle margin before the previous run.
-            after = to_ns(now - DEFAULT_SETTLE - timedelta(minutes=1))
-            old_s: list[float] = []
-            new_s: list[float] = []
-            for _ in range(3):  # alternate, so both see the same neighbours
-                old_rows, took = _old_arrivals(store, now)
-                old_s.append(took)
-                new_rows, took = _new_arrivals(store, now, after)
-                new_s.append(took)
-            store.close()
-        finally:
-            server.kill()
+    with local_influx("bench-runner-influx-") as (_, store):
+        began = time.perf_counter()
+        day = _readings(devices, start, now)
+        store.write("air_quality", day, tags=TAGS)
+        print(
+            f"stored {day.height:,} readings ({devices} devices, 10 s, 22 h) in influxd in "
+            f"{time.perf_counter() - began:.1f} s"
+        )
+        # A run one minute after the last asks from the settle margin before the previous run.
+        after = to_ns(now - DEFAULT_SETTLE - timedelta(minutes=1))
+        old_s: list[float] = []
+        new_s: list[float] = []
+        for _ in range(3):  # alternate, so both see the same neighbours
+            old_rows, took = _old_arrivals(store, now)
+            old_s.append(took)
+            new_rows, took = _new_arrivals(store, now, after)
+            new_s.append(took)
     expected = day.filter(pl.col("received_at") > after).height
     assert new_rows == expected, (new_rows, expected)
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} (2 cores)")

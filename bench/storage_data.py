@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
+
+from storage.config import InfluxSettings
+from storage.influx import InfluxStore
+from storage.provision import provision
+from tests.servers import Influxd
 
 AIR_QUALITY_FIELDS = ["pm25", "pm10", "no2", "o3", "so2", "co", "co2", "temperature", "relativeHumidity"]
 TAGS = ["insee", "device_id"]
@@ -58,3 +66,22 @@ def header(title: str) -> str:
     """The first line of a benchmark's output: what, when, on what, under which load."""
     load = os.getloadavg()[0]
     return f"{title}  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average {load:.1f}"
+
+
+@contextlib.contextmanager
+def local_influx(prefix: str, database: str = "bench") -> Iterator[tuple[Influxd, InfluxStore]]:
+    """A real influxd in a temporary directory, ``database`` provisioned, and a store on it; the
+    store is closed and the server killed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        server = Influxd(Path(tmp) / "influxd")
+        server.start()
+        try:
+            settings = InfluxSettings(url=server.url, database=database)
+            provision(settings)
+            store = InfluxStore(settings)
+            try:
+                yield server, store
+            finally:
+                store.close()
+        finally:
+            server.kill()

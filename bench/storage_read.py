@@ -12,19 +12,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import tempfile
 import urllib.parse
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 
-from bench.storage_data import TAGS, air_quality_frame, best_of, header
+from bench.storage_data import TAGS, air_quality_frame, best_of, header, local_influx
 from storage import influxql
 from storage.base import epoch_ns
-from storage.config import InfluxSettings
-from storage.influx import InfluxStore
-from storage.provision import provision
 from tests.servers import Influxd
 
 
@@ -45,36 +40,27 @@ def main() -> None:
     args = parser.parse_args()
     rows = 200_000 if args.quick else 1_000_000
     frame = air_quality_frame(rows).select("time", *TAGS, "pm25")
-    with tempfile.TemporaryDirectory(prefix="bench-storage-read-") as tmp:
-        server = Influxd(Path(tmp) / "influxd")
-        server.start()
-        try:
-            settings = InfluxSettings(url=server.url, database="bench")
-            provision(settings)
-            store = InfluxStore(settings)
-            assert store.write("air_quality", frame, tags=TAGS).written == rows
-            start = frame["time"].min()
-            end = frame["time"].max()
-            assert isinstance(start, datetime) and isinstance(end, datetime)
-            end += timedelta(seconds=1)
-            query = (
-                f'SELECT "pm25"::field, *::tag FROM {influxql.source("bench", "raw", "air_quality")} '
-                f"WHERE {influxql.time_range(epoch_ns(start), epoch_ns(end))}"
+    with local_influx("bench-storage-read-") as (server, store):
+        assert store.write("air_quality", frame, tags=TAGS).written == rows
+        start = frame["time"].min()
+        end = frame["time"].max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        end += timedelta(seconds=1)
+        query = (
+            f'SELECT "pm25"::field, *::tag FROM {influxql.source("bench", "raw", "air_quality")} '
+            f"WHERE {influxql.time_range(epoch_ns(start), epoch_ns(end))}"
+        )
+        got = store.read("air_quality", start=start, end=end, fields=["pm25"])
+        assert got.height == rows, got.height
+        assert bare_get(server, query, "bench").height == rows
+        repeats = 2 if args.quick else 3
+        bare_s: list[float] = []
+        store_s: list[float] = []
+        for _ in range(repeats):  # alternate, so both see the same neighbours
+            bare_s.append(best_of(1, lambda: bare_get(server, query, "bench")))
+            store_s.append(
+                best_of(1, lambda: store.read("air_quality", start=start, end=end, fields=["pm25"]))
             )
-            got = store.read("air_quality", start=start, end=end, fields=["pm25"])
-            assert got.height == rows, got.height
-            assert bare_get(server, query, "bench").height == rows
-            repeats = 2 if args.quick else 3
-            bare_s: list[float] = []
-            store_s: list[float] = []
-            for _ in range(repeats):  # alternate, so both see the same neighbours
-                bare_s.append(best_of(1, lambda: bare_get(server, query, "bench")))
-                store_s.append(
-                    best_of(1, lambda: store.read("air_quality", start=start, end=end, fields=["pm25"]))
-                )
-            store.close()
-        finally:
-            server.kill()
     bare, ours = min(bare_s), min(store_s)
     print(header("storage read"))
     print(f"{rows:,} points of one field, 2,000 series, local influxd 1.x, best of {repeats}")
