@@ -514,9 +514,11 @@ class _Message:
 
     def field_error(self, problem: _Problem, name: str, index: int | None, time_ns: int) -> None:
         value, why = problem.value, problem.why
-        if self.private and not isinstance(value, int | float):
+        if self.private and (problem.reason == "wrong_unit" or not isinstance(value, int | float)):
             # The detail would quote the text (or the unit code) the payload held.
-            value, why = None, f"{name}: {FIELD_REASONS[problem.reason]} (text withheld: private payload)"
+            why = f"{name}: {FIELD_REASONS[problem.reason]} (text withheld: private payload)"
+            if not isinstance(value, int | float):
+                value = None
         self.errors.append(
             DecodeError(problem.reason, why, index=index, field=name, value=value, time_ns=time_ns)
         )
