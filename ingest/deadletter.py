@@ -44,6 +44,12 @@ TOPIC_PAYLOAD_LIMIT = 64 * 1024
 dead-letter message never exceeds the broker's message size limit."""
 
 
+TOPIC_ERRORS_LIMIT = 100
+"""At most this many errors in the published copy of a record (``errors_truncated`` then gives
+the count; the file keeps them all): a payload of thousands of invented keys stays one modest
+message on the dead-letter topic."""
+
+
 def format_ns(time_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, e.g. ``2026-11-28T13:45:20.123456789Z``."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)
@@ -180,6 +186,13 @@ class DeadLetter:
             topic_record = (
                 record if payload is None else {**record, **_payload_fields(payload, TOPIC_PAYLOAD_LIMIT)}
             )
+            errors = topic_record.get("errors")
+            if isinstance(errors, list) and len(errors) > TOPIC_ERRORS_LIMIT:
+                topic_record = {
+                    **topic_record,
+                    "errors": errors[:TOPIC_ERRORS_LIMIT],
+                    "errors_truncated": len(errors),
+                }
             topic = deadletter_topic(self.topic_prefix, str(record["reason"]), record.get("topic"))
             publication = (topic, json.dumps(topic_record, ensure_ascii=False, default=str).encode())
         with self._lock:

@@ -164,12 +164,16 @@ def test_three_thousand_invented_keys_create_one_series_and_a_bounded_number_of_
     keys = {f"attr_{i:04d}": i for i in range(3000)}
     payload = json.dumps({"ts": NOW_MS, "pm25": 5.0, **keys}).encode()
     topic = reading_topic(INSEE, "air_quality", "aq-flood")
+    watcher = Watcher(mosquitto.port, "smartcity/v1/_deadletter/#")
     try:
         settings = ingest_settings(tmp_path, rejected_rows_per_device=100)
         with running_ingestor(mosquitto.port, settings, store) as ingestor:
             send(mosquitto.port, [(topic, payload)])
             wait_until(lambda: ingestor.metrics.acked.value() == 1, timeout=30, what="ack")
+            wait_until(lambda: watcher.count() == 1, timeout=30, what="the dead-letter topic")
             text = metrics_text(ingestor.metrics_port or 0)
+        published = json.loads(watcher.messages[0][1])
+        assert len(published["errors"]) == 100 and published["errors_truncated"] == 3000
         series = store.series(REJECTED_MEASUREMENT)
         assert series.height == 1, series  # one device, one reason: one series
         assert "field" not in series.columns  # the names are values of a field, not tags
@@ -182,6 +186,7 @@ def test_three_thousand_invented_keys_create_one_series_and_a_bounded_number_of_
         [record] = deadletter_records(tmp_path / "deadletter.jsonl")
         assert len(record["errors"]) == 3000  # the file keeps every name
     finally:
+        watcher.close()
         store.close()
 
 
