@@ -259,6 +259,6 @@ def _query_api_and_device_page(store: DuckDBStore, directory: Path) -> None:
     # The dashboard's link to the device page, as Dash parses it back from the browser's path.
     href = device_href(INSEE, DEVICE)
     assert " " not in href and "é" not in href
-    variables = _parse_path_variables(href, device_page.PATH_TEMPLATE)
+    variables = _parse_path_variables(href, device_page.PATH_TEMPLATE)  # type: ignore[no-untyped-call]
     assert variables is not None
     assert urllib.parse.unquote(variables["device_id"]) == DEVICE
