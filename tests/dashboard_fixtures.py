@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 from dashboards.config import DashboardSettings
-from dashboards.users import ApiToken, User, UserDirectory, hash_password, token_digest
+from dashboards.tokens import TokenStore
+from dashboards.users import User, UserDirectory, hash_password
 from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from sensors.families import Family, family_spec
@@ -316,18 +317,13 @@ class Account:
 def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> dict[str, Account]:
     """A users file holding these (name, communes) users, each with a password and a token."""
     directory = UserDirectory(path)
+    tokens = TokenStore(path.parent / "tokens.sqlite")
     made: dict[str, Account] = {}
     users = []
     for name, communes in accounts:
-        password, token = f"pw-{name}-secret", f"sct_test_{name}_token"
-        users.append(
-            User(
-                name=name,
-                communes=frozenset(communes),
-                password_hash=hash_password(password),
-                tokens=(ApiToken("test", token_digest(token)),),
-            )
-        )
+        password = f"pw-{name}-secret"
+        token, _ = tokens.create(name, "test", timedelta(days=90))
+        users.append(User(name=name, communes=frozenset(communes), password_hash=hash_password(password)))
         made[name] = Account(name, password, token, tuple(communes))
     directory.save(users)
     return made
