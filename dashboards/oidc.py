@@ -182,7 +182,7 @@ def agent_signin(lang: Language, next_url: str) -> str:
         if settings.label == "ProConnect"
         else ""
     )
-    return f"""<div class="agent-signin">
+    return f"""<link rel="stylesheet" href="/assets/agents.css"><div class="agent-signin">
 <p class="separator">{html.escape(t(lang, "agents.or"))}</p>
 <a class="proconnect-button" href="{href}">{button}</a>
 {about}
