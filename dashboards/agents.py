@@ -9,6 +9,7 @@ every request, so changing the settings takes effect at once.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlparse
 
 import flask
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,6 +50,16 @@ class OidcSettings(BaseModel):
     """``"agent@ville.fr"`` or ``"@ville.fr"`` -> INSEE codes (or ``["*"]``)."""
     agents_by_siret: dict[str, list[str]] = Field(default_factory=dict)
     """SIRET of the agent's organisation -> INSEE codes (or ``["*"]``)."""
+
+    @field_validator("issuer")
+    @classmethod
+    def _https(cls, issuer: str) -> str:
+        # Tokens and agents' identities travel to and from the issuer: HTTPS only, except on
+        # this machine (the tests' local provider).
+        host = urlparse(issuer).hostname or ""
+        if not issuer.startswith("https://") and host not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError(f"the issuer must be an https:// URL, not {issuer!r}")
+        return issuer
 
     @field_validator("agents_by_siret")
     @classmethod

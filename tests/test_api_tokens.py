@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,20 +12,10 @@ from flask.testing import FlaskClient
 
 from dashboards.tokens import TokenStore, open_tokens, parse_lifetime
 from dashboards.users import ApiToken, User, UserDirectory, token_digest
-from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv
+from tests.test_api import env, http
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
-    built = make_env(tmp_path_factory.mktemp("tokens"))
-    yield built
-    built.store.close()
-
-
-@pytest.fixture
-def http(env: DashboardEnv) -> FlaskClient:
-    client: FlaskClient = env.app.server.test_client()
-    return client
+__all__ = ["env", "http"]
 
 
 @pytest.fixture

@@ -7,23 +7,17 @@ in the ID token and checks PKCE; the dashboards map each agent to communes by th
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from werkzeug.serving import make_server
 
 from dashboards.agents import OidcSettings, agent_communes
-from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env, served_in_thread
 from tests.oidc_fixtures import CLIENT_ID, CLIENT_SECRET, Provider, _challenge, proconnect_like_provider
 from tests.test_dashboard_browser import browser, page, shot
 
-pytestmark = [
-    pytest.mark.slow,
-    # oidc-provider-mock still calls authlib's older provider API.
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
+pytestmark = pytest.mark.slow
 __all__ = ["browser", "page"]
 
 POISSY_TOWN_HALL = "21780498300019"
@@ -57,12 +51,8 @@ def served(
         "agents_by_email": {"@montrouge.fr": [MONTROUGE]},
     }
     env = make_env(tmp_path_factory.mktemp("agents"), refresh_s=600, oidc=oidc)
-    server = make_server("127.0.0.1", 0, env.app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield env, f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with served_in_thread(env.app.server) as base:
+        yield env, base
     env.store.close()
 
 
@@ -132,32 +122,24 @@ def test_an_unknown_agent_gets_a_clear_french_page_and_no_session(
     expect(page).to_have_url(f"{base}/login?next=/")
 
 
-def test_an_unsigned_userinfo_answer_is_refused(
-    page: Page, served: tuple[DashboardEnv, str], provider: Provider
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"sign_userinfo": False},  # userinfo as plain JSON, not a signed JWT
+        {"acr": "eidas0"},  # an ID token below the asked assurance level
+    ],
+)
+def test_an_untrustworthy_answer_of_the_provider_is_refused(
+    page: Page, served: tuple[DashboardEnv, str], provider: Provider, fault: dict[str, object]
 ) -> None:
     _, base = served
-    provider.sign_userinfo = False
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in fault.items():
+            patch.setattr(provider, name, value)
         sign_in_as(page, base, "jeanne")
         expect(page.get_by_role("heading", name="Connexion impossible")).to_be_visible()
         page.goto(f"{base}/")
         expect(page).to_have_url(f"{base}/login?next=/")
-    finally:
-        provider.sign_userinfo = True
-
-
-def test_an_id_token_below_the_asked_assurance_level_is_refused(
-    page: Page, served: tuple[DashboardEnv, str], provider: Provider
-) -> None:
-    _, base = served
-    provider.acr = "eidas0"
-    try:
-        sign_in_as(page, base, "jeanne")
-        expect(page.get_by_role("heading", name="Connexion impossible")).to_be_visible()
-        page.goto(f"{base}/")
-        expect(page).to_have_url(f"{base}/login?next=/")
-    finally:
-        provider.acr = None
 
 
 @pytest.mark.parametrize(
@@ -192,3 +174,8 @@ def test_a_siret_rule_needs_fourteen_digits() -> None:
         OidcSettings(
             issuer="https://p", client_id="i", client_secret="s", agents_by_siret={"2178049": [POISSY]}
         )
+
+
+def test_the_provider_must_be_reached_over_https() -> None:
+    with pytest.raises(ValueError, match="the issuer must be an https:// URL"):
+        OidcSettings(issuer="http://proconnect.example/api/v2", client_id="i", client_secret="s")
