@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import secrets
 from typing import Any
 
 import flask
@@ -40,6 +41,11 @@ JWT_MEDIA_TYPE = "application/jwt"
 
 class SignInFailed(Exception):
     """The provider's answer could not be trusted; the message is for the operator's log."""
+
+
+def _random() -> str:
+    # ProConnect wants state and nonce of at least 32 characters; authlib's defaults are shorter.
+    return secrets.token_urlsafe(32)
 
 
 def _client() -> Any:
@@ -71,7 +77,9 @@ def install(server: flask.Flask, settings: OidcSettings | None) -> None:
         flask.session[SESSION_NEXT] = _safe_next(flask.request.args.get("next"))
         extra = {"acr_values": settings.acr_values} if settings.acr_values else {}
         redirect_uri = settings.redirect_uri or flask.url_for("agent_callback", _external=True)
-        response: Response = _client().authorize_redirect(redirect_uri, **extra)
+        response: Response = _client().authorize_redirect(
+            redirect_uri, state=_random(), nonce=_random(), **extra
+        )
         return response
 
     @server.get("/oidc/callback")
@@ -201,5 +209,7 @@ def end_provider_session(hint: str | None) -> Response | None:
     if settings is None or hint is None:
         return None
     back = settings.post_logout_redirect_uri or flask.url_for("agent_signed_out", _external=True)
-    response: Response = _client().logout_redirect(post_logout_redirect_uri=back, id_token_hint=hint)
+    response: Response = _client().logout_redirect(
+        post_logout_redirect_uri=back, id_token_hint=hint, state=_random()
+    )
     return response
