@@ -25,6 +25,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
+from requests import RequestException
 from werkzeug.wrappers import Response
 
 from dashboards.agents import SESSION_AGENT, OidcSettings, agent_user
@@ -77,9 +78,15 @@ def install(server: flask.Flask, settings: OidcSettings | None) -> None:
         flask.session[SESSION_NEXT] = _safe_next(flask.request.args.get("next"))
         extra = {"acr_values": settings.acr_values} if settings.acr_values else {}
         redirect_uri = settings.redirect_uri or flask.url_for("agent_callback", _external=True)
-        response: Response = _client().authorize_redirect(
-            redirect_uri, state=_random(), nonce=_random(), **extra
-        )
+        try:
+            response: Response = _client().authorize_redirect(
+                redirect_uri, state=_random(), nonce=_random(), **extra
+            )
+        except RequestException as exc:
+            log.warning("the OpenID provider did not answer: %s", exc)
+            lang = current_language()
+            message = t(lang, "agents.unavailable", provider=settings.label)
+            return _page(lang, "agents.failed_title", message, 503)
         return response
 
     @server.get("/oidc/callback")
@@ -87,7 +94,7 @@ def install(server: flask.Flask, settings: OidcSettings | None) -> None:
         lang = current_language()
         try:
             token, claims = _verified_identity(settings)
-        except (SignInFailed, AuthlibBaseError, JoseError, ValueError, KeyError) as exc:
+        except (SignInFailed, AuthlibBaseError, JoseError, RequestException, ValueError, KeyError) as exc:
             log.warning("agent sign-in failed: %s", exc)
             return _page(lang, "agents.failed_title", t(lang, "agents.failed", provider=settings.label), 400)
         email, siret = str(claims.get("email", "")), str(claims.get("siret", ""))

@@ -7,7 +7,9 @@ in the ID token and checks PKCE; the dashboards map each agent to communes by th
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -184,3 +186,25 @@ def test_a_siret_rule_needs_fourteen_digits() -> None:
 def test_the_provider_must_be_reached_over_https() -> None:
     with pytest.raises(ValueError, match="the issuer must be an https:// URL"):
         OidcSettings(issuer="http://proconnect.example/api/v2", client_id="i", client_secret="s")
+
+
+def test_a_provider_that_does_not_answer_and_a_callback_without_sign_in_are_explained(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    oidc = {"issuer": f"http://127.0.0.1:{closed}", "client_id": "i", "client_secret": "s"}
+    env = make_env(tmp_path, oidc=oidc)
+    try:
+        client = env.app.server.test_client()
+        down = client.get("/oidc/login?next=/")
+        assert down.status_code == 503
+        assert "ProConnect ne répond pas pour le moment" in down.get_data(as_text=True)
+        # A callback nobody started (a replayed or forged link) opens no session.
+        forged = client.get("/oidc/callback?code=stolen&state=" + "x" * 43)
+        assert forged.status_code == 400
+        assert "La connexion avec ProConnect n’a pas abouti" in forged.get_data(as_text=True)
+        assert client.get("/", follow_redirects=False).headers["Location"] == "/login?next=/"
+    finally:
+        env.store.close()
