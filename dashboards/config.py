@@ -36,7 +36,7 @@ class DashboardSettings(BaseModel):
     users_file: Path = Path("var/users.toml")
     tokens_file: Path | None = None
     """API tokens (hashes, expiry, communes, last use); default ``tokens.sqlite`` beside the users file."""
-    token_lifetime_days: int = Field(90, ge=1, le=3660)
+    token_lifetime_days: int = Field(90, ge=1, le=366)
     """Lifetime of a new API token unless ``add-token --expires`` says otherwise."""
     oidc: OidcSettings | None = None
     """Sign-in of public agents through an OpenID Connect provider such as ProConnect."""

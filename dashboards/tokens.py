@@ -28,6 +28,8 @@ from dashboards.users import User, UserDirectory, new_token, token_digest
 EXTENSION = "smartcity.tokens"
 READ = "read"
 """The only scope there is: the API answers GET requests and nothing else."""
+MAX_LIFETIME = timedelta(days=366)
+"""No token lives longer than this: a forgotten token ends by itself."""
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """Last-used times are written at most this often per token, so a busy notebook costs no writes."""
 
@@ -78,7 +80,10 @@ def parse_lifetime(text: str) -> timedelta:
     if match is None or int(match[1]) == 0:
         raise ValueError(f"invalid expiry {text!r}: give a number of hours, days or weeks, like 12h, 30d, 8w")
     unit = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}[match[2]]
-    return int(match[1]) * unit
+    lifetime = int(match[1]) * unit
+    if lifetime > MAX_LIFETIME:
+        raise ValueError(f"expiry {text!r} is too far: at most {MAX_LIFETIME.days}d; make a new token then")
+    return lifetime
 
 
 def _time(text: str | None) -> datetime | None:

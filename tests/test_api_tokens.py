@@ -144,3 +144,9 @@ def test_lifetimes(text: str, days: float) -> None:
 def test_bad_lifetimes_say_what_is_accepted(text: str) -> None:
     with pytest.raises(ValueError, match="12h, 30d, 8w"):
         parse_lifetime(text)
+
+
+def test_no_token_lives_longer_than_a_year() -> None:
+    assert parse_lifetime("366d") == timedelta(days=366)
+    with pytest.raises(ValueError, match="at most 366d"):
+        parse_lifetime("53w")
