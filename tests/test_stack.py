@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 COMMUNE = "78498"
 ANALYST = "analyst"
 SERVICE_USER_UID = "10001"
-PUBLISHED = re.compile(r"(\d+)/(\d+) published, (\d+) acknowledged")
+PUBLISHED = re.compile(r"published (\d+)/(\d+) messages \((\d+) readings\), acknowledged (\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,9 @@ def publish(stack: Stack, *, start: datetime, duration: str) -> int:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = PUBLISHED.findall(result.stdout)
     assert counts, result.stdout
-    published, messages, acknowledged = map(int, counts[-1])
+    published, messages, readings, acknowledged = map(int, counts[-1])
     assert published == messages == acknowledged, result.stdout
-    return acknowledged
+    return readings
 
 
 def stored(client: Client, start: datetime) -> int:
