@@ -232,10 +232,13 @@ class Stack:
             timeout=300,
             check=False,
         )
-        # podman-compose 1.0.3 leaves named volumes behind on `down -v` in some versions.
+        # podman-compose 1.0.3 leaves the project's network, and in some versions its named
+        # volumes, behind on `down -v`.
         label = f"label=io.podman.compose.project={self.project}"
         for volume in self.podman("volume", "ls", "--quiet", "--filter", label).split():
             self.podman("volume", "rm", "-f", volume)
+        for network in self.podman("network", "ls", "--quiet", "--filter", label).split():
+            self.podman("network", "rm", "-f", network)
 
 
 def _depends_on(spec: Mapping[str, Any]) -> dict[str, str]:
