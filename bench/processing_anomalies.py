@@ -41,7 +41,7 @@ from bench.fleets import air_quality_stations
 from bench.workers import peak_rss_gb, run_worker
 from processing.anomalies import Engine, detect_anomalies
 from processing.anomaly_eval import evaluate, evaluation_fleet, format_table
-from sensors.faults import FaultRates
+from simulator.faults import FaultRates
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 

@@ -15,8 +15,8 @@ import polars as pl
 
 from processing.aggregates import aggregate_all
 from processing.anomalies import detect_anomalies
-from sensors.faults import FaultRates
-from sensors.fleet import FleetConfig, generate_fleet
+from simulator.faults import FaultRates
+from simulator.fleet import FleetConfig, generate_fleet
 
 
 def compile_kernels() -> list[str]:

@@ -19,7 +19,7 @@ from processing import anomaly_compiled
 from processing.anomalies import detect_anomalies
 from processing.anomaly_eval import evaluation_fleet, rejected_from_truth
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultRates
+from simulator.faults import FaultRates
 
 START = datetime(2026, 3, 2, 22, tzinfo=UTC)  # a midnight inside the data
 COMMUNES = ("78498", "92049")

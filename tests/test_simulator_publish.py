@@ -12,9 +12,9 @@ import pytest
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultKind, FaultRates, read_ground_truth
-from sensors.fleet import Fleet, FleetConfig, generate_fleet
-from sensors.publisher import (
+from simulator.faults import FaultKind, FaultRates, read_ground_truth
+from simulator.fleet import Fleet, FleetConfig, generate_fleet
+from simulator.publisher import (
     PublishError,
     PublishOptions,
     PublishReport,

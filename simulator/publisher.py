@@ -34,8 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultKind
-from sensors.fleet import Fleet
+from simulator.faults import FaultKind
+from simulator.fleet import Fleet
 from sensors.topics import PREFIX
 
 logger = logging.getLogger(__name__)
