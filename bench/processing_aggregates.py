@@ -1,4 +1,4 @@
-"""Benchmark of the rolling aggregates (processing/aggregates.py) against pandas.
+"""Benchmark of the rolling aggregates (processing/aggregates/compiled.py) against pandas.
 
 One day of 2,000 air-quality stations at 10-second resolution (about 17 million rows, 9 numeric
 fields) from the project's fleet simulator, then every rolling aggregate: windows 1 min, 15 min,

@@ -14,10 +14,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from processing import _kernels_anomaly as kernels
-from processing import anomaly_compiled
-from processing.anomalies import detect_anomalies
-from processing.anomaly_eval import evaluation_fleet, rejected_from_truth
+from bench.anomaly_eval import evaluation_fleet, rejected_from_truth
+from processing.anomalies import compiled as anomaly_compiled
+from processing.anomalies import detect_anomalies, kernels
 from sensors.families import FAMILIES, Family
 from simulator.faults import FaultRates
 

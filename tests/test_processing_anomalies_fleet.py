@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from processing.anomaly_eval import Evaluation, evaluate, evaluation_fleet
+from bench.anomaly_eval import Evaluation, evaluate, evaluation_fleet
 from simulator.faults import FaultRates
 
 # More faults than the demo's defaults, so that a couple of days of 135 devices (every family,

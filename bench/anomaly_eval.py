@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from processing.anomalies import detect_anomalies
-from processing.anomaly_frame import ANOMALY_SCHEMA, KINDS
+from processing.anomalies.frame import ANOMALY_SCHEMA, KINDS
 from simulator.faults import FaultRates
 from simulator.fleet import Fleet, FleetConfig, generate_fleet
 

@@ -1,4 +1,4 @@
-"""The per-device part of the anomaly pass, with compiled kernels (``processing._kernels_anomaly``).
+"""The per-device part of the anomaly pass, with compiled kernels (``processing.anomalies.kernels``).
 
 Produces, for the whole input at once, what the polars/numpy reference does chunk by chunk
 (``processing.anomalies._detect_chunk``): out-of-bounds readings, spike anomalies, offline
@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from processing import _kernels_anomaly as kernels
-from processing.anomaly_bounds import empty_points
-from processing.anomaly_frame import (
+from processing.anomalies import kernels
+from processing.anomalies.bounds import empty_points
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     DEV,
     MAD_TO_SIGMA,
@@ -37,7 +37,7 @@ from processing.anomaly_frame import (
     Prepared,
     empty_anomalies,
 )
-from processing.anomaly_stuck import FlatRuns
+from processing.anomalies.stuck import FlatRuns
 
 THREADS = 2
 """Kernel calls run at once (the machine the figures are measured on has two cores)."""
@@ -299,7 +299,7 @@ def _spikes(name: str, out: FieldResult) -> pl.DataFrame:
 
 
 def _runs(out: FieldResult) -> pl.DataFrame:
-    """Flatline runs of one field, as ``processing.anomaly_stuck.flat_runs`` gives them."""
+    """Flatline runs of one field, as ``processing.anomalies.stuck.flat_runs`` gives them."""
     return pl.DataFrame(
         {
             DEV: _devs(out.run_dev),

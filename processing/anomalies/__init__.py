@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import polars as pl
 
-from processing.anomaly_bounds import merge_out_of_bounds, out_of_bounds_points
-from processing.anomaly_compiled import PerDevice, per_device_pass
-from processing.anomaly_drift import find_drift
-from processing.anomaly_frame import (
+from processing.anomalies.bounds import merge_out_of_bounds, out_of_bounds_points
+from processing.anomalies.compiled import PerDevice, per_device_pass
+from processing.anomalies.drift import find_drift
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     ANOMALY_TAGS,
     DEV,
@@ -40,14 +40,14 @@ from processing.anomaly_frame import (
     finish,
     prepare_chunks,
 )
-from processing.anomaly_offline import find_offline
-from processing.anomaly_spikes import (
+from processing.anomalies.offline import find_offline
+from processing.anomalies.spikes import (
     find_spikes,
     hourly_medians,
     with_positions,
     without_flatlines,
 )
-from processing.anomaly_stuck import FlatRuns, find_stuck, flat_runs
+from processing.anomalies.stuck import FlatRuns, find_stuck, flat_runs
 
 __all__ = [
     "ANOMALY_SCHEMA",

@@ -12,7 +12,7 @@ partials, each window size from the next finer one.
 How it is fast: tags become integer codes (a hash lookup, not a string cast); each field's
 readings are laid out once per level, device by device an hour at a time and commune by
 commune, at places worked out once per day, so that every window is one stretch of memory;
-compiled kernels (``processing.window_kernels``) then take the windows smallest first and
+compiled kernels (``processing.aggregates.window_kernels``) then take the windows smallest first and
 select each one's two ranks among the readings above a floor. Nothing is sorted or grouped,
 and the fields are read where the frame holds them, chunk by chunk. A field's device windows
 and its commune windows are two tasks, run two at a time on the two cores.
@@ -39,8 +39,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from processing.memory import return_large_arrays_to_os, without_huge_page_requests
-from processing.window_kernels import (
+from processing.aggregates.window_kernels import (
     DAY,
     HOUR,
     HOUR_STRETCH,
@@ -60,6 +59,8 @@ from processing.window_kernels import (
     scatter_rows,
     window_order_stats,
 )
+from processing.aggregates.workspace import Workspace, Workspaces
+from processing.memory import return_large_arrays_to_os, without_huge_page_requests
 from processing.windows import (
     HOUR_NS,
     WINDOWS,
@@ -70,7 +71,6 @@ from processing.windows import (
     to_ns,
     window_start_ns,
 )
-from processing.workspace import Workspace, Workspaces
 from sensors.families import FamilySpec, family_spec
 from storage.base import TIME_DTYPE
 
@@ -328,7 +328,7 @@ _WIDTH_MINUTES: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "1d": 0}
 """Each window's width in minutes (0: the whole Paris day, 23 to 25 hours)."""
 
 # ---------------------------------------------------------------------------------------------
-# The engine of the plain (non-counter) fields: see processing.window_kernels.
+# The engine of the plain (non-counter) fields: see processing.aggregates.window_kernels.
 #
 # Work goes one Paris day at a time (every window nests in one). Within a day, a window of
 # ``width`` minutes of entity ``e`` is cell ``(minute // width) * entities + e`` of a dense
