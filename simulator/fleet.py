@@ -28,8 +28,8 @@ import polars as pl
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, FamilySpec
-from simulator.faults import GROUND_TRUTH_SCHEMA, FaultRates, Injected, inject
 from sensors.frames import FIELD_DTYPES
+from simulator.faults import GROUND_TRUTH_SCHEMA, FaultRates, Injected, inject
 from simulator.signals import ENUM_CHOICES, MODELS, Calendar, IntArray, Region, SignalContext, Weather
 
 DEVICE_PREFIXES: dict[Family, str] = {
