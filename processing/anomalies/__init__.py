@@ -48,6 +48,7 @@ from processing.anomalies.spikes import (
     without_flatlines,
 )
 from processing.anomalies.stuck import FlatRuns, find_stuck, flat_runs
+from processing.threads import worker_threads
 
 __all__ = [
     "ANOMALY_SCHEMA",
@@ -196,10 +197,6 @@ def _run(
     return finish(pl.concat(kept, how="diagonal_relaxed")) if kept else empty_anomalies()
 
 
-WORKERS = 2
-"""Chunks processed at once by the reference engine (the machine has two cores)."""
-
-
 def _reference_pass(
     frame: pl.DataFrame, family: str, kinds: tuple[str, ...], opts: AnomalyOptions, now: datetime | None
 ) -> PerDevice:
@@ -209,14 +206,14 @@ def _reference_pass(
     """
     partials: list[ChunkResult] = []
     prep: Prepared | None = None
-    # Two chunks at a time: numpy and polars release the GIL, so on two cores the second chunk
-    # runs while the first is still busy (and the next one is being gathered). No more than
-    # two, to keep the memory bounded.
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    # One chunk per thread at a time: numpy and polars release the GIL, so the chunks run side
+    # by side, and no more are gathered than run, to keep the memory bounded.
+    workers = worker_threads()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for prep in prepare_chunks(frame, family, now=now):
             pending.append(pool.submit(_detect_chunk, prep, kinds, opts))
-            if len(pending) >= WORKERS:
+            if len(pending) >= workers:
                 partials.append(pending.popleft().result())
         partials.extend(future.result() for future in pending)
     assert prep is not None  # prepare_chunks always yields

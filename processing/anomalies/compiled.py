@@ -38,9 +38,8 @@ from processing.anomalies.frame import (
     empty_anomalies,
 )
 from processing.anomalies.stuck import FlatRuns
+from processing.threads import worker_threads
 
-THREADS = 2
-"""Kernel calls run at once (the machine the figures are measured on has two cores)."""
 PIECE_ROWS = 1 << 20
 """Rows of a column scattered by one call: small enough to share the work between threads."""
 SPLIT_ROWS = 200_000
@@ -84,12 +83,12 @@ class Layout:
 
     def device_ranges(self) -> list[tuple[int, int]]:
         """Device ranges of about the same number of readings, one per thread."""
-        rows = int(self.offsets[-1])
-        if rows < SPLIT_ROWS or self.devices < THREADS:
+        rows, threads = int(self.offsets[-1]), worker_threads()
+        if rows < SPLIT_ROWS or self.devices < threads:
             return [(0, self.devices)]
         cuts = [0]
-        for share in range(1, THREADS):
-            cut = int(np.searchsorted(self.offsets, rows * share // THREADS))
+        for share in range(1, threads):
+            cut = int(np.searchsorted(self.offsets, rows * share // threads))
             cuts.append(min(max(cut, cuts[-1]), self.devices))
         cuts.append(self.devices)
         return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
@@ -97,7 +96,7 @@ class Layout:
 
 def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: AnomalyOptions) -> PerDevice:
     """The per-device detectors of ``kinds`` over ``checked`` readings, on compiled kernels."""
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
         layout = _layout(checked.frame, pool)
         devices = (
             checked.frame.select(pl.col("insee").cast(pl.String), pl.col("device_id").cast(pl.String))
