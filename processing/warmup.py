@@ -71,11 +71,13 @@ def compile_kernels() -> list[str]:
     families = [str(family) for family in FAMILIES]
     for family in families:
         frame = synthetic_readings(family)
-        aggregate_all(frame, family)
+        aggregate_all(frame, family, engine="compiled")
         detect_anomalies(frame, family)
     # A reading of -inf takes the aggregates' other way to the minutes' partials.
     stations = synthetic_readings("air_quality")
-    aggregate_all(stations.with_columns(pl.lit(float("-inf")).alias("pm25")), "air_quality")
+    aggregate_all(
+        stations.with_columns(pl.lit(float("-inf")).alias("pm25")), "air_quality", engine="compiled"
+    )
     return families
 
 

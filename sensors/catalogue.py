@@ -50,22 +50,30 @@ def aggregate_measurement(family: str, window: str, level: Level = "device") -> 
 # -- statistics -------------------------------------------------------------------------------
 
 
-def _percentile(q: float) -> Callable[[str], pl.Expr]:
-    """The linear-interpolation percentile with numpy's own rounding (``np.percentile``).
+def _percentile(q: float) -> tuple[Callable[[str], list[pl.Expr]], Callable[[str], pl.Expr]]:
+    """The linear-interpolation percentile with numpy's own rounding (``np.percentile``): the
+    window's two order statistics around rank q (n - 1), then numpy's interpolation formula.
 
-    polars' linear quantile can differ from numpy in the last bit; taking the two order
-    statistics and interpolating as numpy does keeps every engine and numpy equal.
+    polars' linear quantile can differ from numpy in the last bit; this keeps every engine and
+    numpy equal. The order statistics are plain aggregations, the formula runs on their columns.
     """
+    tag = f"q{round(q * 100)}"
 
-    def expression(name: str) -> pl.Expr:
+    def parts(name: str) -> list[pl.Expr]:
         value = pl.col(name).cast(pl.Float64)
-        low, high = value.quantile(q, "lower"), value.quantile(q, "higher")
-        position = (value.count() - 1).cast(pl.Float64) * q
+        return [
+            value.quantile(q, "lower").alias(f"_{name}_{tag}_low"),
+            value.quantile(q, "higher").alias(f"_{name}_{tag}_high"),
+        ]
+
+    def formula(name: str) -> pl.Expr:
+        low, high = pl.col(f"_{name}_{tag}_low"), pl.col(f"_{name}_{tag}_high")
+        position = (pl.col(f"{name}_count") - 1).cast(pl.Float64) * q
         fraction = position - position.floor()
         step = high - low
         return pl.when(fraction >= 0.5).then(high - step * (1 - fraction)).otherwise(low + step * fraction)
 
-    return expression
+    return parts, formula
 
 
 def _known_sum(column: str) -> pl.Expr:
@@ -81,8 +89,9 @@ class Statistic:
     of: Literal["plain", "counter", "both"]
     """Plain numeric fields, cumulative counters (``FieldSpec.counter``), or both."""
     readings: Callable[[str], pl.Expr]
-    """From a window's readings of field ``f``. Counters are read as the columns
-    ``_inc_{f}`` and ``_reset_{f}`` (increase since the device's previous reading, reset flag)."""
+    """From a window's readings of field ``f`` (an aggregation), or from its ``parts`` and its
+    ``{f}_count`` when it has parts. Counters are read as the columns ``_inc_{f}`` and
+    ``_reset_{f}`` (increase since the device's previous reading, reset flag)."""
     composes: Callable[[str], pl.Expr] | None
     """From rows of finer windows (or of a commune's devices), over columns ``{f}_{stat}``; None
     when only the readings give it (percentiles)."""
@@ -93,12 +102,17 @@ class Statistic:
     """``field``: the field's unit; ``none``: a number of readings or of resets."""
     default: bool = True
     """Computed and stored unless asked otherwise; the others are computed on request."""
+    parts: Callable[[str], list[pl.Expr]] | None = None
+    """Aggregations of the window's readings that ``readings`` then combines (hidden columns
+    named ``_{f}_...``): simple aggregations keep polars on its fast path."""
 
 
 def _weighted_mean(name: str) -> pl.Expr:
     count = pl.col(f"{name}_count")
     return pl.when(count.sum() > 0).then((pl.col(f"{name}_mean") * count).sum() / count.sum())
 
+
+_P95, _MEDIAN = _percentile(0.95), _percentile(0.5)
 
 # fmt: off
 STATISTICS: Final[dict[str, Statistic]] = {
@@ -117,12 +131,12 @@ STATISTICS: Final[dict[str, Statistic]] = {
             pl.Float64, ("maximum", "maximum"), "field",
         ),
         Statistic(
-            "p95", "plain", _percentile(0.95), None,
-            pl.Float64, ("95e centile", "95th percentile"), "field",
+            "p95", "plain", _P95[1], None,
+            pl.Float64, ("95e centile", "95th percentile"), "field", parts=_P95[0],
         ),
         Statistic(
-            "median", "plain", _percentile(0.5), None,
-            pl.Float64, ("médiane", "median"), "field", default=False,
+            "median", "plain", _MEDIAN[1], None,
+            pl.Float64, ("médiane", "median"), "field", default=False, parts=_MEDIAN[0],
         ),
         Statistic(
             "increase", "counter", lambda f: _known_sum(f"_inc_{f}"), lambda f: _known_sum(f"{f}_increase"),

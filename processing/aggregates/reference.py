@@ -170,11 +170,11 @@ def _window_rows(
         if finer is None
         else [s.composes(f).alias(f"{f}_{s.name}") for f, ss in stats.items() for s in ss if s.composes]
     )
+    fresh = [(f, s) for f, ss in stats.items() for s in ss if finer is None or s.composes is None]
     direct = [
-        s.readings(f).alias(f"{f}_{s.name}")
-        for f, ss in stats.items()
-        for s in ss
-        if finer is None or s.composes is None
+        expression
+        for f, s in fresh
+        for expression in (s.parts(f) if s.parts else [s.readings(f).alias(f"{f}_{s.name}")])
     ]
     group = ["_t", *keys]
     parts = []
@@ -188,4 +188,8 @@ def _window_rows(
     if direct or not parts:
         parts.append(readings.group_by(group).agg(direct))
     rows = parts[0] if len(parts) == 1 else parts[0].join(parts[1], on=group, how="left")
-    return rows.with_columns(pl.col(f"{f}_{s.name}").cast(s.dtype) for f, ss in stats.items() for s in ss)
+    # Statistics made of parts are combined once every part and the count are in the row.
+    rows = rows.with_columns(s.readings(f).alias(f"{f}_{s.name}") for f, s in fresh if s.parts)
+    return rows.select(
+        *group, *(pl.col(f"{f}_{s.name}").cast(s.dtype) for f, ss in stats.items() for s in ss)
+    )
