@@ -1,31 +1,22 @@
-"""Tumbling-window aggregates of raw readings, per device and per commune.
+"""The compiled engine of the aggregates: the catalogue's default statistics, on numba kernels.
 
-For every numeric field ``f`` of a family (``FamilySpec.numeric_fields``) and every window of
-``WINDOWS`` (1 min, 15 min, 1 h, 1 day aligned on Paris midnight), an aggregate row holds
-``f_mean``, ``f_min``, ``f_max``, ``f_p95`` (Float64) and ``f_count`` (Int64, readings carrying
-the field). ``f_p95`` is the linear-interpolation 95th percentile (numpy's and pandas' default),
-computed from the raw readings of the window: percentiles cannot be composed from finer
-windows, so every window size selects among the raw values (finer windows' ranks and a
-sample only bound the search from below). Mean, min, max and count do compose, from 1-minute
-partials, each window size from the next finer one.
+It computes ``COMPILED_STATISTICS`` and must give the rows of the polars reference
+(``processing.aggregates.reference``), which defines them; the package asks the reference for
+any other statistic. The linear 95th percentile is computed from the raw readings of each
+window (percentiles do not compose): every window size selects among the raw values, finer
+windows' ranks and a sample only bounding the search from below. Mean, min, max and count
+compose from 1-minute partials, each window size from the next finer one.
 
 How it is fast: tags become integer codes (a hash lookup, not a string cast); each field's
 readings are laid out once per level, device by device an hour at a time and commune by
 commune, at places worked out once per day, so that every window is one stretch of memory;
-compiled kernels (``processing.aggregates.window_kernels``) then take the windows smallest first and
-select each one's two ranks among the readings above a floor. Nothing is sorted or grouped,
-and the fields are read where the frame holds them, chunk by chunk. A field's device windows
-and its commune windows are two tasks, run two at a time on the two cores.
+compiled kernels (``window_kernels``) then take the windows smallest first and select each
+one's two ranks among the readings above a floor. Nothing is sorted or grouped, and the fields
+are read where the frame holds them, chunk by chunk. A field's device windows and its commune
+windows are two tasks, run on as many threads as the caller gives.
 
-Cumulative counters (``FieldSpec.counter``: the building energy meter, network error counters)
-are not averaged: the mean of a meter index means nothing. They give ``f_increase`` (Float64,
-how much the counter grew in the window), ``f_resets`` (Int64, how many times it went backwards)
-and ``f_count``. The increase between two consecutive readings of a device counts in the window
-of the later reading; when the counter goes backwards (meter replaced, equipment rebooted) the
-device is taken to have restarted from zero, so the increase is the new value itself.
-
-Every function here is pure: polars frames in, polars frames out, in the Store frame convention
-(``time`` in UTC; tags ``insee``, ``device_id``).
+Cumulative counters (the building energy meter, network error counters) go through polars
+group-bys with the catalogue's expressions, a slice of devices at a time.
 """
 
 from __future__ import annotations
@@ -153,8 +144,8 @@ def _device_codes(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
     """
     if tags.is_empty():
         return np.empty(0, dtype=np.uint32), _named_devices(tags, np.empty(0, dtype=np.int64))
-    # Slices of rows at a time: the hashes of a fleet-day would take 140 MB per column and seed
-    # otherwise, memory polars' allocator keeps long after.
+    # Slices of rows at a time: whole-day hash columns would be memory polars' allocator keeps
+    # long after.
     seen = np.empty(tags.height, dtype=np.uint32)
     keys, numbers = np.zeros(1 << 12, dtype=np.uint64), np.full(1 << 12, -1, dtype=np.int64)
     first, known = np.empty(16, dtype=np.int64), 0
@@ -542,9 +533,9 @@ def _device_stats(
         copy_to_slots(values, layout.device_slot[at : at + values.size], laid_out) for at, values in chunks
     )
     # Laid out, a (minute, device)'s readings sit side by side: its partials come from one
-    # read of them, not from one update per reading (0.037 s against 0.064 s a field of the
-    # fleet-day). A missing value is laid out as -inf, so a field with real -inf readings (no
-    # sensor sends one; a notebook might) takes the update per reading.
+    # read of them, not from one update per reading. A missing value is laid out as -inf, so a
+    # field with real -inf readings (no sensor sends one; a notebook might) takes the update
+    # per reading.
     partials = (count, total, low, high, second)
     if infinite:
         for partial, empty in zip(partials, (0, 0.0, np.inf, -np.inf, -np.inf), strict=True):
@@ -707,11 +698,10 @@ def _fields_of_day(
 ) -> Iterator[BlockStats]:
     """Every plain field's statistics of one day, device blocks and commune blocks apart.
 
-    A field's device windows take about three times as long as its commune windows, which
+    A field's device windows take several times as long as its commune windows, which
     need only the device minutes' partials: each field's commune windows are queued once
     those are known, behind the device windows of the fields still waiting, so that the two
-    threads end together rather than one idling through a last field (measured: half a
-    second of a fleet-day).
+    threads end together rather than one idling through a last field.
     """
 
     def commune_task(name: str, parts: _CommuneParts) -> BlockStats:

@@ -8,11 +8,11 @@ counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the
   second-largest value, from which every coarser window and every commune composes its
   count, sum, min and max (numpy reshapes, in the caller), and a minute of at most 21
   readings has its p95 between its two largest values.
-* ``device_layout_slots`` (once a day) and ``copy_to_slots`` (per field) lay a field's readings out device by
-  device, an hour at a time, and ``lay_out_by_commune`` commune by commune (``cell_of``): each window
-  is then one stretch of memory (a device's day, 24). ``device_minute_partials`` then reads a
-  (minute, device)'s readings side by side; adding the partials in the layout's own pass took
-  longer than both apart (measured), and ``minute_partials`` serves a field holding -inf.
+* ``device_layout_slots`` (once a day) and ``copy_to_slots`` (per field) lay a field's readings
+  out device by device, an hour at a time, and ``lay_out_by_commune`` commune by commune
+  (``cell_of``): each window is then one stretch of memory (a device's day, 24).
+  ``device_minute_partials`` then reads a (minute, device)'s readings side by side, a pass of
+  its own rather than inside the layout's; ``minute_partials`` serves a field holding -inf.
 * ``window_order_stats`` finds, in every window, the two order statistics the linear p95
   needs: ranks k = floor(0.95 (n - 1)) and k + 1 of its n readings, that is its ``n - k``-th
   and ``n - k - 1``-th largest values. Windows are taken smallest first, each by a selection
@@ -21,7 +21,7 @@ counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the
   one, checked: only the readings at or above the floor are copied out and selected among.
   Nothing is sorted.
 
-All are ``nogil``: the caller runs two tasks at once on two cores.
+All are ``nogil``: the caller runs as many tasks at once as it has threads.
 """
 
 from __future__ import annotations
@@ -122,8 +122,7 @@ def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma:
     Quickselect with a median-of-three pivot and a partition without a branch on the data
     (each value is swapped to the front and the front advances only for a smaller one): the
     values come in no order a branch predictor could learn. Partitioning goes on down to
-    four values, which are sorted: an insertion sort of 16 took a fifth longer for a device's
-    quarter (mispredicted branches, measured).
+    four values, which are sorted: a longer insertion sort mispredicts its branches.
     """
     target = lo + rank
     while hi - lo > 4:
@@ -395,8 +394,8 @@ def _floor_of_minutes(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 _SAMPLE_STEP = 32
-"""A window's sample: one value in this many (8 and 16 cost more in the sample's selection
-than they saved in the readings above the floor: measured on the fleet-day)."""
+"""A window's sample: one value in this many (a denser sample costs more in its own selection
+than it saves in the readings above the floor)."""
 _SAMPLED = 1000
 """Windows of fewer values are not sampled: the sample would say too little."""
 
@@ -453,7 +452,7 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     part_keep = np.empty(max(60, hours), dtype=np.int64)
     quarter_kth, quarter_keep = np.empty(4), np.empty(4, dtype=np.int64)
     # Hour by hour, then entity by entity: an hour's counts and partials of every entity stay
-    # in the caches (entity by entity over the day, they would not: measured).
+    # in the caches (entity by entity over the day, they would not).
     hour_kth = np.empty((entities, hours))
     hour_keep = np.empty((entities, hours), dtype=np.int64)
     day_counts = np.zeros(entities, dtype=np.int64)

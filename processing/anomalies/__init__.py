@@ -1,7 +1,10 @@
 """Anomaly detection on raw readings: out of bounds, spikes, stuck sensors, drift, offline devices.
 
-Every function here is pure (frames in, frames out) and vectorised with polars expressions, so
-it runs the same in the runner and in a notebook::
+Every function here is pure (frames in, frames out), so it runs the same in the runner and in a
+notebook. One module per detector (``bounds``, ``spikes``, ``stuck``, ``drift``, ``offline``)
+holds its polars and numpy reference; by default the per-device detectors run as compiled
+numba kernels (``compiled``, ``kernels``) that give the same rows (``engine="reference"`` runs
+the reference)::
 
     from processing.anomalies import detect_anomalies
     anomalies = detect_anomalies(readings, "air_quality", rejected=rejected)

@@ -7,9 +7,10 @@ drift against the commune) then run on these small summaries, the same for both.
 
 How it is fast: the readings are never reordered as a frame. One counting sort on a device code
 says where each row goes when grouped by device; then, one field at a time, the column is
-scattered into that layout (read once, in order) and one kernel call per half of the devices
-walks each device's readings once, on two cores. Memory beyond the input: the layout (an int32
-position and an int64 time per row) and one float64 column, reused for every field.
+scattered into that layout (read once, in order) and one kernel call per share of the devices
+walks each device's readings once, a share per thread (``processing.threads``). Memory beyond
+the input: the layout (an int32 position and an int64 time per row) and one float64 column,
+reused for every field.
 """
 
 from __future__ import annotations

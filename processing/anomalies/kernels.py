@@ -9,7 +9,7 @@ of devices of one field and returns everything the per-device detectors need (sp
 hourly medians and scales, flatline runs, out-of-bounds readings); :func:`offline_pass` does
 the same for the reporting gaps.
 
-Every kernel is ``nogil``: the caller runs two of them at once on disjoint ranges (two cores).
+Every kernel is ``nogil``: the caller runs several at once on disjoint ranges of devices.
 ``cache=True`` keeps the compiled code on disk, so the compile cost (about 15 to 20 seconds) is
 paid once per machine (and again after the kernels change), not per process.
 
