@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from sensors.catalogue import STATISTICS
+
 FIELD_LABELS: dict[str, tuple[str, str]] = {
     # field -> (French, English)
     "pm25": ("PM2,5", "PM2.5"),
@@ -56,13 +58,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "index": ("indice", "index"),
 }
 
-STAT_LABELS: dict[str, tuple[str, str]] = {
-    "mean": ("moyenne", "mean"),
-    "min": ("minimum", "minimum"),
-    "max": ("maximum", "maximum"),
-    "p95": ("95e centile", "95th percentile"),
-    "count": ("nombre de mesures", "reading count"),
-}
+STAT_LABELS: dict[str, tuple[str, str]] = {name: stat.label for name, stat in STATISTICS.items()}
 
 WINDOW_LABELS: dict[str, tuple[str, str]] = {
     "1m": ("1 min", "1 min"),

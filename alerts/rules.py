@@ -26,8 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+import processing.indices  # noqa: F401 - the index modules register themselves in the catalogue
 from alerts.durations import parse_duration
 from processing.windows import WINDOW_WIDTHS as WINDOWS
+from sensors.catalogue import indices, statistic_unit, statistics_of
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, family_spec
 
@@ -36,8 +38,6 @@ Severity = Literal["info", "warning", "critical"]
 Language = Literal["fr", "en"]
 ConditionName = Literal["above", "below", "index_at_least", "anomaly", "offline"]
 AnomalyKind = Literal["out_of_bounds", "spike", "stuck", "drift", "offline"]
-
-STATS = ("mean", "min", "max", "p95", "count")
 
 INDEX_MEASUREMENTS = {"atmo": "atmo_daily", "eaqi": "eaqi_hourly"}
 INDEX_CLASSES: dict[str, tuple[str, ...]] = {
@@ -48,38 +48,9 @@ INDEX_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 DERIVED_MEASUREMENTS: dict[str, tuple[Family, dict[str, str], timedelta]] = {
-    # measurement -> (family, field -> unit, default lookback): the processing outputs that
-    # docs/measurements.md lists besides the aggregates.
-    "atmo_daily": (
-        Family.AIR_QUALITY,
-        {"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
-        timedelta(days=2),
-    ),
-    "eaqi_hourly": (
-        Family.AIR_QUALITY,
-        {"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
-        timedelta(hours=3),
-    ),
-    "traffic_congestion": (
-        Family.TRAFFIC,
-        {"level": "", "speed_ratio": "", "occupancy": "", "intensity": "véhicules"},
-        timedelta(hours=1),
-    ),
-    "building_energy_daily": (
-        Family.BUILDING,
-        {"energy_kwh": "kWh", "baseline_kwh": "kWh", "deviation": ""},
-        timedelta(days=2),
-    ),
-    "camera_hourly": (
-        Family.CAMERA,
-        {"people": "", "elevated_temperature": "", "online_ratio": "", "tampered": ""},
-        timedelta(hours=3),
-    ),
-    "network_health": (
-        Family.NETWORK,
-        {"availability": "", "rx_margin_db": "dB", "error_rate": ""},
-        timedelta(hours=3),
-    ),
+    # measurement -> (family, field -> unit, default lookback): the indices of the catalogue.
+    name: (spec.family, spec.units, spec.staleness)
+    for name, spec in indices().items()
 }
 
 _RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -459,10 +430,10 @@ def measurement_fields(family: Family, measurement: str) -> dict[str, str] | Non
     if not match:
         return None
     return {
-        f"{name}_{stat}": ("" if stat == "count" else unit)
-        for name in spec.numeric_fields
-        for stat in STATS
-        for unit in (units[name],)
+        f"{field.name}_{stat.name}": statistic_unit(stat.name, units[field.name])
+        for field in spec.fields
+        if field.name in spec.numeric_fields
+        for stat in statistics_of(field)
     }
 
 

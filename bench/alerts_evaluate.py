@@ -31,7 +31,7 @@ from alerts.rules import parse_rules
 from alerts.topology import Topology
 from sensors.communes import CommuneRegistry
 from sensors.families import Family
-from sensors.fleet import DEVICE_PREFIXES
+from simulator.fleet import DEVICE_PREFIXES
 from storage.base import TIME_DTYPE
 from storage.duckdb_store import DuckDBStore
 

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from sensors.faults import FaultRates
-from sensors.fleet import FleetConfig, generate_fleet
+from simulator.faults import FaultRates
+from simulator.fleet import FleetConfig, generate_fleet
 
 COMMUNES = 9
 """The communes of the registry: the stations are spread evenly over them."""

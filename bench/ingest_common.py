@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sensors.publisher import PublishOptions, build_messages, publish_messages
-from sensors.simulator import FleetConfig, generate_fleet
+from simulator import FleetConfig, generate_fleet
+from simulator.publisher import PublishOptions, build_messages, publish_messages
 from storage.config import InfluxSettings
 from storage.provision import provision
 from tests.servers import Influxd, Mosquitto, free_port

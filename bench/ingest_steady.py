@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.ingest_common import provision_database, servers, start_ingest, wait_for
-from sensors.simulator import FleetConfig, generate_fleet
+from simulator import FleetConfig, generate_fleet
 
 POLL_S = 0.2
 WINDOW_S = 8.0

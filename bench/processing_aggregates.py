@@ -1,15 +1,18 @@
-"""Benchmark of the rolling aggregates (processing/aggregates.py) against pandas.
+"""Benchmark of the rolling aggregates (processing/aggregates/): both engines, and pandas.
 
 One day of 2,000 air-quality stations at 10-second resolution (about 17 million rows, 9 numeric
 fields) from the project's fleet simulator, then every rolling aggregate: windows 1 min, 15 min,
 1 h and the Paris day, per device and per commune, with mean, min, max, p95 and count of every
-field (8 result measurements), reading only the columns they use. The same computation in
-pandas (groupby on the window start and the tags, ``agg`` plus ``quantile(0.95)``, tags as
-categoricals: pandas' fast path) is measured in the same run. Each engine runs in a fresh
-process, so its peak memory (ru_maxrss) is its own, the frame it reads included.
+field (8 result measurements), reading only the columns they use, with the compiled engine
+(the service's, tuned as ``smartcity process`` tunes its process) and with the polars
+reference. The same computation in pandas (groupby on the window start and the tags, ``agg``
+plus ``quantile(0.95)``, tags as categoricals: pandas' fast path) is measured in the same run.
+Each engine runs in a fresh process, so its peak memory (ru_maxrss) is its own, the frame it
+reads included.
 
     .venv/bin/python -m bench.processing_aggregates            # 2,000 devices
     .venv/bin/python -m bench.processing_aggregates --quick    # 200 devices
+    .venv/bin/python -m bench.processing_aggregates --engines compiled,polars   # no pandas
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import polars as pl
 
 from bench.fleets import air_quality_stations
 from bench.workers import peak_rss_gb, run_worker
-from processing.aggregates import aggregate_all
+from processing.aggregates import Engine, aggregate_all
+from processing.memory import tune_for_service
 from sensors.families import AIR_QUALITY
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -42,16 +46,17 @@ COLUMNS = ["time", "insee", "device_id", *AIR_QUALITY.numeric_fields]
 """What the aggregates read (the runner's store read also carries received_at, 8 bytes a row)."""
 
 
-def _polars(path: Path) -> dict[str, float]:
+def _ours(path: Path, engine: Engine) -> dict[str, float]:
+    tune_for_service()  # what smartcity process does at start (processing/memory.py)
     frame = pl.read_parquet(path, columns=COLUMNS)
     loaded = peak_rss_gb()
     # The compiled kernels load from numba's cache (or compile, the first time on a machine):
     # a cost paid once per process, timed apart.
     began = time.perf_counter()
-    aggregate_all(frame.head(2_000), "air_quality")
+    aggregate_all(frame.head(2_000), "air_quality", engine=engine)
     first_call = time.perf_counter() - began
     began, cpu = time.perf_counter(), time.process_time()
-    results = aggregate_all(frame, "air_quality")
+    results = aggregate_all(frame, "air_quality", engine=engine)
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     produced = sum(r.height for r in results.values())
     return {
@@ -89,7 +94,9 @@ def _pandas(path: Path) -> dict[str, float]:
 
 
 def _worker(path: Path, engine: str) -> dict[str, float]:
-    result = _polars(path) if engine == "polars" else _pandas(path)
+    result = (
+        _pandas(path) if engine == "pandas" else _ours(path, "polars" if engine == "polars" else "compiled")
+    )
     return {**result, "peak_gb": peak_rss_gb()}
 
 
@@ -97,8 +104,15 @@ def _run_worker(path: Path, engine: str) -> dict[str, float]:
     return run_worker("bench.processing_aggregates", "--worker", str(path), "--engine", engine)
 
 
-def speed(devices: int) -> None:
-    """Print rows/s and peak memory of polars and pandas, and their ratio."""
+LABELS = {
+    "compiled": "aggregates, compiled engine",
+    "polars": "aggregates, polars reference",
+    "pandas": "pandas groupby, same aggregates",
+}
+
+
+def speed(devices: int, engines: list[str]) -> None:
+    """Print rows/s, CPU and peak memory of each engine, and their ratios to pandas."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "readings.parquet"
         began = time.perf_counter()
@@ -110,28 +124,31 @@ def speed(devices: int) -> None:
         print(f"generated {rows:,} rows ({devices} devices x 1 day x 10 s, 9 fields) in {took:.1f} s")
         # The file just written is still going to disk: flushed now, not on the engines' time.
         os.sync()
-        ours = _run_worker(path, "polars")
-        base = _run_worker(path, "pandas")
-    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (2 cores)")
+        measured = {engine: _run_worker(path, engine) for engine in engines}
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     header = f"{'what':<34} {'wall s':>7} {'rows/s':>11} {'CPU s':>7} {'rows/CPU-s':>11} {'peak GB':>8}"
     print(header + f" {'results':>10}")
-    for label, result in (
-        ("processing.aggregates", ours),
-        ("pandas groupby, same aggregates", base),
-    ):
+    for engine, result in measured.items():
         rate = result["rows"] / result["seconds"]
         cpu_rate = result["rows"] / result["cpu"]
         print(
-            f"{label:<34} {result['seconds']:>7.2f} {rate:>11,.0f} {result['cpu']:>7.2f} {cpu_rate:>11,.0f} "
-            f"{result['peak_gb']:>8.2f} {int(result['produced']):>10,}"
+            f"{LABELS[engine]:<34} {result['seconds']:>7.2f} {rate:>11,.0f} {result['cpu']:>7.2f} "
+            f"{cpu_rate:>11,.0f} {result['peak_gb']:>8.2f} {int(result['produced']):>10,}"
         )
-    print(f"data loaded before timing: peak {ours['loaded_gb']:.2f} GB in the processing.aggregates process")
-    print(
-        f"first call on 2,000 rows (loads or compiles the numba kernels): {ours['first_call']:.2f} s,"
-        " not in the times above"
-    )
-    print(f"ratio (wall time): {base['seconds'] / ours['seconds']:.1f}x faster than pandas")
-    print(f"ratio (CPU time):  {base['cpu'] / ours['cpu']:.1f}x faster than pandas")
+    for engine, result in measured.items():
+        if "first_call" in result:
+            print(
+                f"{engine}: data loaded before timing: peak {result['loaded_gb']:.2f} GB; first call on "
+                f"2,000 rows (loads or compiles the kernels): {result['first_call']:.2f} s, not timed above"
+            )
+    if "pandas" in measured:
+        base = measured["pandas"]
+        for engine in (e for e in measured if e != "pandas"):
+            ours = measured[engine]
+            print(
+                f"{engine} against pandas: {base['seconds'] / ours['seconds']:.1f}x (wall), "
+                f"{base['cpu'] / ours['cpu']:.1f}x (CPU)"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,7 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, help="number of devices (overrides --quick)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--engine", default="polars", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--engines",
+        default="compiled,polars,pandas",
+        help="which to run, comma-separated (default: all three)",
+    )
+    parser.add_argument("--engine", default="compiled", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args.worker, args.engine)))
@@ -151,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.generate:
         print(json.dumps({"rows": _generate(args.devices or 2000, args.generate)}))
         return
-    speed(args.devices or (200 if args.quick else 2000))
+    engines = [e for e in args.engines.split(",") if e]
+    if bad := [e for e in engines if e not in LABELS]:
+        parser.error(f"unknown engine(s) {', '.join(bad)}: expected some of {', '.join(LABELS)}")
+    speed(args.devices or (200 if args.quick else 2000), engines)
 
 
 if __name__ == "__main__":

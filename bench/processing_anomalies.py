@@ -1,4 +1,4 @@
-"""Benchmark and evaluation of the anomaly pass (processing/anomalies.py).
+"""Benchmark and evaluation of the anomaly pass (processing/anomalies/__init__.py).
 
 Speed (default): one day of 2,000 air-quality stations at 10-second resolution (about 17 million
 rows, 9 fields) from the project's fleet simulator with its default faults, then the full
@@ -37,11 +37,11 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.anomaly_eval import evaluate, evaluation_fleet, format_table
 from bench.fleets import air_quality_stations
 from bench.workers import peak_rss_gb, run_worker
 from processing.anomalies import Engine, detect_anomalies
-from processing.anomaly_eval import evaluate, evaluation_fleet, format_table
-from sensors.faults import FaultRates
+from simulator.faults import FaultRates
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 

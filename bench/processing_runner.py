@@ -40,8 +40,8 @@ import polars as pl
 from bench.fleets import air_quality_stations
 from bench.storage_data import local_influx
 from processing.runner import DEFAULT_HORIZON, DEFAULT_SETTLE, Runner, RunReport
-from processing.windows import floor, next_start, to_ns
-from storage.base import Store
+from processing.windows import floor, next_start
+from storage.base import Store, epoch_ns
 from storage.duckdb_store import DuckDBStore
 
 DAY = floor(datetime(2026, 3, 3, 12, tzinfo=UTC), "1d")  # a Tuesday, Paris midnight
@@ -124,7 +124,7 @@ def measure_influx(devices: int) -> None:
             f"{time.perf_counter() - began:.1f} s"
         )
         # A run one minute after the last asks from the settle margin before the previous run.
-        after = to_ns(now - DEFAULT_SETTLE - timedelta(minutes=1))
+        after = epoch_ns(now - DEFAULT_SETTLE - timedelta(minutes=1))
         old_s: list[float] = []
         new_s: list[float] = []
         for _ in range(3):  # alternate, so both see the same neighbours

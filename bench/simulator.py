@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from sensors.faults import FaultRates
-from sensors.fleet import Fleet, FleetConfig, generate_fleet
+from simulator.faults import FaultRates
+from simulator.fleet import Fleet, FleetConfig, generate_fleet
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -10,27 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import polars as pl
 
+import processing.indices  # noqa: F401 - the index modules register themselves in the catalogue
 from dashboards.timerange import WINDOWS, TimeRange
 from dashboards.users import User
+from sensors import catalogue
+from sensors.catalogue import Level, indices
 from sensors.communes import Commune, CommuneRegistry
 from sensors.families import Family, family_spec
 from storage.base import TIME, Store
 
-Level = Literal["commune", "device"]
-
-INDICES: dict[str, tuple[str, ...]] = {
-    "atmo_daily": ("index", "label", "color", "complete", "pollutant"),
-    "eaqi_hourly": ("index", "label", "color", "pollutant"),
-    "traffic_congestion": ("level", "label", "speed_ratio", "occupancy", "intensity"),
-    "building_energy_daily": ("energy_kwh", "baseline_kwh", "deviation"),
-    "camera_hourly": ("people", "elevated_temperature", "online_ratio", "tampered"),
-    "network_health": ("availability", "rx_margin_db", "error_rate"),
-}
-"""Index measurements (docs/measurements.md) and their main fields."""
+INDICES: dict[str, tuple[str, ...]] = {name: spec.shown for name, spec in indices().items()}
+"""Index measurements of the catalogue (docs/measurements.md) and their main fields."""
 
 COMMUNE_DEVICE = "_commune"
 """``device_id`` of commune-level rows in ``traffic_congestion``."""
@@ -58,7 +51,7 @@ def aggregate_measurement(family: str, window: str, level: Level) -> str:
         raise BadQuery(f"unknown family {family!r}: expected one of {', '.join(f.value for f in Family)}")
     if window not in WINDOWS:
         raise BadQuery(f"unknown resolution {window!r}: expected one of {', '.join(WINDOWS)}")
-    return f"{family}_{window}" + ("_commune" if level == "commune" else "")
+    return catalogue.aggregate_measurement(family, window, level)
 
 
 @dataclass(frozen=True, slots=True)

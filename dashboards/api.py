@@ -19,17 +19,18 @@ from typing import Any, Literal
 import flask
 import polars as pl
 
-from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbidden, Level
+from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbidden
 from dashboards.auth import app_context
 from dashboards.timerange import WINDOWS, TimeRange, TimeRangeError
 from dashboards.tokens import TokenRefused, bearer_data
+from sensors.catalogue import STATISTICS, Level, statistics_of
 from sensors.families import family_spec
 from storage.errors import StoreError
 
 Format = Literal["arrow", "csv", "json"]
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
-STATS = ("mean", "min", "max", "p95", "count")
-COUNTER_STATS = ("increase", "resets", "count")
+STATS = tuple(name for name, stat in STATISTICS.items() if stat.of in ("plain", "both"))
+COUNTER_STATS = tuple(name for name, stat in STATISTICS.items() if stat.of in ("counter", "both"))
 
 api = flask.Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
@@ -183,8 +184,10 @@ def _aggregate_fields(family: str) -> list[str] | None:
     columns = []
     for name in asked_fields or spec.numeric_fields:
         field = spec.field(name)
-        applicable = COUNTER_STATS if field is not None and field.counter else STATS
-        columns += [f"{name}_{stat}" for stat in (asked_stats or applicable) if stat in applicable]
+        assert field is not None
+        applicable = COUNTER_STATS if field.counter else STATS
+        stored = [stat.name for stat in statistics_of(field)]  # the catalogue's defaults
+        columns += [f"{name}_{stat}" for stat in (asked_stats or stored) if stat in applicable]
     if not columns:
         raise ApiError(
             400,

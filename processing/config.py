@@ -24,3 +24,6 @@ class ProcessingSettings(BaseModel):
     when it closes (``settle_s`` after midnight). Shorter windows and the indices follow every run."""
     anomalies: bool = True
     """Run the anomaly pass."""
+    threads: int | None = Field(None, ge=1)
+    """Threads the aggregates and the anomaly pass use at once; None: the cores this process may
+    run on."""

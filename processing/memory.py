@@ -1,21 +1,26 @@
-"""How the aggregates' large arrays get their memory from the operating system, and give it back.
+"""Process-wide memory settings for a processing service, applied once at its start.
 
-The aggregates allocate and free dense arrays of tens of megabytes per field (``aggregates``).
-glibc's malloc serves such sizes with ``mmap`` at first, but raises its threshold each time one
-is freed (up to 32 MB), after which arrays of that size come from its heaps, which it seldom
-gives back: the process then keeps the peak of every field's arrays at once, about 0.6 GB more
-for a fleet-day. Fixing the threshold at 1 MB keeps every large array in its own mapping,
-unmapped when freed. Nothing changes elsewhere than on glibc (musl, macOS: a no-op). While
-aggregating, numpy's request for huge pages is turned off (``without_huge_page_requests``).
+Nothing in the processing library calls this: changing the allocator or numpy's settings is
+the service's decision (``smartcity process``, ``smartcity backfill``, the image), never a side
+effect of a function an analyst calls in a notebook.
+
+- glibc's malloc serves large arrays with ``mmap`` at first but raises its threshold each time
+  one is freed, after which arrays of that size come from its heaps, which it seldom gives
+  back: a service aggregating field after field would keep the peak of every field's arrays.
+  A fixed threshold keeps every large array in its own mapping, unmapped when freed
+  (``MALLOC_MMAP_THRESHOLD_`` in the environment does the same, as the image sets it).
+- numpy asks the kernel for transparent huge pages for every large array; under the usual
+  ``defrag=madvise`` setting each first touch of such an array then compacts memory
+  synchronously. The aggregates touch large fresh arrays all the time, so the service turns the
+  request off (``NUMPY_MADVISE_HUGEPAGE=0`` in the environment does the same).
+
+docs/performance.md gives the figures behind both.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,11 +29,10 @@ M_MMAP_THRESHOLD = -3
 LARGE = 1 << 20
 
 
-@functools.cache
 def return_large_arrays_to_os() -> bool:
     """Serve allocations of ``LARGE`` bytes or more with their own mappings (glibc only).
 
-    Process-wide and idempotent; True when the setting took.
+    True when the setting took; False elsewhere (musl, macOS), where nothing changes.
     """
     name = ctypes.util.find_library("c")
     if name is None:
@@ -42,27 +46,17 @@ def return_large_arrays_to_os() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, LARGE))
 
 
-@contextmanager
-def without_huge_page_requests() -> Iterator[None]:
-    """Within the block, numpy does not ask the kernel for transparent huge pages.
-
-    numpy advises huge pages (``MADV_HUGEPAGE``) for every array of 4 MB or more. Under the
-    kernel's usual ``defrag=madvise`` setting (Debian's default) that makes each first touch of
-    such an array compact memory, synchronously, to find a free 2 MB page: with two fields
-    aggregated at once, the aggregates of a fleet-day spent 2.7 to 4.6 s of system time in
-    those faults, against 1.7 s with ordinary pages (measured, docs/performance.md). The
-    setting is numpy's and process-wide; it is put back as it was on leaving.
-    """
-    multiarray = getattr(np, "_core", None)
-    multiarray = getattr(multiarray, "multiarray", None)
-    get = getattr(multiarray, "_get_madvise_hugepage", None)
+def stop_huge_page_requests() -> bool:
+    """Make numpy stop advising huge pages for its arrays; True when numpy offers the switch."""
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
     set_ = getattr(multiarray, "_set_madvise_hugepage", None)
-    if get is None or set_ is None:
-        yield
-        return
-    before = bool(get())
+    if set_ is None:
+        return False
     set_(False)
-    try:
-        yield
-    finally:
-        set_(before)
+    return True
+
+
+def tune_for_service() -> None:
+    """Apply both settings to this process: call once, at the start of a processing service."""
+    return_large_arrays_to_os()
+    stop_huge_page_requests()

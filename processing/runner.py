@@ -61,7 +61,7 @@ from typing import Any
 
 import polars as pl
 
-from processing.aggregates import LEVELS, aggregate_all, measurement_name, output_tags, spec_of
+from processing.aggregates import aggregate_all, spec_of
 from processing.indices.air import atmo_from_hourly, eaqi_from_hourly, hourly_means
 from processing.indices.building import BASELINE_WEEKS, building_energy_daily
 from processing.indices.camera import camera_hourly
@@ -70,6 +70,7 @@ from processing.indices.scales import POLLUTANTS
 from processing.indices.traffic import traffic_congestion, traffic_profile
 from processing.watermarks import Watermarks
 from processing.windows import HOUR_NS, WINDOWS, floor, from_ns, next_start, to_ns, window_start
+from sensors.catalogue import LEVEL_TAGS, LEVELS, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store
 
@@ -240,18 +241,12 @@ class Runner:
         jobs: list[Job] = [
             Job(f"aggregates:{f}", f, _aggregates_job, refreshes_today=True) for f in self.families
         ]
-        extra = {
-            "air_quality": [
-                Job("atmo_daily", "air_quality", _atmo_job),
-                Job("eaqi_hourly", "air_quality", _eaqi_job),
-            ],
-            "traffic": [Job("traffic_congestion", "traffic", _traffic_job)],
-            "building": [Job("building_energy_daily", "building", _building_job)],
-            "camera": [Job("camera_hourly", "camera", _camera_job)],
-            "network": [Job("network_health", "network", _network_job)],
-        }
         for family in self.families:
-            jobs += extra.get(family, [])
+            jobs += [
+                Job(name, family, _INDEX_JOBS[name])
+                for name, spec in indices().items()
+                if spec.family == family
+            ]
         if self.anomalies:
             jobs += [Job(f"anomalies:{f}", f, _anomalies_job) for f in self.families]
         return jobs
@@ -642,12 +637,12 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             results = aggregate_all(raw, family, windows=windows)
             for window in windows:
                 for level in LEVELS:
-                    name = measurement_name(family, window, level)
+                    name = aggregate_measurement(family, window, level)
                     out = _within(results[name], start, end)
                     if window != "1d":
                         out = out.filter(_in_starts(starts[window]))
                     report.windows += out.height
-                    runner.write(name, out, output_tags(level), report)
+                    runner.write(name, out, list(LEVEL_TAGS[level]), report)
     daily.done()
 
 
@@ -681,7 +676,7 @@ def _eaqi_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 
 def _traffic_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     hours = dirty.starts("1h")
-    source = measurement_name("traffic", "1h")
+    source = aggregate_measurement("traffic", "1h")
     for day in dirty.days():
         day_start, day_end = _day_range(day)
         hourly = runner.read(source, day_start, day_end, report)
@@ -696,7 +691,7 @@ def _traffic_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 
 
 def _building_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    source = measurement_name("building", "1d")
+    source = aggregate_measurement("building", "1d")
     for day in dirty.days():
         day_start, day_end = _day_range(day)
         daily = runner.read(source, day_start, day_end, report)
@@ -729,6 +724,17 @@ def _network_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         out = _within(network_health(raw), start, end).filter(_in_starts(hours))
         report.windows += out.height
         runner.write("network_health", out, ["insee", "device_id"], report)
+
+
+_INDEX_JOBS: dict[str, JobFunc] = {
+    "atmo_daily": _atmo_job,
+    "eaqi_hourly": _eaqi_job,
+    "traffic_congestion": _traffic_job,
+    "building_energy_daily": _building_job,
+    "camera_hourly": _camera_job,
+    "network_health": _network_job,
+}
+"""How the runner keeps each index of the catalogue up to date (what it reads, which windows)."""
 
 
 def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from processing.windows import from_ns, to_ns
-from storage.base import TIME_DTYPE, Store
+from processing.windows import from_ns
+from storage.base import TIME_DTYPE, Store, epoch_ns
 
 MEASUREMENT = "_watermarks"
 LOOKBACK = timedelta(days=400)
@@ -63,7 +63,7 @@ class Watermarks:
                 "time": [day],
                 "job": [job],
                 "processed_until": [processed_until],
-                "updated_at": [to_ns(now)],
+                "updated_at": [epoch_ns(now)],
             },
             schema={
                 "time": TIME_DTYPE,

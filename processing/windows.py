@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from storage.base import epoch_ns
+
 PARIS: Final = "Europe/Paris"
 PARIS_TZ: Final = ZoneInfo(PARIS)
 WINDOWS: Final[tuple[str, ...]] = ("1m", "15m", "1h", "1d")
@@ -120,10 +122,8 @@ def next_start(start: datetime, window: str) -> datetime:
     return start.astimezone(UTC) + timedelta(minutes=_FIXED_MINUTES[window])
 
 
-def to_ns(instant: datetime) -> int:
-    """Nanoseconds since the epoch of an aware datetime."""
-    delta = instant.astimezone(UTC) - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+to_ns = epoch_ns
+"""The runner's older name for ``storage.base.epoch_ns`` (one implementation)."""
 
 
 def from_ns(ns: int) -> datetime:

@@ -38,9 +38,9 @@ from ingest.service import Ingestor
 from processing.runner import Runner
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES
-from sensors.faults import FaultRates
-from sensors.fleet import Fleet, FleetConfig, generate_fleet
-from sensors.publisher import PublishOptions, publish_fleet
+from simulator.faults import FaultRates
+from simulator.fleet import Fleet, FleetConfig, generate_fleet
+from simulator.publisher import PublishOptions, publish_fleet
 from smartcity.broker import EmbeddedBroker
 from smartcity.settings import Settings
 from storage.base import Store

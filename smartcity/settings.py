@@ -31,7 +31,8 @@ from alerts.config import AlertSettings
 from dashboards.config import DashboardSettings
 from ingest.config import IngestSettings
 from processing.config import ProcessingSettings
-from sensors.config import MqttSettings, SimulatorSettings
+from sensors.config import MqttSettings
+from simulator.config import SimulatorSettings
 from storage.config import StoreSettings
 
 

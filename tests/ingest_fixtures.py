@@ -26,8 +26,8 @@ from ingest.service import Ingestor
 from sensors.communes import CommuneRegistry
 from sensors.config import MqttSettings
 from sensors.frames import RECEIVED_AT, TAGS
-from sensors.publisher import PublishOptions, PublishReport, build_messages, publish_messages
-from sensors.simulator import Fleet, FleetConfig, generate_fleet
+from simulator import Fleet, FleetConfig, generate_fleet
+from simulator.publisher import PublishOptions, PublishReport, build_messages, publish_messages
 from storage.base import Store, WriteReport
 from storage.errors import StoreUnavailable
 from tests.servers import REPO, free_port, wait_until

@@ -137,7 +137,7 @@ def test_no_commune_means_all_of_mine(env: DashboardEnv, http: FlaskClient) -> N
         ("/api/v1/aggregates/air_quality?start=-1d&end=-2d", "is not before end"),
         ("/api/v1/aggregates/air_quality?start=-30d&every=1m", "time range too long for every=1m"),
         ("/api/v1/aggregates/air_quality?start=-1d&fields=pm1", "unknown field(s) pm1"),
-        ("/api/v1/aggregates/air_quality?start=-1d&stats=median", "unknown statistic(s) median"),
+        ("/api/v1/aggregates/air_quality?start=-1d&stats=p99", "unknown statistic(s) p99"),
         ("/api/v1/aggregates/air_quality?start=-1d&level=street", "unknown level 'street'"),
         ("/api/v1/aggregates/air_quality?start=-1d&format=xml", "unknown format 'xml'"),
         ("/api/v1/readings/air_quality?start=-5d&communes=78498", "time range too long for raw readings"),

@@ -11,8 +11,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensors.fleet import FleetConfig, generate_fleet
-from sensors.publisher import PublishOptions, publish_fleet
+from simulator.fleet import FleetConfig, generate_fleet
+from simulator.publisher import PublishOptions, publish_fleet
 from smartcity.broker import PROTOCOL, EmbeddedBroker
 from tests.servers import wait_until
 from tests.simulator_fixtures import subscriber

@@ -18,9 +18,9 @@ from dashboards.config import DashboardSettings
 from dashboards.users import ALL_COMMUNES, ApiToken, User, UserDirectory, new_token, token_digest
 from processing.runner import Runner
 from sensors.communes import CommuneRegistry
-from sensors.faults import FaultRates
-from sensors.fleet import FleetConfig, generate_fleet
 from sensors.frames import TAGS
+from simulator.faults import FaultRates
+from simulator.fleet import FleetConfig, generate_fleet
 from storage.duckdb_store import DuckDBStore
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from processing import anomaly_frame
 from processing.anomalies import (
     ANOMALY_SCHEMA,
     AnomalyOptionError,
@@ -19,6 +18,7 @@ from processing.anomalies import (
     detect_spikes,
     detect_stuck,
 )
+from processing.anomalies import frame as anomaly_frame
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

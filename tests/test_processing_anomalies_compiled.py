@@ -14,12 +14,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from processing import _kernels_anomaly as kernels
-from processing import anomaly_compiled
-from processing.anomalies import detect_anomalies
-from processing.anomaly_eval import evaluation_fleet, rejected_from_truth
+from bench.anomaly_eval import evaluation_fleet, rejected_from_truth
+from processing.anomalies import compiled as anomaly_compiled
+from processing.anomalies import detect_anomalies, kernels
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultRates
+from simulator.faults import FaultRates
 
 START = datetime(2026, 3, 2, 22, tzinfo=UTC)  # a midnight inside the data
 COMMUNES = ("78498", "92049")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from processing.anomaly_eval import Evaluation, evaluate, evaluation_fleet
-from sensors.faults import FaultRates
+from bench.anomaly_eval import Evaluation, evaluate, evaluation_fleet
+from simulator.faults import FaultRates
 
 # More faults than the demo's defaults, so that a couple of days of 135 devices (every family,
 # three per commune) inject hundreds of them and 95 % means something.

@@ -17,8 +17,8 @@ from processing.aggregates import aggregate
 from processing.runner import JobReport, Runner, RunReport
 from processing.watermarks import Watermarks
 from processing.windows import floor
-from sensors.faults import FaultRates
-from sensors.fleet import FleetConfig, generate_fleet
+from simulator.faults import FaultRates
+from simulator.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
 from smartcity.commands.process import build_runner
 from smartcity.settings import Settings

@@ -28,14 +28,14 @@ def test_warmup_leaves_every_kernel_compiled_in_the_cache(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "air_quality, traffic, building, camera, network" in done.stdout
     compiled = {path.name.split(".")[0] for path in tmp_path.rglob("*.nbc")}
-    assert {"window_kernels", "_kernels_anomaly"} <= compiled
+    assert {"window_kernels", "kernels"} <= compiled
     for kernel in (
         "minute_cells",
-        "place_rows",
-        "put_rows",
+        "device_layout_slots",
+        "copy_to_slots",
         "device_minute_partials",
         "minute_partials",
-        "scatter_rows",
+        "lay_out_by_commune",
         "window_order_stats",
     ):
         assert any(path.name.startswith(f"window_kernels.{kernel}-") for path in tmp_path.rglob("*.nbi")), (

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from processing.workspace import Workspace, Workspaces
+from processing.aggregates.workspace import Workspace, Workspaces
 
 
 def test_a_name_gives_the_same_memory_until_a_larger_array_is_asked_for() -> None:

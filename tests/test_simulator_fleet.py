@@ -12,9 +12,9 @@ import pytest
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family
-from sensors.faults import GROUND_TRUTH_SCHEMA, FaultKind, FaultRates, FaultSpecError
-from sensors.fleet import DEVICE_PREFIXES, Fleet, FleetConfig, FleetConfigError, generate_fleet
-from sensors.signals import distance_km
+from simulator.faults import GROUND_TRUTH_SCHEMA, FaultKind, FaultRates, FaultSpecError
+from simulator.fleet import DEVICE_PREFIXES, Fleet, FleetConfig, FleetConfigError, generate_fleet
+from simulator.signals import distance_km
 from storage.base import TIME_DTYPE
 
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)

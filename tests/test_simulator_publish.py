@@ -12,9 +12,10 @@ import pytest
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultKind, FaultRates, read_ground_truth
-from sensors.fleet import Fleet, FleetConfig, generate_fleet
-from sensors.publisher import (
+from sensors.readings import Decoded
+from simulator.faults import FaultKind, FaultRates, read_ground_truth
+from simulator.fleet import Fleet, FleetConfig, generate_fleet
+from simulator.publisher import (
     PublishError,
     PublishOptions,
     PublishReport,
@@ -22,7 +23,6 @@ from sensors.publisher import (
     publish_fleet,
     publish_messages,
 )
-from sensors.readings import Decoded
 from smartcity.cli import main
 from tests.servers import Mosquitto, free_port
 from tests.simulator_fixtures import subscriber

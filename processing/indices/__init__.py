@@ -1,7 +1,9 @@
 """Domain indices computed from readings: what commune staff actually read.
 
 Each module is a pure function (polars frames in, polars frames out) writing one measurement of
-docs/measurements.md; docs/indices.md cites the source of every threshold.
+docs/measurements.md, and registers that measurement in the catalogue
+(``sensors.catalogue.register_index``) as a Telegraf plugin registers itself: importing this
+package loads them all. docs/indices.md cites the source of every threshold.
 """
 
 from processing.indices.air import atmo_daily, eaqi_hourly, hourly_means

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 
 import polars as pl
 
 from processing.indices.scales import ATMO, EAQI, POLLUTANTS, Scale
 from processing.windows import window_start
+from sensors.catalogue import IndexSpec, register_index
+from sensors.families import Family
 from storage.base import TIME_DTYPE
 
 COVERAGE = 0.75
@@ -196,3 +199,27 @@ def eaqi_from_hourly(hourly: pl.DataFrame, *, coverage: float = COVERAGE) -> pl.
         )
         .sort("time", "insee")
     )
+
+
+register_index(
+    IndexSpec(
+        name="atmo_daily",
+        family=Family.AIR_QUALITY,
+        tags=("insee",),
+        shown=("index", "label", "color", "complete", "pollutant"),
+        units={"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
+        staleness=timedelta(days=2),
+        compute=atmo_daily,
+    )
+)
+register_index(
+    IndexSpec(
+        name="eaqi_hourly",
+        family=Family.AIR_QUALITY,
+        tags=("insee",),
+        shown=("index", "label", "color", "pollutant"),
+        units={"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
+        staleness=timedelta(hours=3),
+        compute=eaqi_hourly,
+    )
+)

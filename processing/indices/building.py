@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
 from processing.windows import PARIS
+from sensors.catalogue import IndexSpec, register_index
+from sensors.families import Family
 
 BASELINE_WEEKS = 8
 """How many previous same weekdays the baseline looks at."""
@@ -55,3 +59,16 @@ def building_energy_daily(daily: pl.DataFrame, history: pl.DataFrame | None = No
         .select("time", "insee", "device_id", "energy_kwh", "baseline_kwh", "deviation")
         .sort("time", "insee", "device_id")
     )
+
+
+register_index(
+    IndexSpec(
+        name="building_energy_daily",
+        family=Family.BUILDING,
+        tags=("insee", "device_id"),
+        shown=("energy_kwh", "baseline_kwh", "deviation"),
+        units={"energy_kwh": "kWh", "baseline_kwh": "kWh", "deviation": ""},
+        staleness=timedelta(days=2),
+        compute=building_energy_daily,
+    )
+)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
+from sensors.catalogue import IndexSpec, register_index
+from sensors.families import Family
 from storage.base import TIME_DTYPE
 
 COMMUNE = "_commune"
@@ -51,3 +55,16 @@ def camera_hourly(readings: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         pl.col("readings").sum(),
     )
     return pl.concat([per_camera, commune.select(per_camera.columns)]).sort("time", "insee", "device_id")
+
+
+register_index(
+    IndexSpec(
+        name="camera_hourly",
+        family=Family.CAMERA,
+        tags=("insee", "device_id"),
+        shown=("people", "elevated_temperature", "online_ratio", "tampered"),
+        units={"people": "", "elevated_temperature": "", "online_ratio": "", "tampered": ""},
+        staleness=timedelta(hours=3),
+        compute=camera_hourly,
+    )
+)

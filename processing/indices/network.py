@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
 from processing.aggregates import with_counter_increases
+from sensors.catalogue import IndexSpec, register_index
+from sensors.families import Family
 from storage.base import TIME_DTYPE
 
 COMMUNE = "_commune"
@@ -59,3 +63,16 @@ def network_health(
         pl.col("error_rate").sum(),
     )
     return pl.concat([per_device, commune.select(per_device.columns)]).sort("time", "insee", "device_id")
+
+
+register_index(
+    IndexSpec(
+        name="network_health",
+        family=Family.NETWORK,
+        tags=("insee", "device_id"),
+        shown=("availability", "rx_margin_db", "error_rate"),
+        units={"availability": "", "rx_margin_db": "dB", "error_rate": ""},
+        staleness=timedelta(hours=3),
+        compute=network_health,
+    )
+)

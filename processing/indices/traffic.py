@@ -8,9 +8,13 @@ normal at 03:00 on a Sunday.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
 from processing.windows import PARIS
+from sensors.catalogue import IndexSpec, register_index
+from sensors.families import Family
 
 COMMUNE = "_commune"
 LABELS = ("fluide", "dense", "ralenti", "saturé", "bloqué")
@@ -123,3 +127,16 @@ def traffic_congestion(hourly: pl.DataFrame, profile: pl.DataFrame) -> pl.DataFr
         .select("time", "insee", "device_id", "level", "label", "speed_ratio", "occupancy", "intensity")
         .sort("time", "insee", "device_id")
     )
+
+
+register_index(
+    IndexSpec(
+        name="traffic_congestion",
+        family=Family.TRAFFIC,
+        tags=("insee", "device_id"),
+        shown=("level", "label", "speed_ratio", "occupancy", "intensity"),
+        units={"level": "", "speed_ratio": "", "occupancy": "", "intensity": "véhicules"},
+        staleness=timedelta(hours=1),
+        compute=traffic_congestion,
+    )
+)

@@ -7,6 +7,7 @@ import sys
 from datetime import date, datetime
 
 from processing.windows import PARIS_TZ
+from sensors.catalogue import indices
 from smartcity.commands.process import add_job_options, build_runner, print_report
 from smartcity.settings import Settings
 from storage import StoreError
@@ -48,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--job",
         action="append",
         metavar="NAME",
-        help="only this job (repeatable): aggregates, atmo_daily, eaqi_hourly, traffic_congestion, "
-        "building_energy_daily, camera_hourly, network_health, anomalies",
+        help=f"only this job (repeatable): aggregates, {', '.join(indices())}, anomalies",
     )
     add_job_options(parser)
     parser.set_defaults(func=run)

@@ -7,7 +7,9 @@ import logging
 import sys
 from datetime import timedelta
 
+from processing.memory import tune_for_service
 from processing.runner import Runner, RunReport
+from processing.threads import use_threads
 from sensors.families import Family
 from smartcity.commands.stopping import stop_on_signals
 from smartcity.settings import Settings
@@ -51,8 +53,11 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
-    """The runner the settings and options describe (opens the store)."""
+    """The runner the settings and options describe (opens the store), in a process tuned for
+    it: the allocator and numpy settings of a processing service, and its thread count."""
     config = settings.processing
+    tune_for_service()
+    use_threads(config.threads)
     return Runner(
         open_store(settings.store),
         families=args.family,

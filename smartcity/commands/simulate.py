@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sensors.communes import CommuneRegistry, RegistryError
 from sensors.families import Family
-from sensors.faults import FaultRates, FaultSpecError, write_ground_truth
-from sensors.fleet import Fleet, FleetConfig, FleetConfigError, generate_fleet
-from sensors.publisher import ProtocolName, PublishError, PublishOptions, PublishReport, publish_fleet
+from simulator.faults import FaultRates, FaultSpecError, write_ground_truth
+from simulator.fleet import Fleet, FleetConfig, FleetConfigError, generate_fleet
+from simulator.publisher import ProtocolName, PublishError, PublishOptions, PublishReport, publish_fleet
 from smartcity.broker import EmbeddedBroker, EmbeddedBrokerError
 from smartcity.settings import Settings
 

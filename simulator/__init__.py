@@ -3,7 +3,7 @@
 Generate data directly (tests, benchmarks, notebooks)::
 
     from datetime import UTC, datetime, timedelta
-    from sensors.simulator import FaultRates, FleetConfig, generate_fleet
+    from simulator import FaultRates, FleetConfig, generate_fleet
 
     fleet = generate_fleet(
         FleetConfig(devices_per_family=44, period_s=10, seed=1, faults=FaultRates.default()),
@@ -13,14 +13,14 @@ Generate data directly (tests, benchmarks, notebooks)::
     fleet.frames["air_quality"]   # polars frame in the Store convention
     fleet.ground_truth            # one row per injected fault
 
-or publish it over MQTT with ``sensors.publisher.publish_fleet`` (``smartcity simulate``).
+or publish it over MQTT with ``simulator.publisher.publish_fleet`` (``smartcity simulate``).
 See docs/simulator.md for the signal model, the fault model and the ground-truth format.
 """
 
 from __future__ import annotations
 
-from sensors.faults import GROUND_TRUTH_SCHEMA, FaultKind, FaultRates, FaultSpecError
-from sensors.fleet import DEVICE_PREFIXES, Fleet, FleetConfig, FleetConfigError, device_ids, generate_fleet
+from simulator.faults import GROUND_TRUTH_SCHEMA, FaultKind, FaultRates, FaultSpecError
+from simulator.fleet import DEVICE_PREFIXES, Fleet, FleetConfig, FleetConfigError, device_ids, generate_fleet
 
 __all__ = [
     "DEVICE_PREFIXES",

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import polars as pl
 
 from sensors.families import Family, FamilySpec
-from sensors.signals import FAULTABLE_FIELDS, SMOOTH_FIELDS, BoolArray, Columns, FloatArray, IntArray
+from simulator.signals import FAULTABLE_FIELDS, SMOOTH_FIELDS, BoolArray, Columns, FloatArray, IntArray
 
 
 class FaultKind(StrEnum):

@@ -1,7 +1,10 @@
 """Anomaly detection on raw readings: out of bounds, spikes, stuck sensors, drift, offline devices.
 
-Every function here is pure (frames in, frames out) and vectorised with polars expressions, so
-it runs the same in the runner and in a notebook::
+Every function here is pure (frames in, frames out), so it runs the same in the runner and in a
+notebook. One module per detector (``bounds``, ``spikes``, ``stuck``, ``drift``, ``offline``)
+holds its polars and numpy reference; by default the per-device detectors run as compiled
+numba kernels (``compiled``, ``kernels``) that give the same rows (``engine="reference"`` runs
+the reference)::
 
     from processing.anomalies import detect_anomalies
     anomalies = detect_anomalies(readings, "air_quality", rejected=rejected)
@@ -24,10 +27,10 @@ from typing import Any, Literal
 
 import polars as pl
 
-from processing.anomaly_bounds import merge_out_of_bounds, out_of_bounds_points
-from processing.anomaly_compiled import PerDevice, per_device_pass
-from processing.anomaly_drift import find_drift
-from processing.anomaly_frame import (
+from processing.anomalies.bounds import merge_out_of_bounds, out_of_bounds_points
+from processing.anomalies.compiled import PerDevice, per_device_pass
+from processing.anomalies.drift import find_drift
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     ANOMALY_TAGS,
     DEV,
@@ -40,14 +43,15 @@ from processing.anomaly_frame import (
     finish,
     prepare_chunks,
 )
-from processing.anomaly_offline import find_offline
-from processing.anomaly_spikes import (
+from processing.anomalies.offline import find_offline
+from processing.anomalies.spikes import (
     find_spikes,
     hourly_medians,
     with_positions,
     without_flatlines,
 )
-from processing.anomaly_stuck import FlatRuns, find_stuck, flat_runs
+from processing.anomalies.stuck import FlatRuns, find_stuck, flat_runs
+from processing.threads import worker_threads
 
 __all__ = [
     "ANOMALY_SCHEMA",
@@ -196,10 +200,6 @@ def _run(
     return finish(pl.concat(kept, how="diagonal_relaxed")) if kept else empty_anomalies()
 
 
-WORKERS = 2
-"""Chunks processed at once by the reference engine (the machine has two cores)."""
-
-
 def _reference_pass(
     frame: pl.DataFrame, family: str, kinds: tuple[str, ...], opts: AnomalyOptions, now: datetime | None
 ) -> PerDevice:
@@ -209,14 +209,14 @@ def _reference_pass(
     """
     partials: list[ChunkResult] = []
     prep: Prepared | None = None
-    # Two chunks at a time: numpy and polars release the GIL, so on two cores the second chunk
-    # runs while the first is still busy (and the next one is being gathered). No more than
-    # two, to keep the memory bounded.
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    # One chunk per thread at a time: numpy and polars release the GIL, so the chunks run side
+    # by side, and no more are gathered than run, to keep the memory bounded.
+    workers = worker_threads()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for prep in prepare_chunks(frame, family, now=now):
             pending.append(pool.submit(_detect_chunk, prep, kinds, opts))
-            if len(pending) >= WORKERS:
+            if len(pending) >= workers:
                 partials.append(pending.popleft().result())
         partials.extend(future.result() for future in pending)
     assert prep is not None  # prepare_chunks always yields

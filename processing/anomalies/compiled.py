@@ -1,4 +1,4 @@
-"""The per-device part of the anomaly pass, with compiled kernels (``processing._kernels_anomaly``).
+"""The per-device part of the anomaly pass, with compiled kernels (``processing.anomalies.kernels``).
 
 Produces, for the whole input at once, what the polars/numpy reference does chunk by chunk
 (``processing.anomalies._detect_chunk``): out-of-bounds readings, spike anomalies, offline
@@ -7,9 +7,10 @@ drift against the commune) then run on these small summaries, the same for both.
 
 How it is fast: the readings are never reordered as a frame. One counting sort on a device code
 says where each row goes when grouped by device; then, one field at a time, the column is
-scattered into that layout (read once, in order) and one kernel call per half of the devices
-walks each device's readings once, on two cores. Memory beyond the input: the layout (an int32
-position and an int64 time per row) and one float64 column, reused for every field.
+scattered into that layout (read once, in order) and one kernel call per share of the devices
+walks each device's readings once, a share per thread (``processing.threads``). Memory beyond
+the input: the layout (an int32 position and an int64 time per row) and one float64 column,
+reused for every field.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from processing import _kernels_anomaly as kernels
-from processing.anomaly_bounds import empty_points
-from processing.anomaly_frame import (
+from processing.anomalies import kernels
+from processing.anomalies.bounds import empty_points
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     DEV,
     MAD_TO_SIGMA,
@@ -37,10 +38,9 @@ from processing.anomaly_frame import (
     Prepared,
     empty_anomalies,
 )
-from processing.anomaly_stuck import FlatRuns
+from processing.anomalies.stuck import FlatRuns
+from processing.threads import worker_threads
 
-THREADS = 2
-"""Kernel calls run at once (the machine the figures are measured on has two cores)."""
 PIECE_ROWS = 1 << 20
 """Rows of a column scattered by one call: small enough to share the work between threads."""
 SPLIT_ROWS = 200_000
@@ -84,12 +84,12 @@ class Layout:
 
     def device_ranges(self) -> list[tuple[int, int]]:
         """Device ranges of about the same number of readings, one per thread."""
-        rows = int(self.offsets[-1])
-        if rows < SPLIT_ROWS or self.devices < THREADS:
+        rows, threads = int(self.offsets[-1]), worker_threads()
+        if rows < SPLIT_ROWS or self.devices < threads:
             return [(0, self.devices)]
         cuts = [0]
-        for share in range(1, THREADS):
-            cut = int(np.searchsorted(self.offsets, rows * share // THREADS))
+        for share in range(1, threads):
+            cut = int(np.searchsorted(self.offsets, rows * share // threads))
             cuts.append(min(max(cut, cuts[-1]), self.devices))
         cuts.append(self.devices)
         return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
@@ -97,7 +97,7 @@ class Layout:
 
 def per_device_pass(checked: CheckedReadings, kinds: tuple[str, ...], opts: AnomalyOptions) -> PerDevice:
     """The per-device detectors of ``kinds`` over ``checked`` readings, on compiled kernels."""
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
         layout = _layout(checked.frame, pool)
         devices = (
             checked.frame.select(pl.col("insee").cast(pl.String), pl.col("device_id").cast(pl.String))
@@ -299,7 +299,7 @@ def _spikes(name: str, out: FieldResult) -> pl.DataFrame:
 
 
 def _runs(out: FieldResult) -> pl.DataFrame:
-    """Flatline runs of one field, as ``processing.anomaly_stuck.flat_runs`` gives them."""
+    """Flatline runs of one field, as ``processing.anomalies.stuck.flat_runs`` gives them."""
     return pl.DataFrame(
         {
             DEV: _devs(out.run_dev),

@@ -1,7 +1,7 @@
 """Generate a whole simulated fleet at once, as store-ready polars frames plus ground truth.
 
     >>> from datetime import datetime, UTC
-    >>> from sensors.fleet import FleetConfig, generate_fleet
+    >>> from simulator.fleet import FleetConfig, generate_fleet
     >>> fleet = generate_fleet(
     ...     FleetConfig(devices_per_family=2, period_s=60, seed=7),
     ...     datetime(2026, 3, 2, tzinfo=UTC),
@@ -28,9 +28,9 @@ import polars as pl
 
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, FamilySpec
-from sensors.faults import GROUND_TRUTH_SCHEMA, FaultRates, Injected, inject
 from sensors.frames import FIELD_DTYPES
-from sensors.signals import ENUM_CHOICES, MODELS, Calendar, IntArray, Region, SignalContext, Weather
+from simulator.faults import GROUND_TRUTH_SCHEMA, FaultRates, Injected, inject
+from simulator.signals import ENUM_CHOICES, MODELS, Calendar, IntArray, Region, SignalContext, Weather
 
 DEVICE_PREFIXES: dict[Family, str] = {
     Family.AIR_QUALITY: "aq",

@@ -8,11 +8,11 @@ counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the
   second-largest value, from which every coarser window and every commune composes its
   count, sum, min and max (numpy reshapes, in the caller), and a minute of at most 21
   readings has its p95 between its two largest values.
-* ``place_rows`` (once a day) and ``put_rows`` (per field) lay a field's readings out device by
-  device, an hour at a time, and ``scatter_rows`` commune by commune (``cell_of``): each window
-  is then one stretch of memory (a device's day, 24). ``device_minute_partials`` then reads a
-  (minute, device)'s readings side by side; adding the partials in the layout's own pass took
-  longer than both apart (measured), and ``minute_partials`` serves a field holding -inf.
+* ``device_layout_slots`` (once a day) and ``copy_to_slots`` (per field) lay a field's readings
+  out device by device, an hour at a time, and ``lay_out_by_commune`` commune by commune
+  (``cell_of``): each window is then one stretch of memory (a device's day, 24).
+  ``device_minute_partials`` then reads a (minute, device)'s readings side by side, a pass of
+  its own rather than inside the layout's; ``minute_partials`` serves a field holding -inf.
 * ``window_order_stats`` finds, in every window, the two order statistics the linear p95
   needs: ranks k = floor(0.95 (n - 1)) and k + 1 of its n readings, that is its ``n - k``-th
   and ``n - k - 1``-th largest values. Windows are taken smallest first, each by a selection
@@ -21,7 +21,7 @@ counting windows from an hour boundary (minutes, quarter-hours, hours; 0 for the
   one, checked: only the readings at or above the floor are copied out and selected among.
   Nothing is sorted.
 
-All are ``nogil``: the caller runs two tasks at once on two cores.
+All are ``nogil``: the caller runs as many tasks at once as it has threads.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def device_minute_partials(  # noqa: PLR0917 - numba kernels take arrays positio
     high: np.ndarray,
     second: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """``minute_partials`` from the readings laid out by ``put_rows`` (devices, stretch
+    """``minute_partials`` from the readings laid out by ``copy_to_slots`` (devices, stretch
     ``HOUR_STRETCH``), every cell written: a (minute, device)'s readings are read together.
 
     -inf is a missing value there (the caller checks that no reading is -inf itself).
@@ -122,8 +122,7 @@ def _select(buffer: np.ndarray, lo: int, hi: int, rank: int) -> None:  # pragma:
     Quickselect with a median-of-three pivot and a partition without a branch on the data
     (each value is swapped to the front and the front advances only for a smaller one): the
     values come in no order a branch predictor could learn. Partitioning goes on down to
-    four values, which are sorted: an insertion sort of 16 took a fifth longer for a device's
-    quarter (mispredicted branches, measured).
+    four values, which are sorted: a longer insertion sort mispredicts its branches.
     """
     target = lo + rank
     while hi - lo > 4:
@@ -188,16 +187,16 @@ def cell_starts(rows: np.ndarray, entities: int, stretch: int, start: np.ndarray
 
 
 @njit(cache=True, nogil=True)
-def place_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
+def device_layout_slots(  # noqa: PLR0917 - numba kernels take arrays positionally
     minute: np.ndarray, device: np.ndarray, entities: int, stretch: int, fill: np.ndarray, slot: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """Where ``scatter_rows`` would put each reading (``fill`` starts as a copy of the cells'
-    starts), into ``slot``: worked out once for a day, it serves every field (``put_rows``).
+    """The place of each reading in the device layout (``cell_of``; ``fill`` starts as a copy
+    of the cells' starts), into ``slot``: worked out once a day, it serves every field
+    (``copy_to_slots``).
 
-    Devices are laid out an hour at a time (``stretch`` 60): readings come in time order, and
-    the few thousand places a minute's readings go to then stay within a few megabytes, in the
-    reach of the CPU's caches and address translation; a whole day per device would spread
-    them over the whole array (measured: 2.5 times slower).
+    Devices are laid out an hour at a time (``stretch`` 60): readings come in time order, so
+    the places a minute's readings go to stay within a few megabytes, in the reach of the CPU's
+    caches, where a whole day per device would spread them over the whole array.
     """
     for i in range(minute.size):
         cell = cell_of(device[i], minute[i], entities, stretch)
@@ -207,9 +206,12 @@ def place_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 @njit(cache=True, nogil=True)
-def put_rows(values: np.ndarray, slot: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
-    """``scatter_rows`` by the places ``place_rows`` worked out: ``out[slot[i]] = values[i]``,
-    -inf for a missing value. Half the time of finding each place again for every field.
+def copy_to_slots(
+    values: np.ndarray, slot: np.ndarray, out: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """A field's readings at the places ``device_layout_slots`` worked out:
+    ``out[slot[i]] = values[i]``, -inf for a missing value (the places are found once a day,
+    not once per field).
 
     Returns how many values were -inf themselves (then not told apart from missing ones).
     """
@@ -222,7 +224,7 @@ def put_rows(values: np.ndarray, slot: np.ndarray, out: np.ndarray) -> int:  # p
 
 
 @njit(cache=True, nogil=True)
-def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
+def lay_out_by_commune(  # noqa: PLR0917 - numba kernels take arrays positionally
     minute: np.ndarray,
     device: np.ndarray,
     entity_of_device: np.ndarray,
@@ -238,7 +240,7 @@ def scatter_rows(  # noqa: PLR0917 - numba kernels take arrays positionally
     A value the reading lacks (NaN) becomes -inf: it then ranks under every value, and no
     window asks for a rank that low (capacities count only the values present). The communes'
     layout is made this way, field by field; the devices' (thousands of cells a minute) by
-    ``place_rows`` once a day and ``put_rows`` per field.
+    ``device_layout_slots`` once a day and ``copy_to_slots`` per field.
     """
     for i in range(values.size):
         value = values[i]
@@ -392,8 +394,8 @@ def _floor_of_minutes(  # noqa: PLR0917 - numba kernels take arrays positionally
 
 
 _SAMPLE_STEP = 32
-"""A window's sample: one value in this many (8 and 16 cost more in the sample's selection
-than they saved in the readings above the floor: measured on the fleet-day)."""
+"""A window's sample: one value in this many (a denser sample costs more in its own selection
+than it saves in the readings above the floor)."""
 _SAMPLED = 1000
 """Windows of fewer values are not sampled: the sample would say too little."""
 
@@ -431,8 +433,8 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     following: np.ndarray,
     scratch: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Ranks k and k + 1 of every window of every entity, its values laid out (``put_rows``,
-    ``scatter_rows``).
+    """Ranks k and k + 1 of every window of every entity, its values laid out (``copy_to_slots``,
+    ``lay_out_by_commune``).
 
     ``count[minute * entities + entity]`` is how many values a (minute, entity) has (present
     ones). ``kth`` and ``following`` have one row per window size (minute, quarter, hour, day:
@@ -450,7 +452,7 @@ def window_order_stats(  # noqa: PLR0917 - numba kernels take arrays positionall
     part_keep = np.empty(max(60, hours), dtype=np.int64)
     quarter_kth, quarter_keep = np.empty(4), np.empty(4, dtype=np.int64)
     # Hour by hour, then entity by entity: an hour's counts and partials of every entity stay
-    # in the caches (entity by entity over the day, they would not: measured).
+    # in the caches (entity by entity over the day, they would not).
     hour_kth = np.empty((entities, hours))
     hour_keep = np.empty((entities, hours), dtype=np.int64)
     day_counts = np.zeros(entities, dtype=np.int64)

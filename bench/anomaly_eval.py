@@ -18,9 +18,9 @@ from typing import Any
 import polars as pl
 
 from processing.anomalies import detect_anomalies
-from processing.anomaly_frame import ANOMALY_SCHEMA, KINDS
-from sensors.faults import FaultRates
-from sensors.fleet import Fleet, FleetConfig, generate_fleet
+from processing.anomalies.frame import ANOMALY_SCHEMA, KINDS
+from simulator.faults import FaultRates
+from simulator.fleet import Fleet, FleetConfig, generate_fleet
 
 EVALUATION_START = datetime(2026, 3, 2, tzinfo=UTC)
 """A Monday: the evaluation covers work days, and a weekend when it runs a week."""

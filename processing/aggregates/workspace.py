@@ -1,8 +1,8 @@
 """Working arrays kept from one task to the next, so that their memory is touched once.
 
-A fleet-day's field needs a few hundred megabytes of dense working arrays. Allocated afresh
-for each field, every page of them is a page fault, and the kernel zeroes it first: a fifth of
-the aggregates' CPU time went to that (measured, docs/performance.md). A ``Workspace`` hands
+A day's field needs large dense working arrays. Allocated afresh for each field, every page of
+them is a page fault, and the kernel zeroes it first (docs/performance.md gives the share of the
+time that took). A ``Workspace`` hands
 out views of arrays it keeps, growing them when a request is larger; ``Workspaces`` lends one
 to each concurrent task. Nothing a task returns may be a view of its workspace: the next task
 overwrites it.

@@ -34,9 +34,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensors.families import FAMILIES, Family
-from sensors.faults import FaultKind
-from sensors.fleet import Fleet
 from sensors.topics import PREFIX
+from simulator.faults import FaultKind
+from simulator.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from processing.anomaly_frame import (
+from processing.anomalies.frame import (
     DEV,
     FIRST,
     SECOND_NS,

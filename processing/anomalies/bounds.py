@@ -7,7 +7,7 @@ import math
 
 import polars as pl
 
-from processing.anomaly_frame import (
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     DEV,
     SECOND_NS,

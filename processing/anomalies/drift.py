@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from processing.anomaly_frame import (
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     DEV,
     HOUR_NS,

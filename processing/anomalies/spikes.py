@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from processing.anomaly_frame import (
+from processing.anomalies.frame import (
     ANOMALY_SCHEMA,
     DEV,
     FIRST,

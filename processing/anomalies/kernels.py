@@ -9,12 +9,12 @@ of devices of one field and returns everything the per-device detectors need (sp
 hourly medians and scales, flatline runs, out-of-bounds readings); :func:`offline_pass` does
 the same for the reporting gaps.
 
-Every kernel is ``nogil``: the caller runs two of them at once on disjoint ranges (two cores).
+Every kernel is ``nogil``: the caller runs several at once on disjoint ranges of devices.
 ``cache=True`` keeps the compiled code on disk, so the compile cost (about 15 to 20 seconds) is
 paid once per machine (and again after the kernels change), not per process.
 
 Missing readings are NaN. The arithmetic mirrors the polars/numpy reference implementation
-(``processing.anomaly_spikes`` and friends) operation for operation, so that both give the same
+(``processing.anomalies.spikes`` and friends) operation for operation, so that both give the same
 rows: medians are ``lower + (upper - lower) * 0.5`` like polars' median, the hourly scale is a
 median of float32 values rounded like polars' float32 median. (Values may still differ in the
 last bit: polars itself rounds a division differently depending on where a value sits in its
@@ -315,7 +315,7 @@ def field_pass(  # noqa: PLR0917 - numba kernels take arrays positionally
     ``[low, high]`` are collected for any field; a ``gauge`` field (not a counter) also gets its
     hourly medians and spike scales, its spike runs and its flatline runs.
 
-    Returns a tuple of arrays (see :class:`processing.anomaly_compiled.FieldResult`).
+    Returns a tuple of arrays (see :class:`processing.anomalies.compiled.FieldResult`).
     """
     lo_all = offsets[first_device]
     rows = offsets[end_device] - lo_all

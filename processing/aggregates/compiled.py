@@ -1,46 +1,36 @@
-"""Tumbling-window aggregates of raw readings, per device and per commune.
+"""The compiled engine of the aggregates: the catalogue's default statistics, on numba kernels.
 
-For every numeric field ``f`` of a family (``FamilySpec.numeric_fields``) and every window of
-``WINDOWS`` (1 min, 15 min, 1 h, 1 day aligned on Paris midnight), an aggregate row holds
-``f_mean``, ``f_min``, ``f_max``, ``f_p95`` (Float64) and ``f_count`` (Int64, readings carrying
-the field). ``f_p95`` is the linear-interpolation 95th percentile (numpy's and pandas' default),
-computed from the raw readings of the window: percentiles cannot be composed from finer
-windows, so every window size selects among the raw values (finer windows' ranks and a
-sample only bound the search from below). Mean, min, max and count do compose, from 1-minute
-partials, each window size from the next finer one.
+It computes ``COMPILED_STATISTICS`` and must give the rows of the polars reference
+(``processing.aggregates.reference``), which defines them; the package asks the reference for
+any other statistic. The linear 95th percentile is computed from the raw readings of each
+window (percentiles do not compose): every window size selects among the raw values, finer
+windows' ranks and a sample only bounding the search from below. Mean, min, max and count
+compose from 1-minute partials, each window size from the next finer one.
 
 How it is fast: tags become integer codes (a hash lookup, not a string cast); each field's
 readings are laid out once per level, device by device an hour at a time and commune by
 commune, at places worked out once per day, so that every window is one stretch of memory;
-compiled kernels (``processing.window_kernels``) then take the windows smallest first and
-select each one's two ranks among the readings above a floor. Nothing is sorted or grouped,
-and the fields are read where the frame holds them, chunk by chunk. A field's device windows
-and its commune windows are two tasks, run two at a time on the two cores.
+compiled kernels (``window_kernels``) then take the windows smallest first and select each
+one's two ranks among the readings above a floor. Nothing is sorted or grouped, and the fields
+are read where the frame holds them, chunk by chunk. A field's device windows and its commune
+windows are two tasks, run on as many threads as the caller gives.
 
-Cumulative counters (``FieldSpec.counter``: the building energy meter, network error counters)
-are not averaged: the mean of a meter index means nothing. They give ``f_increase`` (Float64,
-how much the counter grew in the window), ``f_resets`` (Int64, how many times it went backwards)
-and ``f_count``. The increase between two consecutive readings of a device counts in the window
-of the later reading; when the counter goes backwards (meter replaced, equipment rebooted) the
-device is taken to have restarted from zero, so the increase is the new value itself.
-
-Every function here is pure: polars frames in, polars frames out, in the Store frame convention
-(``time`` in UTC; tags ``insee``, ``device_id``).
+Cumulative counters (the building energy meter, network error counters) go through polars
+group-bys with the catalogue's expressions, a slice of devices at a time.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from processing.memory import return_large_arrays_to_os, without_huge_page_requests
-from processing.window_kernels import (
+from processing.aggregates.reference import fields_present, output_columns, with_counter_increases
+from processing.aggregates.window_kernels import (
     DAY,
     HOUR,
     HOUR_STRETCH,
@@ -49,121 +39,45 @@ from processing.window_kernels import (
     QUARTER,
     cell_starts,
     codes_agree,
+    copy_to_slots,
+    device_layout_slots,
     device_minute_partials,
     interpolate_p95,
+    lay_out_by_commune,
     minute_cells,
     minute_p95,
     minute_partials,
     number_rows,
-    place_rows,
-    put_rows,
-    scatter_rows,
     window_order_stats,
 )
+from processing.aggregates.workspace import Workspace, Workspaces
 from processing.windows import (
     HOUR_NS,
-    WINDOWS,
-    check_window,
     floor,
     from_ns,
     next_start,
-    to_ns,
     window_start_ns,
 )
-from processing.workspace import Workspace, Workspaces
-from sensors.families import FamilySpec, family_spec
-from storage.base import TIME_DTYPE
+from sensors.catalogue import LEVEL_TAGS, STATISTICS, Level, aggregate_measurement
+from storage.base import TIME_DTYPE, epoch_ns
 
-Level = Literal["device", "commune"]
-LEVELS: tuple[Level, ...] = ("device", "commune")
-P95 = 0.95
-_TAGS: dict[Level, list[str]] = {"device": ["insee", "device_id"], "commune": ["insee"]}
 _SHIFT = 1 << 32
 """Group keys pack (entity code, window start in minutes since the epoch) in one Int64: polars
 groups on one integer column several times faster than on a string and a datetime."""
 
-
-def measurement_name(family: str, window: str, level: Level = "device") -> str:
-    """The store measurement of one family's aggregates, e.g. ``air_quality_1h_commune``."""
-    check_window(window)
-    return f"{family}_{window}" + ("_commune" if level == "commune" else "")
+COMPILED_STATISTICS = frozenset({"mean", "min", "max", "p95", "count", "increase", "resets"})
+"""The statistics this engine computes; the package asks the reference for any other."""
 
 
-def output_tags(level: Level) -> list[str]:
-    """The tag columns of an aggregate measurement at ``level``."""
-    return list(_TAGS[level])
-
-
-def spec_of(family: str) -> FamilySpec:
-    """The spec of ``family``; ``ValueError`` when there is no such family."""
-    spec = family_spec(family)
-    if spec is None:
-        raise ValueError(f"unknown family {family!r}")
-    return spec
-
-
-def fields_present(readings: pl.DataFrame | pl.LazyFrame, family: str) -> tuple[list[str], list[str]]:
-    """The family's (plain numeric, counter) fields that are columns of ``readings``."""
-    spec = spec_of(family)
-    names = set(readings.collect_schema().names())
-    plain: list[str] = []
-    counters: list[str] = []
-    for name in spec.numeric_fields:
-        if name not in names:
-            continue
-        field = spec.field(name)
-        (counters if field is not None and field.counter else plain).append(name)
-    return plain, counters
-
-
-def with_counter_increases(
-    frame: pl.DataFrame, counters: Sequence[str], device: str = "_dev"
-) -> pl.DataFrame:
-    """Order by (device, time) and add ``_inc_{f}`` and ``_reset_{f}`` for each counter ``f``.
-
-    ``_inc_f`` is the increase since the device's previous reading carrying ``f`` (null for its
-    first one: nothing says what came before it); ``_reset_f`` flags a counter going backwards.
-    """
-    if not counters:
-        return frame
-    if not (device == "_dev" and frame["_dev"].is_sorted()):
-        frame = frame.sort([device, "time"])
-    dev = pl.col(device)
-    columns: list[pl.Expr] = []
-    for name in counters:
-        value = pl.col(name).cast(pl.Float64)
-        present = value.is_not_null()
-        previous = value.forward_fill().shift(1)
-        # The previous non-null value must come from the same device (no over(): one pass).
-        owner = pl.when(present).then(dev).forward_fill().shift(1)
-        delta = pl.when(owner == dev).then(value - previous)
-        columns.append(
-            pl.when(delta >= 0).then(delta).when(delta < 0).then(value).otherwise(None).alias(f"_inc_{name}")
-        )
-        columns.append((delta < 0).fill_null(False).alias(f"_reset_{name}"))
-    return frame.with_columns(columns)
-
-
-def _stat_exprs(plain: Sequence[str], counters: Sequence[str], *, p95: bool = True) -> list[pl.Expr]:
+def _counter_statistics(counters: Sequence[str], stat: str) -> list[pl.Expr]:
+    """The counter statistics of the catalogue, from readings (``readings``) or from finer rows
+    (``composes``)."""
     exprs: list[pl.Expr] = []
-    for name in plain:
-        value = pl.col(name).cast(pl.Float64)
-        exprs += [
-            value.mean().alias(f"{name}_mean"),
-            value.min().alias(f"{name}_min"),
-            value.max().alias(f"{name}_max"),
-            pl.col(name).count().cast(pl.Int64).alias(f"{name}_count"),
-        ]
-        if p95:
-            exprs.append(value.quantile(P95, interpolation="linear").alias(f"{name}_p95"))
     for name in counters:
-        increase = pl.col(f"_inc_{name}")
-        exprs += [
-            # A window where no increase is known has an unknown (null) one, not 0.
-            pl.when(increase.count() > 0).then(increase.sum()).alias(f"{name}_increase"),
-            pl.col(f"_reset_{name}").sum().cast(pl.Int64).alias(f"{name}_resets"),
-            pl.col(name).count().cast(pl.Int64).alias(f"{name}_count"),
-        ]
+        for statistic in (STATISTICS["increase"], STATISTICS["resets"], STATISTICS["count"]):
+            make = statistic.readings if stat == "readings" else statistic.composes
+            assert make is not None
+            exprs.append(make(name).alias(f"{name}_{statistic.name}"))
     return exprs
 
 
@@ -187,23 +101,13 @@ class _Prepared:
     """``insee`` of each commune; row i is commune code i."""
 
 
-def _prepare(readings: pl.DataFrame | pl.LazyFrame, family: str) -> _Prepared:
+def _prepare(frame: pl.DataFrame, family: str) -> _Prepared:
     """Integer codes instead of tags, and the (device, time) order of the rows.
 
     Devices are numbered in (insee, device_id) order and communes in insee order, so that
     sorting results on codes sorts them on tags, and the tags are joined back on the (small)
     results only.
     """
-    if isinstance(readings, pl.LazyFrame):
-        # A lazy scan (a Parquet file, say) reads only the columns the aggregates use.
-        plain, counters = fields_present(readings, family)
-        wanted = [c for c in ("time", "insee", "device_id") if c in readings.collect_schema().names()]
-        frame = readings.select(*wanted, *plain, *counters).collect()
-    else:
-        frame = readings
-    missing = [c for c in ("time", "insee", "device_id") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"readings lack the column(s) {', '.join(missing)}")
     plain, counters = fields_present(frame, family)
     time_ns = frame.get_column("time").cast(TIME_DTYPE).cast(pl.Int64)
     code, names = _device_codes(frame.select("insee", "device_id"))
@@ -240,8 +144,8 @@ def _device_codes(tags: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
     """
     if tags.is_empty():
         return np.empty(0, dtype=np.uint32), _named_devices(tags, np.empty(0, dtype=np.int64))
-    # Slices of rows at a time: the hashes of a fleet-day would take 140 MB per column and seed
-    # otherwise, memory polars' allocator keeps long after.
+    # Slices of rows at a time: whole-day hash columns would be memory polars' allocator keeps
+    # long after.
     seen = np.empty(tags.height, dtype=np.uint32)
     keys, numbers = np.zeros(1 << 12, dtype=np.uint64), np.full(1 << 12, -1, dtype=np.int64)
     first, known = np.empty(16, dtype=np.int64), 0
@@ -317,9 +221,6 @@ def _device_slices(frame: pl.DataFrame, counters: Sequence[str]) -> Iterator[pl.
         yield with_counter_increases(part.sort(["_dev", "_t"]), counters)
 
 
-FIELD_THREADS = 2
-"""Fields aggregated at once (the project's machines have two cores; the kernels release the GIL)."""
-
 SMALL_GROUP = 21
 """In a window of at most this many readings, the linear 95th percentile lies between the two
 largest values: position 0.95 (n - 1) is at least n - 2."""
@@ -328,7 +229,7 @@ _WIDTH_MINUTES: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "1d": 0}
 """Each window's width in minutes (0: the whole Paris day, 23 to 25 hours)."""
 
 # ---------------------------------------------------------------------------------------------
-# The engine of the plain (non-counter) fields: see processing.window_kernels.
+# The engine of the plain (non-counter) fields: see processing.aggregates.window_kernels.
 #
 # Work goes one Paris day at a time (every window nests in one). Within a day, a window of
 # ``width`` minutes of entity ``e`` is cell ``(minute // width) * entities + e`` of a dense
@@ -385,10 +286,10 @@ class _Layout:
     """Each reading's device code: (minute, device) cell ``minute * devices + device``."""
     device_start: np.ndarray
     """Where each (device, minute) cell starts among the readings laid out hour by hour and
-    device by device within an hour (``window_kernels.place_rows``, stretch ``HOUR_STRETCH``), and
+    device by device within an hour (``window_kernels.device_layout_slots``, stretch ``HOUR_STRETCH``), and
     where the last ends."""
     device_slot: np.ndarray
-    """Where each reading goes in the device layout (``window_kernels.place_rows``)."""
+    """Where each reading goes in the device layout (``window_kernels.device_layout_slots``)."""
     commune_start: np.ndarray
     """The same, commune by commune over the whole day (stretch ``day.minutes``)."""
     widest_day: int
@@ -398,9 +299,9 @@ class _Layout:
 def _paris_days(times: pl.Series) -> list[_Day]:
     """The input rows cut in Paris days, in day order (``times``: Int64 ns)."""
     lo, hi = int(times.min()), int(times.max())  # type: ignore[arg-type]
-    midnights = [to_ns(floor(from_ns(lo), "1d"))]
+    midnights = [epoch_ns(floor(from_ns(lo), "1d"))]
     while midnights[-1] <= hi:
-        midnights.append(to_ns(next_start(from_ns(midnights[-1]), "1d")))
+        midnights.append(epoch_ns(next_start(from_ns(midnights[-1]), "1d")))
     edges = np.array(midnights, dtype=np.int64)
     days: list[_Day] = []
     # Time order (the store's) is cut where the days start, on the frame's own chunks: a copy
@@ -435,20 +336,21 @@ def _layout(
     *,
     windows: Sequence[str],
     levels: Sequence[Level],
+    parts: int,
 ) -> _Layout:
     devices, communes = commune_of_device.size, int(commune_of_device.max()) + 1
     codes = np.ascontiguousarray(device[day.rows])
     minute = np.empty(codes.size, dtype=np.int16)  # a Paris day has at most 1,500 minutes
     per_cell = np.zeros(day.minutes * devices, dtype=np.int64)
-    parts = _hour_parts(day, times)
+    hour_parts = _hour_parts(day, times, parts)
 
     def count_minutes(part: Chunks) -> None:
         for at, time_ns in part:
             rows = slice(at, at + time_ns.size)
             minute_cells(time_ns, codes[rows], day.base_ns, devices, minute[rows], per_cell)
 
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        list(pool.map(count_minutes, parts))
+    with ThreadPoolExecutor(max_workers=len(hour_parts)) as pool:
+        list(pool.map(count_minutes, hour_parts))
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
@@ -473,32 +375,31 @@ def _layout(
         minute,
         codes,
         device_start,
-        _slots(minute, codes, device_start, devices, [_span(part) for part in parts]),
+        _slots(minute, codes, device_start, devices, [_span(part) for part in hour_parts]),
         _starts(by_commune, day.minutes),
         int(max(minute_rows.sum(axis=0).max(), by_commune.sum(axis=0).max())),
     )
 
 
-def _hour_parts(day: _Day, times: pl.Series) -> list[Chunks]:
-    """The day's times in two parts cut on a whole hour, each touching only its own hours'
-    cells, so that two threads can lay them out at once; one part when the rows are not in
-    time order (nothing to cut on) or the day is shorter than two hours."""
+def _hour_parts(day: _Day, times: pl.Series, parts: int) -> list[Chunks]:
+    """The day's times in up to ``parts`` parts cut on whole hours, each touching only its own
+    hours' cells, so that as many threads can lay them out at once; one part when the rows are
+    not in time order (nothing to cut on) or the day has fewer hours than parts."""
     pieces = _chunks(times, day.rows)
-    if not isinstance(day.rows, slice) or day.minutes < 2 * HOUR_STRETCH:
+    hours = day.minutes // HOUR_STRETCH
+    parts = min(parts, hours)
+    if not isinstance(day.rows, slice) or parts < 2:
         return [pieces]
-    middle_ns = day.base_ns + day.minutes // (2 * HOUR_STRETCH) * HOUR_NS
-    cut = int(times.slice(day.rows.start, day.rows.stop - day.rows.start).search_sorted(middle_ns))
-    first: Chunks = []
-    second: Chunks = []
+    rows = times.slice(day.rows.start, day.rows.stop - day.rows.start)
+    edges = [day.base_ns + hours * share // parts * HOUR_NS for share in range(1, parts)]
+    cuts = [int(rows.search_sorted(edge)) for edge in edges]
+    found: list[Chunks] = [[] for _ in range(parts)]
     for at, time_ns in pieces:
-        if at + time_ns.size <= cut:
-            first.append((at, time_ns))
-        elif at >= cut:
-            second.append((at, time_ns))
-        else:
-            first.append((at, time_ns[: cut - at]))
-            second.append((cut, time_ns[cut - at :]))
-    return [part for part in (first, second) if part]
+        # A piece straddling cuts is split at each one it spans.
+        bounds = [at, *(c for c in cuts if at < c < at + time_ns.size), at + time_ns.size]
+        for lo, hi in itertools.pairwise(bounds):
+            found[sum(c <= lo for c in cuts)].append((lo, time_ns[lo - at : hi - at]))
+    return [part for part in found if part]
 
 
 def _span(part: Chunks) -> slice:
@@ -515,7 +416,7 @@ def _slots(
     slot = np.empty(minute.size, dtype=fill.dtype)
 
     def place(rows: slice) -> None:
-        place_rows(minute[rows], device[rows], devices, HOUR_STRETCH, fill, slot[rows])
+        device_layout_slots(minute[rows], device[rows], devices, HOUR_STRETCH, fill, slot[rows])
 
     with ThreadPoolExecutor(max_workers=len(spans)) as pool:
         list(pool.map(place, spans))
@@ -629,12 +530,12 @@ def _device_stats(
     second = workspace.array("second", cells, np.float64)
     laid_out = workspace.array("laid_out", layout.minute.size, np.float64)
     infinite = sum(
-        put_rows(values, layout.device_slot[at : at + values.size], laid_out) for at, values in chunks
+        copy_to_slots(values, layout.device_slot[at : at + values.size], laid_out) for at, values in chunks
     )
     # Laid out, a (minute, device)'s readings sit side by side: its partials come from one
-    # read of them, not from one update per reading (0.037 s against 0.064 s a field of the
-    # fleet-day). A missing value is laid out as -inf, so a field with real -inf readings (no
-    # sensor sends one; a notebook might) takes the update per reading.
+    # read of them, not from one update per reading. A missing value is laid out as -inf, so a
+    # field with real -inf readings (no sensor sends one; a notebook might) takes the update
+    # per reading.
     partials = (count, total, low, high, second)
     if infinite:
         for partial, empty in zip(partials, (0, 0.0, np.inf, -np.inf, -np.inf), strict=True):
@@ -697,7 +598,7 @@ def _commune_stats(
     communes, minutes = layout.commune_first.size, layout.day.minutes
     for at, values in chunks:
         rows = slice(at, at + values.size)
-        scatter_rows(
+        lay_out_by_commune(
             layout.minute[rows],
             layout.device[rows],
             layout.commune_of_device,
@@ -792,14 +693,15 @@ def _chunks(column: pl.Series, rows: slice | np.ndarray) -> Chunks:
     return chunks
 
 
-def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> Iterator[BlockStats]:
+def _fields_of_day(
+    prep: _Prepared, layout: _Layout, workspaces: Workspaces, threads: int
+) -> Iterator[BlockStats]:
     """Every plain field's statistics of one day, device blocks and commune blocks apart.
 
-    A field's device windows take about three times as long as its commune windows, which
+    A field's device windows take several times as long as its commune windows, which
     need only the device minutes' partials: each field's commune windows are queued once
     those are known, behind the device windows of the fields still waiting, so that the two
-    threads end together rather than one idling through a last field (measured: half a
-    second of a fleet-day).
+    threads end together rather than one idling through a last field.
     """
 
     def commune_task(name: str, parts: _CommuneParts) -> BlockStats:
@@ -819,7 +721,7 @@ def _fields_of_day(prep: _Prepared, layout: _Layout, workspaces: Workspaces) -> 
         later = pool.submit(commune_task, name, parts) if parts is not None else None
         return stats, later
 
-    with ThreadPoolExecutor(max_workers=FIELD_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         device_results = [pool.submit(device_task, name) for name in prep.plain]
         communes: list[Future[BlockStats]] = []
         for result in device_results:
@@ -847,22 +749,22 @@ def _block_keys(layout: _Layout) -> list[dict[str, pl.Series]]:
 
 
 def _plain_aggregates(
-    prep: _Prepared, windows: Sequence[str], levels: Sequence[Level]
+    prep: _Prepared, windows: Sequence[str], levels: Sequence[Level], threads: int
 ) -> dict[tuple[str, Level], list[pl.DataFrame]]:
     """Statistics of the plain fields per (window, level): ``time``, ``_dev``/``_com``, stats,
     one frame per Paris day."""
-    workspaces = Workspaces(FIELD_THREADS)
+    workspaces = Workspaces(threads)
     times = prep.frame["_t"]
     device = prep.frame["_dev"].to_numpy()
     commune_of_device = prep.device_names["_com"].to_numpy()
     layouts = [
-        _layout(day, times, device, commune_of_device, windows=windows, levels=levels)
+        _layout(day, times, device, commune_of_device, windows=windows, levels=levels, parts=threads)
         for day in _paris_days(times)
     ]
     found: dict[tuple[str, Level], list[pl.DataFrame]] = {}
     for layout in layouts:
         columns: list[dict[str, pl.Series]] = []
-        for stats in _fields_of_day(prep, layout, workspaces):
+        for stats in _fields_of_day(prep, layout, workspaces, threads):
             # The windows' times and codes are made once the first field is under way: the
             # main thread would otherwise hold the two field threads back while it makes them.
             columns = columns or _block_keys(layout)
@@ -883,7 +785,7 @@ def _counter_query(
     return (
         prepared.with_columns(key.set_sorted().alias("_key"))
         .group_by("_key")
-        .agg(_stat_exprs([], counters))
+        .agg(_counter_statistics(counters, "readings"))
         .with_columns(
             ((pl.col("_key") % _SHIFT) * MINUTE_NS).cast(TIME_DTYPE).alias("time"),
             (pl.col("_key") // _SHIFT).cast(pl.UInt32).alias("_dev"),
@@ -907,25 +809,19 @@ def _counter_aggregates(
 
 
 def _commune_counters(device: pl.DataFrame, devices: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
-    """A commune's counter statistics are the sums of its devices' (an increase adds up)."""
-    exprs: list[pl.Expr] = []
-    for name in counters:
-        increase = pl.col(f"{name}_increase")
-        exprs += [
-            pl.when(increase.count() > 0).then(increase.sum()).alias(f"{name}_increase"),
-            pl.col(f"{name}_resets").sum(),
-            pl.col(f"{name}_count").sum(),
-        ]
+    """A commune's counter statistics compose from its devices' (an increase adds up)."""
     commune = pl.Series("_com", devices["_com"].gather(device["_dev"]))
-    return device.with_columns(commune).group_by("time", "_com").agg(exprs)
+    return (
+        device.with_columns(commune).group_by("time", "_com").agg(_counter_statistics(counters, "composes"))
+    )
 
 
 def _finish(frame: pl.DataFrame, level: Level, names: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """Sort on (time, code), which is (time, tags) by construction, then put the tags back."""
     entity = "_dev" if level == "device" else "_com"
     frame = frame.sort("time", entity)
-    tags = names.select(output_tags(level))[frame[entity]]
-    return frame.hstack(tags).select("time", *output_tags(level), *columns)
+    tags = names.select(LEVEL_TAGS[level])[frame[entity]]
+    return frame.hstack(tags).select("time", *LEVEL_TAGS[level], *columns)
 
 
 def _finish_chunks(
@@ -934,8 +830,8 @@ def _finish_chunks(
     """The per-day frames, which come in (time, code) order, end to end with their tags."""
     entity = "_dev" if level == "device" else "_com"
     frame = pl.concat(chunks, rechunk=False) if len(chunks) > 1 else chunks[0]
-    tags = names.select(output_tags(level))[frame[entity]]
-    return frame.hstack(tags).select("time", *output_tags(level), *columns)
+    tags = names.select(LEVEL_TAGS[level])[frame[entity]]
+    return frame.hstack(tags).select("time", *LEVEL_TAGS[level], *columns)
 
 
 def _merge(frames: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
@@ -947,41 +843,21 @@ def _merge(frames: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
 
 
 def aggregate_all(
-    readings: pl.DataFrame | pl.LazyFrame,
-    family: str,
-    windows: Iterable[str] = WINDOWS,
-    levels: Iterable[Level] = LEVELS,
+    frame: pl.DataFrame, family: str, windows: Sequence[str], levels: Sequence[Level], *, threads: int
 ) -> dict[str, pl.DataFrame]:
-    """Aggregate raw readings of ``family`` over every window and level, keyed by measurement.
-
-    ``readings`` has ``time`` (UTC), ``insee``, ``device_id`` and the family's fields (missing
-    fields are skipped, extra columns ignored). Each result has ``time`` (window start), the
-    level's tags (``insee``, ``device_id`` / ``insee``), then each field's statistics (module
-    docstring), sorted by time and tags. Windows without readings have no row.
-    """
-    windows = [check_window(w) for w in windows]
-    levels = list(levels)
-    return_large_arrays_to_os()  # the per-field arrays come and go: see processing.memory
-    prep = _prepare(readings, family)
-    plain, counters, frame = prep.plain, prep.counters, prep.frame
-    columns = _empty_output(plain, counters).drop("time", "insee", "device_id").columns
+    """``COMPILED_STATISTICS`` of every (window, level), keyed by measurement, for a frame of
+    readings with at least one row (``processing.aggregates.aggregate_all``, which see)."""
+    prep = _prepare(frame, family)
+    plain, counters = prep.plain, prep.counters
+    columns = output_columns(family, plain, counters, COMPILED_STATISTICS)
+    bounds = (int(prep.frame["_t"].min()), int(prep.frame["_t"].max()))  # type: ignore[arg-type]
+    stats = _plain_aggregates(prep, windows, levels, threads) if plain else {}
+    counted = _counter_aggregates(prep, windows, bounds) if counters else {}
     result: dict[str, pl.DataFrame] = {}
-    if frame.is_empty():
-        empty = _empty_output(plain, counters)
-        for window in windows:
-            for level in levels:
-                result[measurement_name(family, window, level)] = empty.select(
-                    "time", *output_tags(level), *columns
-                )
-        return result
-    bounds = (int(frame["_t"].min()), int(frame["_t"].max()))  # type: ignore[arg-type]
-    with without_huge_page_requests():
-        stats = _plain_aggregates(prep, windows, levels) if plain else {}
-        counted = _counter_aggregates(prep, windows, bounds) if counters else {}
     for window in windows:
         for level in levels:
             names = prep.device_names if level == "device" else prep.commune_names
-            measurement = measurement_name(family, window, level)
+            measurement = aggregate_measurement(family, window, level)
             if not counters:
                 result[measurement] = _finish_chunks(stats.pop((window, level)), level, names, columns)
                 continue
@@ -993,26 +869,3 @@ def aggregate_all(
                 parts.append(_commune_counters(counted[window], prep.device_names, counters))
             result[measurement] = _finish(_merge(parts, keys), level, names, columns)
     return result
-
-
-def aggregate(
-    readings: pl.DataFrame | pl.LazyFrame, family: str, window: str, level: Level = "device"
-) -> pl.DataFrame:
-    """Aggregate raw readings of ``family`` over tumbling ``window``s, per device or commune.
-
-    One window and level of ``aggregate_all``, which see.
-    """
-    return aggregate_all(readings, family, [window], [level])[measurement_name(family, window, level)]
-
-
-def _empty_output(plain: Sequence[str], counters: Sequence[str]) -> pl.DataFrame:
-    schema: dict[str, pl.DataType] = {"time": TIME_DTYPE, "insee": pl.String(), "device_id": pl.String()}
-    for name in plain:
-        for stat in ("mean", "min", "max", "p95"):
-            schema[f"{name}_{stat}"] = pl.Float64()
-        schema[f"{name}_count"] = pl.Int64()
-    for name in counters:
-        schema[f"{name}_increase"] = pl.Float64()
-        schema[f"{name}_resets"] = pl.Int64()
-        schema[f"{name}_count"] = pl.Int64()
-    return pl.DataFrame(schema=schema)

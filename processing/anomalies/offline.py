@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from processing.anomaly_frame import (
+from processing.anomalies.frame import (
     DEV,
     FIRST,
     SECOND_NS,
