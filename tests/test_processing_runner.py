@@ -317,7 +317,7 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
         yield store
 
 
-def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Store) -> None:
+def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: Store) -> None:
     store = any_store
     # Yesterday, not a fixed date: influxd refuses points older than its 30-day retention.
     day = floor(datetime.now(UTC) - timedelta(days=1), "1d")
@@ -327,27 +327,48 @@ def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Sto
     runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
     jobs_of(runner.run_once())
     daily_before = day_row(store, day)
-
-    # One minute of the whole fleet arrives.
-    write_all(store, fleet(["air_quality"], now, now + timedelta(minutes=1)))
-    clock.now = now + timedelta(minutes=2)
-    jobs = jobs_of(runner.run_once())
-
     hour = floor(now, "1h")
-    in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
-    in_day = read_between(store, "air_quality", day, day + timedelta(hours=22))
-    assert jobs["aggregates:air_quality"].rows_read == in_hour.height
-    assert jobs["atmo_daily"].rows_read == in_hour.height
-    # eaqi_hourly's other 23 hours were kept from the previous run, this hour from atmo_daily's.
-    assert jobs["eaqi_hourly"].rows_read == 0
-    assert in_hour.height * 10 < in_day.height
 
-    # The windows holding the new minute are corrected, and equal a recompute from raw.
-    for window in ("1m", "15m", "1h"):
-        start = floor(now, window)
-        stored = read_between(store, f"air_quality_{window}_commune", start, start + timedelta(minutes=1))
-        expected = expected_windows(in_hour, window, start, start + timedelta(minutes=1))
-        assert stored.select(expected.columns).equals(expected), window
+    # One minute of the whole fleet arrives, then another, then a reading of the first comes late.
+    first = fleet(["air_quality"], now, now + timedelta(minutes=1))
+    late = first["air_quality"].filter(pl.col("device_id") == pl.col("device_id").max())
+    first["air_quality"] = first["air_quality"].filter(pl.col("device_id") != pl.col("device_id").max())
+    arrivals = [
+        (now, first),
+        (
+            now + timedelta(minutes=1),
+            fleet(["air_quality"], now + timedelta(minutes=1), now + timedelta(minutes=2)),
+        ),
+        (
+            now,
+            {
+                "air_quality": late.with_columns(
+                    received_at=pl.lit(int((now + timedelta(minutes=3)).timestamp() * 1e9))
+                )
+            },
+        ),
+    ]
+    for step, (minute, frames) in enumerate(arrivals):
+        write_all(store, frames)
+        clock.now = now + timedelta(minutes=2 + step)
+        jobs = jobs_of(runner.run_once())
+
+        in_minute = read_between(store, "air_quality", minute, minute + timedelta(minutes=1))
+        in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
+        # The hour was kept from the run before: only the minute with new readings is read.
+        assert jobs["aggregates:air_quality"].rows_read == in_minute.height
+        assert jobs["atmo_daily"].rows_read == 0
+        assert jobs["eaqi_hourly"].rows_read == 0
+        assert in_minute.height * 30 < in_hour.height
+
+        # The windows holding the new minute are corrected, and equal a recompute from raw.
+        for window in ("1m", "15m", "1h"):
+            start = floor(minute, window)
+            stored = read_between(store, f"air_quality_{window}_commune", start, start + timedelta(minutes=1))
+            expected = expected_windows(in_hour, window, start, start + timedelta(minutes=1))
+            assert stored.select(expected.columns).equals(expected), window
+        atmo = read_between(store, "eaqi_hourly", hour, hour + timedelta(hours=1)).drop("time")
+        assert atmo.height == 2  # both communes, from the kept hour's partial means
     # Today's 1-day row waits for day_refresh (1 hour by default).
     assert day_row(store, day) == daily_before
 
