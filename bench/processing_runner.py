@@ -4,7 +4,9 @@ A DuckDB store holds a day of 2,000 air-quality stations at 10-second resolution
 million readings: the Paris day up to 22:00, from the project's fleet simulator), already
 processed by a first ``run_once``. Then one minute of readings of the whole fleet arrives, and
 one ``run_once`` is timed: the aggregates (1 min, 15 min, 1 h; today's 1-day row waits for
-``day_refresh``), the ATMO index and the EAQI. It is compared with what the runner did before at
+``day_refresh``), the ATMO index and the EAQI. The runner keeps the latest hours' readings
+between runs, so such a run reads the new minute and computes each window it touches from its
+own readings (the minute, its quarter, its hour). It is compared with what the runner did before at
 every run that had new readings in the day, which is ``backfill`` of the day: read the whole day
 and recompute it, measured in the same run. The run an hour later that refreshes today's 1-day
 rows (``day_refresh``) is timed too, as is a run of a freshly started runner (its hourly means

@@ -414,15 +414,21 @@ class Runner:
                 self._hourly[hour] = (self._run, by_hour.get(hour, _EMPTY_HOURLY))
         return pl.concat([self._hourly[hour][1] for hour in hours])
 
-    def recent_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> pl.DataFrame:
-        """Raw readings of ``family`` in the hour starting at ``hour`` (ns), as the store holds them.
+    def recent_hour(
+        self, family: str, hour: int, dirty: Dirty, report: JobReport
+    ) -> tuple[pl.DataFrame, set[int] | None]:
+        """Raw readings of ``family`` in the hour starting at ``hour`` (ns), as the store holds
+        them, and the minutes (ns) read again in this run (None: the whole hour was).
 
         An hour of the latest ones (see ``_recent_from``) is kept between runs, and a run reads
-        again only its minutes holding new readings (``dirty``): a minute with no new reading
-        holds what it held when it was read, as the arrivals and their settle margin say (the
-        same rule that lets a run recompute only its dirty windows). Older hours are read whole.
+        again only its minutes holding a new reading (``dirty``) it does not hold yet: a minute
+        with no new reading holds what it held when it was read, as the arrivals and their
+        settle margin say (the same rule that lets a run recompute only its dirty windows).
+        Older hours are read whole. A job that fails drops its family's kept hours, so that the
+        next run reads, and recomputes, them whole.
         """
-        return self._kept_hour(family, hour, dirty, report).frame
+        kept = self._kept_hour(family, hour, dirty, report)
+        return kept.frame, kept.minutes
 
     def _recent_from(self) -> int:
         """Start (ns) of the oldest hour kept between runs: the hour ``settle`` ago, where the
@@ -558,6 +564,7 @@ class Runner:
             # stays, so the next run retries its windows.
             log.exception("processing job %s failed", job.name)
             report.error = f"{type(exc).__name__}: {exc}"
+            self._recent = {key: kept for key, kept in self._recent.items() if key[0] != job.family}
         report.seconds = time.perf_counter() - started
         return report
 
@@ -811,17 +818,29 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 def _aggregate_hour(
     runner: Runner, family: str, hour: int, dirty: Dirty, report: JobReport, *, starts: dict[str, set[int]]
 ) -> None:
-    """The dirty windows of one hour, each from the readings of that window only: the new
-    minute's, its quarter's, the hour's (kept between runs, see ``Runner.recent_hour``)."""
-    frame = runner.recent_hour(family, hour, dirty, report)
+    """The windows of one hour holding readings new to the kept hour, each from its own readings:
+    the new minute's, its quarter's, the hour's (``Runner.recent_hour``).
+
+    The settle margin makes the readings of the last minutes before the previous run new again
+    at every run; those the kept hour already holds were computed and written by that run.
+    """
+    frame, fresh = runner.recent_hour(family, hour, dirty, report)
     if frame.is_empty():
         return
+    minutes = {m for m in starts["1m"] if hour <= m < hour + HOUR_NS}
+    if fresh is not None:
+        minutes &= fresh
+    if not minutes:
+        return
+    touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
+    windows = Dirty(touched)
     start, end = from_ns(hour), from_ns(hour + HOUR_NS)
     for window in SUB_DAY_WINDOWS:
         rows = frame
+        wanted = {window: windows.starts(window)}
         if window != "1h":
             rows = frame.filter(
-                window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(starts[window]))
+                window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(wanted[window]))
             )
         if rows.is_empty():
             continue
@@ -830,7 +849,7 @@ def _aggregate_hour(
             runner,
             family,
             window,
-            _within_windows(results, family, window, span=(start, end), starts=starts),
+            _within_windows(results, family, window, span=(start, end), starts=wanted),
             report,
         )
 

@@ -357,6 +357,20 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
         in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
         # The hour was kept from the run before: only the minute with new readings is read.
         assert jobs["aggregates:air_quality"].rows_read == in_minute.height
+        # Its minute, quarter and hour are recomputed (a row per device and per commune): not
+        # the minutes before it that the settle margin looks at again.
+        touched = [
+            in_hour.filter(
+                pl.col("time").is_between(floor(minute, w), floor(minute, w) + length, closed="left")
+            )
+            for w, length in (
+                ("1m", timedelta(minutes=1)),
+                ("15m", timedelta(minutes=15)),
+                ("1h", timedelta(hours=1)),
+            )
+        ]
+        expected_rows = sum(f["device_id"].n_unique() + f["insee"].n_unique() for f in touched)
+        assert jobs["aggregates:air_quality"].windows == expected_rows
         assert jobs["atmo_daily"].rows_read == 0
         assert jobs["eaqi_hourly"].rows_read == 0
         assert in_minute.height * 30 < in_hour.height
