@@ -962,11 +962,15 @@ def _network_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
 def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     try:
         from processing.anomalies import detect_anomalies
+        from processing.anomaly_spikes import SIDE
     except ImportError:  # the anomaly pass is optional: aggregates and indices run without it
         log.warning("processing.anomalies is not available: anomaly detection skipped")
         return
     family = report.job.split(":", 1)[1]
-    days = dirty.days()
+    # A spike is judged with the readings after it: those of a day's last minutes come after
+    # midnight, so the first readings of a day make the day before dirty too, and its pass reads them.
+    after = timedelta(seconds=SIDE * FAMILIES[Family(family)].reporting_period_s)
+    days = sorted(set(dirty.days()) | set(Dirty((dirty.times - after).cast(TIME_DTYPE)).days()))
     today = floor(runner.now, "1d")
     # Silence is only seen by looking: the current day is always checked, new data or not.
     if today not in days:
@@ -975,7 +979,7 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         # One day at a time, always with the same context before it, so that a day's anomalies
         # come out the same whichever run computes them (and memory stays one day's).
         day_start, day_end = _day_range(day)
-        end = min(day_end, runner.now + timedelta(seconds=1))
+        end = min(day_end + after, runner.now + timedelta(seconds=1))
         raw = runner.read(family, day_start - ANOMALY_CONTEXT, end, report)
         if raw.is_empty():
             continue

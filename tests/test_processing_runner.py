@@ -649,3 +649,34 @@ def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "0")
     with pytest.raises(ValidationError, match="day_refresh_s"):
         Settings()
+
+
+def last_minute_spikes(store: DuckDBStore) -> int:
+    found = read_all(store, "anomalies")
+    if "kind" not in found.columns:
+        return 0
+    spikes = found.filter(pl.col("kind") == "spike", pl.col("field") == "pm25")
+    return spikes.filter(pl.col("time") == NEXT_DAY - timedelta(minutes=1)).height
+
+
+def test_a_spike_in_the_last_minute_of_a_day_is_found_once_the_next_day_begins(store: DuckDBStore) -> None:
+    # A spike is judged with the readings after it: the last reading before Paris midnight has
+    # its after side in the next day.
+    frames = fleet(["air_quality"], NEXT_DAY - timedelta(hours=8), NEXT_DAY + timedelta(minutes=10))
+    air_quality = frames["air_quality"]
+    spiked = (pl.col("device_id") == air_quality["device_id"].min()) & (
+        pl.col("time") == NEXT_DAY - timedelta(minutes=1)
+    )
+    air_quality = air_quality.with_columns(
+        pl.when(spiked).then(pl.col("pm25") + 400).otherwise("pm25").alias("pm25")
+    )
+    clock = Clock(NEXT_DAY)
+    runner = Runner(store, families=["air_quality"], clock=clock)
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") < NEXT_DAY)})
+    jobs_of(runner.run_once())
+    assert last_minute_spikes(store) == 0  # not judged yet
+
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") >= NEXT_DAY)})
+    clock.now = NEXT_DAY + timedelta(minutes=11)
+    jobs_of(runner.run_once())
+    assert last_minute_spikes(store) == 1
