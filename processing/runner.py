@@ -18,12 +18,18 @@ Incremental and correct under late data:
 
 What a run reads follows what arrived, not the size of the day:
 
-* 1 min, 15 min and 1 h aggregates, camera and network hours: only the dirty hours are read,
-  every device of them (a commune window needs all its devices), as runs of consecutive hours
-  cut at Paris midnight. Counters (energy meter, error counters) also need each device's
-  previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full day reads
-  the hour before midnight), and for a device with no reading there, its last reading of the
-  counter earlier in the day, so increases come out as a full recompute gives them.
+* 1 min, 15 min and 1 h aggregates: each dirty window is computed from its own readings only
+  (a new minute: that minute, its quarter, its hour), every device of them (a commune window
+  needs all its devices). The raw readings of the latest hours (from the hour ``settle`` ago)
+  are kept between runs (``Runner.recent_hour``): a run reads again only the minutes holding
+  a reading the kept hour does not hold yet, so a new minute of the fleet reads that minute.
+  Older hours (late data) are read whole.
+* Families with counters (energy meter, error counters), camera and network hours: the dirty
+  hours are read, as runs of consecutive hours cut at Paris midnight. Counters also need each
+  device's previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full
+  day reads the hour before midnight), and for a device with no reading there, its last
+  reading of the counter earlier in the day, so increases come out as a full recompute gives
+  them.
 * 1-day aggregate rows need the whole day (a p95 does not compose). A closed day (ended at
   least ``settle`` ago) is read whole and recomputed when it is dirty, and once when it closes;
   today's rows are recomputed, whole, at most every ``day_refresh`` (1 hour by default) when
@@ -33,7 +39,9 @@ What a run reads follows what arrived, not the size of the day:
   The stored ``air_quality_1h_commune`` aggregates cannot give them (a commune mean over every
   reading is not the worst device's hourly mean, and a reading count is not the minutes
   covered), so the runner keeps the hourly means it computed from raw readings between runs,
-  by hour, and reads again only the hours with new readings (or not kept: after a restart).
+  by hour, and recomputes only the hours with new readings (or not kept: after a restart); a
+  kept latest hour gives them from per-slot partial sums (``slot_partials``), of which only
+  the minutes read again are recomputed.
   ATMO of a day and EAQI of a day (with the 24 hours before it) are then recomputed from the
   kept hours at every run, as cheap as a group-by of a few thousand rows.
 * The anomaly pass reads each dirty day (and today) whole, with its context: see
@@ -62,15 +70,23 @@ from typing import Any
 import polars as pl
 
 from processing.aggregates import aggregate_all, spec_of
-from processing.indices.air import atmo_from_hourly, eaqi_from_hourly, hourly_means
+from processing.indices.air import (
+    atmo_from_hourly,
+    eaqi_from_hourly,
+    hourly_means,
+    means_from_partials,
+    slot_ns,
+    slot_of,
+    slot_partials,
+)
 from processing.indices.building import BASELINE_WEEKS, building_energy_daily
 from processing.indices.camera import camera_hourly
 from processing.indices.network import network_health
 from processing.indices.scales import POLLUTANTS
 from processing.indices.traffic import traffic_congestion, traffic_profile
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, WINDOWS, floor, from_ns, next_start, to_ns, window_start
-from sensors.catalogue import LEVEL_TAGS, LEVELS, aggregate_measurement, indices
+from processing.windows import HOUR_NS, MINUTE_NS, WINDOWS, floor, from_ns, next_start, to_ns, window_start
+from sensors.catalogue import LEVEL_TAGS, LEVELS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store
 
@@ -136,6 +152,8 @@ class Dirty:
     throttled 1-day rows have pending readings. None in a backfill."""
     backfill: bool = False
     """Every window of the period is to be recomputed now, 1-day rows included."""
+    new: pl.DataFrame | None = None
+    """``time`` and ``received_at`` of the new readings (those of ``times``); None in a backfill."""
 
     def starts(self, window: str, spread: timedelta = timedelta(0)) -> set[int]:
         """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
@@ -233,6 +251,8 @@ class Runner:
         # Device hourly means of air_quality by hour start (ns), with the run that computed
         # them: valid until a reading of their hour arrives, which makes the hour dirty.
         self._hourly: dict[int, tuple[int, pl.DataFrame]] = {}
+        # Raw readings of the latest hours by (family, hour start), refreshed minute by minute.
+        self._recent: dict[tuple[str, int], _KeptHour] = {}
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -277,7 +297,7 @@ class Runner:
             mark = found[0] if found else None
             threshold = self._new_after(found)
             new = seen if threshold is None else seen.filter(pl.col("received_at") > threshold)
-            dirty = Dirty(new["time"], arrivals=seen)
+            dirty = Dirty(new["time"], arrivals=seen, new=new)
             job_report = self._run_job(job, dirty)
             report.jobs.append(job_report)
             # ``seen`` holds every reading of the horizon received after a threshold at or below
@@ -370,7 +390,11 @@ class Runner:
             if hour not in self._hourly or (hour in fresh and self._hourly[hour][0] != self._run)
         ]
         period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
-        for span_start, span_end in hour_spans(stale):
+        recent_from = self._recent_from()
+        for hour in stale:
+            if hour >= recent_from:
+                self._hourly[hour] = (self._run, self._recent_means(hour, dirty, report, period))
+        for span_start, span_end in hour_spans(hour for hour in stale if hour < recent_from):
             raw = self.read("air_quality", span_start, span_end, report)
             means = (
                 _EMPTY_HOURLY if raw.is_empty() else hourly_means(raw, POLLUTANTS, reporting_period_s=period)
@@ -384,6 +408,82 @@ class Runner:
             for hour in range(to_ns(span_start), to_ns(span_end), HOUR_NS):
                 self._hourly[hour] = (self._run, by_hour.get(hour, _EMPTY_HOURLY))
         return pl.concat([self._hourly[hour][1] for hour in hours])
+
+    def recent_hour(
+        self, family: str, hour: int, dirty: Dirty, report: JobReport
+    ) -> tuple[pl.DataFrame, set[int] | None]:
+        """Raw readings of ``family`` in the hour starting at ``hour`` (ns), as the store holds
+        them, and the minutes (ns) read again in this run (None: the whole hour was).
+
+        An hour of the latest ones (see ``_recent_from``) is kept between runs, and a run reads
+        again only its minutes holding a new reading (``dirty``) it does not hold yet: a minute
+        with no new reading holds what it held when it was read, as the arrivals and their
+        settle margin say (the same rule that lets a run recompute only its dirty windows).
+        Older hours are read whole. A job that fails drops its family's kept hours, so that the
+        next run reads, and recomputes, them whole.
+        """
+        kept = self._kept_hour(family, hour, dirty, report)
+        return kept.frame, kept.minutes
+
+    def _recent_from(self) -> int:
+        """Start (ns) of the oldest hour kept between runs: the hour ``settle`` ago, where the
+        readings a run may still receive fall."""
+        return to_ns(floor(self._now - self.settle, "1h"))
+
+    def _kept_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> _KeptHour:
+        key = (family, hour)
+        kept = self._recent.get(key)
+        if kept is None or hour < self._recent_from():
+            frame = self.read(family, from_ns(hour), from_ns(hour + HOUR_NS), report)
+            kept = _KeptHour(frame, self._run, None)
+            if hour >= self._recent_from():
+                self._recent[key] = kept
+            return kept
+        already = set() if kept.run != self._run else kept.minutes
+        if already is None:
+            return kept  # read whole in this run
+        stale = {m for m in dirty.starts("1m") if hour <= m < hour + HOUR_NS} - already
+        if stale:
+            stale = _unseen_minutes(kept.frame, dirty, stale)
+        if stale:
+            minute = pl.col("time").cast(pl.Int64) // MINUTE_NS * MINUTE_NS
+            fresh = [
+                self.read(family, start, end, report)
+                for start, end in _spans(sorted(stale), MINUTE_NS, HOUR_NS)
+            ]
+            frames = [kept.frame.filter(~minute.is_in(sorted(stale))), *fresh]
+            kept.frame = pl.concat([f for f in frames if f.width], how="diagonal_relaxed")
+            kept.stale_minutes |= stale
+        kept.run, kept.minutes = self._run, already | stale
+        return kept
+
+    def keep_recent(self, family: str, raw: pl.DataFrame) -> None:
+        """Keep the latest hours of ``raw`` (every reading of them, as just read in this run)."""
+        first = self._recent_from()
+        if raw.is_empty():
+            return
+        hours = raw.select((pl.col("time").cast(pl.Int64) // HOUR_NS * HOUR_NS).unique())[:, 0]
+        for hour in hours.filter(hours >= first).to_list():
+            part = raw.filter(pl.col("time").cast(pl.Int64).is_between(hour, hour + HOUR_NS, closed="left"))
+            self._recent[(family, int(hour))] = _KeptHour(part, self._run, None)
+
+    def _recent_means(self, hour: int, dirty: Dirty, report: JobReport, period: float) -> pl.DataFrame:
+        """``hourly_means`` of a kept hour, from its coverage slots (only those of the minutes
+        read again are recomputed)."""
+        kept = self._kept_hour("air_quality", hour, dirty, report)
+        if kept.frame.is_empty():
+            return _EMPTY_HOURLY
+        if kept.partials is None:
+            kept.partials = slot_partials(kept.frame, POLLUTANTS, reporting_period_s=period)
+        elif kept.stale_minutes:
+            slots = sorted({m // slot_ns(period) for m in kept.stale_minutes})
+            stale = slot_of(period).is_in(slots)
+            fresh = slot_partials(kept.frame.filter(stale), POLLUTANTS, reporting_period_s=period)
+            kept.partials = pl.concat(
+                [kept.partials.filter(~pl.col("slot").is_in(slots)), fresh], how="diagonal_relaxed"
+            )
+        kept.stale_minutes = set()
+        return means_from_partials(kept.partials, POLLUTANTS, reporting_period_s=period)
 
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
@@ -404,6 +504,8 @@ class Runner:
         # stale: they are dropped once no EAQI day (the day and the 24 hours before) needs them.
         oldest = to_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
         self._hourly = {hour: kept for hour, kept in self._hourly.items() if hour >= oldest}
+        recent_from = self._recent_from()
+        self._recent = {key: kept for key, kept in self._recent.items() if key[1] >= recent_from}
 
     def _new_after(self, found: tuple[int, int] | None) -> int | None:
         """The ``received_at`` above which readings are new to a job whose watermark and last
@@ -457,8 +559,61 @@ class Runner:
             # stays, so the next run retries its windows.
             log.exception("processing job %s failed", job.name)
             report.error = f"{type(exc).__name__}: {exc}"
+            self._recent = {key: kept for key, kept in self._recent.items() if key[0] != job.family}
         report.seconds = time.perf_counter() - started
         return report
+
+
+@dataclass(slots=True)
+class _KeptHour:
+    """Raw readings of one hour of one family, kept between runs (``Runner.recent_hour``)."""
+
+    frame: pl.DataFrame
+    run: int
+    """The last run that read some of it."""
+    minutes: set[int] | None
+    """Minutes (ns) that run read again; None: it read the whole hour."""
+    partials: pl.DataFrame | None = None
+    """Coverage-slot partials of the hourly means (air quality), once computed."""
+    stale_minutes: set[int] = field(default_factory=set)
+    """Minutes read again since ``partials`` were computed."""
+
+
+def _unseen_minutes(frame: pl.DataFrame, dirty: Dirty, minutes: set[int]) -> set[int]:
+    """The ``minutes`` (ns) holding a new reading that ``frame`` does not hold yet.
+
+    The settle margin makes the readings received shortly before the last run new again at
+    every run: most of them are already kept. A reading is known by its time and its
+    ``received_at`` (counted, as readings of several devices may share both).
+    """
+    if dirty.new is None or "received_at" not in frame.columns:
+        return minutes
+    minute = pl.col("time").cast(pl.Int64) // MINUTE_NS * MINUTE_NS
+    new = dirty.new.filter(minute.is_in(sorted(minutes)))
+    keys = ["time", "received_at"]
+    arrived = new.group_by(keys).len("arrived")
+    kept = (
+        frame.join(arrived.select("time").unique(), on="time", how="semi")
+        .select(pl.col("time"), pl.col("received_at").cast(pl.Int64))
+        .group_by(keys)
+        .len("kept")
+    )
+    unseen = arrived.join(kept, on=keys, how="left").filter(
+        pl.col("kept").is_null() | (pl.col("kept") < pl.col("arrived"))
+    )
+    return set(unseen.select(minute.unique())[:, 0].to_list())
+
+
+def _spans(starts: Sequence[int], step: int, limit: int) -> list[tuple[datetime, datetime]]:
+    """Sorted window ``starts`` (ns) of length ``step`` as ``[start, end)`` runs of consecutive
+    windows, none longer than ``limit``."""
+    spans: list[tuple[int, int]] = []
+    for start in starts:
+        if spans and spans[-1][1] == start and start - spans[-1][0] < limit:
+            spans[-1] = (spans[-1][0], start + step)
+        else:
+            spans.append((start, start + step))
+    return [(from_ns(a), from_ns(b)) for a, b in spans]
 
 
 _EMPTY_HOURLY = pl.DataFrame(
@@ -620,12 +775,19 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     spans = dirty.hour_spans()
     daily = _DailyRows(runner, report.job, dirty)
     due = daily.due()
+    # Window by window from kept hours; a counter's increase needs each device's previous
+    # reading, which the hour-span reads below bring along.
+    by_window = not dirty.backfill and not _counters(family)
     for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
         day_start, day_end = _day_range(day)
         if day in due:
             # The day's p95 needs every reading of the day: read it once, whole, and take the
             # dirty shorter windows from the same frame.
             parts = [(day_start, day_end, list(WINDOWS))]
+        elif by_window:
+            for hour in sorted(h for h in starts["1h"] if to_ns(day_start) <= h < to_ns(day_end)):
+                _aggregate_hour(runner, family, hour, dirty, report, starts=starts)
+            continue
         else:
             parts = [
                 (start, end, list(SUB_DAY_WINDOWS)) for start, end in spans if day_start <= start < day_end
@@ -634,16 +796,82 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             raw = _read_raw(runner, family, start, end, report)
             if raw.is_empty():
                 continue
+            if by_window:
+                runner.keep_recent(family, raw)
             results = aggregate_all(raw, family, windows=windows)
             for window in windows:
-                for level in LEVELS:
-                    name = aggregate_measurement(family, window, level)
-                    out = _within(results[name], start, end)
-                    if window != "1d":
-                        out = out.filter(_in_starts(starts[window]))
-                    report.windows += out.height
-                    runner.write(name, out, list(LEVEL_TAGS[level]), report)
+                _write_windows(
+                    runner,
+                    family,
+                    window,
+                    _within_windows(results, family, window, span=(start, end), starts=starts),
+                    report,
+                )
     daily.done()
+
+
+def _aggregate_hour(
+    runner: Runner, family: str, hour: int, dirty: Dirty, report: JobReport, *, starts: dict[str, set[int]]
+) -> None:
+    """The windows of one hour holding readings new to the kept hour, each from its own readings:
+    the new minute's, its quarter's, the hour's (``Runner.recent_hour``).
+
+    The settle margin makes the readings of the last minutes before the previous run new again
+    at every run; those the kept hour already holds were computed and written by that run.
+    """
+    frame, fresh = runner.recent_hour(family, hour, dirty, report)
+    if frame.is_empty():
+        return
+    minutes = {m for m in starts["1m"] if hour <= m < hour + HOUR_NS}
+    if fresh is not None:
+        minutes &= fresh
+    if not minutes:
+        return
+    touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
+    windows = Dirty(touched)
+    start, end = from_ns(hour), from_ns(hour + HOUR_NS)
+    for window in SUB_DAY_WINDOWS:
+        rows = frame
+        wanted = {window: windows.starts(window)}
+        if window != "1h":
+            rows = frame.filter(
+                window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(wanted[window]))
+            )
+        if rows.is_empty():
+            continue
+        results = aggregate_all(rows, family, windows=[window])
+        _write_windows(
+            runner,
+            family,
+            window,
+            _within_windows(results, family, window, span=(start, end), starts=wanted),
+            report,
+        )
+
+
+def _within_windows(
+    results: dict[str, pl.DataFrame],
+    family: str,
+    window: str,
+    *,
+    span: tuple[datetime, datetime],
+    starts: dict[str, set[int]],
+) -> dict[Level, pl.DataFrame]:
+    """The rows of ``results`` of ``window`` that a run writes: in ``[start, end)`` and, below a
+    day, in a dirty window."""
+    out: dict[Level, pl.DataFrame] = {}
+    for level in LEVELS:
+        rows = _within(results[aggregate_measurement(family, window, level)], *span)
+        out[level] = rows if window == "1d" else rows.filter(_in_starts(starts[window]))
+    return out
+
+
+def _write_windows(
+    runner: Runner, family: str, window: str, rows: dict[Level, pl.DataFrame], report: JobReport
+) -> None:
+    for level, out in rows.items():
+        report.windows += out.height
+        runner.write(aggregate_measurement(family, window, level), out, list(LEVEL_TAGS[level]), report)
 
 
 def _atmo_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
@@ -740,11 +968,15 @@ _INDEX_JOBS: dict[str, JobFunc] = {
 def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     try:
         from processing.anomalies import detect_anomalies
+        from processing.anomalies.spikes import SIDE
     except ImportError:  # the anomaly pass is optional: aggregates and indices run without it
         log.warning("processing.anomalies is not available: anomaly detection skipped")
         return
     family = report.job.split(":", 1)[1]
-    days = dirty.days()
+    # A spike is judged with the readings after it: those of a day's last minutes come after
+    # midnight, so the first readings of a day make the day before dirty too, and its pass reads them.
+    after = timedelta(seconds=SIDE * FAMILIES[Family(family)].reporting_period_s)
+    days = sorted(set(dirty.days()) | set(Dirty((dirty.times - after).cast(TIME_DTYPE)).days()))
     today = floor(runner.now, "1d")
     # Silence is only seen by looking: the current day is always checked, new data or not.
     if today not in days:
@@ -753,7 +985,7 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         # One day at a time, always with the same context before it, so that a day's anomalies
         # come out the same whichever run computes them (and memory stays one day's).
         day_start, day_end = _day_range(day)
-        end = min(day_end, runner.now + timedelta(seconds=1))
+        end = min(day_end + after, runner.now + timedelta(seconds=1))
         raw = runner.read(family, day_start - ANOMALY_CONTEXT, end, report)
         if raw.is_empty():
             continue

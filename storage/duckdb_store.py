@@ -142,11 +142,12 @@ class DuckDBStore:
         measurement: str, schema: _Schema, data: pl.DataFrame, fields: list[str]
     ) -> tuple[pl.DataFrame, list[RejectedRow]]:
         rejected: list[RejectedRow] = []
+        dtypes = data.schema  # built anew at every access: once, not once per field
         for name in fields:
             if name in schema.tags:
                 raise WriteRejected(f"{name!r} is a tag of {measurement!r}; it cannot also be a field")
             stored = schema.fields.get(name)
-            kind = field_kind(data.schema[name])
+            kind = field_kind(dtypes[name])
             if stored is None or stored == kind or name not in data.columns:
                 continue
             bad = data.filter(pl.col(name).is_not_null())
@@ -199,8 +200,9 @@ class DuckDBStore:
             conn.execute("ROLLBACK")
             raise
         schema.tags.extend(new_tags)
+        dtypes = data.schema
         for name in new_fields:
-            schema.fields[name] = field_kind(data.schema[name])
+            schema.fields[name] = field_kind(dtypes[name])
         self._schemas[measurement] = schema
 
     @staticmethod

@@ -101,10 +101,11 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
     for name in field_list:
         check_name("field", name)
 
-    exprs: list[pl.Expr] = [_time_expr(frame.schema[TIME]).alias(TIME)]
+    schema = frame.schema  # built anew at every access: once, not once per column
+    exprs: list[pl.Expr] = [_time_expr(schema[TIME]).alias(TIME)]
     exprs += [pl.col(t).cast(pl.String).fill_null("").alias(t) for t in tag_list]
     for name in field_list:
-        dtype = _field_dtype(name, frame.schema[name])
+        dtype = _field_dtype(name, schema[name])
         expr = pl.col(name).cast(dtype)
         if dtype == pl.Float64:
             # NaN and infinities have no line-protocol form: they mean "no value".

@@ -6,10 +6,15 @@ data (faults off) raises at most one false alarm per device-day.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
 import pytest
 
 from bench.anomaly_eval import Evaluation, evaluate, evaluation_fleet
+from processing.anomalies import detect_anomalies, detect_spikes
 from simulator.faults import FaultRates
+from simulator.fleet import FleetConfig, generate_fleet
 
 # More faults than the demo's defaults, so that a couple of days of 135 devices (every family,
 # three per commune) inject hundreds of them and 95 % means something.
@@ -67,3 +72,47 @@ def test_at_most_one_false_alarm_per_device_day_on_clean_data(clean: Evaluation)
     )
     # Nothing was injected, so nothing a detector reports can be right.
     assert clean.false_alarms == sum(score.detections for score in clean.scores.values())
+
+
+# --- gaps in the data: a restart of the fleet, dropouts, silences --------------------------
+
+RESTART = datetime(2026, 3, 2, 9, 17, tzinfo=UTC)  # mid-hour: the hour's spike scale is settled
+
+
+def _fleet(faults: FaultRates, start: datetime, end: datetime) -> dict[str, pl.DataFrame]:
+    config = FleetConfig(devices_per_family=3, period_s=60, seed=5, faults=faults)
+    return generate_fleet(config, start, end).frames
+
+
+@pytest.mark.parametrize("gap", [timedelta(0), timedelta(minutes=7)])
+def test_no_spike_from_a_restart_of_the_fleet(gap: timedelta) -> None:
+    # What the demo stores across a restart: the simulator starts again from where the store
+    # ends (``gap`` later), same seed, so every device's level jumps at the restart.
+    before = _fleet(FaultRates.none(), RESTART - timedelta(hours=8), RESTART)
+    after = _fleet(FaultRates.none(), RESTART + gap, RESTART + gap + timedelta(minutes=10))
+    # What each run sees in the first minutes after the restart: one reading, two, three.
+    for readings in (1, 2, 3):
+        now = RESTART + gap + timedelta(minutes=readings)
+        for family, frame in before.items():
+            seen = pl.concat([frame, after[family].filter(pl.col("time") < now)], how="diagonal_relaxed")
+            spikes = detect_spikes(seen, family).filter(pl.col("time") >= RESTART - timedelta(minutes=3))
+            assert spikes.is_empty(), (family, readings, spikes.select("device_id", "field", "time", "score"))
+
+
+def test_dropouts_and_silences_add_no_spike() -> None:
+    start, end = RESTART - timedelta(hours=8), RESTART
+    clean = _fleet(FaultRates.none(), start, end)
+    gappy = _fleet(FaultRates(dropout=0.02, offline=1.0), start, end)
+    for family, frame in gappy.items():
+        assert frame.height < clean[family].height * 0.99, family  # readings are missing
+        found = detect_anomalies(frame, family, now=end).filter(pl.col("kind") == "spike")
+        # A noisy reading near the threshold may tip over when a neighbour is missing; what a gap
+        # must not do is make a spike of a reading that does not stand out without it.
+        standing_out = detect_spikes(clean[family], family, spike_threshold=5).select(
+            "device_id", "field", pl.col("time").alias("from"), pl.col("end_ns").alias("to")
+        )
+        explained = found.join(standing_out, on=["device_id", "field"]).filter(
+            (pl.col("time") >= pl.col("from")) & (pl.col("time").dt.epoch("ns") <= pl.col("to"))
+        )
+        added = found.join(explained, on=["device_id", "field", "time"], how="anti")
+        assert added.is_empty(), (family, added.select("device_id", "field", "time", "score"))

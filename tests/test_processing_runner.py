@@ -317,7 +317,7 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
         yield store
 
 
-def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Store) -> None:
+def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: Store) -> None:
     store = any_store
     # Yesterday, not a fixed date: influxd refuses points older than its 30-day retention.
     day = floor(datetime.now(UTC) - timedelta(days=1), "1d")
@@ -327,27 +327,62 @@ def test_one_new_minute_after_a_processed_day_reads_only_its_hour(any_store: Sto
     runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
     jobs_of(runner.run_once())
     daily_before = day_row(store, day)
-
-    # One minute of the whole fleet arrives.
-    write_all(store, fleet(["air_quality"], now, now + timedelta(minutes=1)))
-    clock.now = now + timedelta(minutes=2)
-    jobs = jobs_of(runner.run_once())
-
     hour = floor(now, "1h")
-    in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
-    in_day = read_between(store, "air_quality", day, day + timedelta(hours=22))
-    assert jobs["aggregates:air_quality"].rows_read == in_hour.height
-    assert jobs["atmo_daily"].rows_read == in_hour.height
-    # eaqi_hourly's other 23 hours were kept from the previous run, this hour from atmo_daily's.
-    assert jobs["eaqi_hourly"].rows_read == 0
-    assert in_hour.height * 10 < in_day.height
 
-    # The windows holding the new minute are corrected, and equal a recompute from raw.
-    for window in ("1m", "15m", "1h"):
-        start = floor(now, window)
-        stored = read_between(store, f"air_quality_{window}_commune", start, start + timedelta(minutes=1))
-        expected = expected_windows(in_hour, window, start, start + timedelta(minutes=1))
-        assert stored.select(expected.columns).equals(expected), window
+    # One minute of the whole fleet arrives, then another, then a reading of the first comes late.
+    first = fleet(["air_quality"], now, now + timedelta(minutes=1))
+    late = first["air_quality"].filter(pl.col("device_id") == pl.col("device_id").max())
+    first["air_quality"] = first["air_quality"].filter(pl.col("device_id") != pl.col("device_id").max())
+    arrivals = [
+        (now, first),
+        (
+            now + timedelta(minutes=1),
+            fleet(["air_quality"], now + timedelta(minutes=1), now + timedelta(minutes=2)),
+        ),
+        (
+            now,
+            {
+                "air_quality": late.with_columns(
+                    received_at=pl.lit(int((now + timedelta(minutes=3)).timestamp() * 1e9))
+                )
+            },
+        ),
+    ]
+    for step, (minute, frames) in enumerate(arrivals):
+        write_all(store, frames)
+        clock.now = now + timedelta(minutes=2 + step)
+        jobs = jobs_of(runner.run_once())
+
+        in_minute = read_between(store, "air_quality", minute, minute + timedelta(minutes=1))
+        in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
+        # The hour was kept from the run before: only the minute with new readings is read.
+        assert jobs["aggregates:air_quality"].rows_read == in_minute.height
+        # Its minute, quarter and hour are recomputed (a row per device and per commune): not
+        # the minutes before it that the settle margin looks at again.
+        touched = [
+            in_hour.filter(
+                pl.col("time").is_between(floor(minute, w), floor(minute, w) + length, closed="left")
+            )
+            for w, length in (
+                ("1m", timedelta(minutes=1)),
+                ("15m", timedelta(minutes=15)),
+                ("1h", timedelta(hours=1)),
+            )
+        ]
+        expected_rows = sum(f["device_id"].n_unique() + f["insee"].n_unique() for f in touched)
+        assert jobs["aggregates:air_quality"].windows == expected_rows
+        assert jobs["atmo_daily"].rows_read == 0
+        assert jobs["eaqi_hourly"].rows_read == 0
+        assert in_minute.height * 30 < in_hour.height
+
+        # The windows holding the new minute are corrected, and equal a recompute from raw.
+        for window in ("1m", "15m", "1h"):
+            start = floor(minute, window)
+            stored = read_between(store, f"air_quality_{window}_commune", start, start + timedelta(minutes=1))
+            expected = expected_windows(in_hour, window, start, start + timedelta(minutes=1))
+            assert stored.select(expected.columns).equals(expected), window
+        atmo = read_between(store, "eaqi_hourly", hour, hour + timedelta(hours=1)).drop("time")
+        assert atmo.height == 2  # both communes, from the kept hour's partial means
     # Today's 1-day row waits for day_refresh (1 hour by default).
     assert day_row(store, day) == daily_before
 
@@ -614,3 +649,34 @@ def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "0")
     with pytest.raises(ValidationError, match="day_refresh_s"):
         Settings()
+
+
+def last_minute_spikes(store: DuckDBStore) -> int:
+    found = read_all(store, "anomalies")
+    if "kind" not in found.columns:
+        return 0
+    spikes = found.filter(pl.col("kind") == "spike", pl.col("field") == "pm25")
+    return spikes.filter(pl.col("time") == NEXT_DAY - timedelta(minutes=1)).height
+
+
+def test_a_spike_in_the_last_minute_of_a_day_is_found_once_the_next_day_begins(store: DuckDBStore) -> None:
+    # A spike is judged with the readings after it: the last reading before Paris midnight has
+    # its after side in the next day.
+    frames = fleet(["air_quality"], NEXT_DAY - timedelta(hours=8), NEXT_DAY + timedelta(minutes=10))
+    air_quality = frames["air_quality"]
+    spiked = (pl.col("device_id") == air_quality["device_id"].min()) & (
+        pl.col("time") == NEXT_DAY - timedelta(minutes=1)
+    )
+    air_quality = air_quality.with_columns(
+        pl.when(spiked).then(pl.col("pm25") + 400).otherwise("pm25").alias("pm25")
+    )
+    clock = Clock(NEXT_DAY)
+    runner = Runner(store, families=["air_quality"], clock=clock)
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") < NEXT_DAY)})
+    jobs_of(runner.run_once())
+    assert last_minute_spikes(store) == 0  # not judged yet
+
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") >= NEXT_DAY)})
+    clock.now = NEXT_DAY + timedelta(minutes=11)
+    jobs_of(runner.run_once())
+    assert last_minute_spikes(store) == 1

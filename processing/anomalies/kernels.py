@@ -239,16 +239,14 @@ def _med3(a: float, b: float, c: float) -> float:  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _combine(value: float, side_before: float, side_after: float) -> float:  # pragma: no cover
     """The residual of a reading from the medians of its two sides (see ``anomaly_spikes``):
-    the nearer distance when both are in the same direction, else zero; a reading with nothing
-    on one side (NaN) is judged on the other."""
+    the nearer distance when both are in the same direction, else zero; zero too for a reading
+    with nothing on one side (NaN), NaN for a missing reading."""
     before = value - side_before
     after = value - side_after
     nearer = before if abs(before) < abs(after) else after
     residual = nearer if before * after > 0 else 0.0
-    if np.isnan(before):
-        residual = after
-    elif np.isnan(after):
-        residual = before
+    if np.isnan(value):
+        residual = np.nan
     return residual
 
 

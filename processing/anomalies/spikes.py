@@ -90,8 +90,8 @@ def _spike_residuals(work: pl.DataFrame, name: str, edges: Edges) -> pl.Series:
     A spike is away from the median of the ``SIDE`` readings before it *and* from the median of
     those after it, in the same direction; a step (heating switched on, a rush hour starting) is
     close to one of the two, so it gets a residual of zero. The residual is the smaller of the
-    two distances, signed; null for a missing reading. A spike of up to three readings leaves
-    one side of each of its readings clean.
+    two distances, signed; null for a missing reading; zero for a reading with no reading on
+    one side. A spike of up to three readings leaves one side of each of its readings clean.
     """
     values = work[name].to_numpy(allow_copy=True).astype(np.float64, copy=False)
     side_before, side_after = _side_medians(values, edges)
@@ -99,9 +99,10 @@ def _spike_residuals(work: pl.DataFrame, name: str, edges: Edges) -> pl.Series:
     with np.errstate(invalid="ignore"):
         nearer = np.where(np.abs(before) < np.abs(after), before, after)
         residual = np.where(before * after > 0, nearer, 0.0)
-    # A reading with nothing on one side (a device's first or last) is judged on the other.
-    lonely = np.flatnonzero(np.isnan(before) | np.isnan(after))
-    residual[lonely] = np.where(np.isnan(before[lonely]), after[lonely], before[lonely])
+    # A reading with nothing on one side (a device's last so far, its first) is not judged: one
+    # side cannot tell a spike from a step, and the step may be a restart of the device or of
+    # the fleet, where the readings on the other side of it will show the new level.
+    residual[np.isnan(before) | np.isnan(after)] = 0.0
     residual[np.isnan(values)] = np.nan
     return pl.Series(name, residual, nan_to_null=True)
 

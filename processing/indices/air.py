@@ -42,29 +42,66 @@ def hourly_means(
     ``readings`` come out as null columns. Columns: ``time`` (hour start), ``insee``,
     ``device_id``, one Float64 per field.
     """
-    lazy = readings.lazy()
+    partials = slot_partials(readings, fields, reporting_period_s=reporting_period_s)
+    return means_from_partials(partials, fields, reporting_period_s=reporting_period_s, coverage=coverage)
+
+
+def slot_ns(reporting_period_s: float) -> int:
+    """Length of a coverage slot (ns): the reporting period, and never less than a minute."""
+    return int(max(reporting_period_s, 60.0) * 1e9)
+
+
+def slot_partials(
+    readings: pl.DataFrame | pl.LazyFrame,
+    fields: Sequence[str] = POLLUTANTS,
+    *,
+    reporting_period_s: float = 60.0,
+) -> pl.DataFrame:
+    """Per device and coverage slot, the sum and the count of each field's readings.
+
+    Hourly means compose from them (:func:`means_from_partials`): a runner that keeps the
+    partials of an hour recomputes only the slots new readings fall in. Columns: ``time`` (the
+    hour), ``slot`` (:func:`slot_of`), ``insee``, ``device_id``, ``{field}_sum`` (Float64) and
+    ``{field}_n`` (UInt32) for each field present.
+    """
+    lazy = readings.lazy().with_columns(pl.col("time").cast(TIME_DTYPE))
     names = set(lazy.collect_schema().names())
-    slot_ns = int(max(reporting_period_s, 60.0) * 1e9)
-    needed = coverage * (_HOUR_NS / slot_ns)
-    slot = pl.col("time").cast(TIME_DTYPE).cast(pl.Int64) // slot_ns
     present = [f for f in fields if f in names]
-    aggs: list[pl.Expr] = []
-    for name in present:
-        value = pl.col(name).cast(pl.Float64)
-        covered = slot.filter(value.is_not_null()).n_unique()
-        aggs.append(pl.when(covered >= needed).then(value.mean()).alias(name))
+    sums = [pl.col(f).cast(pl.Float64).sum().alias(f"{f}_sum") for f in present]
+    counts = [pl.col(f).count().cast(pl.UInt32).alias(f"{f}_n") for f in present]
+    keys = [pl.col("time").dt.truncate("1h"), slot_of(reporting_period_s), "insee", "device_id"]
+    return lazy.group_by(keys).agg(*sums, *counts).collect()
+
+
+def slot_of(reporting_period_s: float) -> pl.Expr:
+    """The coverage slot (a number) of each reading's ``time``."""
+    return (pl.col("time").cast(TIME_DTYPE).cast(pl.Int64) // slot_ns(reporting_period_s)).alias("slot")
+
+
+def means_from_partials(
+    partials: pl.DataFrame,
+    fields: Sequence[str] = POLLUTANTS,
+    *,
+    reporting_period_s: float = 60.0,
+    coverage: float = COVERAGE,
+) -> pl.DataFrame:
+    """Hourly means per device from :func:`slot_partials` of the readings (see
+    :func:`hourly_means`, which this computes)."""
+    needed = coverage * (_HOUR_NS / slot_ns(reporting_period_s))
+    present = [f for f in fields if f"{f}_n" in partials.columns]
+    aggs = [
+        pl.when((pl.col(f"{f}_n") > 0).sum() >= needed)
+        .then(pl.col(f"{f}_sum").sum() / pl.col(f"{f}_n").sum())
+        .alias(f)
+        for f in present
+    ]
     if not aggs:
         aggs = [pl.len().alias("_rows")]
-    result = (
-        lazy.with_columns(pl.col("time").cast(TIME_DTYPE))
-        .group_by(pl.col("time").dt.truncate("1h"), "insee", "device_id")
-        .agg(aggs)
-        .collect()
-    )
-    missing = [pl.lit(None, dtype=pl.Float64).alias(f) for f in fields if f not in names]
+    result = partials.group_by("time", "insee", "device_id").agg(aggs)
+    missing = [pl.lit(None, dtype=pl.Float64).alias(f) for f in fields if f not in present]
     return (
         result.with_columns(missing)
-        .select("time", "insee", "device_id", *fields)
+        .select("time", "insee", "device_id", *(pl.col(f).cast(pl.Float64) for f in fields))
         .sort("time", "insee", "device_id")
     )
 
