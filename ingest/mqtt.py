@@ -18,7 +18,8 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from functools import partial
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 PUBACK = 0x40
 _PUBACK = struct.Struct("!BBH")
 """A PUBACK packet: type, remaining length 2, packet id (success, no reason code or properties)."""
+
+_new_message = partial(tuple.__new__, Message)
+"""``Message`` from a tuple without the Python-level ``__new__`` of a NamedTuple (per message)."""
 
 OUTGOING_QUEUE_LIMIT = 10_000
 """Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
@@ -242,6 +246,8 @@ class MqttConsumer:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # paho's network thread: keep the message and go back to the socket. Decoding, counting
+        # and everything else happen per batch on the batcher thread.
         if self._paused:
             return
         try:
@@ -252,12 +258,10 @@ class MqttConsumer:
             # A dead-letter record (ours or another ingestor's) reached a wide subscription.
             client.ack(message.mid, message.qos)
             return
-        payload = cast(bytes, message.payload)
         inbox = self._inbox
-        inbox.put(Message(message.mid, message.qos, topic, payload, time.time_ns(), self._generation))
-        metrics = self._metrics
-        metrics.messages.inc()
-        metrics.bytes.inc(len(payload))
+        inbox.put(
+            _new_message((message.mid, message.qos, topic, message.payload, time.time_ns(), self._generation))
+        )
         if inbox.qsize() >= self._queue_limit:
             self._wait_for_space()
 
