@@ -37,8 +37,9 @@ class IngestSettings(BaseModel):
     queue_max_messages: int = Field(50000, ge=1)
     """Bound of the queue between the MQTT network thread and the writer thread."""
     batch_size: int = Field(5000, ge=1)
-    """Readings per store write; a batch is also flushed after ``batch_interval_s``."""
-    batch_interval_s: float = Field(1.0, gt=0)
+    """Messages per store write (one reading each in the common case); a batch is also flushed
+    ``batch_interval_s`` after its first message."""
+    batch_interval_s: float = Field(0.5, gt=0)
     store_timeout_s: float = Field(10.0, gt=0)
     """A store write slower than this counts as the store being down: the batch is spooled."""
     store_max_retries: int = Field(1, ge=0)
