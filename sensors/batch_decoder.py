@@ -84,7 +84,7 @@ def _field_type(spec: FieldSpec) -> Any:
     return Literal[spec.choices]
 
 
-def _struct_for(spec: FamilySpec) -> type[msgspec.Struct]:
+def struct_for(spec: FamilySpec) -> type[msgspec.Struct]:
     """A Struct that decodes exactly the native readings of ``spec`` the fast path vouches for."""
     fields: list[tuple[str, Any, Any]] = [
         ("ts", Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)] | str, msgspec.NODEFAULT)
@@ -106,7 +106,7 @@ class BatchDecoder:
     def __init__(self, reference: Decoder) -> None:
         self.reference = reference
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
-            spec.family.value: msgspec.json.Decoder(_struct_for(spec))
+            spec.family.value: msgspec.json.Decoder(struct_for(spec))
             for spec in FAMILIES.values()
             if _fast_path_allowed(spec)
         }
