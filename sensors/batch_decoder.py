@@ -241,16 +241,21 @@ class BatchDecoder:
             "vouched"
         )
         checked = frame.with_columns(time_ns.alias("time_ns"), vouched)
-        good = checked.filter(pl.col("vouched"))
-        rejected = checked.filter(~pl.col("vouched")).get_column(_POSITION).to_list()
-        out = good.select(
-            pl.col("time_ns")
-            .cast(pl.Datetime("ns"))
-            .dt.replace_time_zone("UTC")
-            .cast(TIME_DTYPE)
-            .alias("time"),
-            *[name for name in schema if name != "time"],
-            _POSITION,
+        flags = checked.get_column("vouched")
+        rejected = [] if flags.all() else checked.filter(~flags).get_column(_POSITION).to_list()
+        out = (
+            checked.lazy()
+            .filter(pl.col("vouched"))
+            .select(
+                pl.col("time_ns")
+                .cast(pl.Datetime("ns"))
+                .dt.replace_time_zone("UTC")
+                .cast(TIME_DTYPE)
+                .alias("time"),
+                *[name for name in schema if name != "time"],
+                _POSITION,
+            )
+            .collect()
         )
         return out, rejected
 
