@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -150,7 +151,9 @@ class IngestRun:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
                     text = answer.read().decode()
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # Not listening yet; a connection to a free port of the ephemeral range may even
+                # connect to itself and read its own request back.
                 continue
             for line in text.splitlines():
                 if line.startswith(name + " ") or line.startswith(name + "{"):

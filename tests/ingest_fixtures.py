@@ -3,6 +3,7 @@ checks that the store holds exactly what was published."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -233,7 +234,8 @@ class IngestProcess:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                     if r.status != 200:
                         return False
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Not listening yet (a connection to a free port may even connect to itself).
             return False
         return True
 
