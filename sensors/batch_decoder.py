@@ -94,10 +94,9 @@ def struct_for(spec: FamilySpec) -> type[msgspec.Struct]:
 
 
 def _fast_path_allowed(spec: FamilySpec) -> bool:
-    """A family's fields never trip its privacy check (a forbidden key is always the reference's)."""
-    return not any(
-        f.name.lower().replace("_", "").replace("-", "") in spec.forbidden_keys for f in spec.fields
-    )
+    """Every key the fast path takes passes the family's privacy allow-list, if it has one."""
+    allowed = spec.allowed_keys
+    return allowed is None or {"ts", *(f.name for f in spec.fields)} <= allowed
 
 
 class BatchDecoder:

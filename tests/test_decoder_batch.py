@@ -185,7 +185,7 @@ def near_fast_messages(draw: st.DrawFn) -> tuple[str, bytes]:
     pairs = ['"ts":' + stamp] + [f'"{key}":{draw(_value_text(spec, key))}' for key in keys]
     if draw(st.booleans()):
         pairs = pairs[:1] + sorted(pairs[1:])
-    device = draw(st.sampled_from(["dev-1", "dev-2", "bad device"]))
+    device = draw(st.sampled_from(["dev-1", "capteur école 3", "capteur e\u0301cole", "bad/device"]))
     insee = draw(st.sampled_from(["78498", "92012", "00000"]))
     return topic(spec.family.value, device, insee), ("{" + ",".join(pairs) + "}").encode()
 
