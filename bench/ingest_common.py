@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -58,14 +59,26 @@ def realistic_messages(readings: int, *, seed: int = 11) -> pl.DataFrame:
     return messages.head(readings)
 
 
-def register_session(port: int, client_id: str, topic: str = TOPIC, *, expiry_s: int = 24 * 3600) -> None:
-    """Create a persistent session subscribed with QoS 1, then leave: the broker queues for it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = expiry_s
+def register_session(
+    port: int, client_id: str, topic: str = TOPIC, *, expiry_s: int = 24 * 3600, protocol: str = "5"
+) -> None:
+    """Create a persistent session subscribed with QoS 1, then leave: the broker queues for it.
+
+    With ``protocol`` 3.1.1 the session is kept by "clean session" off (Mosquitto expires it
+    after ``persistent_client_expiration``)."""
     subscribed = threading.Event()
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    if protocol == "3.1.1":
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+        )
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.connect("127.0.0.1", port)
+    else:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = expiry_s
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.connect("127.0.0.1", port, clean_start=False, properties=properties)
     client.loop_start()
     client.subscribe(topic, qos=1)
     if not subscribed.wait(10):
@@ -110,40 +123,62 @@ def count_stored(influxd: Influxd, database: str) -> int:
     return total
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``smartcity ingest --workers N`` runs its workers as children)."""
+    found = [pid]
+    for member in found:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{member}/task").iterdir():
+                found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 @dataclass
 class IngestRun:
-    """A ``smartcity ingest`` process of a benchmark."""
+    """A ``smartcity ingest`` process of a benchmark (with its workers, if any)."""
 
     process: subprocess.Popen[bytes]
     metrics_port: int
     log_path: Path
     profiler: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+    """Worker ``i`` serves its metrics on ``metrics_port + i``."""
 
     def metric(self, name: str) -> float:
-        """The sum of a metric's samples (every label set) on ``/metrics``; 0 when unreachable."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return 0.0
+        """The sum of a metric's samples (every label set, every worker); unreachable counts 0."""
         total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                total += float(line.rsplit(" ", 1)[1])
+        for port in range(self.metrics_port, self.metrics_port + self.workers):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                    text = answer.read().decode()
+            except (OSError, http.client.HTTPException):
+                # Not listening yet; a connection to a free port of the ephemeral range may even
+                # connect to itself and read its own request back.
+                continue
+            for line in text.splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
         return total
 
     def rss_bytes(self) -> int:
-        """Resident memory of the process."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """Resident memory of the largest process of the tree."""
+        largest = 0
+        for pid in _process_tree(self.process.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        largest = max(largest, int(line.split()[1]) * 1024)
+        return largest
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        """User plus system CPU time used so far by the process and its workers."""
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        total = 0
+        for pid in _process_tree(self.process.pid):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
 
     def stop(self) -> int:
         """SIGTERM and wait."""
@@ -163,10 +198,11 @@ def start_ingest(
     shared_group: str | None = None,
     extra_env: dict[str, str] | None = None,
     profile_to: Path | None = None,
+    workers: int = 1,
 ) -> IngestRun:
-    """Start ``python -m smartcity.cli ingest`` against the benchmark's servers."""
+    """Start ``python -m smartcity.cli ingest --workers N`` against the benchmark's servers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_ports(workers)
     env = {
         **os.environ,
         "SMARTCITY_MQTT__PORT": str(mqtt_port),
@@ -182,7 +218,7 @@ def start_ingest(
     }
     if shared_group:
         env["SMARTCITY_INGEST__SHARED_GROUP"] = shared_group
-    command = [sys.executable, "-m", "smartcity.cli", "ingest"]
+    command = [sys.executable, "-m", "smartcity.cli", "ingest", "--workers", str(workers)]
     log_path = workdir / "ingest.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -209,7 +245,27 @@ def start_ingest(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    return IngestRun(process, port, log_path, profiler)
+    return IngestRun(process, port, log_path, profiler, workers)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports."""
+    for _ in range(100):
+        first = free_port()
+        if all(_port_free(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for(condition: object, *, timeout: float, interval: float = 0.05, what: str = "") -> float:

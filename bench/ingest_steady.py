@@ -3,8 +3,8 @@
 A paced paho publisher, in a process of its own, sends realistic readings of the simulated
 fleet (nine communes, five families, ten devices each) at ``--rate`` readings/s (default: half
 of ``--max-rate``, the single-ingestor rate of ``bench.ingest_drain``), each stamped with its
-publish time as its observed time. ``smartcity ingest`` writes them into a real influxd with its
-default batching (5,000 readings or 1 s).
+publish time as its observed time. ``smartcity ingest --workers N`` (default 1) writes them into
+a real influxd with its default batching (5,000 messages or 0.5 s).
 
 * Latency, measured from outside: a poller lists the air-quality readings of the last seconds in
   influxd five times a second; a reading's latency is the poll that first saw it minus its
@@ -12,7 +12,7 @@ default batching (5,000 readings or 1 s).
   The ingestor's own histogram (stored minus observed) is printed as a cross-check.
 * Memory: the ingestor's RSS every 5 s; start (after a warm-up), end, peak and the slope.
 
-    .venv/bin/python -m bench.ingest_steady --max-rate 4000 --minutes 10
+    .venv/bin/python -m bench.ingest_steady --max-rate 20000 --minutes 10
     .venv/bin/python -m bench.ingest_steady --quick          # one minute
 """
 
@@ -158,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--max-rate", type=float, default=3000.0, help="max readings/s (from bench.ingest_drain)"
+        "--max-rate", type=float, default=20000.0, help="max readings/s (from bench.ingest_drain)"
     )
     parser.add_argument("--rate", type=float, help="readings/s to publish (default: half of --max-rate)")
     parser.add_argument("--minutes", type=float, default=10.0, help="duration (default 10)")
     parser.add_argument("--quick", action="store_true", help="one minute")
+    parser.add_argument("--workers", type=int, default=1, help="smartcity ingest --workers (default 1)")
     args = parser.parse_args(argv)
     rate = args.rate or args.max_rate / 2
     seconds = 60.0 if args.quick else args.minutes * 60
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         servers(Path(tmp)) as (mosquitto, influxd),
     ):
         settings = provision_database(influxd, "steady")
-        ingest = start_ingest(Path(tmp) / "ingest", mosquitto.port, settings, "bench-steady")
+        ingest = start_ingest(
+            Path(tmp) / "ingest", mosquitto.port, settings, "bench-steady", workers=args.workers
+        )
         wait_for(
             lambda: ingest.metric("smartcity_ingest_broker_connected") == 1, timeout=60, what="ingest up"
         )
@@ -208,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(publisher at most {publisher.behind_max:.2f}s behind schedule); ingest exit code {code}"
     )
     load = os.getloadavg()[0]
-    print(f"ingest CPU {cpu:.1f}s ({cpu / seconds:.0%} of one core); load average {load:.1f} (2 cores)")
+    per_1000 = 1e6 * cpu / max(publisher.sent, 1)
+    print(
+        f"ingest CPU {cpu:.1f}s ({cpu / seconds:.0%} of one core, {per_1000:.1f} ms per 1,000 readings); "
+        f"load average {load:.1f} ({os.cpu_count()} cores)"
+    )
     if steady.size:
         p50, p95, p99 = np.percentile(steady, [50, 95, 99])
         print(

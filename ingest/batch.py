@@ -1,9 +1,9 @@
 """Turning received messages into one batch of store tables.
 
-The builder decodes each message as it arrives (spreading the CPU over the batch period),
-keeps its readings, its refusals and its acknowledgement, and when asked converts everything at
-once into one frame per measurement: the raw families (``sensors.frames.readings_to_frames``)
-and ``rejected_readings`` (docs/measurements.md).
+The builder only keeps each message as it arrives; when asked, it decodes the whole batch at
+once (``sensors.batch_decoder``: the contract's decoder, vectorised for the common case) into
+one frame per measurement: the raw families and ``rejected_readings`` (docs/measurements.md),
+and sends what the decoder refused to the dead-letter.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from ingest.conflicts import resolve_same_instant
 from ingest.deadletter import DeadLetter, conflict_record
 from ingest.metrics import IngestMetrics
 from ingest.tables import Table
+from sensors.batch_decoder import BatchDecoder
 from sensors.decoder import Decoder
-from sensors.frames import RECEIVED_AT, TAGS, readings_to_frames
-from sensors.readings import Decoded, Reading
+from sensors.frames import RECEIVED_AT, TAGS
+from sensors.readings import Decoded
 
 REJECTED_MEASUREMENT = "rejected_readings"
 REJECTED_TAGS = ("insee", "family", "device_id", "reason")
@@ -110,7 +111,7 @@ class _Rejected:
 
 
 class BatchBuilder:
-    """Accumulates decoded messages until the writer flushes them as one ``Batch``."""
+    """Accumulates messages until the writer flushes them, decoded at once, as one ``Batch``."""
 
     def __init__(
         self,
@@ -120,39 +121,30 @@ class BatchBuilder:
         *,
         rejected_rows_per_device: int = 100,
     ) -> None:
-        self._decoder = decoder
+        self._decoder = BatchDecoder(decoder)
         self._deadletter = deadletter
         self._metrics = metrics
         self._rejected_cap = rejected_rows_per_device
         self._reset()
 
     def _reset(self) -> None:
-        self._readings: list[Reading] = []
-        self._received: list[int] = []
+        self._messages: list[Message] = []
         self._rejected = _Rejected()
         self._rejected_per_device: dict[tuple[str, str, str], int] = {}
-        self._acks: list[Ack] = []
 
     @property
     def rows(self) -> int:
-        """Rows the batch would hold now."""
-        return len(self._readings) + len(self._rejected)
+        """Messages in the batch: a message is one reading in the common case."""
+        return len(self._messages)
 
     @property
     def messages(self) -> int:
         """Messages in the batch."""
-        return len(self._acks)
+        return len(self._messages)
 
     def add(self, message: Message) -> None:
-        """Decode one message into the batch; its refusals go to the dead-letter now."""
-        self._acks.append(Ack(message.mid, message.qos, message.generation))
-        decoded = self._decoder.decode(message.topic, message.payload)
-        readings = decoded.readings
-        if readings:
-            self._readings.extend(readings)
-            self._received.extend([message.received_at_ns] * len(readings))
-        if decoded.errors:
-            self._refused(message, decoded)
+        """Keep one message for the batch (decoded with the others by ``take``)."""
+        self._messages.append(message)
 
     def _refused(self, message: Message, decoded: Decoded) -> None:
         metrics = self._metrics
@@ -208,21 +200,33 @@ class BatchBuilder:
         return frame
 
     def take(self) -> Batch:
-        """The batch built so far, as store tables; the builder starts a new one."""
+        """The batch built so far, decoded into store tables (its refusals in the dead-letter);
+        the builder starts a new one."""
+        messages = self._messages
+        metrics = self._metrics
+        metrics.messages.inc(len(messages))
+        metrics.bytes.inc(sum(len(message.payload) for message in messages))
+        decoded = self._decoder.decode(
+            [message.topic for message in messages],
+            [message.payload for message in messages],
+            [message.received_at_ns for message in messages],
+        )
+        for position, refused in decoded.refused:
+            self._refused(messages[position], refused)
         tables = [
             Table(family, self._one_per_instant(family, frame), TAGS)
-            for family, frame in readings_to_frames(self._readings, self._received).items()
+            for family, frame in decoded.frames.items()
         ]
         for table in tables:
-            self._metrics.readings.inc(table.rows, table.measurement)
+            metrics.readings.inc(table.rows, table.measurement)
         rejected = len(self._rejected)
         if rejected:
             tables.append(Table(REJECTED_MEASUREMENT, self._rejected.frame(), REJECTED_TAGS))
         batch = Batch(
             tables=tables,
-            acks=self._acks,
-            messages=len(self._acks),
-            readings=len(self._readings),
+            acks=[Ack(message.mid, message.qos, message.generation) for message in messages],
+            messages=len(messages),
+            readings=decoded.readings,
             rejected=rejected,
         )
         self._reset()

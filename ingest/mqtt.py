@@ -1,4 +1,4 @@
-"""The MQTT side of the ingestor: a persistent MQTT 5 session with manual acknowledgement.
+"""The MQTT side of the ingestor: a persistent session (MQTT 3.1.1 or 5) with manual acknowledgement.
 
 paho-mqtt's network thread only wraps each message and puts it on the writer's inbox; the
 writer acknowledges later, from its own thread, once the message is durable. paho queues the
@@ -18,7 +18,8 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from functools import partial
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 PUBACK = 0x40
 _PUBACK = struct.Struct("!BBH")
 """A PUBACK packet: type, remaining length 2, packet id (success, no reason code or properties)."""
+
+_new_message = partial(tuple.__new__, Message)
+"""``Message`` from a tuple without the Python-level ``__new__`` of a NamedTuple (per message)."""
 
 OUTGOING_QUEUE_LIMIT = 10_000
 """Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
@@ -66,20 +70,20 @@ class MqttConsumer:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.subscribe_error: str | None = None
-        # MQTT 5 gives session expiry, receive maximum and No Local; with 3.1.1 (brokers without
-        # MQTT 5, such as the demo's embedded one) the session is persistent with no expiry and
-        # no flow control: the inbox bound then paces the broker through TCP.
-        self._v5 = mqtt_settings.protocol == "5"
-        if not self._v5 and settings.shared_group:
+        # MQTT 3.1.1 with "clean session" off keeps the session (Mosquitto expires it after its
+        # persistent_client_expiration) at half paho's cost per message; MQTT 5 adds session
+        # expiry and the receive maximum. Without either, the inbox bound paces the broker
+        # through TCP. See docs/ingest.md, "MQTT version".
+        self._v5 = mqtt_settings.protocol == "5" and settings.protocol == "5"
+        if mqtt_settings.protocol != "5" and settings.shared_group:
             raise ValueError(
-                f"ingest.shared_group {settings.shared_group!r} needs MQTT 5 (shared subscriptions); "
-                "mqtt.protocol is 3.1.1"
+                f"ingest.shared_group {settings.shared_group!r}: the broker (mqtt.protocol 3.1.1, such "
+                "as the demo's embedded one) has no shared subscriptions"
             )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            # MQTT 3.1.1 has no session expiry: "clean session off" is what keeps the session.
             clean_session=None if self._v5 else False,
             manual_ack=True,
         )
@@ -209,10 +213,14 @@ class MqttConsumer:
             self._settings.client_id,
             "resumed" if flags.session_present else "new",
         )
+        shared = self._settings.shared_group is not None
+        if shared:
+            # The same client id may have run alone before (worker 0 of --workers keeps the
+            # plain id): its session's plain subscription would deliver every message again.
+            client.unsubscribe(self._settings.topic)
         if not self._v5:
             client.subscribe(self._settings.subscription, qos=1)
             return
-        shared = self._settings.shared_group is not None
         # No Local keeps our own dead-letter publications away; MQTT 5 forbids it on shared
         # subscriptions, where the topic filter of on_message does the job.
         options = SubscribeOptions(qos=1, noLocal=not shared, retainHandling=1)
@@ -242,6 +250,8 @@ class MqttConsumer:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # paho's network thread: keep the message and go back to the socket. Decoding, counting
+        # and everything else happen per batch on the batcher thread.
         if self._paused:
             return
         try:
@@ -252,12 +262,10 @@ class MqttConsumer:
             # A dead-letter record (ours or another ingestor's) reached a wide subscription.
             client.ack(message.mid, message.qos)
             return
-        payload = cast(bytes, message.payload)
         inbox = self._inbox
-        inbox.put(Message(message.mid, message.qos, topic, payload, time.time_ns(), self._generation))
-        metrics = self._metrics
-        metrics.messages.inc()
-        metrics.bytes.inc(len(payload))
+        inbox.put(
+            _new_message((message.mid, message.qos, topic, message.payload, time.time_ns(), self._generation))
+        )
         if inbox.qsize() >= self._queue_limit:
             self._wait_for_space()
 

@@ -3,6 +3,7 @@ checks that the store holds exactly what was published."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -189,9 +190,11 @@ def deadletter_records(path: Path) -> list[dict[str, Any]]:
 class IngestProcess:
     """``smartcity ingest`` run as a real process (to kill -9 it, to SIGTERM it)."""
 
-    def __init__(self, workdir: Path, mqtt_port: int, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, mqtt_port: int, env: dict[str, str], *, workers: int = 1) -> None:
         self.workdir = workdir
+        self.workers = workers
         self.metrics_port = free_port()
+        """Worker ``i``'s metrics are on ``metrics_port + i``."""
         self.log_path = workdir / "ingest.log"
         self.env = {
             **os.environ,
@@ -212,7 +215,7 @@ class IngestProcess:
         """Start the process and wait until it reports healthy."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "smartcity.cli", "ingest"],
+            [sys.executable, "-m", "smartcity.cli", "ingest", "--workers", str(self.workers)],
             cwd=REPO,
             env=self.env,
             stdout=log,
@@ -227,10 +230,26 @@ class IngestProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"ingest exited with {self.process.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
+            for port in range(self.metrics_port, self.metrics_port + self.workers):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status != 200:
+                        return False
+        except (OSError, http.client.HTTPException):
+            # Not listening yet (a connection to a free port may even connect to itself).
             return False
+        return True
+
+    def worker_metrics(self, index: int) -> str:
+        """The ``/metrics`` page of worker ``index`` (of ``--workers N``)."""
+        return metrics_text(self.metrics_port + index)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the workers, as the supervisor started them."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        pids = [int(pid) for pid in children]
+        # multiprocessing's spawn start method also runs a resource tracker: not a worker.
+        return [pid for pid in pids if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()]
 
     def metrics(self) -> str:
         """The ``/metrics`` page."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -61,3 +64,44 @@ def test_metrics_render_in_the_prometheus_text_format() -> None:
     page = IngestMetrics().render()
     assert "# TYPE smartcity_ingest_messages_total counter" in page
     assert "# TYPE smartcity_ingest_spool_bytes gauge" in page
+
+
+def test_workers_default_to_the_cores_on_mosquitto_and_to_one_on_the_embedded_broker() -> None:
+    from smartcity.commands.ingest import worker_count
+    from smartcity.settings import Settings
+
+    mosquitto = Settings()
+    embedded = mosquitto.model_copy(update={"mqtt": mosquitto.mqtt.model_copy(update={"protocol": "3.1.1"})})
+    assert worker_count(mosquitto) == len(os.sched_getaffinity(0))
+    assert worker_count(embedded) == 1
+    chosen = mosquitto.model_copy(update={"ingest": mosquitto.ingest.model_copy(update={"workers": 3})})
+    assert worker_count(chosen) == 3
+
+
+def test_each_worker_gets_its_own_session_spool_dead_letter_and_metrics_port() -> None:
+    from smartcity.commands.ingest import worker_settings
+    from smartcity.settings import Settings
+
+    base = Settings()
+    base = base.model_copy(
+        update={
+            "ingest": base.ingest.model_copy(
+                update={
+                    "client_id": "ingest",
+                    "spool_dir": Path("/var/spool/ingest"),
+                    "deadletter_file": Path("/var/dl.jsonl"),
+                    "metrics_port": 9108,
+                }
+            )
+        }
+    )
+    workers = [worker_settings(base, index).ingest for index in range(3)]
+    assert [w.client_id for w in workers] == ["ingest", "ingest-1", "ingest-2"]
+    assert [str(w.spool_dir) for w in workers] == [
+        "/var/spool/ingest",
+        "/var/spool/ingest-1",
+        "/var/spool/ingest-2",
+    ]
+    assert [w.deadletter_file.name for w in workers] == ["dl.jsonl", "dl-1.jsonl", "dl-2.jsonl"]
+    assert [w.metrics_port for w in workers] == [9108, 9109, 9110]
+    assert {w.subscription for w in workers} == {"$share/smartcity-ingest/smartcity/v1/+/+/+"}

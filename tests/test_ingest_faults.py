@@ -4,6 +4,8 @@ it must survive: kill -9 mid-stream, influxd down for a while, and SIGTERM."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from sensors.simulator import Fleet
 from storage.config import InfluxSettings
 from storage.influx import InfluxStore
 from storage.provision import provision
@@ -219,3 +222,69 @@ def _nothing_left_in_session(port: int, client_id: str) -> bool:
         client.loop_stop()
     assert not received, f"{len(received)} message(s) were left unacknowledged"
     return True
+
+
+# --- smartcity ingest --workers N ---------------------------------------------------------------
+
+
+def _two_workers_with_a_backlog(
+    workdir: Path, port: int, env: dict[str, str], messages: pl.DataFrame
+) -> IngestProcess:
+    """``--workers 2`` started on a backlog: a first run creates both workers' sessions, the
+    messages are published while they are down, then the workers start again."""
+    ingest = IngestProcess(workdir, port, env, workers=2)
+    ingest.start()
+    assert ingest.terminate() == 0, ingest.log()
+    publish(port, messages)
+    ingest.start()
+    return ingest
+
+
+def _wait_until_stored(store: InfluxStore, fleet: Fleet, ingest: IngestProcess) -> None:
+    wait_until(
+        lambda: _rows_stored(store, list(fleet.frames)) >= fleet.rows,
+        timeout=180,
+        interval=0.5,
+        what=f"every reading stored; log:\n{ingest.log()}",
+    )
+
+
+def test_two_workers_drain_a_backlog_each_taking_a_share_storing_every_reading_once(
+    mosquitto: Mosquitto, influx: tuple[InfluxStore, dict[str, str]], tmp_path: Path
+) -> None:
+    store, env = influx
+    fleet = make_fleet(minutes=10, period_s=5)
+    messages = fleet_messages(fleet)
+    ingest = _two_workers_with_a_backlog(tmp_path, mosquitto.port, env, messages)
+    _wait_until_stored(store, fleet, ingest)
+    shares = [metric(ingest.worker_metrics(i), "smartcity_ingest_messages_total") for i in range(2)]
+    assert ingest.terminate() == 0, ingest.log()
+    assert_store_holds_fleet(store, fleet)
+    assert sum(shares) == messages.height, shares
+    assert min(shares) > messages.height // 4, f"one worker did almost nothing: {shares}"
+    # Each worker kept its own dead-letter file and spool (worker 0 the configured ones).
+    assert (tmp_path / "spool").is_dir() and (tmp_path / "spool-1").is_dir()
+
+
+def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost(
+    mosquitto: Mosquitto, influx: tuple[InfluxStore, dict[str, str]], tmp_path: Path
+) -> None:
+    store, env = influx
+    fleet = make_fleet(minutes=20, period_s=5)
+    messages = fleet_messages(fleet)
+    ingest = _two_workers_with_a_backlog(tmp_path, mosquitto.port, env, messages)
+    victim = ingest.worker_pids()[1]
+    wait_until(
+        lambda: metric(ingest.worker_metrics(1), "smartcity_ingest_acked_messages_total") > 0,
+        timeout=60,
+        interval=0.02,
+        what="worker 1 acknowledging",
+    )
+    stored_before = _rows_stored(store, list(fleet.frames))
+    os.kill(victim, signal.SIGKILL)
+    assert stored_before < fleet.rows, "the kill came too late to test anything"
+    _wait_until_stored(store, fleet, ingest)
+    assert victim not in ingest.worker_pids()
+    assert "worker 1" in ingest.log() and "starting it again" in ingest.log()
+    assert ingest.terminate() == 0, ingest.log()
+    assert_store_holds_fleet(store, fleet)
