@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sensors.simulator import Fleet
+from simulator import Fleet
 from storage.config import InfluxSettings
 from storage.influx import InfluxStore
 from storage.provision import provision
