@@ -1,0 +1,112 @@
+"""What the server adds to every answer and request for a security review: headers, proxies, cookies.
+
+- Security headers on every answer: a Content-Security-Policy that lets the pages load only
+  from the dashboards' own origin (Dash's one inline script by its hash; Plotly's inline styles
+  are the only allowance), ``nosniff``, no referrer to other sites, no framing by other sites.
+- Client address and scheme from a trusted reverse proxy's ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto`` (werkzeug's ``ProxyFix``), only when ``trusted_proxies`` says how many.
+- The session cookie is ``Secure`` whenever the request came over HTTPS.
+- A forged Dash callback whose inputs have the wrong shape is a 400 naming the input, not a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import flask
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response
+
+from dashboards.config import DashboardSettings
+
+CALLBACK_PATH = "/_dash-update-component"
+
+
+def content_security_policy(script_hashes: list[str]) -> str:
+    """The CSP of every answer: own origin only; ``script_hashes`` are Dash's inline scripts."""
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", *script_hashes],
+        # Plotly.js styles its charts with inline style elements and attributes.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+
+
+class _SecureWhenHttps(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, ``Secure`` when the request itself was HTTPS."""
+
+    def get_cookie_secure(self, app: flask.Flask) -> bool:
+        return bool(super().get_cookie_secure(app)) or (
+            flask.has_request_context() and flask.request.is_secure
+        )
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _misshapen_input(payload: Any) -> str | None:
+    """The first callback input or state holding a list or object, as ``id.property``; else None."""
+    if not isinstance(payload, dict):
+        return "the request body"
+    for group in ("inputs", "state"):
+        entries = payload.get(group, [])
+        if not isinstance(entries, list):
+            return group
+        for entry in entries:
+            # Pattern-matching callbacks send lists of entries, each with an id that is a dict.
+            for item in entry if isinstance(entry, list) else [entry]:
+                if not isinstance(item, dict):
+                    return group
+                if not _is_scalar(item.get("value")):
+                    return f"{item.get('id')}.{item.get('property')}"
+    return None
+
+
+def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
+    """Headers, proxy trust, cookie flags and callback input errors on ``app``'s Flask server.
+
+    Call it once every callback is registered: the CSP carries the hashes of Dash's inline scripts.
+    """
+    server: flask.Flask = app.server  # type: ignore[assignment]
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+    server.session_interface = _SecureWhenHttps()
+    policy = content_security_policy(list(app.csp_hashes()))
+
+    @server.after_request
+    def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", policy)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if flask.request.is_secure:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    def misshapen_callback(error: Exception) -> Response:
+        # Only a callback that was sent lists or objects where the pages send plain values is the
+        # client's fault; any other error is the server's and stays a 500.
+        if flask.request.path == CALLBACK_PATH:
+            where = _misshapen_input(flask.request.get_json(silent=True))
+            if where is not None:
+                message = f"bad callback input {where}: expected a plain value, not a list or an object"
+                return flask.Response(message + "\n", status=400, mimetype="text/plain")
+        raise error
+
+    for kind in (TypeError, AttributeError, KeyError, ValueError):
+        server.register_error_handler(kind, misshapen_callback)
