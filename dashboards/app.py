@@ -32,7 +32,7 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     Dash's global list, and each request finds its store through its own Flask app.
     """
     server = flask.Flask(__name__)
-    state = StateFile(settings.state_file or Path(settings.users_file).parent / "dashboard_state.sqlite3")
+    state = StateFile(settings.state_path)
     context = AppContext(
         store=store,
         settings=settings,

@@ -67,3 +67,8 @@ class DashboardSettings(BaseModel):
     access_log: bool = False
     """Log every request (client address, path, status) to standard output."""
     api: ApiLimits = Field(default_factory=ApiLimits)
+
+    @property
+    def state_path(self) -> Path:
+        """The shared state file: ``state_file``, else next to the users file."""
+        return self.state_file or Path(self.users_file).parent / "dashboard_state.sqlite3"

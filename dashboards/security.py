@@ -79,7 +79,7 @@ def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
 
     Call it once every callback is registered: the CSP carries the hashes of Dash's inline scripts.
     """
-    server: flask.Flask = app.server  # type: ignore[assignment]
+    server: flask.Flask = app.server
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
