@@ -1,8 +1,9 @@
 """What the server adds to every answer and request for a security review: headers, proxies, cookies.
 
 - Security headers on every answer: a Content-Security-Policy that lets the pages load only
-  from the dashboards' own origin (Dash's one inline script by its hash; Plotly's inline styles
-  are the only allowance), ``nosniff``, no referrer to other sites, no framing by other sites.
+  from the dashboards' own origin (Dash's inline scripts by their hashes; allowances: Plotly's
+  inline styles, and eval for its WebGL traces), ``nosniff``, no referrer to other sites, no
+  framing by other sites.
 - Client address and scheme from a trusted reverse proxy's ``X-Forwarded-For`` and
   ``X-Forwarded-Proto`` (werkzeug's ``ProxyFix``), only when ``trusted_proxies`` says how many.
 - The session cookie is ``Secure`` whenever the request came over HTTPS.
@@ -28,7 +29,9 @@ def content_security_policy(script_hashes: list[str]) -> str:
     """The CSP of every answer: own origin only; ``script_hashes`` are Dash's inline scripts."""
     directives = {
         "default-src": ["'self'"],
-        "script-src": ["'self'", *script_hashes],
+        # 'unsafe-eval' only for Plotly's WebGL traces (Scattergl): regl compiles its shader
+        # glue with Function(). No inline script runs but Dash's own, by hash.
+        "script-src": ["'self'", "'unsafe-eval'", *script_hashes],
         # Plotly.js styles its charts with inline style elements and attributes.
         "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:", "blob:"],
@@ -77,17 +80,21 @@ def _misshapen_input(payload: Any) -> str | None:
 def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
     """Headers, proxy trust, cookie flags and callback input errors on ``app``'s Flask server.
 
-    Call it once every callback is registered: the CSP carries the hashes of Dash's inline scripts.
+    The CSP carries the hashes of Dash's inline scripts, computed as Dash adds them.
     """
     server: flask.Flask = app.server
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     server.session_interface = _SecureWhenHttps()
-    policy = content_security_policy(list(app.csp_hashes()))
+    policies: dict[tuple[str, ...], str] = {}
 
     @server.after_request
     def security_headers(response: Response) -> Response:
+        # Dash adds inline scripts (the pages' clientside callbacks) at its first request: hashed
+        # then, and again whenever their list changes.
+        hashes = tuple(app.csp_hashes())
+        policy = policies.get(hashes) or policies.setdefault(hashes, content_security_policy(list(hashes)))
         headers = response.headers
         headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Content-Type-Options", "nosniff")
