@@ -9,7 +9,7 @@ import flask
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from dashboards import api
+from dashboards import api, oidc, tokens
 from dashboards.auth import AppContext, current_language, current_user, install, signout_token
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
@@ -42,6 +42,8 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         sessions=SessionStore(state, idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s),
     )
     install(server, context)
+    tokens.install(server, tokens.open_tokens(settings))
+    oidc.install(server, settings.oidc)
     server.register_blueprint(api.api)
     app = dash.Dash(
         __name__,

@@ -22,16 +22,26 @@ import flask
 from werkzeug.wrappers import Response
 
 from dashboards.access import CommuneData
+from dashboards.agents import signed_in_agent
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, language, t
 from dashboards.signin_limits import SignInLimiter
-from dashboards.state import SessionStore
+from dashboards.state import SessionStore, digest
 from dashboards.users import User, UserDirectory
 from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 EXTENSION = "smartcity"
-PUBLIC_PREFIXES = ("/login", "/lang/", "/assets/", "/api/", "/_favicon.ico", "/favicon.ico", "/healthz")
+PUBLIC_PREFIXES = (
+    "/login",
+    "/oidc/",
+    "/lang/",
+    "/assets/",
+    "/api/",
+    "/_favicon.ico",
+    "/favicon.ico",
+    "/healthz",
+)
 
 
 @dataclass(frozen=True)
@@ -72,15 +82,21 @@ def current_user() -> User | None:
 
 
 def _session_user() -> User | None:
-    sid = flask.session.get("sid")
-    if not isinstance(sid, str):
+    sid, name = flask.session.get("sid"), flask.session.get("user")
+    if not isinstance(sid, str) or not isinstance(name, str):
         return None
     context = app_context()
     record = context.sessions.find(sid)
     if record is None:
         return None
-    user = context.users.get(record.user)
-    if user is None or rights_fingerprint(user) != record.fingerprint:
+    # A public agent (OpenID Connect) is not in the users file: the settings give its rights.
+    agent = signed_in_agent(context.settings.oidc)
+    user = agent if agent is not None else context.users.get(name)
+    if (
+        user is None
+        or digest(user.name) != record.user_sha256
+        or rights_fingerprint(user) != record.fingerprint
+    ):
         context.sessions.end(sid)
         return None
     return user
@@ -92,6 +108,7 @@ def start_session(user: User) -> None:
     flask.session.clear()
     flask.session.permanent = True
     flask.session["sid"] = app_context().sessions.start(user.name, rights_fingerprint(user))
+    flask.session["user"] = user.name
     if lang:
         flask.session["lang"] = lang
     flask.g.smartcity_user = user
@@ -161,6 +178,8 @@ def _safe_next(target: str | None) -> str:
 
 
 def _signin_page(lang: Language, message: str = "", next_url: str = "/", status: int = 200) -> flask.Response:
+    from dashboards.oidc import agent_signin
+
     token = secrets.token_urlsafe(32)
     flask.session["csrf"] = token
     other: Language = "en" if lang == "fr" else "fr"
@@ -182,6 +201,7 @@ def _signin_page(lang: Language, message: str = "", next_url: str = "/", status:
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">{html.escape(t(lang, "signin.submit"))}</button>
 </form>
+{agent_signin(lang, next_url)}
 <p><a href="/lang/{other}?next=/login" lang="{other}">{html.escape(t(lang, "app.switch_language"))}</a></p>
 </main></body></html>"""
     response = flask.make_response(page, status)
@@ -260,10 +280,13 @@ def install(server: flask.Flask, context: AppContext) -> None:
 
     @server.post("/logout")
     def signout() -> Response:
+        from dashboards.oidc import end_provider_session, id_token_hint
+
         if not secrets.compare_digest(signout_token(), flask.request.form.get("csrf", "")):
             return flask.Response("sign-out refused: missing or wrong CSRF token\n", status=400)
+        hint = id_token_hint()
         end_session()
-        return flask.redirect("/login", code=303)
+        return end_provider_session(hint) or flask.redirect("/login", code=303)
 
     @server.get("/lang/<code>")
     def switch_language(code: str) -> Response:

@@ -5,7 +5,8 @@ one must hold in all. One SQLite file next to the users file does that with noth
 WAL mode lets readers go on while one writer commits. Each thread of each process keeps its own
 connection (SQLite connections must not cross threads, nor a fork).
 
-Session ids are kept as their SHA-256 only, so a copy of the file signs nobody in.
+Session ids and user names are kept as their SHA-256 only: a copy of the file signs nobody in,
+and names nobody (a public agent's user name is an e-mail address).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from limits.storage import Storage
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     sid_sha256 TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
+    user_sha256 TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     created REAL NOT NULL,
     last_seen REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_sha256);
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY,
     count INTEGER NOT NULL,
@@ -62,15 +63,19 @@ class StateFile:
         return conn
 
 
-def _digest(sid: str) -> str:
-    return hashlib.sha256(sid.encode()).hexdigest()
+def digest(text: str) -> str:
+    """The SHA-256 (hex) under which a session id or a user name is kept."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_digest = digest
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A live session: whose it is, and the user's rights fingerprint when it started."""
+    """A live session: whose it is (SHA-256 of the name), and the user's rights fingerprint."""
 
-    user: str
+    user_sha256: str
     fingerprint: str
     created: float
     last_seen: float
@@ -94,7 +99,8 @@ class SessionStore:
             (now - self.idle_s, now - self.max_age_s),
         )
         conn.execute(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (_digest(sid), user, fingerprint, now, now)
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            (_digest(sid), _digest(user), fingerprint, now, now),
         )
         return sid
 
@@ -104,7 +110,7 @@ class SessionStore:
         conn = self.state.connect()
         key = _digest(sid)
         row = conn.execute(
-            "SELECT user, fingerprint, created, last_seen FROM sessions WHERE sid_sha256 = ?", (key,)
+            "SELECT user_sha256, fingerprint, created, last_seen FROM sessions WHERE sid_sha256 = ?", (key,)
         ).fetchone()
         if row is None:
             return None
@@ -122,12 +128,16 @@ class SessionStore:
 
     def end_user(self, user: str) -> int:
         """End every session of ``user``; returns how many there were."""
-        cursor = self.state.connect().execute("DELETE FROM sessions WHERE user = ?", (user,))
+        cursor = self.state.connect().execute("DELETE FROM sessions WHERE user_sha256 = ?", (_digest(user),))
         return cursor.rowcount
 
     def count(self, user: str) -> int:
         """How many sessions ``user`` has open (expired ones included until purged)."""
-        row = self.state.connect().execute("SELECT count(*) FROM sessions WHERE user = ?", (user,)).fetchone()
+        row = (
+            self.state.connect()
+            .execute("SELECT count(*) FROM sessions WHERE user_sha256 = ?", (_digest(user),))
+            .fetchone()
+        )
         return int(row[0])
 
 

@@ -59,7 +59,12 @@ class Ingestor:
             topic_prefix=settings.deadletter_topic,
             publish=self.consumer.publish if settings.deadletter_publish else None,
         )
-        builder = BatchBuilder(decoder or Decoder(registry), self.deadletter, self.metrics)
+        builder = BatchBuilder(
+            decoder or Decoder(registry),
+            self.deadletter,
+            self.metrics,
+            rejected_rows_per_device=settings.rejected_rows_per_device,
+        )
         self.writer = Writer(
             inbox=self.inbox,
             builder=builder,

@@ -6,22 +6,26 @@ must show from the same frames it wrote. Nothing here depends on processing bein
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dash
+import flask
 import httpx
 import numpy as np
 import polars as pl
+from werkzeug.serving import make_server
 
 from dashboards.config import DashboardSettings
-from dashboards.users import ApiToken, User, UserDirectory, hash_password, token_digest
+from dashboards.tokens import TokenStore
+from dashboards.users import User, UserDirectory, hash_password
 from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from sensors.families import Family, family_spec
@@ -322,18 +326,13 @@ class Account:
 def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> dict[str, Account]:
     """A users file holding these (name, communes) users, each with a password and a token."""
     directory = UserDirectory(path)
+    tokens = TokenStore(path.parent / "tokens.sqlite")
     made: dict[str, Account] = {}
     users = []
     for name, communes in accounts:
-        password, token = f"pw-{name}-secret", f"sct_test_{name}_token"
-        users.append(
-            User(
-                name=name,
-                communes=frozenset(communes),
-                password_hash=hash_password(password),
-                tokens=(ApiToken("test", token_digest(token)),),
-            )
-        )
+        password = f"pw-{name}-secret"
+        token, _ = tokens.create(name, "test", timedelta(days=90))
+        users.append(User(name=name, communes=frozenset(communes), password_hash=hash_password(password)))
         made[name] = Account(name, password, token, tuple(communes))
     directory.save(users)
     return made
@@ -367,7 +366,7 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
 
 
-@contextlib.contextmanager
+@contextmanager
 def serve_dashboard(
     users_file: Path, settings: dict[str, str], *, workers: int = 1, timeout: float = 60
 ) -> Iterator[str]:
@@ -406,3 +405,16 @@ def serve_dashboard(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def served_in_thread(app: flask.Flask) -> Iterator[str]:
+    """Serve a Flask app on a free local port in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

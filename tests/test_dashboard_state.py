@@ -6,7 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 from dashboards.signin_limits import SignInLimiter
-from dashboards.state import SessionStore, SQLiteStorage, StateFile
+from dashboards.state import SessionStore, SQLiteStorage, StateFile, digest
 from tests.servers import wait_until
 
 
@@ -75,7 +75,7 @@ def test_sessions_end_on_sign_out_idle_age_and_for_a_user(tmp_path: Path) -> Non
     now = 1_000_000.0
     sid = sessions.start("alice", "fp", now=now)
     record = sessions.find(sid, now=now + 10)
-    assert record is not None and record.user == "alice" and record.fingerprint == "fp"
+    assert record is not None and record.user_sha256 == digest("alice") and record.fingerprint == "fp"
     sessions.end(sid)
     assert sessions.find(sid, now=now + 11) is None
 
@@ -95,3 +95,5 @@ def test_sessions_end_on_sign_out_idle_age_and_for_a_user(tmp_path: Path) -> Non
     assert sessions.find(first, now=now) is None and sessions.find(second, now=now) is None
     assert sessions.find(other, now=now) is not None
     assert (tmp_path / "state.sqlite3").stat().st_mode & 0o077 == 0
+    for kept in tmp_path.glob("state.sqlite3*"):  # the database and its write-ahead log
+        assert b"alice" not in kept.read_bytes()  # names are kept as digests
