@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import dash
 import flask
@@ -25,8 +26,12 @@ from dashboards.config import DashboardSettings
 CALLBACK_PATH = "/_dash-update-component"
 
 
-def content_security_policy(script_hashes: list[str]) -> str:
-    """The CSP of every answer: own origin only; ``script_hashes`` are Dash's inline scripts."""
+def content_security_policy(script_hashes: list[str], form_targets: list[str] | None = None) -> str:
+    """The CSP of every answer: own origin only; ``script_hashes`` are Dash's inline scripts.
+
+    ``form_targets`` are the other origins a form may lead to: the OpenID provider, where
+    sign-out redirects to end the provider's session too.
+    """
     directives = {
         "default-src": ["'self'"],
         # 'unsafe-eval' only for Plotly's WebGL traces (Scattergl): regl compiles its shader
@@ -40,7 +45,7 @@ def content_security_policy(script_hashes: list[str]) -> str:
         "worker-src": ["'self'", "blob:"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],
-        "form-action": ["'self'"],
+        "form-action": ["'self'", *(form_targets or [])],
         "frame-ancestors": ["'none'"],
     }
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
@@ -88,13 +93,17 @@ def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     server.session_interface = _SecureWhenHttps()
     policies: dict[tuple[str, ...], str] = {}
+    provider = urlsplit(settings.oidc.issuer) if settings.oidc else None
+    form_targets = [f"{provider.scheme}://{provider.netloc}"] if provider else []
 
     @server.after_request
     def security_headers(response: Response) -> Response:
         # Dash adds inline scripts (the pages' clientside callbacks) at its first request: hashed
         # then, and again whenever their list changes.
         hashes = tuple(app.csp_hashes())
-        policy = policies.get(hashes) or policies.setdefault(hashes, content_security_policy(list(hashes)))
+        policy = policies.get(hashes) or policies.setdefault(
+            hashes, content_security_policy(list(hashes), form_targets)
+        )
         headers = response.headers
         headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Content-Type-Options", "nosniff")
