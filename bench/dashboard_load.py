@@ -42,6 +42,7 @@ from locust.env import Environment
 from locust.stats import calculate_response_time_percentile
 
 from sensors.communes import CommuneRegistry
+from tests.dashboard_fixtures import dash_callback
 from tests.servers import free_port, wait_until
 
 FIELDS = {
@@ -56,23 +57,6 @@ BANNER = re.compile(
     r"dashboards:\s+(?P<url>http://\S+?)/\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
 )
 CALLBACK = "/_dash-update-component"
-
-
-def _body(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]], changed: str) -> dict[str, Any]:
-    """A Dash callback request as the renderer sends it."""
-    specs = [{"id": i, "property": p} for i, p in outputs]
-    output = (
-        f"{outputs[0][0]}.{outputs[0][1]}"
-        if len(outputs) == 1
-        else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
-    )
-    return {
-        "output": output,
-        "outputs": specs[0] if len(specs) == 1 else specs,
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": [changed],
-        "state": [],
-    }
 
 
 class StaffSession(HttpUser):
@@ -103,7 +87,7 @@ class StaffSession(HttpUser):
     def chart(self) -> None:
         self._callback(
             "chart",
-            _body(
+            dash_callback(
                 [("commune-chart", "figure"), ("commune-updated", "children")],
                 [
                     ("commune-insee", "data", self.insee),
@@ -122,8 +106,12 @@ class StaffSession(HttpUser):
             ("commune-range-key", "data", self.range_key),
             ("commune-tick", "n_intervals", self.tick),
         ]
-        self._callback("atmo", _body([("commune-atmo", "figure")], inputs, "commune-tick.n_intervals"))
-        self._callback("status", _body([("commune-status", "children")], inputs, "commune-tick.n_intervals"))
+        self._callback(
+            "atmo", dash_callback([("commune-atmo", "figure")], inputs, "commune-tick.n_intervals")
+        )
+        self._callback(
+            "status", dash_callback([("commune-status", "children")], inputs, "commune-tick.n_intervals")
+        )
 
     def reload(self) -> None:
         self.client.get(f"/commune/{self.insee}", name="page /commune/<insee>")
@@ -145,7 +133,7 @@ class StaffSession(HttpUser):
         self.family = random.choice([f for f in FIELDS if f != self.family])
         self._callback(
             "family",
-            _body(
+            dash_callback(
                 [("commune-field", "options"), ("commune-field", "value")],
                 [("commune-family", "value", self.family)],
                 "commune-family.value",
@@ -159,7 +147,7 @@ class StaffSession(HttpUser):
         self.range_key = random.choice([r for r in RANGES if r != self.range_key])
         self._callback(
             "range",
-            _body(
+            dash_callback(
                 [("commune-range-key", "data")],
                 [
                     ("commune-range", "value", self.range_key),

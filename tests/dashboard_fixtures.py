@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dash
 import flask
@@ -364,6 +365,38 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
+
+
+def dash_callback(
+    outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str, str, Any]], changed: str
+) -> dict[str, Any]:
+    """The body of a Dash callback request, as the renderer sends it to ``/_dash-update-component``."""
+    specs = [{"id": i, "property": p} for i, p in outputs]
+    output = (
+        f"{outputs[0][0]}.{outputs[0][1]}"
+        if len(outputs) == 1
+        else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
+    )
+    return {
+        "output": output,
+        "outputs": specs[0] if len(specs) == 1 else specs,
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "changedPropIds": [changed],
+        "state": [],
+    }
+
+
+def status_callback(insee: Any) -> dict[str, Any]:
+    """The commune page's status callback for ``insee`` (forged at will by the tests)."""
+    return dash_callback(
+        [("commune-status", "children")],
+        [
+            ("commune-insee", "data", insee),
+            ("commune-range-key", "data", "24h"),
+            ("commune-tick", "n_intervals", None),
+        ],
+        "commune-insee.data",
+    )
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from dashboards.pages import commune, device, overview
 from dashboards.pages.common import CUSTOM, range_key, span_of
 from dashboards.views import ATMO_COLORS, atmo_text, paris_day_start, traffic_text
 from storage.base import TIME
-from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env, status_callback
 
 
 @pytest.fixture(scope="module")
@@ -268,34 +268,20 @@ def sign_in(client: FlaskClient, user: str, password: str) -> TestResponse:
     return client.post("/login", data={"user": user, "password": password, "csrf": token, "next": "/"})
 
 
-def callback_body(insee: str) -> dict[str, Any]:
-    return {
-        "output": "commune-status.children",
-        "outputs": {"id": "commune-status", "property": "children"},
-        "inputs": [
-            {"id": "commune-insee", "property": "data", "value": insee},
-            {"id": "commune-range-key", "property": "data", "value": "24h"},
-            {"id": "commune-tick", "property": "n_intervals", "value": None},
-        ],
-        "changedPropIds": ["commune-insee.data"],
-        "state": [],
-    }
-
-
 def test_pages_need_a_session(env: DashboardEnv) -> None:
     client = env.app.server.test_client()
     response = client.get("/commune/78498")
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
-    assert client.post("/_dash-update-component", json=callback_body(POISSY)).status_code == 401
+    assert client.post("/_dash-update-component", json=status_callback(POISSY)).status_code == 401
 
 
 def test_dash_endpoint_refuses_a_forbidden_commune_even_when_asked_directly(env: DashboardEnv) -> None:
     client = env.app.server.test_client()
     account = env.accounts["poissy"]
     assert sign_in(client, account.name, account.password).status_code == 302
-    allowed = client.post("/_dash-update-component", json=callback_body(POISSY))
+    allowed = client.post("/_dash-update-component", json=status_callback(POISSY))
     assert allowed.status_code == 200 and f"air-{POISSY}-0" in allowed.get_data(as_text=True)
-    refused = client.post("/_dash-update-component", json=callback_body(MONTROUGE)).get_data(as_text=True)
+    refused = client.post("/_dash-update-component", json=status_callback(MONTROUGE)).get_data(as_text=True)
     assert f"air-{MONTROUGE}-0" not in refused
     assert '"id":"forbidden"' in refused
 

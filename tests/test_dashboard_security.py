@@ -29,6 +29,7 @@ from tests.dashboard_fixtures import (
     Account,
     fill_store,
     serve_dashboard,
+    status_callback,
     write_users,
 )
 from tests.servers import Influxd
@@ -120,25 +121,11 @@ def sign_in(
     return client, answer
 
 
-def callback(insee: Any) -> dict[str, Any]:
-    return {
-        "output": "commune-status.children",
-        "outputs": {"id": "commune-status", "property": "children"},
-        "inputs": [
-            {"id": "commune-insee", "property": "data", "value": insee},
-            {"id": "commune-range-key", "property": "data", "value": "24h"},
-            {"id": "commune-tick", "property": "n_intervals", "value": None},
-        ],
-        "changedPropIds": ["commune-insee.data"],
-        "state": [],
-    }
-
-
 def alive(base: str, cookies: httpx.Cookies) -> tuple[bool, bool]:
     """Whether a page and a callback answer with these cookies (a fresh client each time)."""
     with httpx.Client(base_url=base, cookies=cookies, timeout=30) as client:
         page = client.get(f"/commune/{POISSY}")
-        answer = client.post("/_dash-update-component", json=callback(POISSY))
+        answer = client.post("/_dash-update-component", json=status_callback(POISSY))
     return page.status_code == 200, answer.status_code == 200
 
 
@@ -287,6 +274,6 @@ def test_api_answers_json_to_curls_accept_any(served: Served) -> None:
 @pytest.mark.parametrize("commune", [[POISSY], {"insee": POISSY}, [[MONTROUGE]]])
 def test_a_forged_callback_with_a_list_or_object_is_a_400(served: Served, commune: Any) -> None:
     client, _ = sign_in(served.base, served.accounts["poissy"])
-    answer = client.post("/_dash-update-component", json=callback(commune))
+    answer = client.post("/_dash-update-component", json=status_callback(commune))
     assert answer.status_code == 400
     assert "commune-insee.data" in answer.text and MONTROUGE not in answer.text
