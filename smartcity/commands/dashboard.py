@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if settings.store.backend == "duckdb" and workers > 1:
         # DuckDB lets one process own a file: the workers would lock each other out.
-        log.warning("the DuckDB store is served by one worker process (%d asked)", workers)
+        log.info("the DuckDB store is served by one worker process (%d asked)", workers)
         workers = 1
     StateFile(config.state_path)  # created once here rather than raced by the workers
     stores: list[Store] = []
