@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import wraps
@@ -31,6 +32,8 @@ Format = Literal["arrow", "csv", "json"]
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 STATS = tuple(name for name, stat in STATISTICS.items() if stat.of in ("plain", "both"))
 COUNTER_STATS = tuple(name for name, stat in STATISTICS.items() if stat.of in ("counter", "both"))
+
+log = logging.getLogger(__name__)
 
 api = flask.Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
@@ -89,8 +92,13 @@ def endpoint(handler: Handler) -> Callable[..., flask.Response]:
             return _error(403, str(exc))
         except (BadQuery, TimeRangeError, AccessError) as exc:
             return _error(400, str(exc))
-        except StoreError as exc:
-            return _error(503, f"the store did not answer: {exc}")
+        except StoreError:
+            # The store's own message may carry the query it was sent: logged, never answered.
+            log.exception("API %s: the store failed", flask.request.path)
+            return _error(503, "the store did not answer; try again later")
+        except Exception:
+            log.exception("API %s failed", flask.request.path)
+            return _error(500, "internal error: the operator will find it in the server's log")
 
     return wrapper
 
@@ -101,8 +109,9 @@ def _negotiate() -> Format:
         if asked not in ("arrow", "csv", "json"):
             raise ApiError(400, f"unknown format {asked!r}: expected arrow, csv or json")
         return asked  # type: ignore[return-value]
+    # JSON first: a client that accepts anything (curl's */*) gets the documented default.
     accept = flask.request.accept_mimetypes
-    best = accept.best_match([ARROW_MEDIA_TYPE, "text/csv", "application/json"], default="application/json")
+    best = accept.best_match(["application/json", "text/csv", ARROW_MEDIA_TYPE], default="application/json")
     return {"text/csv": "csv", ARROW_MEDIA_TYPE: "arrow"}.get(best or "", "json")  # type: ignore[return-value]
 
 

@@ -10,11 +10,14 @@ from dash import dcc, html
 from dash.development.base_component import Component
 
 from dashboards import api, oidc, tokens
-from dashboards.auth import AppContext, SignInLimiter, current_language, current_user, install
+from dashboards.auth import AppContext, current_language, current_user, install, signout_token
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
 from dashboards.pages import commune, device, overview
 from dashboards.pages.common import aria
+from dashboards.security import install_security
+from dashboards.signin_limits import SignInLimiter
+from dashboards.state import SessionStore, SQLiteStorage, StateFile
 from dashboards.users import UserDirectory
 from sensors.communes import CommuneRegistry
 from storage.base import Store
@@ -29,12 +32,14 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     Dash's global list, and each request finds its store through its own Flask app.
     """
     server = flask.Flask(__name__)
+    state = StateFile(settings.state_path)
     context = AppContext(
         store=store,
         settings=settings,
         registry=registry,
         users=UserDirectory(Path(settings.users_file)),
-        limiter=SignInLimiter(settings.max_failed_signins, settings.signin_window_s),
+        limiter=SignInLimiter.from_settings(SQLiteStorage(state), settings),
+        sessions=SessionStore(state, idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s),
     )
     install(server, context)
     tokens.install(server, tokens.open_tokens(settings))
@@ -69,6 +74,7 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     app.layout = shell
     for page in (overview, commune, device):
         page.register_callbacks(app)
+    install_security(app, settings)
     return app
 
 
@@ -102,7 +108,16 @@ def shell() -> Component:
                             html.Span(
                                 t(lang, "app.signed_in_as", user=user.name) if user else "", className="user"
                             ),
-                            html.A(t(lang, "app.sign_out"), href="/logout", id="sign-out"),
+                            # A POST with a CSRF token: a link or an image elsewhere cannot sign out.
+                            html.Form(
+                                [
+                                    dcc.Input(type="hidden", name="csrf", value=signout_token()),
+                                    html.Button(t(lang, "app.sign_out"), type="submit", id="sign-out"),
+                                ],
+                                method="post",
+                                action="/logout",
+                                className="signout",
+                            ),
                         ],
                         className="session",
                     ),

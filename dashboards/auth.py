@@ -1,19 +1,20 @@
-"""Sign-in on the Flask server behind Dash: sessions, CSRF-safe form, rate limiting, tokens.
+"""Sign-in on the Flask server behind Dash: sessions, CSRF-safe forms, rate limiting.
 
 Every request but the sign-in page, static assets and the API (which has its own bearer
-tokens) needs a signed-in session. Sessions are Flask's signed cookies, expired server-side by
-their signature's timestamp (``PERMANENT_SESSION_LIFETIME``); the user is looked up again in the
-users file on every request, so a removed user is out at once.
+tokens) needs a signed-in session. The session cookie (Flask's, signed) carries only a random
+session id, the language and the sign-in form's CSRF token; the session itself lives in the
+workers' shared state (``dashboards.state``), so that signing out, idling too long or reaching
+the absolute age ends it in every worker. The user is looked up again in the users file on
+every request, and a session ends when that user's password or communes change.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import secrets
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +25,8 @@ from dashboards.access import CommuneData
 from dashboards.agents import signed_in_agent
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, language, t
+from dashboards.signin_limits import SignInLimiter
+from dashboards.state import SessionStore, digest
 from dashboards.users import User, UserDirectory
 from sensors.communes import CommuneRegistry
 from storage.base import Store
@@ -41,54 +44,16 @@ PUBLIC_PREFIXES = (
 )
 
 
-@dataclass
-class SignInLimiter:
-    """Refuses sign-in attempts after too many failures per user name and per client address."""
-
-    max_failures: int
-    window_s: float
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
-
-    def retry_after(self, user: str, address: str, now: float | None = None) -> float:
-        """Seconds before another attempt is allowed for this user or address (0: allowed now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            waits = [
-                failures[0] + self.window_s - now
-                for key in (f"user:{user}", f"ip:{address}")
-                if len(failures := self._recent(key, now)) >= self.max_failures
-            ]
-        return max(waits, default=0.0)
-
-    def failed(self, user: str, address: str, now: float | None = None) -> None:
-        """Record a failed attempt."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            for key in (f"user:{user}", f"ip:{address}"):
-                self._recent(key, now).append(now)
-
-    def succeeded(self, user: str) -> None:
-        """Forget a user's failures once they sign in (the address keeps its count)."""
-        with self._lock:
-            self._failures.pop(f"user:{user}", None)
-
-
 @dataclass(frozen=True)
 class AppContext:
-    """What the server's requests need: the store, settings, registry, users, limiter."""
+    """What the server's requests need: the store, settings, registry, users, limiter, sessions."""
 
     store: Store
     settings: DashboardSettings
     registry: CommuneRegistry
     users: UserDirectory
     limiter: SignInLimiter
+    sessions: SessionStore
 
 
 def app_context() -> AppContext:
@@ -97,11 +62,80 @@ def app_context() -> AppContext:
     return context
 
 
+def rights_fingerprint(user: User) -> str:
+    """What a session remembers of its user's password and rights: when it changes, it ends."""
+    text = "\n".join((user.name, user.password_hash, *sorted(user.communes)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_NOBODY = object()
+
+
 def current_user() -> User | None:
-    """The signed-in user of the current request, or None."""
-    name = flask.session.get("user")
+    """The signed-in user of the current request, or None (also once the session has ended)."""
+    cached = flask.g.get("smartcity_user", _NOBODY)
+    if cached is not _NOBODY:
+        return cached  # type: ignore[no-any-return]
+    user = _session_user()
+    flask.g.smartcity_user = user
+    return user
+
+
+def _session_user() -> User | None:
+    sid, name = flask.session.get("sid"), flask.session.get("user")
+    if not isinstance(sid, str) or not isinstance(name, str):
+        return None
     context = app_context()
-    return context.users.get(name) if isinstance(name, str) else signed_in_agent(context.settings.oidc)
+    record = context.sessions.find(sid)
+    if record is None:
+        return None
+    # A public agent (OpenID Connect) is not in the users file: the settings give its rights.
+    agent = signed_in_agent(context.settings.oidc)
+    user = agent if agent is not None else context.users.get(name)
+    if (
+        user is None
+        or digest(user.name) != record.user_sha256
+        or rights_fingerprint(user) != record.fingerprint
+    ):
+        context.sessions.end(sid)
+        return None
+    return user
+
+
+def start_session(user: User) -> None:
+    """Sign ``user`` in on this browser: a new session id (never the one the browser came with)."""
+    lang = flask.session.get("lang")
+    flask.session.clear()
+    flask.session.permanent = True
+    flask.session["sid"] = app_context().sessions.start(user.name, rights_fingerprint(user))
+    flask.session["user"] = user.name
+    if lang:
+        flask.session["lang"] = lang
+    flask.g.smartcity_user = user
+
+
+def end_session() -> None:
+    """Sign out: the session ends in every worker, whoever holds a copy of the cookie."""
+    sid = flask.session.get("sid")
+    if isinstance(sid, str):
+        app_context().sessions.end(sid)
+    lang = flask.session.get("lang")
+    flask.session.clear()
+    if lang:
+        flask.session["lang"] = lang
+    flask.g.smartcity_user = None
+
+
+def signout_token() -> str:
+    """The CSRF token the sign-out form carries: bound to the session id, so nothing to store."""
+    sid = flask.session.get("sid", "")
+    key = str(flask.current_app.secret_key).encode()
+    return hmac.new(key, f"signout:{sid}".encode(), hashlib.sha256).hexdigest()
+
+
+def client_address() -> str:
+    """The client's address: the peer's, or the one a trusted proxy reports (ProxyFix)."""
+    return flask.request.remote_addr or "?"
 
 
 def current_data() -> CommuneData:
@@ -184,8 +218,8 @@ def install(server: flask.Flask, context: AppContext) -> None:
         PERMANENT_SESSION_LIFETIME=settings.session_max_age_s,
         # Only send the session cookie when it changes. Re-sent on every answer, a live page's
         # refresh callback in flight while the user switches language answers with the old
-        # cookie after the switch, and the page comes back in the old language. Sessions then
-        # last session_max_age_s from sign-in, whatever the activity.
+        # cookie after the switch, and the page comes back in the old language. Idle and
+        # absolute expiry are the server's (dashboards.state), not the cookie's.
         SESSION_REFRESH_EACH_REQUEST=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -218,20 +252,20 @@ def install(server: flask.Flask, context: AppContext) -> None:
         if not expected or not secrets.compare_digest(str(expected), form.get("csrf", "")):
             return _signin_page(lang, t(lang, "signin.csrf"), next_url, status=400)
         name = form.get("user", "").strip()
-        address = flask.request.remote_addr or "?"
+        address = client_address()
         wait = context.limiter.retry_after(name, address)
         if wait > 0:
             minutes = max(1, round(wait / 60))
-            return _signin_page(lang, t(lang, "signin.locked", minutes=minutes), next_url, status=429)
+            page = _signin_page(lang, t(lang, "signin.locked", minutes=minutes), next_url, status=429)
+            page.headers["Retry-After"] = str(max(1, round(wait)))
+            return page
         user = context.users.authenticate(name, form.get("password", ""))
         if user is None:
             context.limiter.failed(name, address)
             return _signin_page(lang, t(lang, "signin.failed"), next_url, status=401)
-        context.limiter.succeeded(name)
-        flask.session.clear()
-        flask.session.permanent = True
-        flask.session["user"] = user.name
+        context.limiter.succeeded(name, address)
         flask.session["lang"] = lang
+        start_session(user)
         return flask.redirect(next_url)
 
     @server.get("/healthz")
@@ -244,15 +278,15 @@ def install(server: flask.Flask, context: AppContext) -> None:
             f"{'ok' if health.ok else 'store unavailable'}\n", status=status, mimetype="text/plain"
         )
 
-    @server.get("/logout")
+    @server.post("/logout")
     def signout() -> Response:
         from dashboards.oidc import end_provider_session, id_token_hint
 
-        lang = current_language()
+        if not secrets.compare_digest(signout_token(), flask.request.form.get("csrf", "")):
+            return flask.Response("sign-out refused: missing or wrong CSRF token\n", status=400)
         hint = id_token_hint()
-        flask.session.clear()
-        flask.session["lang"] = lang
-        return end_provider_session(hint) or flask.redirect("/login")
+        end_session()
+        return end_provider_session(hint) or flask.redirect("/login", code=303)
 
     @server.get("/lang/<code>")
     def switch_language(code: str) -> Response:

@@ -51,8 +51,32 @@ class DashboardSettings(BaseModel):
     online_after_periods: float = Field(3.0, gt=0)
     """A device is shown offline when silent for this many of its reporting periods."""
     max_failed_signins: int = Field(5, ge=1)
-    """Failed sign-ins allowed per user and per address within ``signin_window_s``."""
+    """Failed sign-ins allowed for one account from one client address within ``signin_window_s``."""
+    max_failed_signins_per_account: int = Field(20, ge=1)
+    """Failed sign-ins allowed for one account from all addresses together."""
+    max_failed_signins_per_address: int = Field(50, ge=1)
+    """Failed sign-ins allowed from one address over all accounts (an office behind one NAT)."""
     signin_window_s: int = Field(900, ge=1)
+    session_idle_s: int = Field(2 * 3600, ge=60)
+    """A session unused this long ends (an open live page keeps its session in use)."""
     secure_cookies: bool = False
-    """Set behind HTTPS so that the session cookie is never sent in clear."""
+    """Always mark cookies ``Secure``; they are anyway when the request came over HTTPS, directly
+    or through a trusted proxy's ``X-Forwarded-Proto``."""
+    trusted_proxies: int = Field(0, ge=0, le=5)
+    """How many reverse proxies in front of the server append to ``X-Forwarded-For`` and set
+    ``X-Forwarded-Proto``; 0 ignores those headers (anyone could forge them)."""
+    state_file: Path | None = None
+    """SQLite file of sessions and sign-in counters shared by the workers; next to the users
+    file when not given."""
+    workers: int = Field(2, ge=1, le=64)
+    """Worker processes of the server (gunicorn); 1 with the DuckDB store, which one process owns."""
+    threads: int = Field(4, ge=1, le=64)
+    """Threads per worker."""
+    access_log: bool = False
+    """Log every request (client address, path, status) to standard output."""
     api: ApiLimits = Field(default_factory=ApiLimits)
+
+    @property
+    def state_path(self) -> Path:
+        """The shared state file: ``state_file``, else next to the users file."""
+        return self.state_file or Path(self.users_file).parent / "dashboard_state.sqlite3"

@@ -29,7 +29,7 @@ from requests import RequestException
 from werkzeug.wrappers import Response
 
 from dashboards.agents import SESSION_AGENT, OidcSettings, agent_user
-from dashboards.auth import _safe_next, app_context, current_language
+from dashboards.auth import _safe_next, app_context, current_language, start_session
 from dashboards.i18n import Language, t
 
 log = logging.getLogger("smartcity.dashboard.oidc")
@@ -105,8 +105,7 @@ def install(server: flask.Flask, settings: OidcSettings | None) -> None:
             message = t(lang, "agents.refused", provider=settings.label, email=email, siret=siret or "—")
             return _page(lang, "agents.refused_title", message, 403)
         next_url = _safe_next(flask.session.get(SESSION_NEXT))
-        flask.session.clear()
-        flask.session.permanent = True
+        start_session(user)
         flask.session[SESSION_AGENT] = {"email": email, "siret": siret}
         flask.session[SESSION_ID_TOKEN] = token["id_token"]
         flask.session["lang"] = lang

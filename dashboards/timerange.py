@@ -19,22 +19,45 @@ class TimeRangeError(ValueError):
     """A time or range that cannot be understood; the message says what is expected."""
 
 
+EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+"""Times the stores can hold: nanoseconds since 1970 in 64 bits, with a margin."""
+
+
 def parse_time(text: str, now: datetime) -> datetime:
-    """``now``, a relative time (``-90m``, ``-7d``, ``-1y``) or an ISO 8601 date/time (UTC if naive)."""
+    """``now``, a relative time (``-90m``, ``-7d``, ``-1y``) or an ISO 8601 date/time (UTC if naive).
+
+    Times outside ``EARLIEST`` .. ``LATEST`` are refused: no store holds them.
+    """
     value = text.strip()
     if value in ("", "now"):
         return now
     match = _RELATIVE.match(value)
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if match:
+            moment = now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        moment = EARLIEST  # so far back that no calendar holds it: refused below
     except ValueError:
         raise TimeRangeError(
             f"cannot read time {text!r}: use 'now', a relative time like -7d, -12h, -30m, or ISO 8601 "
             "like 2026-11-01T00:00:00Z"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not EARLIEST < moment < LATEST:
+        raise TimeRangeError(
+            f"time {text!r} is out of range: times go from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}"
+        )
+    return moment
+
+
+def _parse_named(name: str, text: str, now: datetime) -> datetime:
+    try:
+        return parse_time(text, now)
+    except TimeRangeError as exc:
+        raise TimeRangeError(f"bad {name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +71,7 @@ class TimeRange:
     def parse(cls, start: str, end: str | None, now: datetime | None = None) -> TimeRange:
         """A range from two texts read by ``parse_time``; the end defaults to now."""
         now = now or datetime.now(UTC)
-        begin, finish = parse_time(start, now), parse_time(end or "now", now)
+        begin, finish = _parse_named("start", start, now), _parse_named("end", end or "now", now)
         if begin >= finish:
             raise TimeRangeError(f"start {start!r} is not before end {end or 'now'!r}")
         return cls(begin, finish)

@@ -5,7 +5,11 @@ Flow, as in production but in threads of one process:
     simulated fleet --MQTT--> embedded broker --> ingest --> DuckDB store
     DuckDB store --> processing (aggregates, indices, anomalies) --> DuckDB store
     DuckDB store --> alerts --> signed webhook --> a local mailbox that prints the messages
-    DuckDB store --> dashboards (Dash) and the query API
+    DuckDB store --> dashboards (Dash) and the query API, served by gunicorn
+
+The DuckDB file belongs to one process, so everything runs in gunicorn's one worker process
+(``smartcity.commands.demo``): the dashboards are served as in production, and the other parts
+run in threads beside them.
 
 The fleet first catches up from where the stored data ends (or from ``history`` ago on a first
 run) as fast as the broker takes it, then follows the clock. To show an incident at once, one
@@ -27,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from alerts.engine import Evaluator
 from alerts.receiver import SignedWebhookReceiver, print_message
@@ -99,11 +102,15 @@ class Demo:
     options: DemoOptions = field(default_factory=DemoOptions)
     on_message: Callable[[dict[str, Any]], None] = print_message
     stop_event: threading.Event = field(default_factory=threading.Event)
+    dashboard_port: int = 0
+    """The port the server of this process listens on (when the options asked for any port)."""
+    wsgi_app: Any = None
+    """The dashboards, set by ``start()``, for the server this process runs in (gunicorn)."""
     _threads: list[threading.Thread] = field(default_factory=list)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> DemoInfo:
-        """Start everything in flow order; return once the dashboards answer."""
+        """Start everything in flow order; the dashboards' app is then ``wsgi_app``, to serve."""
         opts = self.options
         data = opts.data_dir
         data.mkdir(parents=True, exist_ok=True)
@@ -140,8 +147,8 @@ class Demo:
         runner = Runner(store)
         self._thread("demo-processing", runner.run_forever, opts.interval_s, stop=self.stop_event.is_set)
 
-        server = self._dashboards(store, registry)
-        url = f"http://{opts.host}:{server.port}"
+        self.wsgi_app = self._dashboards(store, registry)
+        url = f"http://{opts.host}:{self.dashboard_port or opts.dashboard_port}"
         evaluator = self._alerts(store, registry, dashboard_url=url)
         self._thread(
             "demo-alerts",
@@ -249,17 +256,14 @@ class Demo:
                 raise TimeoutError(f"the fleet's history did not reach the store in time: {behind}")
             self.stop_event.wait(0.5)
 
-    def _dashboards(self, store: Store, registry: CommuneRegistry) -> BaseWSGIServer:
+    def _dashboards(self, store: Store, registry: CommuneRegistry) -> Any:
+        """The dashboards' WSGI app over the demo's store, for the server this process runs in."""
         opts = self.options
         settings = self.settings.dashboard.model_copy(
             update={"users_file": opts.data_dir / "users.toml", "host": opts.host}
         )
         self.settings = self.settings.model_copy(update={"dashboard": settings})
-        app = create_app(store, settings, registry)
-        server = make_server(opts.host, opts.dashboard_port, app.server, threaded=True)
-        self._thread("demo-dashboards", server.serve_forever)
-        self._closers.append(server.shutdown)
-        return server
+        return create_app(store, settings, registry).server
 
     def _alerts(self, store: Store, registry: CommuneRegistry, *, dashboard_url: str) -> Evaluator:
         """The alert evaluator over the example rules, delivering to a local signed mailbox."""

@@ -6,15 +6,20 @@ must show from the same frames it wrote. Nothing here depends on processing bein
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dash
 import flask
+import httpx
 import numpy as np
 import polars as pl
 from werkzeug.serving import make_server
@@ -26,6 +31,7 @@ from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from sensors.families import Family, family_spec
 from storage.base import TIME, Store
+from tests.servers import free_port, wait_until
 
 WINDOW_WIDTH = {
     "1m": timedelta(minutes=1),
@@ -359,6 +365,79 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
+
+
+def dash_callback(
+    outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str, str, Any]], changed: str
+) -> dict[str, Any]:
+    """The body of a Dash callback request, as the renderer sends it to ``/_dash-update-component``."""
+    specs = [{"id": i, "property": p} for i, p in outputs]
+    output = (
+        f"{outputs[0][0]}.{outputs[0][1]}"
+        if len(outputs) == 1
+        else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
+    )
+    return {
+        "output": output,
+        "outputs": specs[0] if len(specs) == 1 else specs,
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "changedPropIds": [changed],
+        "state": [],
+    }
+
+
+def status_callback(insee: Any) -> dict[str, Any]:
+    """The commune page's status callback for ``insee`` (forged at will by the tests)."""
+    return dash_callback(
+        [("commune-status", "children")],
+        [
+            ("commune-insee", "data", insee),
+            ("commune-range-key", "data", "24h"),
+            ("commune-tick", "n_intervals", None),
+        ],
+        "commune-insee.data",
+    )
+
+
+@contextmanager
+def serve_dashboard(
+    users_file: Path, settings: dict[str, str], *, workers: int = 1, timeout: float = 60
+) -> Iterator[str]:
+    """``smartcity dashboard`` (gunicorn) as a child process on a free port; yields its base URL.
+
+    ``settings`` are ``SMARTCITY_...`` environment variables (the store, the dashboard's options).
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "SMARTCITY_DASHBOARD__USERS_FILE": str(users_file),
+        "SMARTCITY_DASHBOARD__PORT": str(port),
+        **settings,
+    }
+    log_path = users_file.parent / f"dashboard-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smartcity.cli", "dashboard", "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"smartcity dashboard exited: {log_path.read_text()}")
+        try:
+            return httpx.get(f"{base}/login", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, what="smartcity dashboard to answer")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @contextmanager

@@ -171,7 +171,7 @@ def test_expired_session_sends_back_to_sign_in(page: Page, served: tuple[Dashboa
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{base}/commune/{POISSY}")  # back where the user was
     expect(page.get_by_role("heading", name="Poissy (78498)")).to_be_visible()
-    page.get_by_role("link", name="Se déconnecter").click()
+    page.get_by_role("button", name="Se déconnecter").click()
     expect(page.get_by_label("Identifiant")).to_be_visible()
     page.goto(f"{base}/commune/{POISSY}")
     expect(page).to_have_url(f"{base}/login?next=/commune/{POISSY}")

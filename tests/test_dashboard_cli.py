@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,8 +14,7 @@ from dashboards.users import UserDirectory
 from smartcity.cli import main
 from smartcity.client import Client
 from storage.duckdb_store import DuckDBStore
-from tests.dashboard_fixtures import MONTROUGE, POISSY, fill_store, write_users
-from tests.servers import wait_until
+from tests.dashboard_fixtures import MONTROUGE, POISSY, fill_store, serve_dashboard, write_users
 
 
 @pytest.fixture
@@ -145,13 +141,6 @@ def test_add_token_for_an_unknown_user_is_refused(
     assert "no user 'ghost'" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(tmp_path: Path, users_file: Path) -> Iterator[tuple[str, str]]:
     database = tmp_path / "store.duckdb"
@@ -159,34 +148,8 @@ def served(tmp_path: Path, users_file: Path) -> Iterator[tuple[str, str]]:
     fill_store(store, [POISSY], datetime.now(UTC), days=1, windows=("1h",), devices_per_commune=1)
     store.close()
     accounts = write_users(users_file, [("poissy", [POISSY])])
-    port = free_port()
-    env = {
-        **os.environ,
-        "SMARTCITY_DASHBOARD__USERS_FILE": str(users_file),
-        "SMARTCITY_STORE__DUCKDB__PATH": str(database),
-        "SMARTCITY_DASHBOARD__PORT": str(port),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "smartcity.cli", "dashboard"], env=env, stderr=subprocess.PIPE, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"smartcity dashboard exited: {process.stderr.read() if process.stderr else ''}"
-            )
-        try:
-            return httpx.get(f"{base}/login", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, timeout=60, what="smartcity dashboard to answer")
+    with serve_dashboard(users_file, {"SMARTCITY_STORE__DUCKDB__PATH": str(database)}) as base:
         yield base, accounts["poissy"].token
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_served_by_the_command(served: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from dashboards.access import BadQuery, CommuneData, Forbidden
-from dashboards.auth import SignInLimiter, load_secret_key
+from dashboards.auth import load_secret_key
 from dashboards.config import DashboardSettings
 from dashboards.downsample import m4
 from dashboards.i18n import format_datetime, format_number, format_quantity, t
@@ -168,17 +168,6 @@ def test_atmo_badge_text_has_enough_contrast_on_every_official_colour() -> None:
         text = readable_text_color(colour)
         lighter, darker = sorted((luminance(colour), luminance(text)), reverse=True)
         assert (lighter + 0.05) / (darker + 0.05) >= 4.5, colour
-
-
-def test_sign_in_limiter_locks_per_user_and_per_address() -> None:
-    limiter = SignInLimiter(max_failures=3, window_s=60)
-    for second in range(3):
-        assert limiter.retry_after("alice", "10.0.0.1", now=second) == 0
-        limiter.failed("alice", "10.0.0.1", now=second)
-    assert limiter.retry_after("alice", "10.0.0.2", now=5) > 0  # same user, other address
-    assert limiter.retry_after("bob", "10.0.0.1", now=5) > 0  # same address, other user
-    assert limiter.retry_after("bob", "10.0.0.2", now=5) == 0
-    assert limiter.retry_after("alice", "10.0.0.2", now=61) == 0  # the window passed
 
 
 def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:

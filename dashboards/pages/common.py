@@ -37,9 +37,21 @@ def table(
     )
 
 
+GRAPH_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    # A public body's data never leaves for Plotly's cloud: no "share", "edit in Chart Studio"
+    # nor "send data" button, and no link to plotly's site under the chart.
+    "showSendToCloud": False,
+    "showEditInChartStudio": False,
+    "showLink": False,
+    "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio"],
+}
+"""Plotly configuration of every chart of the dashboards."""
+
+
 def chart_box(graph_id: str, label: str, *, figure: Any = None, responsive: bool = False) -> html.Div:
     """A chart in a box that screen readers announce as a figure named ``label``."""
-    graph: dict[str, Any] = {"id": graph_id, "config": {"displaylogo": False}}
+    graph: dict[str, Any] = {"id": graph_id, "config": dict(GRAPH_CONFIG)}
     if responsive:
         graph["config"]["responsive"] = True
     if figure is not None:  # a figure filled in later by a callback is left out

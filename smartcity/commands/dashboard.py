@@ -7,11 +7,13 @@ import getpass
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from dashboards.users import ALL_COMMUNES, User, UserDirectory, hash_password
 from sensors.communes import CommuneRegistry
 from smartcity.commands import dashboard_tokens
 from smartcity.settings import Settings
+from storage.base import Store
 
 log = logging.getLogger("smartcity.dashboard")
 
@@ -26,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--host", help="address to listen on (default: settings.dashboard.host)")
     parser.add_argument("--port", type=int, help="port to listen on (default: settings.dashboard.port)")
+    parser.add_argument(
+        "--workers", type=int, help="gunicorn worker processes (default: settings.dashboard.workers)"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     add_user = actions.add_parser("add-user", help="add a user, or change a user's password and communes")
     add_user.add_argument("name", help="the user's sign-in name")
@@ -47,15 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve the dashboards until interrupted."""
-    from werkzeug.serving import make_server
-
-    from dashboards.app import create_app
-    from storage import open_store
+    """Serve the dashboards with gunicorn until interrupted."""
+    from dashboards.server import serve
+    from dashboards.state import StateFile
 
     config = settings.dashboard
     host, port = args.host or config.host, args.port or config.port
-    registry = CommuneRegistry.load(settings.communes_file)
+    workers = args.workers or config.workers
     if not UserDirectory(config.users_file).all():
         print(
             f"smartcity dashboard: no users in {config.users_file}; add one with "
@@ -63,17 +66,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    store = open_store(settings.store)
-    app = create_app(store, config, registry)
-    server = make_server(host, port, app.server, threaded=True)
-    log.info("dashboards on http://%s:%d/ (API under /api/v1)", host, server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        store.close()
+    if settings.store.backend == "duckdb" and workers > 1:
+        # DuckDB lets one process own a file: the workers would lock each other out.
+        log.info("the DuckDB store is served by one worker process (%d asked)", workers)
+        workers = 1
+    StateFile(config.state_path)  # created once here rather than raced by the workers
+    stores: list[Store] = []
+
+    def app() -> Any:
+        from dashboards.app import create_app
+        from storage import open_store
+
+        stores.append(open_store(settings.store))
+        return create_app(stores[-1], config, CommuneRegistry.load(settings.communes_file)).server
+
+    def close_store() -> None:
+        for store in stores:
+            store.close()
+
+    log.info("dashboards on http://%s:%d/ (API under /api/v1), %d worker(s)", host, port, workers)
+    serve(app, config, host, port, workers=workers, on_worker_exit=close_store)
     return 0
 
 

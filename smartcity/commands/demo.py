@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import os
 import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 from smartcity.commands.simulate import parse_duration, positive_int
 from smartcity.settings import Settings
@@ -76,7 +76,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run until Ctrl-C or SIGTERM; exit 0 after a clean stop."""
+    """Run until Ctrl-C or SIGTERM; exit 0 after a clean stop.
+
+    gunicorn serves the dashboards, with one worker: the DuckDB store belongs to one process, so
+    the worker runs the whole platform (``Demo``) in threads beside the dashboards.
+    """
+    from dashboards.server import DashboardServer, gunicorn_options
     from smartcity.demo import Demo, DemoOptions
 
     options = DemoOptions(
@@ -91,23 +96,53 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         faults=args.faults,
         interval_s=args.interval,
     )
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     demo = Demo(settings, options, stop_event=threading.Event())
-    print("smartcity demo: starting (the fleet's history goes through MQTT first)...", flush=True)
+
+    def bound(_arbiter: object, worker: Any) -> None:
+        demo.dashboard_port = worker.sockets[0].getsockname()[1]
+
+    def load() -> Any:
+        print("smartcity demo: starting (the fleet's history goes through MQTT first)...", flush=True)
+        try:
+            info = demo.start()
+        except (OSError, ValueError, TimeoutError) as exc:
+            print(f"smartcity demo: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        _print_banner(info, options)
+        return demo.wsgi_app
+
+    def stopped() -> None:
+        print("smartcity demo: stopping...", flush=True)
+        demo.stop()
+        print("smartcity demo: stopped.", flush=True)
+        sys.stderr.flush()
+        # The worker ends here. A thread still busy past its join (a long processing run) must
+        # not run on into the interpreter's shutdown, where DuckDB and thread pools abort.
+        os._exit(0)
+
+    server_options = {
+        **gunicorn_options(settings.dashboard, options.host, options.dashboard_port, workers=1),
+        "post_fork": bound,
+        # The worker catches up with the fleet's history before it serves: minutes, not seconds.
+        "timeout": 900,
+        "graceful_timeout": 120,
+        "loglevel": "warning",
+    }
     try:
-        info = demo.start()
-        resumed = (
-            f"continued from the stored data, last reading {info.resumed_from.astimezone():%Y-%m-%d %H:%M}"
-            if info.resumed_from
-            else "a new store"
-        )
-        print(
-            f"""
+        DashboardServer(load, server_options, on_worker_exit=stopped).run()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def _print_banner(info: Any, options: Any) -> None:
+    resumed = (
+        f"continued from the stored data, last reading {info.resumed_from.astimezone():%Y-%m-%d %H:%M}"
+        if info.resumed_from
+        else "a new store"
+    )
+    print(
+        f"""
 smartcity demo is running.
   dashboards:  {info.url}/   sign in as {info.user!r} with password {info.password!r}
   commune:     {info.url}/commune/{info.incident_commune}
@@ -116,16 +151,5 @@ smartcity demo is running.
   data:        {options.data_dir}/ ({resumed}; delete it to start afresh)
 Alert messages are printed below as the commune's mailbox receives them. Ctrl-C stops.
 """,
-            flush=True,
-        )
-        stop.wait()
-    except (OSError, ValueError, TimeoutError) as exc:
-        print(f"smartcity demo: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        print("smartcity demo: stopping...", flush=True)
-        demo.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    print("smartcity demo: stopped.", flush=True)
-    return 0
+        flush=True,
+    )

@@ -1,0 +1,99 @@
+"""The workers' shared state: sessions that end, and sign-in limits that lock out only the guilty."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from dashboards.signin_limits import SignInLimiter
+from dashboards.state import SessionStore, SQLiteStorage, StateFile, digest
+from tests.servers import wait_until
+
+
+def limiter(path: Path, *, window_s: int = 60) -> SignInLimiter:
+    return SignInLimiter(
+        SQLiteStorage(StateFile(path)),
+        per_account_and_address=3,
+        per_account=6,
+        per_address=8,
+        window_s=window_s,
+    )
+
+
+def test_failures_on_one_account_do_not_lock_out_another_from_the_same_address(tmp_path: Path) -> None:
+    limits = limiter(tmp_path / "state.sqlite3")
+    for _ in range(3):
+        assert limits.retry_after("alice", "10.0.0.1") == 0
+        limits.failed("alice", "10.0.0.1")
+    assert 0 < limits.retry_after("alice", "10.0.0.1") <= 60
+    assert limits.retry_after("bob", "10.0.0.1") == 0  # same address, other account
+    assert limits.retry_after("alice", "10.0.0.2") == 0  # same account, other address
+
+
+def test_account_and_address_limits_catch_guesses_spread_out(tmp_path: Path) -> None:
+    limits = limiter(tmp_path / "state.sqlite3")
+    for n in range(6):
+        limits.failed("alice", f"10.0.1.{n}")  # one account, guessed from many addresses
+    assert limits.retry_after("alice", "10.0.9.9") > 0
+    for n in range(8):
+        limits.failed(f"user{n}", "10.0.2.1")  # one address spraying many accounts
+    assert limits.retry_after("carol", "10.0.2.1") > 0
+    assert limits.retry_after("carol", "10.0.2.2") == 0
+
+
+def test_success_forgets_failures_and_windows_pass(tmp_path: Path) -> None:
+    limits = limiter(tmp_path / "state.sqlite3", window_s=1)
+    for _ in range(2):
+        limits.failed("alice", "10.0.0.1")
+    limits.succeeded("alice", "10.0.0.1")
+    limits.failed("alice", "10.0.0.1")
+    assert limits.retry_after("alice", "10.0.0.1") == 0  # 1 failure counted, not 3
+    for _ in range(2):
+        limits.failed("alice", "10.0.0.1")
+    assert limits.retry_after("alice", "10.0.0.1") > 0
+    wait_until(lambda: limits.retry_after("alice", "10.0.0.1") == 0, timeout=5, what="the window to pass")
+
+
+def _fail_from_another_process(path: str) -> None:
+    limiter(Path(path)).failed("alice", "10.0.0.1")
+
+
+def test_counts_are_shared_between_processes(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    limits = limiter(path)
+    context = multiprocessing.get_context("spawn")
+    for _ in range(3):
+        process = context.Process(target=_fail_from_another_process, args=(str(path),))
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+    assert limits.retry_after("alice", "10.0.0.1") > 0
+
+
+def test_sessions_end_on_sign_out_idle_age_and_for_a_user(tmp_path: Path) -> None:
+    sessions = SessionStore(StateFile(tmp_path / "state.sqlite3"), idle_s=600, max_age_s=3600)
+    now = 1_000_000.0
+    sid = sessions.start("alice", "fp", now=now)
+    record = sessions.find(sid, now=now + 10)
+    assert record is not None and record.user_sha256 == digest("alice") and record.fingerprint == "fp"
+    sessions.end(sid)
+    assert sessions.find(sid, now=now + 11) is None
+
+    idle = sessions.start("alice", "fp", now=now)
+    assert sessions.find(idle, now=now + 599) is not None  # in use: the idle clock starts again
+    assert sessions.find(idle, now=now + 599 + 599) is not None
+    assert sessions.find(idle, now=now + 599 + 599 + 601) is None
+
+    old = sessions.start("alice", "fp", now=now)
+    for step in range(1, 7):  # busy all along, yet past the absolute age
+        assert sessions.find(old, now=now + step * 500) is not None
+    assert sessions.find(old, now=now + 3601) is None
+
+    first, second = sessions.start("bob", "fp", now=now), sessions.start("bob", "fp", now=now)
+    other = sessions.start("carol", "fp", now=now)
+    assert sessions.end_user("bob") == 2
+    assert sessions.find(first, now=now) is None and sessions.find(second, now=now) is None
+    assert sessions.find(other, now=now) is not None
+    assert (tmp_path / "state.sqlite3").stat().st_mode & 0o077 == 0
+    for kept in tmp_path.glob("state.sqlite3*"):  # the database and its write-ahead log
+        assert b"alice" not in kept.read_bytes()  # names are kept as digests
