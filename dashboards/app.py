@@ -13,7 +13,7 @@ from dashboards import api
 from dashboards.auth import AppContext, SignInLimiter, current_language, current_user, install
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
-from dashboards.pages import commune, device, overview
+from dashboards.pages import alerts, commune, device, overview
 from dashboards.pages.common import aria
 from dashboards.users import UserDirectory
 from sensors.communes import CommuneRegistry
@@ -64,8 +64,11 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         layout=device.layout,
         title="Smartcity — device",
     )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.alerts", path=alerts.PATH, layout=alerts.layout, title="Smartcity — alertes"
+    )
     app.layout = shell
-    for page in (overview, commune, device):
+    for page in (overview, commune, device, alerts):
         page.register_callbacks(app)
     return app
 
@@ -84,6 +87,7 @@ def shell() -> Component:
                         [
                             dcc.Link(t(lang, "app.title"), href="/", className="brand"),
                             dcc.Link(t(lang, "nav.overview"), href="/"),
+                            dcc.Link(t(lang, "alert_desk.nav"), href=alerts.PATH),
                         ],
                         **aria(label="main"),
                     ),
