@@ -339,6 +339,8 @@ class Evaluator:
                     "summary": self._event_summary(t),
                     "title_fr": t.rule.title_in("fr") or default_title(t.rule, "fr"),
                     "title_en": t.rule.title_in("en") or default_title(t.rule, "en"),
+                    "condition": t.rule.condition,
+                    "kind": t.rule.kind or "",
                 }
             )
         if not self.state.unsaved_events:
@@ -358,6 +360,8 @@ class Evaluator:
                 # Events kept from before titles were recorded have none.
                 "title_fr": [e.get("title_fr") or e["rule"] for e in events],
                 "title_en": [e.get("title_en") or e["rule"] for e in events],
+                "condition": [e.get("condition") or "" for e in events],
+                "kind": [e.get("kind") or "" for e in events],
             },
             schema_overrides={"value": pl.Float64, "threshold": pl.Float64},
         ).with_columns(pl.col("time").cast(TIME_DTYPE))

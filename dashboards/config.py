@@ -42,6 +42,9 @@ class DashboardSettings(BaseModel):
     """Most points one chart trace carries: the screen shows no more."""
     online_after_periods: float = Field(3.0, gt=0)
     """A device is shown offline when silent for this many of its reporting periods."""
+    topology_file: Path | None = None
+    """The devices CSV (device_id, parent) the alerts use (docs/alerts.md): device pages show the
+    parent network device from it."""
     max_failed_signins: int = Field(5, ge=1)
     """Failed sign-ins allowed per user and per address within ``signin_window_s``."""
     signin_window_s: int = Field(900, ge=1)

@@ -16,6 +16,7 @@ import polars as pl
 from dashboards.access import COMMUNE_DEVICE, CommuneData
 from dashboards.downsample import m4
 from dashboards.i18n import PARIS, Language, format_datetime, plotly_separators, t
+from dashboards.presence import presence
 from dashboards.timerange import TimeRange, fitting_window
 from sensors.families import family_spec
 from storage.base import TIME
@@ -128,7 +129,7 @@ def overview_rows(data: CommuneData, now: datetime, online_after_periods: float)
     traffic = _latest(traffic, ["insee"], {"level": pl.Int64, "label": pl.String}).rename(
         {"level": "traffic_level", "label": "traffic_label"}
     )
-    devices = online_flags(data.devices(codes), now, online_after_periods)
+    devices = presence(data, codes, now, online_after_periods)
     device_counts = devices.group_by("insee").agg(
         pl.col("online").sum().cast(pl.Int64).alias("devices_online"),
         pl.len().cast(pl.Int64).alias("devices_total"),
@@ -158,14 +159,6 @@ def _latest(
         [pl.lit(None, dtype=dtype).alias(name) for name, dtype in fields.items() if name not in frame.columns]
     )
     return present.sort(TIME).group_by(keys).last().select(list(schema))
-
-
-def online_flags(devices: pl.DataFrame, now: datetime, online_after_periods: float) -> pl.DataFrame:
-    """Adds ``silent_s`` (seconds since last seen) and ``online`` to a ``devices()`` frame."""
-    now_ns = int(now.timestamp() * 1e9)
-    return devices.with_columns(
-        ((pl.lit(now_ns) - pl.col("last_time").dt.epoch("ns")) / 1e9).alias("silent_s")
-    ).with_columns((pl.col("silent_s") <= pl.col("period_s") * online_after_periods).alias("online"))
 
 
 def overview_map(rows: pl.DataFrame, lang: Language) -> go.Figure:
@@ -378,7 +371,7 @@ def device_status(data: CommuneData, insee: str, now: datetime, online_after_per
     Lateness is how long readings took to arrive (``received_at - time``), median over the
     last hour of raw readings.
     """
-    devices = online_flags(data.devices([insee]), now, online_after_periods)
+    devices = presence(data, [insee], now, online_after_periods)
     if devices.is_empty():
         return devices.with_columns(pl.lit(None, dtype=pl.Float64).alias("lateness_s"))
     recent = TimeRange(now - timedelta(hours=1), now + timedelta(minutes=1))

@@ -120,7 +120,7 @@ def layout(commune: str = "", **_: Any) -> Component:
                     html.Div(
                         [
                             html.Label(t(lang, "alert_desk.silence_until"), htmlFor="alerts-silence-until"),
-                            # The browser's own date-and-time field: keyboard-usable, and Dash passes the type through.
+                            # The browser's own date-and-time field: keyboard-usable; Dash passes the type on.
                             dcc.Input(
                                 id="alerts-silence-until",
                                 type="datetime-local",  # type: ignore[arg-type]

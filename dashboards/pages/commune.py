@@ -14,7 +14,8 @@ from dash.development.base_component import Component
 from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
-from dashboards.i18n import Language, format_datetime, format_duration, format_number, t
+from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
+from dashboards.i18n import Language, format_datetime, format_duration, t
 from dashboards.pages.common import (
     aria,
     chart_box,
@@ -125,33 +126,17 @@ def status_panel(
             format_datetime(row["last_time"], lang, seconds=True),
             format_duration(row["silent_s"], lang),
             format_duration(row["lateness_s"], lang),
-            # Written state plus a symbol: the colour of the row is not the only signal.
-            html.Span(
-                ("● " if row["online"] else "✕ ")
-                + t(lang, "common.online" if row["online"] else "common.offline"),
-                className="online" if row["online"] else "offline",
-            ),
+            presence_cell(row, lang),
         ]
         for row in devices.iter_rows(named=True)
     ]
     anomalies = recent_anomalies(data, insee, span)
-    anomaly_rows = [
-        [
-            format_datetime(row[TIME], lang),
-            t(lang, "commune.open") if row.get("open") else _end_text(row.get("end_ns"), lang),
-            dcc.Link(row["device_id"], href=f"/device/{insee}/{row['device_id']}"),
-            field_label(row.get("field") or "", lang),
-            t(lang, f"kind.{row.get('kind')}"),
-            format_number(row.get("observed"), lang),
-            format_number(row.get("expected"), lang),
-        ]
-        for row in anomalies.iter_rows(named=True)
-    ]
+    anomaly_rows = [anomaly_cells(row, lang, insee=insee) for row in anomalies.iter_rows(named=True)]
     alerts = recent_alerts(data, insee, span)
     alert_rows = [
         [
             format_datetime(row[TIME], lang),
-            str(row.get("rule", "")),
+            alert_title(row, lang),
             str(row.get("scope", "")),
             t(lang, f"state.{row.get('state')}"),
             str(row.get("severity") or ""),
@@ -169,7 +154,7 @@ def status_panel(
         ),
         table(
             t(lang, c + "anomalies"),
-            [t(lang, c + k) for k in ("start", "end", "device", "field", "kind", "observed", "expected")],
+            anomaly_headers(lang, with_device=True),
             anomaly_rows,
             "commune-anomalies",
         ),
@@ -180,12 +165,6 @@ def status_panel(
             "commune-alerts",
         ),
     ]
-
-
-def _end_text(end_ns: int | None, lang: Language) -> str:
-    if end_ns is None:
-        return "–"
-    return format_datetime(pl.Series([end_ns]).cast(pl.Datetime("ns", "UTC")).item(), lang)
 
 
 def export_csv(
