@@ -13,6 +13,7 @@ from dash.development.base_component import Component
 
 from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
+from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
 from dashboards.i18n import Language, format_datetime, format_duration, t
@@ -26,6 +27,7 @@ from dashboards.pages.common import (
     span_of,
     table,
 )
+from dashboards.timerange import fitting_window
 from dashboards.views import (
     atmo_chart,
     device_status,
@@ -98,7 +100,26 @@ def family_panel(
 ) -> tuple[go.Figure, str]:
     """The family tab's chart and the 'updated at' line."""
     span = span_of(range_key, now)
-    chart = family_chart(data, insee, family, field, span, lang=lang, max_points=settings.max_points)
+    levels = thresholds_for(
+        settings.alert_rules_file,
+        family,
+        field,
+        window=fitting_window(span.span, settings.max_points),
+        commune_level=True,
+        insee=insee,
+        lang=lang,
+    )
+    chart = family_chart(
+        data,
+        insee,
+        family,
+        field,
+        span,
+        lang=lang,
+        max_points=settings.max_points,
+        now=now,
+        thresholds=levels,
+    )
     return chart.figure, t(lang, "common.refresh", time=format_datetime(now, lang, seconds=True))
 
 

@@ -18,6 +18,7 @@ from alerts.topology import Topology
 from dashboards import alert_desk
 from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
+from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
 from dashboards.i18n import Language, format_datetime, format_duration, format_quantity, t
@@ -33,8 +34,8 @@ from dashboards.pages.common import (
 )
 from dashboards.pages.commune import field_options
 from dashboards.presence import presence
-from dashboards.timerange import TimeRange
-from dashboards.views import device_chart, field_label, recent_anomalies
+from dashboards.timerange import TimeRange, fitting_window
+from dashboards.views import RAW_MAX_SPAN, device_chart, field_label, recent_anomalies
 from sensors.families import family_spec
 from storage.base import TIME
 
@@ -209,6 +210,16 @@ def device_panel(
     """The device chart and its anomalies table."""
     span = span_of(range_key, now)
     insee, device_id = key["insee"], key["device_id"]
+    window = "raw" if span.span <= RAW_MAX_SPAN else fitting_window(span.span, settings.max_points)
+    levels = thresholds_for(
+        settings.alert_rules_file,
+        key["family"],
+        field,
+        window=window,
+        commune_level=False,
+        insee=insee,
+        lang=lang,
+    )
     chart = device_chart(
         data,
         insee,
@@ -218,6 +229,8 @@ def device_panel(
         span=span,
         lang=lang,
         max_points=settings.max_points,
+        now=now,
+        thresholds=levels,
     )
     anomalies = recent_anomalies(data, insee, span, device_id=device_id)
     rows = [anomaly_cells(row, lang) for row in anomalies.iter_rows(named=True)]
