@@ -16,6 +16,7 @@ import polars as pl
 
 from dashboards.access import COMMUNE_DEVICE, CommuneData
 from dashboards.chart_truth import Threshold, add_thresholds, follow_period, mark_unfinished, split_unfinished
+from dashboards.day_one import atmo_so_far, current_flow
 from dashboards.downsample import m4
 from dashboards.i18n import PARIS, Language, format_datetime, plotly_separators, t
 from dashboards.presence import presence
@@ -142,9 +143,14 @@ def overview_rows(data: CommuneData, now: datetime, online_after_periods: float)
         if alerts.height
         else pl.DataFrame(schema={"insee": pl.String, "open_alerts": pl.Int64})
     )
+    # Day one: the index so far and the last complete day, the flow before any profile exists.
+    so_far = atmo_so_far(data, codes, paris_day_start(now), now)
+    flow = current_flow(data, codes, now)
     return (
         base.join(atmo, on="insee", how="left")
+        .join(so_far, on="insee", how="left")
         .join(traffic, on="insee", how="left")
+        .join(flow, on="insee", how="left")
         .join(device_counts, on="insee", how="left")
         .join(alert_counts, on="insee", how="left")
         .with_columns(pl.col("devices_online", "devices_total", "open_alerts").fill_null(0))
