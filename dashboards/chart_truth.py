@@ -9,7 +9,7 @@ bounds of the arrêté du 10 juillet 2020 that docs/indices.md cites (``processi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from storage.base import TIME
 INCOMPLETE_SHARE = 0.9
 """An interval with fewer readings than this share of the series' usual count is incomplete."""
 AXIS_FORMAT = "%Y-%m-%d %H:%M"
+DAY_TICKS_AFTER = timedelta(days=3)
 ATMO_BAD_CLASS = 4
 """The ATMO class "mauvais": its lower bound is the level drawn."""
 
@@ -45,9 +46,11 @@ def _local(moment: datetime) -> str:
     return moment.astimezone(PARIS).strftime(AXIS_FORMAT)
 
 
-def follow_period(figure: go.Figure, span: TimeRange) -> None:
-    """The x axis spans exactly the chosen period, data or not."""
+def follow_period(figure: go.Figure, span: TimeRange, lang: Language) -> None:
+    """The x axis spans exactly the chosen period, data or not; past a few days, ticks are days."""
     figure.update_xaxes(type="date", range=[_local(span.start), _local(span.end)], autorange=False)
+    if span.span > DAY_TICKS_AFTER:
+        figure.update_xaxes(tickformat="%d/%m/%Y" if lang == "fr" else "%Y-%m-%d")
 
 
 def split_unfinished(
@@ -102,8 +105,13 @@ def add_thresholds(figure: go.Figure, thresholds: list[Threshold]) -> None:
         figure.add_hline(
             y=level.value,
             line={"dash": "dash" if level.kind == "rule" else "dot", "color": "#7C2D12", "width": 1.5},
-            annotation={"text": level.label, "font": {"size": 11, "color": "#7C2D12"}},
-            annotation_position="top left",
+            # On a white ground at the right end, so the label stays readable over the data.
+            annotation={
+                "text": level.label,
+                "font": {"size": 11, "color": "#7C2D12"},
+                "bgcolor": "rgba(255, 255, 255, 0.85)",
+            },
+            annotation_position="top right",
         )
 
 

@@ -279,7 +279,7 @@ def family_chart(
     frame = data.aggregates(family, [insee], span, window, fields=columns)
     title = t(lang, "commune.chart_title", field=field_label(field, lang), window=t(lang, f"window.{window}"))
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
-    follow_period(figure, span)
+    follow_period(figure, span, lang)
     add_thresholds(figure, list(thresholds))
     if frame.is_empty() or f"{field}_mean" not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
@@ -340,7 +340,7 @@ def _counter_chart(
         lang, "commune.counter_title", field=field_label(field, lang), window=t(lang, f"window.{window}")
     )
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
-    follow_period(figure, span)
+    follow_period(figure, span, lang)
     if frame.is_empty() or f"{field}_increase" not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
@@ -484,7 +484,7 @@ def device_chart(
             unit_label(unit, lang),
         )
     )
-    follow_period(figure, span)
+    follow_period(figure, span, lang)
     add_thresholds(figure, list(thresholds))
     if frame.is_empty() or value not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
