@@ -6,7 +6,9 @@ must show from the same frames it wrote. Nothing here depends on processing bein
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -359,3 +361,18 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
+
+
+@contextmanager
+def serving(app: dash.Dash) -> Iterator[str]:
+    """The app served by werkzeug in a thread; yields its base URL, stops it on exit."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

@@ -4,7 +4,6 @@ so far, marked provisional with its hours, the last complete day, and the curren
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from playwright.sync_api import Page, expect
-from werkzeug.serving import make_server
 
 from dashboards.access import CommuneData, utc_now
 from dashboards.app import create_app
@@ -23,7 +21,7 @@ from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from storage.base import TIME, TIME_DTYPE
 from storage.duckdb_store import DuckDBStore
-from tests.dashboard_fixtures import POISSY, floor_time, write_users
+from tests.dashboard_fixtures import POISSY, floor_time, serving, write_users
 from tests.test_dashboard_alerts_browser import look
 from tests.test_dashboard_browser import browser, page, sign_in  # noqa: F401  (fixtures)
 
@@ -87,12 +85,8 @@ def day_one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     accounts = write_users(directory / "users.toml", [("poissy", [POISSY])])
     settings = DashboardSettings.model_validate({"users_file": directory / "users.toml", "refresh_s": 600})
     app = create_app(store, settings, CommuneRegistry.load())
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}", "poissy", accounts["poissy"].password
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield base, "poissy", accounts["poissy"].password
     store.close()
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import polars as pl
 import pytest
 
-from dashboards.access import CommuneData
 from dashboards.pages import commune, device
 from dashboards.views import overview_rows
 from tests.dashboard_fixtures import POISSY, DashboardEnv, alert_frame, anomaly_frame, make_env
+from tests.test_dashboard_callbacks import data_of, texts
 
 DEVICE = f"air-{POISSY}-1"
 
@@ -26,16 +24,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
     built = make_env(directory, topology_file=topology)
     yield built
     built.store.close()
-
-
-def data_of(env: DashboardEnv, name: str) -> CommuneData:
-    user = env.app.server.extensions["smartcity"].users.get(name)
-    assert user is not None
-    return CommuneData(env.store, user, env.registry)
-
-
-def texts(component: Any) -> str:
-    return json.dumps(component, default=lambda o: o.to_plotly_json(), ensure_ascii=False)
 
 
 def _status_of(env: DashboardEnv, device_id: str) -> str:

@@ -3,7 +3,6 @@ their end, alerts) and on a chart (the period's axis, levels as lines, incomplet
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,10 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from playwright.sync_api import Page, expect
-from werkzeug.serving import make_server
 
 from storage.base import TIME, TIME_DTYPE
-from tests.dashboard_fixtures import POISSY, DashboardEnv, alert_frame, floor_time, make_env
+from tests.dashboard_fixtures import POISSY, DashboardEnv, alert_frame, floor_time, make_env, serving
 from tests.test_dashboard_alerts_browser import look
 from tests.test_dashboard_browser import browser, page, sign_in  # noqa: F401  (fixtures)
 
@@ -73,12 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dashboard
         ),
         tags=["insee"],
     )
-    server = make_server("127.0.0.1", 0, env.app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield env, f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(env.app) as base:
+        yield env, base
     env.store.close()
 
 

@@ -8,13 +8,11 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from dashboards.app import create_app
 from dashboards.config import DashboardSettings
@@ -23,7 +21,7 @@ from sensors.communes import CommuneRegistry
 from smartcity.commands.demo import ACCESS_LOG, ParisFormatter, configure_logging
 from smartcity.demo import DEMO_USER, demo_token, demo_user
 from storage.duckdb_store import DuckDBStore
-from tests.dashboard_fixtures import POISSY, fill_store
+from tests.dashboard_fixtures import POISSY, fill_store, serving
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,12 +57,8 @@ def demo_like(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     store = DuckDBStore()
     fill_store(store, [POISSY], datetime.now(UTC), days=2, windows=("1d",), devices_per_commune=0)
     app = create_app(store, DashboardSettings(users_file=users), CommuneRegistry.load())
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield tmp_path, base
     store.close()
 
 
