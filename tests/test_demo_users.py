@@ -86,7 +86,9 @@ def clean_logging() -> Iterator[None]:
     root = logging.getLogger()
     web = logging.getLogger("werkzeug")
     saved = (list(root.handlers), [h.formatter for h in root.handlers], list(web.handlers), web.propagate)
+    httpx_level = logging.getLogger("httpx").level
     yield
+    logging.getLogger("httpx").setLevel(httpx_level)
     for handler in web.handlers:
         if handler not in saved[2]:
             web.removeHandler(handler)
@@ -111,6 +113,7 @@ def test_web_requests_go_to_their_own_file_and_times_are_in_paris(
     logging.getLogger().addHandler(probe)
     try:
         logging.getLogger("werkzeug").info('127.0.0.1 - - "GET /commune/78498 HTTP/1.1" 200 -')
+        logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1:8099/ "HTTP/1.0 200 OK"')
         logging.getLogger("smartcity.demo").warning("the demo's own event")
     finally:
         logging.getLogger().removeHandler(probe)

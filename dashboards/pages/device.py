@@ -160,9 +160,11 @@ def last_readings(data: CommuneData, key: dict[str, str], *, lang: Language, now
     shown = recent.sort(TIME, descending=True).head(LAST_READINGS) if recent.height else recent
     specs = {f: spec.field(f) if spec else None for f in fields if f in shown.columns}
     units = {f: field.unit if field else "" for f, field in specs.items()}
+    # Whole numbers (counts, counters) are written without a decimal.
+    decimals = {f: 0 if field and field.kind == "int" else 1 for f, field in specs.items()}
     rows = [
         [format_datetime(row[TIME], lang, seconds=True)]
-        + [format_quantity(row[f], u, lang) for f, u in units.items()]
+        + [format_quantity(row[f], u, lang, decimals[f]) for f, u in units.items()]
         for row in shown.iter_rows(named=True)
     ]
     headers = [t(lang, "device_page.time")] + [field_label(f, lang) for f in units]

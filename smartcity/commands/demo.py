@@ -110,6 +110,8 @@ def configure_logging(data_dir: Path) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     access = logging.FileHandler(data_dir / ACCESS_LOG, encoding="utf-8")
     access.setFormatter(formatter)
+    # One line per webhook POST to the demo's mailbox repeats the outbox's own delivery line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     web = logging.getLogger("werkzeug")
     web.addHandler(access)
     web.propagate = False
