@@ -502,6 +502,7 @@ class Evaluator:
             "count": str(len(records)),
             "items": _items_text(item_lines, language),
             "dependants": _dependants_text(dependant_ids, language),
+            "acknowledged": _acknowledged_text(records, language),
             "link": link,
         }
         rendered = self.templates.render(
@@ -757,6 +758,25 @@ def _items_html(items: Iterable[tuple[str, str]], language: str) -> str:
         more = len(lines) - MAX_LISTED
         rows.append(f"<li>… et {more} autres</li>" if language == "fr" else f"<li>… and {more} more</li>")
     return "<ul>\n" + "\n".join(rows) + "\n</ul>"
+
+
+def _acknowledged_text(records: list[AlertRecord], language: str) -> str:
+    """Who took the alert in hand, from the dashboards (one line per person and moment)."""
+    lines = []
+    for r in records:
+        if not r.acknowledged_by or r.acknowledged_at is None:
+            continue
+        at = format_time(datetime.fromtimestamp(r.acknowledged_at, UTC), language)
+        comment = r.acknowledged_comment
+        if language == "fr":
+            lines.append(
+                f"Prise en charge par {r.acknowledged_by} le {at}" + (f" : « {comment} »" if comment else "")
+            )
+        else:
+            lines.append(
+                f"Acknowledged by {r.acknowledged_by} on {at}" + (f": “{comment}”" if comment else "")
+            )
+    return "\n".join(dict.fromkeys(lines))
 
 
 def _dependants_text(devices: list[str], language: str) -> str:

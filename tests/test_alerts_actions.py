@@ -149,6 +149,8 @@ def test_the_resolved_message_of_an_acknowledged_alert_names_who_acknowledged_it
     assert firing.json["alert"]["title"] == "Particules PM10 élevées"
     assert firing.json["alert"]["items"][0]["acknowledged"] is None
     assert resolved.json["alert"]["items"][0]["acknowledged"]["by"] == "agent.poissy"
+    assert "Prise en charge par agent.poissy le " in resolved.json["text"]
+    assert "Prise en charge" not in firing.json["text"]
 
 
 def test_an_acknowledgement_of_an_earlier_episode_does_not_cover_a_new_one(world: AlertWorld) -> None:
