@@ -12,6 +12,11 @@ Anti-storm, in the order it acts:
   its own; the parent's message counts it;
 * grouping: the alerts of one rule and one commune that change in the same evaluation make one
   message.
+
+Staff actions (alerts/actions.py), read from the store at every evaluation: a silence holds back
+every message about its commune or device until it ends (an alert still firing then is announced
+once); an acknowledged alert is not announced again later, and its messages say who took it.
+Both are written to the audit trail.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 
 import polars as pl
 
+from alerts import actions
+from alerts.actions import Action, ActionLog
 from alerts.labels import field_label
 from alerts.messages import (
     SEVERITY_LABELS,
@@ -109,6 +116,7 @@ class Evaluator:
         self.topology = topology
         self.clock = clock
         self.state = EvaluatorState.load(state_file)
+        self.actions = ActionLog.empty()
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -119,6 +127,7 @@ class Evaluator:
         store = self.store
         now = self.clock()
         report = EvaluationReport(at=now)
+        self._take_actions(store, now, report)
         observations: dict[str, list[Observation]] = {}
         for rule in self.rules.rules:
             communes = self.registry.codes if rule.communes == "*" else list(rule.communes)
@@ -145,6 +154,34 @@ class Evaluator:
         self._prune(now)
         self.state.save(self.state_file)
         return report
+
+    def _take_actions(self, store: Store, now: datetime, report: EvaluationReport) -> None:
+        """Read the staff actions, audit the new ones, and mark the acknowledged alerts."""
+        try:
+            self.actions = actions.read(store, now)
+        except StoreError as exc:
+            # The last actions read stay in force: a store outage must not end a silence.
+            report.errors.append(f"cannot read the staff actions: {exc}")
+            log.warning("cannot read the staff actions, keeping the last ones: %s", exc)
+        audited = set(self.state.audited_actions)
+        for action in self.actions.actions:
+            if action.id not in audited:
+                self.outbox.audit(_action_audit(action, now))
+                log.info("staff action %s by %s on %s", action.kind, action.user, action.insee)
+        self.state.audited_actions = [a.id for a in self.actions.actions]
+        for record in self.state.alerts.values():
+            if record.status == "resolved":
+                continue
+            ack = self.actions.acknowledgement(
+                record.rule, record.scope, datetime.fromtimestamp(record.since, UTC)
+            )
+            if ack is not None:
+                record.acknowledged_by = ack.user
+                record.acknowledged_at = ack.at.timestamp()
+                record.acknowledged_comment = ack.comment or None
+
+    def _silence(self, record: AlertRecord, stamp: float) -> Action | None:
+        return self.actions.silence_of(record.insee, record.device_id, datetime.fromtimestamp(stamp, UTC))
 
     def _advance(
         self, rule: Rule, observations: list[Observation], now: datetime, offline: set[str]
@@ -221,13 +258,17 @@ class Evaluator:
             if stamp - record.clearing_since < clear_for.total_seconds():
                 return None
             record.status, record.resolved_at = "resolved", stamp
-            return Transition(rule, record, "firing", "resolved", notify=record.notified)
+            quiet = self._silence(record, stamp) is not None
+            return Transition(rule, record, "firing", "resolved", notify=record.notified and not quiet)
         if seen:  # still raised, or between the levels: the clear delay starts again
             record.clearing_since = None
-        if not record.notified:
-            # A suppressed alert speaks up once its parent is back while it is still down.
+        if not record.notified and record.acknowledged_by is None:
+            # A suppressed or silenced alert speaks up once its parent is back, or its silence
+            # over, while it is still down; one somebody acknowledged meanwhile stays quiet.
             record.suppressed_by = self._suppressor(rule, record, offline)
-            if record.suppressed_by is None:
+            silence = self._silence(record, stamp)
+            record.silenced_by = silence.id if silence else None
+            if record.suppressed_by is None and record.silenced_by is None:
                 record.notified = True
                 return Transition(rule, record, "firing", "firing", notify=True)
         return None
@@ -246,7 +287,9 @@ class Evaluator:
     ) -> Transition:
         record.status, record.fired_at, record.clearing_since = "firing", stamp, None
         record.suppressed_by = self._suppressor(rule, record, offline)
-        record.notified = record.suppressed_by is None
+        silence = self._silence(record, stamp)
+        record.silenced_by = silence.id if silence else None
+        record.notified = record.suppressed_by is None and record.silenced_by is None
         return Transition(rule, record, before, "firing", notify=record.notified)
 
     def _suppressor(self, rule: Rule, record: AlertRecord, offline: set[str]) -> str | None:
@@ -294,6 +337,10 @@ class Evaluator:
                     "value": t.record.value,
                     "threshold": t.rule.raise_value,
                     "summary": self._event_summary(t),
+                    "title_fr": t.rule.title_in("fr") or default_title(t.rule, "fr"),
+                    "title_en": t.rule.title_in("en") or default_title(t.rule, "en"),
+                    "condition": t.rule.condition,
+                    "kind": t.rule.kind or "",
                 }
             )
         if not self.state.unsaved_events:
@@ -310,6 +357,11 @@ class Evaluator:
                 "value": [e["value"] for e in events],
                 "threshold": [e["threshold"] for e in events],
                 "summary": [e["summary"] for e in events],
+                # Events kept from before titles were recorded have none.
+                "title_fr": [e.get("title_fr") or e["rule"] for e in events],
+                "title_en": [e.get("title_en") or e["rule"] for e in events],
+                "condition": [e.get("condition") or "" for e in events],
+                "kind": [e.get("kind") or "" for e in events],
             },
             schema_overrides={"value": pl.Float64, "threshold": pl.Float64},
         ).with_columns(pl.col("time").cast(TIME_DTYPE))
@@ -328,8 +380,10 @@ class Evaluator:
             return "condition cleared before the 'for' delay: never fired"
         if t.after == "firing" and t.record.suppressed_by:
             return f"suppressed: parent device {t.record.suppressed_by} is offline"
+        if t.after == "firing" and t.record.silenced_by:
+            return f"silenced: maintenance window {t.record.silenced_by}"
         if t.after == "firing" and t.before == "firing":
-            return "notified now that the parent device is back"
+            return "notified now that the parent device is back or the silence is over"
         value = "?" if t.record.value is None else format_number(t.record.value, "en")
         return f"{t.after}: {t.rule.source_field or t.rule.condition} = {value}"
 
@@ -430,7 +484,7 @@ class Evaluator:
             "commune": commune_name,
             "insee": insee,
             "rule": rule.name,
-            "title": rule.title or default_title(rule, language),
+            "title": rule.title_in(language) or default_title(rule, language),
             "description": rule.description or "",
             "severity": rule.severity,
             "severity_label": SEVERITY_LABELS[language][rule.severity],
@@ -448,6 +502,7 @@ class Evaluator:
             "count": str(len(records)),
             "items": _items_text(item_lines, language),
             "dependants": _dependants_text(dependant_ids, language),
+            "acknowledged": _acknowledged_text(records, language),
             "link": link,
         }
         rendered = self.templates.render(
@@ -490,6 +545,15 @@ class Evaluator:
                         "value": r.value,
                         "observed_at": (
                             datetime.fromtimestamp(r.observed_at, UTC).isoformat() if r.observed_at else None
+                        ),
+                        "acknowledged": (
+                            {
+                                "by": r.acknowledged_by,
+                                "at": datetime.fromtimestamp(r.acknowledged_at or 0, UTC).isoformat(),
+                                "comment": r.acknowledged_comment,
+                            }
+                            if r.acknowledged_by
+                            else None
                         ),
                     }
                     for r in records
@@ -600,6 +664,24 @@ class Evaluator:
             stop.wait(delivery_interval_s)
 
 
+def _action_audit(action: Action, now: datetime) -> dict[str, Any]:
+    """The audit-trail line of a staff action."""
+    return {
+        "time": now.isoformat(),
+        "type": f"action.{action.kind}",
+        "action_id": action.id,
+        "commune": action.insee,
+        "by": action.user,
+        "at": action.at.isoformat(),
+        "comment": action.comment or None,
+        "rule": action.rule,
+        "scope": action.scope,
+        "device_id": action.device_id,
+        "until": action.until.isoformat() if action.until else None,
+        "ends": action.ends,
+    }
+
+
 def channel_of(delivery: Delivery) -> dict[str, Any]:
     """The channel a commune's messages go through: its webhook, else its SMTP server."""
     if delivery.webhook is not None:
@@ -676,6 +758,25 @@ def _items_html(items: Iterable[tuple[str, str]], language: str) -> str:
         more = len(lines) - MAX_LISTED
         rows.append(f"<li>… et {more} autres</li>" if language == "fr" else f"<li>… and {more} more</li>")
     return "<ul>\n" + "\n".join(rows) + "\n</ul>"
+
+
+def _acknowledged_text(records: list[AlertRecord], language: str) -> str:
+    """Who took the alert in hand, from the dashboards (one line per person and moment)."""
+    lines = []
+    for r in records:
+        if not r.acknowledged_by or r.acknowledged_at is None:
+            continue
+        at = format_time(datetime.fromtimestamp(r.acknowledged_at, UTC), language)
+        comment = r.acknowledged_comment
+        if language == "fr":
+            lines.append(
+                f"Prise en charge par {r.acknowledged_by} le {at}" + (f" : « {comment} »" if comment else "")
+            )
+        else:
+            lines.append(
+                f"Acknowledged by {r.acknowledged_by} on {at}" + (f": “{comment}”" if comment else "")
+            )
+    return "\n".join(dict.fromkeys(lines))
 
 
 def _dependants_text(devices: list[str], language: str) -> str:

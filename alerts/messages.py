@@ -49,6 +49,7 @@ VARIABLES: dict[str, str] = {
     "count": "how many devices or scopes the message is about",
     "items": "the list of devices or scopes with their values (an HTML list in .html templates)",
     "dependants": "devices silenced because a device in front of them is offline (may be empty)",
+    "acknowledged": "who acknowledged the alert on the dashboards, when, with their comment (may be empty)",
     "link": "the commune's dashboard page, {dashboard_url}/commune/<insee>",
 }
 

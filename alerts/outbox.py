@@ -181,6 +181,11 @@ class Outbox:
             log.exception("delivery of %s crashed", envelope.id)
             return Attempt(ok=False, retryable=True, error=f"internal error: {exc!r}")
 
+    def audit(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON line to the audit trail (a delivery attempt, a staff action)."""
+        with self.audit_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
     def _audit(self, envelope: Envelope, attempt: Attempt, outcome: str, stamp: float) -> None:
         record = {
             "time": datetime.fromtimestamp(stamp, UTC).isoformat(),
@@ -199,7 +204,6 @@ class Outbox:
                 else None
             ),
         }
-        with self.audit_file.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.audit(record)
         level = logging.INFO if outcome == "delivered" else logging.WARNING
         log.log(level, "message %s via %s: %s %s", envelope.id, attempt.target, outcome, attempt.error or "")

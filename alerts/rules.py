@@ -191,7 +191,8 @@ class Rule(_Strict):
     """One alert rule. Which keys apply depends on ``condition`` (see docs/alerts.md)."""
 
     name: str
-    title: str | None = None
+    title: str | dict[Language, str] | None = None
+    """One title, or one per language: ``title = { fr = "...", en = "..." }``."""
     description: str | None = None
     communes: list[str] | Literal["*"]
     family: str | list[str]
@@ -409,6 +410,12 @@ class Rule(_Strict):
             return self.silence
         spec = family_spec(family)
         return timedelta(seconds=3 * (spec.reporting_period_s if spec else 60.0))
+
+    def title_in(self, language: str) -> str | None:
+        """The title in ``language``; the other language's when only that one is written."""
+        if self.title is None or isinstance(self.title, str):
+            return self.title
+        return self.title.get("en" if language == "en" else "fr") or next(iter(self.title.values()), None)
 
     def covers(self, insee: str) -> bool:
         """Whether the rule applies to this commune."""

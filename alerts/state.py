@@ -34,6 +34,12 @@ class AlertRecord:
     """Whether a firing message went out (a resolved message is only sent after one)."""
     suppressed_by: str | None = None
     """The offline parent device that silenced this alert, if any."""
+    silenced_by: str | None = None
+    """The id of the silence (maintenance window) that held its message back, if any."""
+    acknowledged_by: str | None = None
+    """Who acknowledged this episode of the alert (alerts/actions.py), if anyone."""
+    acknowledged_at: float | None = None
+    acknowledged_comment: str | None = None
 
     @property
     def key(self) -> str:
@@ -47,6 +53,8 @@ class EvaluatorState:
 
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
     unsaved_events: list[dict[str, Any]] = field(default_factory=list)
+    audited_actions: list[str] = field(default_factory=list)
+    """Ids of the staff actions already written to the audit trail."""
 
     @classmethod
     def load(cls, path: Path) -> EvaluatorState:
@@ -63,7 +71,11 @@ class EvaluatorState:
         for raw in data.get("alerts", []):
             record = AlertRecord(**raw)
             alerts[record.key] = record
-        return cls(alerts=alerts, unsaved_events=list(data.get("unsaved_events", [])))
+        return cls(
+            alerts=alerts,
+            unsaved_events=list(data.get("unsaved_events", [])),
+            audited_actions=list(data.get("audited_actions", [])),
+        )
 
     def save(self, path: Path) -> None:
         """Write the state atomically (temporary file, fsync, rename)."""
@@ -75,6 +87,7 @@ class EvaluatorState:
             # with thousands of offline devices.
             "alerts": [{name: getattr(a, name) for name in names} for a in self.alerts.values()],
             "unsaved_events": self.unsaved_events,
+            "audited_actions": self.audited_actions,
         }
         text = json.dumps(data, ensure_ascii=False)
         with tmp.open("w", encoding="utf-8") as handle:

@@ -158,10 +158,17 @@ class CommuneData:
         return self._read(name, communes, span, fields=fields, where=where)
 
     def anomalies(
-        self, communes: Sequence[str] | None, span: TimeRange, *, device_id: str | None = None
+        self,
+        communes: Sequence[str] | None,
+        span: TimeRange,
+        *,
+        device_id: str | None = None,
+        kind: str | None = None,
     ) -> pl.DataFrame:
-        """Anomalies that started in the range (one row per anomaly)."""
+        """Anomalies that started in the range (one row per anomaly), of one kind when asked."""
         where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
+        if kind:
+            where["kind"] = kind
         return self._read("anomalies", communes, span, where=where)
 
     def alerts(self, communes: Sequence[str] | None, span: TimeRange) -> pl.DataFrame:

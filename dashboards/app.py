@@ -13,7 +13,7 @@ from dashboards import api, oidc, tokens
 from dashboards.auth import AppContext, current_language, current_user, install, signout_token
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
-from dashboards.pages import commune, device, overview
+from dashboards.pages import alerts, commune, device, overview
 from dashboards.pages.common import aria
 from dashboards.security import install_security
 from dashboards.signin_limits import SignInLimiter
@@ -71,8 +71,11 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         layout=device.layout,
         title="Smartcity — device",
     )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.alerts", path=alerts.PATH, layout=alerts.layout, title="Smartcity — alertes"
+    )
     app.layout = shell
-    for page in (overview, commune, device):
+    for page in (overview, commune, device, alerts):
         page.register_callbacks(app)
     install_security(app, settings)
     return app
@@ -92,6 +95,7 @@ def shell() -> Component:
                         [
                             dcc.Link(t(lang, "app.title"), href="/", className="brand"),
                             dcc.Link(t(lang, "nav.overview"), href="/"),
+                            dcc.Link(t(lang, "alert_desk.nav"), href=alerts.PATH),
                         ],
                         **aria(label="main"),
                     ),

@@ -50,6 +50,11 @@ class DashboardSettings(BaseModel):
     """Most points one chart trace carries: the screen shows no more."""
     online_after_periods: float = Field(3.0, gt=0)
     """A device is shown offline when silent for this many of its reporting periods."""
+    alert_rules_file: Path | None = None
+    """The alert rules (docs/alerts.md): charts draw the levels of the rules comparing them."""
+    topology_file: Path | None = None
+    """The devices CSV (device_id, parent) the alerts use (docs/alerts.md): device pages show the
+    parent network device from it."""
     max_failed_signins: int = Field(5, ge=1)
     """Failed sign-ins allowed for one account from one client address within ``signin_window_s``."""
     max_failed_signins_per_account: int = Field(20, ge=1)

@@ -7,6 +7,7 @@ with a user, and every read goes through the rights check of ``CommuneData``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,8 +15,11 @@ import plotly.graph_objects as go
 import polars as pl
 
 from dashboards.access import COMMUNE_DEVICE, CommuneData
+from dashboards.chart_truth import Threshold, add_thresholds, follow_period, mark_unfinished, split_unfinished
+from dashboards.day_one import atmo_so_far, current_flow
 from dashboards.downsample import m4
 from dashboards.i18n import PARIS, Language, format_datetime, plotly_separators, t
+from dashboards.presence import presence
 from dashboards.timerange import TimeRange, fitting_window
 from sensors.families import family_spec
 from storage.base import TIME
@@ -128,7 +132,7 @@ def overview_rows(data: CommuneData, now: datetime, online_after_periods: float)
     traffic = _latest(traffic, ["insee"], {"level": pl.Int64, "label": pl.String}).rename(
         {"level": "traffic_level", "label": "traffic_label"}
     )
-    devices = online_flags(data.devices(codes), now, online_after_periods)
+    devices = presence(data, codes, now, online_after_periods)
     device_counts = devices.group_by("insee").agg(
         pl.col("online").sum().cast(pl.Int64).alias("devices_online"),
         pl.len().cast(pl.Int64).alias("devices_total"),
@@ -139,9 +143,14 @@ def overview_rows(data: CommuneData, now: datetime, online_after_periods: float)
         if alerts.height
         else pl.DataFrame(schema={"insee": pl.String, "open_alerts": pl.Int64})
     )
+    # Day one: the index so far and the last complete day, the flow before any profile exists.
+    so_far = atmo_so_far(data, codes, paris_day_start(now), now)
+    flow = current_flow(data, codes, now)
     return (
         base.join(atmo, on="insee", how="left")
+        .join(so_far, on="insee", how="left")
         .join(traffic, on="insee", how="left")
+        .join(flow, on="insee", how="left")
         .join(device_counts, on="insee", how="left")
         .join(alert_counts, on="insee", how="left")
         .with_columns(pl.col("devices_online", "devices_total", "open_alerts").fill_null(0))
@@ -158,14 +167,6 @@ def _latest(
         [pl.lit(None, dtype=dtype).alias(name) for name, dtype in fields.items() if name not in frame.columns]
     )
     return present.sort(TIME).group_by(keys).last().select(list(schema))
-
-
-def online_flags(devices: pl.DataFrame, now: datetime, online_after_periods: float) -> pl.DataFrame:
-    """Adds ``silent_s`` (seconds since last seen) and ``online`` to a ``devices()`` frame."""
-    now_ns = int(now.timestamp() * 1e9)
-    return devices.with_columns(
-        ((pl.lit(now_ns) - pl.col("last_time").dt.epoch("ns")) / 1e9).alias("silent_s")
-    ).with_columns((pl.col("silent_s") <= pl.col("period_s") * online_after_periods).alias("online"))
 
 
 def overview_map(rows: pl.DataFrame, lang: Language) -> go.Figure:
@@ -248,6 +249,8 @@ def family_chart(
     *,
     lang: Language,
     max_points: int,
+    now: datetime | None = None,
+    thresholds: Sequence[Threshold] = (),
 ) -> Chart:
     """Commune-level aggregates of one field: mean line within its min–max band.
 
@@ -258,18 +261,37 @@ def family_chart(
     field_spec = spec.field(field) if spec else None
     unit = field_spec.unit if field_spec else ""
     window = fitting_window(span.span, max_points)
+    moment = now or span.end
     if field_spec is not None and field_spec.counter:
         return _counter_chart(
-            data, insee, family, field, span, window=window, unit=unit, lang=lang, max_points=max_points
+            data,
+            insee,
+            family,
+            field,
+            span,
+            window=window,
+            unit=unit,
+            lang=lang,
+            max_points=max_points,
+            now=moment,
         )
     columns = [f"{field}_mean", f"{field}_min", f"{field}_max", f"{field}_count"]
     frame = data.aggregates(family, [insee], span, window, fields=columns)
     title = t(lang, "commune.chart_title", field=field_label(field, lang), window=t(lang, f"window.{window}"))
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
+    follow_period(figure, span, lang)
+    add_thresholds(figure, list(thresholds))
     if frame.is_empty() or f"{field}_mean" not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
+    exported = frame
+    frame, incomplete = split_unfinished(frame, f"{field}_mean", window, moment, f"{field}_count")
+    frame = frame.with_columns(
+        pl.when(pl.col(f"{field}_mean").is_null()).then(None).otherwise(pl.col(c)).alias(c)
+        for c in (f"{field}_min", f"{field}_max")
+        if c in frame.columns
+    )
     # The max line, then the min line filled up to it: a band the mean runs through.
     for kind, fill in (("max", None), ("min", "tonexty")):
         shown = m4(frame, f"{field}_{kind}", max_points)
@@ -294,7 +316,8 @@ def family_chart(
             name=t(lang, "stat.mean"),
         )
     )
-    return Chart(figure, frame, window)
+    mark_unfinished(figure, incomplete, f"{field}_mean", lang)
+    return Chart(figure, exported, window)
 
 
 def _counter_chart(
@@ -308,6 +331,7 @@ def _counter_chart(
     unit: str,
     lang: Language,
     max_points: int,
+    now: datetime,
 ) -> Chart:
     """A cumulative counter (energy meter, error counters): how much it grew in each window."""
     columns = [f"{field}_increase", f"{field}_resets", f"{field}_count"]
@@ -316,10 +340,13 @@ def _counter_chart(
         lang, "commune.counter_title", field=field_label(field, lang), window=t(lang, f"window.{window}")
     )
     figure = go.Figure(layout=_base_layout(lang, title, unit_label(unit, lang)))
+    follow_period(figure, span, lang)
     if frame.is_empty() or f"{field}_increase" not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     frame = frame.select(TIME, "insee", *[c for c in columns if c in frame.columns])
+    exported = frame
+    frame, incomplete = split_unfinished(frame, f"{field}_increase", window, now, f"{field}_count")
     shown = m4(frame, f"{field}_increase", max_points)
     figure.add_trace(
         go.Scattergl(
@@ -330,7 +357,8 @@ def _counter_chart(
             name=t(lang, "stat.increase"),
         )
     )
-    return Chart(figure, frame, window)
+    mark_unfinished(figure, incomplete, f"{field}_increase", lang)
+    return Chart(figure, exported, window)
 
 
 def atmo_chart(data: CommuneData, insee: str, span: TimeRange, lang: Language) -> Chart:
@@ -378,7 +406,7 @@ def device_status(data: CommuneData, insee: str, now: datetime, online_after_per
     Lateness is how long readings took to arrive (``received_at - time``), median over the
     last hour of raw readings.
     """
-    devices = online_flags(data.devices([insee]), now, online_after_periods)
+    devices = presence(data, [insee], now, online_after_periods)
     if devices.is_empty():
         return devices.with_columns(pl.lit(None, dtype=pl.Float64).alias("lateness_s"))
     recent = TimeRange(now - timedelta(hours=1), now + timedelta(minutes=1))
@@ -425,6 +453,8 @@ def device_chart(
     span: TimeRange,
     lang: Language,
     max_points: int,
+    now: datetime | None = None,
+    thresholds: Sequence[Threshold] = (),
 ) -> Chart:
     """One device's field: raw readings (M4-downsampled) up to a day, aggregates beyond; anomalies marked."""
     spec = family_spec(family)
@@ -438,7 +468,13 @@ def device_chart(
         window = fitting_window(span.span, max_points)
         value = f"{field}_increase" if field_spec is not None and field_spec.counter else f"{field}_mean"
         frame = data.aggregates(
-            family, [insee], span, window, level="device", device_id=device_id, fields=[value]
+            family,
+            [insee],
+            span,
+            window,
+            level="device",
+            device_id=device_id,
+            fields=[value, f"{field}_count"],
         )
     window_text = t(lang, "window.raw") if window == "raw" else t(lang, f"window.{window}")
     figure = go.Figure(
@@ -448,11 +484,16 @@ def device_chart(
             unit_label(unit, lang),
         )
     )
+    follow_period(figure, span, lang)
+    add_thresholds(figure, list(thresholds))
     if frame.is_empty() or value not in frame.columns:
         show_message(figure, t(lang, "common.no_data"))
         return Chart(figure, frame, window)
     if frame.get_column(value).dtype == pl.Boolean:
         frame = frame.with_columns(pl.col(value).cast(pl.Float64))
+    incomplete = frame.head(0)
+    if window != "raw":
+        frame, incomplete = split_unfinished(frame, value, window, now or span.end, f"{field}_count")
     shown = m4(frame, value, max_points)
     figure.add_trace(
         go.Scattergl(
@@ -479,6 +520,7 @@ def device_chart(
                     name=t(lang, "device.anomalies"),
                 )
             )
+    mark_unfinished(figure, incomplete, value, lang)
     return Chart(figure, frame, window)
 
 

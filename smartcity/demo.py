@@ -36,7 +36,14 @@ from alerts.engine import Evaluator
 from alerts.receiver import SignedWebhookReceiver, print_message
 from alerts.service import build_evaluator, run_options
 from dashboards.app import create_app
-from dashboards.users import ALL_COMMUNES, User, UserDirectory, hash_password
+from dashboards.i18n import PARIS
+from dashboards.tokens import TokenStore
+from dashboards.users import (
+    ALL_COMMUNES,
+    User,
+    UserDirectory,
+    hash_password,
+)
 from ingest.service import Ingestor
 from processing.runner import Runner
 from sensors.communes import CommuneRegistry
@@ -77,6 +84,8 @@ class DemoOptions:
     incident_commune: str | None = None
     """The commune whose switch is unplugged; the registry's first when None."""
     incident_age: timedelta = timedelta(minutes=12)
+    password: str | None = None
+    """The demo user's password; None keeps the one of an earlier run (or makes one on the first)."""
 
 
 @dataclass(slots=True)
@@ -85,7 +94,8 @@ class DemoInfo:
 
     url: str
     user: str
-    password: str
+    password: str | None
+    """The password, when this run made or set it; None when an earlier run's is kept."""
     broker: str
     incident: str
     incident_commune: str
@@ -157,10 +167,7 @@ class Demo:
             **{**run_options(self.settings.alerts), "interval_s": opts.interval_s},
         )
 
-        password = secrets.token_urlsafe(9)
-        UserDirectory(self.settings.dashboard.users_file).upsert(
-            User(DEMO_USER, frozenset({ALL_COMMUNES}), hash_password(password))
-        )
+        password = demo_user(self.settings.dashboard.users_file, opts.password)
         return DemoInfo(
             url=url,
             user=DEMO_USER,
@@ -219,7 +226,7 @@ class Demo:
         name = registry[insee].name
         incident = (
             f"the network switch net-{insee}-01 of {name} and the devices behind it stopped "
-            f"reporting at {cut.astimezone():%H:%M}"
+            f"reporting at {cut.astimezone(PARIS):%H:%M} (Paris time)"
         )
         return replace(fleet, frames=frames), incident, insee, last
 
@@ -260,7 +267,14 @@ class Demo:
         """The dashboards' WSGI app over the demo's store, for the server this process runs in."""
         opts = self.options
         settings = self.settings.dashboard.model_copy(
-            update={"users_file": opts.data_dir / "users.toml", "host": opts.host}
+            update={
+                "users_file": opts.data_dir / "users.toml",
+                "host": opts.host,
+                # Written by _alerts before the dashboards read them: charts draw the rules'
+                # levels, device pages show the parent switch.
+                "alert_rules_file": opts.data_dir / "alerts.toml",
+                "topology_file": opts.data_dir / "devices.csv",
+            }
         )
         self.settings = self.settings.model_copy(update={"dashboard": settings})
         return create_app(store, settings, registry).server
@@ -291,6 +305,37 @@ class Demo:
             os.environ[name] = secret
         self._closers.append(evaluator.outbox.close)
         return evaluator
+
+
+DEMO_TOKEN_DAYS = 90
+"""Lifetime of a token made by ``smartcity demo add-token``."""
+
+
+def demo_user(users_file: Path, password: str | None = None) -> str | None:
+    """Make sure the demo user exists; return its password when this call made or set one.
+
+    An existing demo user keeps its password and its API tokens across restarts: a restart must
+    not lock out a notebook. ``password`` sets a new one (tokens kept).
+    """
+    directory = UserDirectory(users_file)
+    existing = directory.get(DEMO_USER)
+    if existing is not None and password is None:
+        return None
+    chosen = password or secrets.token_urlsafe(9)
+    tokens = existing.tokens if existing is not None else ()
+    directory.upsert(User(DEMO_USER, frozenset({ALL_COMMUNES}), hash_password(chosen), tokens))
+    return chosen
+
+
+def demo_token(users_file: Path, name: str = "notebook") -> str:
+    """A new API token for the demo user (which must exist: run the demo once), printed once."""
+    if UserDirectory(users_file).get(DEMO_USER) is None:
+        raise ValueError(f"no demo user in {users_file}: run `smartcity demo` once first")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    # Where `smartcity dashboard` keeps tokens by default: beside the users file.
+    tokens = TokenStore(users_file.parent / "tokens.sqlite")
+    secret, _record = tokens.create(DEMO_USER, f"{name}-{stamp}", timedelta(days=DEMO_TOKEN_DAYS))
+    return secret
 
 
 def _demo_secret(path: Path) -> str:

@@ -100,7 +100,10 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
         expect(page.locator("#commune-devices")).to_contain_text("en ligne", timeout=budget_ms)
         # The staged incident: the switch is offline, found by processing and alerted on.
         expect(page.locator("#commune-anomalies")).to_contain_text("hors ligne", timeout=budget_ms)
-        expect(page.locator("#commune-alerts")).to_contain_text("reseau-hors-ligne", timeout=budget_ms)
+        # Alerts are named by their rule's title in the page's language, not by the rule's slug.
+        expect(page.locator("#commune-alerts")).to_contain_text(
+            "Équipement réseau injoignable", timeout=budget_ms
+        )
         assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
         shot(page, "demo_commune")
         browser.close()
@@ -110,12 +113,17 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
     assert running.stop() == 0, running.output
     assert "smartcity demo: stopped." in running.output
     assert "Traceback" not in running.output, running.output
+    # Web requests went to their own file, not to the console.
+    assert '"GET /' not in running.output and '"POST /' not in running.output
+    assert '"POST /_dash-update-component' in (data_dir / "access.log").read_text("utf-8")
 
     # Started again, it continues from the stored data instead of replaying the history.
     again = start_demo(repo_root, data_dir)
     try:
-        wait_until(lambda: BANNER.search(again.output) is not None, timeout=110, what="the second banner")
+        wait_until(lambda: "smartcity demo is running" in again.output, timeout=110, what="the second banner")
         assert "continued from the stored data" in again.output
+        # The password of the first run is kept (and not printed again).
+        assert "the password printed at the first run" in again.output and banner["pw"] not in again.output
         assert again.stop() == 0, again.output
     finally:
         if again.process.poll() is None:

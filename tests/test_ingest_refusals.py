@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from dashboards.app import create_app
 from dashboards.config import DashboardSettings
+from dashboards.links import device_href
 from dashboards.pages import device as device_page
-from dashboards.pages.common import device_href
 from ingest.batch import REJECTED_MEASUREMENT
 from sensors.communes import CommuneRegistry
 from sensors.topics import reading_topic

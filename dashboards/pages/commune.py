@@ -13,12 +13,14 @@ from dash.development.base_component import Component
 
 from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
+from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
-from dashboards.i18n import Language, format_datetime, format_duration, format_number, t
+from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
+from dashboards.i18n import Language, format_datetime, format_duration, t
+from dashboards.links import device_href
 from dashboards.pages.common import (
     aria,
     chart_box,
-    device_href,
     field_picker,
     range_picker,
     refusal,
@@ -26,6 +28,7 @@ from dashboards.pages.common import (
     span_of,
     table,
 )
+from dashboards.timerange import fitting_window
 from dashboards.views import (
     atmo_chart,
     device_status,
@@ -98,7 +101,26 @@ def family_panel(
 ) -> tuple[go.Figure, str]:
     """The family tab's chart and the 'updated at' line."""
     span = span_of(range_key, now)
-    chart = family_chart(data, insee, family, field, span, lang=lang, max_points=settings.max_points)
+    levels = thresholds_for(
+        settings.alert_rules_file,
+        family,
+        field,
+        window=fitting_window(span.span, settings.max_points),
+        commune_level=True,
+        insee=insee,
+        lang=lang,
+    )
+    chart = family_chart(
+        data,
+        insee,
+        family,
+        field,
+        span,
+        lang=lang,
+        max_points=settings.max_points,
+        now=now,
+        thresholds=levels,
+    )
     return chart.figure, t(lang, "common.refresh", time=format_datetime(now, lang, seconds=True))
 
 
@@ -126,33 +148,17 @@ def status_panel(
             format_datetime(row["last_time"], lang, seconds=True),
             format_duration(row["silent_s"], lang),
             format_duration(row["lateness_s"], lang),
-            # Written state plus a symbol: the colour of the row is not the only signal.
-            html.Span(
-                ("● " if row["online"] else "✕ ")
-                + t(lang, "common.online" if row["online"] else "common.offline"),
-                className="online" if row["online"] else "offline",
-            ),
+            presence_cell(row, lang),
         ]
         for row in devices.iter_rows(named=True)
     ]
     anomalies = recent_anomalies(data, insee, span)
-    anomaly_rows = [
-        [
-            format_datetime(row[TIME], lang),
-            t(lang, "commune.open") if row.get("open") else _end_text(row.get("end_ns"), lang),
-            dcc.Link(row["device_id"], href=device_href(insee, row["device_id"])),
-            field_label(row.get("field") or "", lang),
-            t(lang, f"kind.{row.get('kind')}"),
-            format_number(row.get("observed"), lang),
-            format_number(row.get("expected"), lang),
-        ]
-        for row in anomalies.iter_rows(named=True)
-    ]
+    anomaly_rows = [anomaly_cells(row, lang, insee=insee) for row in anomalies.iter_rows(named=True)]
     alerts = recent_alerts(data, insee, span)
     alert_rows = [
         [
             format_datetime(row[TIME], lang),
-            str(row.get("rule", "")),
+            alert_title(row, lang),
             str(row.get("scope", "")),
             t(lang, f"state.{row.get('state')}"),
             str(row.get("severity") or ""),
@@ -170,7 +176,7 @@ def status_panel(
         ),
         table(
             t(lang, c + "anomalies"),
-            [t(lang, c + k) for k in ("start", "end", "device", "field", "kind", "observed", "expected")],
+            anomaly_headers(lang, with_device=True),
             anomaly_rows,
             "commune-anomalies",
         ),
@@ -181,12 +187,6 @@ def status_panel(
             "commune-alerts",
         ),
     ]
-
-
-def _end_text(end_ns: int | None, lang: Language) -> str:
-    if end_ns is None:
-        return "–"
-    return format_datetime(pl.Series([end_ns]).cast(pl.Datetime("ns", "UTC")).item(), lang)
 
 
 def export_csv(

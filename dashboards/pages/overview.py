@@ -13,7 +13,7 @@ from dash.development.base_component import Component
 from dashboards.access import CommuneData, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
-from dashboards.i18n import Language, format_datetime, t
+from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import aria, chart_box, table
 from dashboards.views import (
     atmo_color,
@@ -58,19 +58,11 @@ def overview_content(
 def _table(rows: pl.DataFrame, lang: Language) -> html.Table:
     lines = []
     for row in rows.iter_rows(named=True):
-        index = row.get("atmo_index")
-        colour = row.get("atmo_color") or atmo_color(index)
-        # The class is written in the badge: its colour is never the only carrier of meaning.
-        badge = html.Span(
-            atmo_text(index, lang),
-            className="atmo-badge",
-            style={"backgroundColor": colour, "color": readable_text_color(colour)},
-        )
         lines.append(
             [
                 dcc.Link(f"{row['name']} ({row['insee']})", href=f"/commune/{row['insee']}"),
-                badge,
-                traffic_text(row.get("traffic_level"), lang),
+                atmo_cell(row, lang),
+                traffic_cell(row, lang),
                 f"{row['devices_online']} / {row['devices_total']}",
                 str(row["open_alerts"]),
             ]
@@ -83,6 +75,55 @@ def _table(rows: pl.DataFrame, lang: Language) -> html.Table:
         t(lang, "overview.alerts"),
     ]
     return table(t(lang, "overview.table_caption"), headers, lines, table_id="overview-table")
+
+
+def _badge(index: int | None, lang: Language, colour: str | None = None) -> html.Span:
+    shown = colour or atmo_color(index)
+    # The class is written in the badge: its colour is never the only carrier of meaning.
+    return html.Span(
+        atmo_text(index, lang),
+        className="atmo-badge",
+        style={"backgroundColor": shown, "color": readable_text_color(shown)},
+    )
+
+
+def atmo_cell(row: dict[str, Any], lang: Language) -> list[Component]:
+    """Today's index; before it is complete, the day so far (provisional) and the last complete day."""
+    index = row.get("atmo_index")
+    if index is not None:
+        return [_badge(index, lang, row.get("atmo_color"))]
+    cell: list[Component] = []
+    provisional = row.get("atmo_provisional_index")
+    if provisional is not None:
+        cell += [
+            _badge(provisional, lang),
+            html.Span(
+                " " + t(lang, "day_one.provisional", hours=row.get("atmo_hours") or 0),
+                className="provisional",
+            ),
+        ]
+    else:
+        cell.append(html.Span(atmo_text(None, lang)))
+    if row.get("atmo_last_index") is not None:
+        day = format_datetime(row["atmo_last_day"], lang)[:10]
+        cell += [
+            html.Br(),
+            html.Span(t(lang, "day_one.last_day", day=day, label=atmo_text(row["atmo_last_index"], lang))),
+        ]
+    return cell
+
+
+def traffic_cell(row: dict[str, Any], lang: Language) -> str:
+    """The congestion level against the profile; before a profile exists, the current flow."""
+    level = row.get("traffic_level")
+    if level is not None or row.get("flow_per_hour") is None:
+        return traffic_text(level, lang)
+    return t(
+        lang,
+        "day_one.flow",
+        flow=format_number(row["flow_per_hour"], lang, 0),
+        speed=format_number(row.get("speed_kmh"), lang, 0),
+    )
 
 
 def register_callbacks(app: dash.Dash) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dashboards.i18n import PARIS
 from smartcity.commands.simulate import parse_duration, positive_int
 from smartcity.settings import Settings
+
+DEFAULT_DATA_DIR = Path("var/demo")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,9 +29,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Ctrl-C stops; running it again continues from the stored data.",
     )
     parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["add-token"],
+        help="add-token: print a new API token of the demo user (for notebooks) and exit",
+    )
+    parser.add_argument(
+        "--password",
+        help="set the demo user's password (kept across restarts; by default made on the first run "
+        "and printed once)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("var/demo"),
+        default=DEFAULT_DATA_DIR,
         help="where the demo keeps its data (default: var/demo)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -75,6 +90,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+ACCESS_LOG = "access.log"
+"""The dashboards' web access log, in the demo's data directory, out of the console."""
+
+
+class ParisFormatter(logging.Formatter):
+    """Log times in Europe/Paris, as the dashboards and the alert messages give them."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        moment = datetime.fromtimestamp(record.created, PARIS)
+        return moment.strftime(datefmt or "%Y-%m-%d %H:%M:%S %Z")
+
+
+def configure_logging(data_dir: Path) -> Path:
+    """The console shows the demo's own events in Paris time; web requests go to their own file
+    (gunicorn's access log, set where the server is started)."""
+    formatter = ParisFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # One line per webhook POST to the demo's mailbox repeats the outbox's own delivery line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return data_dir / ACCESS_LOG
+
+
+def run_add_token(args: argparse.Namespace) -> int:
+    """Print a new API token of the demo user, alone on stdout (``export T=$(smartcity demo add-token)``)."""
+    from smartcity.demo import demo_token
+
+    try:
+        print(demo_token(args.data_dir / "users.toml"))
+    except ValueError as exc:
+        print(f"smartcity demo add-token: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run until Ctrl-C or SIGTERM; exit 0 after a clean stop.
 
@@ -83,6 +134,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """
     from dashboards.server import DashboardServer, gunicorn_options
     from smartcity.demo import Demo, DemoOptions
+
+    if args.action == "add-token":
+        return run_add_token(args)
+    access_log = configure_logging(args.data_dir)
 
     options = DemoOptions(
         data_dir=args.data_dir,
@@ -95,6 +150,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         faults=args.faults,
         interval_s=args.interval,
+        password=args.password,
     )
     demo = Demo(settings, options, stop_event=threading.Event())
 
@@ -108,7 +164,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except (OSError, ValueError, TimeoutError) as exc:
             print(f"smartcity demo: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
-        _print_banner(info, options)
+        _print_banner(info, options, access_log)
         return demo.wsgi_app
 
     def stopped() -> None:
@@ -127,6 +183,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "timeout": 900,
         "graceful_timeout": 120,
         "loglevel": "warning",
+        "accesslog": str(access_log),
     }
     try:
         DashboardServer(load, server_options, on_worker_exit=stopped).run()
@@ -135,21 +192,32 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_banner(info: Any, options: Any) -> None:
+def _print_banner(info: Any, options: Any, access_log: Path) -> None:
     resumed = (
         f"continued from the stored data, last reading {info.resumed_from.astimezone():%Y-%m-%d %H:%M}"
         if info.resumed_from
         else "a new store"
     )
+    sign_in = (
+        f"sign in as {info.user!r} with password {info.password!r}"
+        if info.password
+        else f"sign in as {info.user!r} with the password printed at the first run (--password sets one)"
+    )
     print(
         f"""
 smartcity demo is running.
-  dashboards:  {info.url}/   sign in as {info.user!r} with password {info.password!r}
+  dashboards:  {info.url}/   {sign_in}
+  API token:   .venv/bin/smartcity demo add-token{_data_dir_option(options.data_dir)}  (notebooks: README)
   commune:     {info.url}/commune/{info.incident_commune}
   MQTT broker: {info.broker} (MQTT 3.1.1, embedded); {info.devices} simulated devices
   incident:    {info.incident}
   data:        {options.data_dir}/ ({resumed}; delete it to start afresh)
-Alert messages are printed below as the commune's mailbox receives them. Ctrl-C stops.
+  web log:     {access_log}
+Alert messages and the demo's events are printed below (times in Paris time). Ctrl-C stops.
 """,
         flush=True,
     )
+
+
+def _data_dir_option(data_dir: Path) -> str:
+    return "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
