@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.storage_data import local_influx
 from processing import distributed
 from processing.runner import Runner
-from processing.windows import floor
+from processing.windows import PARIS_TZ, floor
 from sensors.communes import CommuneRegistry
 from sensors.faults import FaultRates
 from sensors.fleet import FleetConfig, generate_fleet
@@ -120,8 +120,8 @@ def main() -> None:
         (end - start) / timedelta(days=1)
     )
     print(
-        f"{len(communes)} communes, {args.devices} device(s) a family each, {start:%Y-%m-%d} to "
-        f"{end:%Y-%m-%d} (Paris days), {readings:,} readings, {device_days:.0f} device-days; "
+        f"{len(communes)} communes, {args.devices} device(s) a family each, "
+        f"[{start.astimezone(PARIS_TZ):%Y-%m-%d}, {end.astimezone(PARIS_TZ):%Y-%m-%d}) (Paris days), {readings:,} readings, {device_days:.0f} device-days; "
         f"cores: {os.cpu_count()}; load: {os.getloadavg()}"
     )
     with local_influx("bench-ray-") as (server, store):
