@@ -121,7 +121,8 @@ def main() -> None:
     )
     print(
         f"{len(communes)} communes, {args.devices} device(s) a family each, "
-        f"[{start.astimezone(PARIS_TZ):%Y-%m-%d}, {end.astimezone(PARIS_TZ):%Y-%m-%d}) (Paris days), {readings:,} readings, {device_days:.0f} device-days; "
+        f"Paris days [{start.astimezone(PARIS_TZ):%Y-%m-%d}, {end.astimezone(PARIS_TZ):%Y-%m-%d}), "
+        f"{readings:,} readings, {device_days:.0f} device-days; "
         f"cores: {os.cpu_count()}; load: {os.getloadavg()}"
     )
     with local_influx("bench-ray-") as (server, store):
