@@ -134,6 +134,7 @@ def _results(store: Store, start: datetime, end: datetime) -> dict[str, pl.DataF
     return found
 
 
+@pytest.mark.slow
 def test_a_week_backfilled_on_ray_equals_the_single_machine_backfill(
     influxd: Influxd, ray_cluster: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
