@@ -239,7 +239,10 @@ def backfill(
         remote.remote(task, shared): task for task in tasks if task.stage != "indices"
     }
     reports: list[tuple[Task, RunReport]] = []
-    while pending:
+    while pending or waiting_for_aggregates:
+        if waiting_for_aggregates and not any(t.stage == "raw" for t in pending.values()):
+            pending.update({remote.remote(t, shared): t for t in waiting_for_aggregates})
+            waiting_for_aggregates = []
         ready, _ = ray.wait(list(pending), num_returns=1)
         task = pending.pop(ready[0])
         try:
@@ -252,9 +255,6 @@ def backfill(
         reports.append((task, report))
         if progress is not None:
             progress(len(reports), len(tasks), task, report)
-        if waiting_for_aggregates and not any(t.stage == "raw" for t in pending.values()):
-            pending.update({remote.remote(t, shared): t for t in waiting_for_aggregates})
-            waiting_for_aggregates = []
     return merge([report for _, report in reports], order=[job.name for job in runner.jobs()])
 
 

@@ -172,6 +172,12 @@ def test_a_week_backfilled_on_ray_equals_the_single_machine_backfill(
             # Exact, but for the last bit of polars group means (it sums a group in an order that
             # depends on the frame around it, and a task's frame holds one commune).
             assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-12, abs_tol=0.0)
+
+        # One job that reads aggregates, alone: its tasks start at once and rewrite the same rows.
+        assert main([*args, "--job", "traffic_congestion", "--ray", ray_cluster]) == 0
+        assert f"[{days * len(COMMUNES)}/{days * len(COMMUNES)}] indices" in capsys.readouterr().err
+        again = _results(on_ray, start, end)["traffic_congestion"]
+        assert_frame_equal(again, got["traffic_congestion"])
     finally:
         single.close()
         on_ray.close()

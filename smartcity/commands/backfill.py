@@ -112,6 +112,6 @@ def _on_ray(runner: Runner, args: argparse.Namespace, settings: Settings) -> Run
             return distributed.backfill(
                 runner, settings.store, args.start, args.end, jobs=args.job, progress=progress
             )
-    except distributed.DistributedError as exc:
+    except (distributed.DistributedError, StoreError) as exc:
         print(f"smartcity backfill: {exc}", file=sys.stderr)
         return None
