@@ -230,6 +230,7 @@ class Runner:
         store: Store,
         *,
         families: Iterable[str] | None = None,
+        communes: Iterable[str] | None = None,
         horizon: timedelta = DEFAULT_HORIZON,
         settle: timedelta = DEFAULT_SETTLE,
         day_refresh: timedelta = DEFAULT_DAY_REFRESH,
@@ -239,6 +240,9 @@ class Runner:
     ) -> None:
         self.store = store
         self.families = [Family(f).value for f in (families or [f.value for f in FAMILIES])]
+        # Only these communes' readings are read (None: all). Right for every job but the
+        # anomaly pass, whose thresholds are learned from the whole fleet (processing.distributed).
+        self.communes = sorted(set(communes)) if communes is not None else None
         self.horizon = horizon
         self.settle = settle
         self.day_refresh = day_refresh
@@ -368,7 +372,8 @@ class Runner:
     ) -> pl.DataFrame:
         """Rows of ``measurement`` in ``[start, end)`` (``fields`` only, when given), counted in
         ``report``."""
-        frame = self.store.read(measurement, start=start, end=end, fields=fields)
+        where = {"insee": self.communes} if self.communes is not None else None
+        frame = self.store.read(measurement, start=start, end=end, where=where, fields=fields)
         report.rows_read += frame.height
         return frame
 
@@ -978,8 +983,9 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     after = timedelta(seconds=SIDE * FAMILIES[Family(family)].reporting_period_s)
     days = sorted(set(dirty.days()) | set(Dirty((dirty.times - after).cast(TIME_DTYPE)).days()))
     today = floor(runner.now, "1d")
-    # Silence is only seen by looking: the current day is always checked, new data or not.
-    if today not in days:
+    # Silence is only seen by looking: the current day is always checked, new data or not. A
+    # backfill recomputes its period and nothing else: split into day tasks, each would redo today.
+    if not dirty.backfill and today not in days:
         days.append(today)
     for day in sorted(days):
         # One day at a time, always with the same context before it, so that a day's anomalies

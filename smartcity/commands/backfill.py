@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import date, datetime
 
+from processing.runner import Runner, RunReport
 from processing.windows import PARIS_TZ
 from sensors.catalogue import indices
 from smartcity.commands.process import add_job_options, build_runner, print_report
@@ -51,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help=f"only this job (repeatable): aggregates, {', '.join(indices())}, anomalies",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the jobs as tasks on a Ray cluster, one per commune and day: 'auto' (the "
+        "cluster this machine belongs to), HOST:PORT of its head, ray://HOST:10001, or 'local' "
+        "(a cluster of this machine alone). Needs smartcity[ray] and the InfluxDB store",
+    )
     add_job_options(parser)
     parser.set_defaults(func=run)
 
@@ -63,14 +71,47 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.ray:
+        from processing.distributed import DistributedError, check_store
+
+        try:
+            check_store(settings.store)
+        except DistributedError as exc:
+            print(f"smartcity backfill: {exc}", file=sys.stderr)
+            return 2
     try:
         runner = build_runner(args, settings)
     except StoreError as exc:
         print(f"smartcity backfill: {exc}", file=sys.stderr)
         return 1
     try:
-        report = runner.backfill(args.start, args.end, jobs=args.job)
+        if args.ray:
+            report = _on_ray(runner, args, settings)
+            if report is None:
+                return 1
+        else:
+            report = runner.backfill(args.start, args.end, jobs=args.job)
     finally:
         runner.store.close()
     print_report(report)
     return 1 if report.failed else 0
+
+
+def _on_ray(runner: Runner, args: argparse.Namespace, settings: Settings) -> RunReport | None:
+    """The backfill as Ray tasks, a progress line on stderr as each finishes (None: no cluster)."""
+    from processing import distributed
+
+    def progress(done: int, total: int, task: distributed.Task, report: RunReport) -> None:
+        state = (
+            f"FAILED: {report.failed[0].error}" if report.failed else f"{report.rows_written} rows written"
+        )
+        print(f"[{done}/{total}] {task.label}: {state}", file=sys.stderr, flush=True)
+
+    try:
+        with distributed.connected(args.ray):
+            return distributed.backfill(
+                runner, settings.store, args.start, args.end, jobs=args.job, progress=progress
+            )
+    except (distributed.DistributedError, StoreError) as exc:
+        print(f"smartcity backfill: {exc}", file=sys.stderr)
+        return None
