@@ -1,0 +1,254 @@
+"""``smartcity opendata export``: files in their schemas (checked with frictionless), counts that
+match the store, camera counts never finer than the hour, excluded data never published."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from opendata.package import validate
+from processing.indices.camera import camera_hourly
+from smartcity.cli import main
+from storage.base import TIME, Store
+from storage.duckdb_store import DuckDBStore
+from tests.dashboard_fixtures import aggregate_frame, atmo_frame
+from tests.servers import Influxd
+from tests.storage_fixtures import open_influx, shared_influxd
+
+__all__ = ["shared_influxd"]
+
+COMMUNES = ("78498", "92012", "78160")
+START = datetime(2026, 3, 2, tzinfo=UTC)
+END = START + timedelta(days=2)
+DEVICES = 2
+
+
+def camera_readings(communes: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
+    """Raw camera readings every minute with integer people counts."""
+    times = pl.datetime_range(start, end - timedelta(minutes=1), "1m", eager=True, time_zone="UTC")
+    keys = pl.DataFrame(
+        {
+            "insee": [c for c in communes for _ in range(DEVICES)],
+            "device_id": [f"cam-{c}-{n}" for c in communes for n in range(DEVICES)],
+        }
+    )
+    frame = keys.join(times.cast(pl.Datetime("ns", "UTC")).alias(TIME).to_frame(), how="cross")
+    rng = np.random.default_rng(5)
+    return frame.with_columns(
+        pl.Series("peopleCount", rng.integers(0, 30, frame.height), dtype=pl.Int64),
+        pl.lit(0, dtype=pl.Int64).alias("elevatedTemperatureCount"),
+        pl.lit(True).alias("online"),
+        pl.lit(False).alias("tampered"),
+        pl.lit(25.0).alias("framesPerSecond"),
+        pl.lit(30.0).alias("deviceTemperature"),
+    )
+
+
+def fill(store: Store) -> dict[str, pl.DataFrame]:
+    """The measurements the export reads, as processing writes them; returns what was written."""
+    written = {
+        "traffic_1h": aggregate_frame("traffic", "1h", COMMUNES, START, END, devices_per_commune=DEVICES),
+        "air_quality_1h": aggregate_frame(
+            "air_quality", "1h", COMMUNES, START, END, devices_per_commune=DEVICES
+        ),
+        "camera": camera_readings(COMMUNES, START, END),
+    }
+    written["camera_hourly"] = camera_hourly(written["camera"])
+    written["atmo_daily"] = atmo_frame(COMMUNES, [START + timedelta(hours=23), START + timedelta(hours=47)])
+    for name, frame in written.items():
+        tags = ["insee"] if name == "atmo_daily" else ["insee", "device_id"]
+        store.write(name, frame, tags=tags)
+    return written
+
+
+def write_sites(path: Path, unplaced: str = "") -> Path:
+    """A sites file placing every traffic counter but ``unplaced``."""
+    lines = ["insee,device_id,site_id,site_name,latitude,longitude"]
+    for index, code in enumerate(COMMUNES):
+        for n in range(DEVICES):
+            device = f"tra-{code}-{n}"
+            if device != unplaced:
+                lines.append(
+                    f"{code},{device},S-{code},Carrefour {code},{48.8 + index / 100},{2.0 + n / 1000}"
+                )
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def run_export(tmp_path: Path, store_path: Path, out: Path, **opendata: object) -> int:
+    """Run the command as an operator would, with a settings file."""
+    config = tmp_path / "smartcity.toml"
+    lines = ["[store]", 'backend = "duckdb"', "[store.duckdb]", f'path = "{store_path}"', "[opendata]"]
+    for key, value in opendata.items():
+        rendered = f'"{value}"' if isinstance(value, str | Path) else repr(value).replace("'", '"')
+        lines.append(f"{key} = {rendered}")
+    config.write_text("\n".join(lines) + "\n", "utf-8")
+    return main(
+        [
+            "--config",
+            str(config),
+            "opendata",
+            "export",
+            "--from",
+            START.isoformat(),
+            "--to",
+            END.isoformat(),
+            "--out",
+            str(out),
+        ]
+    )
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[tuple[Path, dict[str, pl.DataFrame]]]:
+    path = tmp_path / "store.duckdb"
+    store = DuckDBStore(path)
+    try:
+        written = fill(store)
+    finally:
+        store.close()
+    yield path, written
+
+
+def read_csv(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path, infer_schema_length=None, try_parse_dates=True)
+
+
+def test_export_validates_and_matches_the_store(
+    tmp_path: Path, filled: tuple[Path, dict[str, pl.DataFrame]]
+) -> None:
+    store_path, written = filled
+    out = tmp_path / "out"
+    sites = write_sites(tmp_path / "sites.csv", unplaced="tra-78160-1")
+    assert run_export(tmp_path, store_path, out, sites_file=sites, publisher="Commune de Poissy") == 0
+
+    assert validate(out) == []
+    # Traffic: one measure per placed counter and hour, the sum of its readings' intensity.
+    measures = read_csv(out / "comptage-mobilites/measure.csv")
+    traffic = written["traffic_1h"].filter(pl.col("device_id") != "tra-78160-1")
+    assert measures.height == traffic.height
+    expected = (traffic["intensity_mean"] * traffic["intensity_count"]).round(0).sum()
+    assert measures["count"].sum() == pytest.approx(expected)
+    assert "78160/tra-78160-1" not in measures["channel_id"].to_list()
+    assert set(measures["channel_id"]) == set(read_csv(out / "comptage-mobilites/channel.csv")["channel_id"])
+    channels = read_csv(out / "comptage-mobilites/channel.csv")
+    site_rows = read_csv(out / "comptage-mobilites/site.csv")
+    assert set(channels["site_id"]) == set(site_rows["site_id"]) == {f"S-{c}" for c in COMMUNES}
+    assert set(channels["data_provider_name"]) == {"Commune de Poissy"}
+    assert ((measures["end_datetime"] - measures["start_datetime"]) == timedelta(hours=1)).all()
+
+    # Air quality: every device-hour, CSV and Parquet holding the same rows.
+    air_csv = read_csv(out / "air-quality-hourly.csv")
+    air_parquet = pl.read_parquet(out / "air-quality-hourly.parquet")
+    assert air_csv.height == air_parquet.height == written["air_quality_1h"].height
+    assert air_csv["pm25_mean"].to_list() == pytest.approx(air_parquet["pm25_mean"].to_list())
+    assert air_csv["insee"].cast(pl.String).to_list() == air_parquet["insee"].to_list()
+
+    # ATMO: one row per commune and Paris day, the day as a date.
+    atmo = pl.read_parquet(out / "atmo-daily.parquet")
+    assert atmo.height == len(COMMUNES) * 2
+    assert sorted(set(atmo["date"].cast(pl.String))) == ["2026-03-03", "2026-03-04"]
+
+    # Camera: hourly rows only, summing every minute's count; the commune level is not exported.
+    camera = pl.read_parquet(out / "camera-people-hourly.parquet")
+    assert (camera["start_datetime"].dt.minute() == 0).all()
+    assert ((camera["end_datetime"] - camera["start_datetime"]) == timedelta(hours=1)).all()
+    assert camera.height == len(COMMUNES) * DEVICES * 48
+    assert camera["people"].sum() == written["camera"]["peopleCount"].sum()
+    assert "_commune" not in camera["device_id"].to_list()
+
+
+def test_excluded_communes_and_devices_never_appear(
+    tmp_path: Path, filled: tuple[Path, dict[str, pl.DataFrame]]
+) -> None:
+    store_path, _ = filled
+    out = tmp_path / "out"
+    sites = write_sites(tmp_path / "sites.csv")
+    code = run_export(
+        tmp_path,
+        store_path,
+        out,
+        sites_file=sites,
+        exclude_communes=["92012"],
+        exclude_devices=["78498/air-78498-1", "cam-78160-0"],
+    )
+    assert code == 0
+    assert validate(out) == []
+    texts = {p: p.read_text("utf-8") for p in out.rglob("*.csv")}
+    for path, text in texts.items():
+        for secret in ("92012", "air-78498-1", "cam-78160-0"):
+            assert secret not in text, (path, secret)
+    for path in out.rglob("*.parquet"):
+        frame = pl.read_parquet(path)
+        assert "92012" not in frame["insee"].to_list()
+        if "device_id" in frame.columns:
+            assert not set(frame["device_id"]) & {"air-78498-1", "cam-78160-0"}
+    # Poissy's ATMO index is computed over its excluded station: withheld; Chevreuse's is not.
+    atmo = read_csv(out / "atmo-daily.csv")
+    assert set(atmo["insee"].cast(pl.String).str.zfill(5)) == {"78160"}
+    # What remains is still published: the other devices of the same communes.
+    camera = read_csv(out / "camera-people-hourly.csv")
+    assert "cam-78160-1" in camera["device_id"].to_list()
+
+
+def test_an_invalid_table_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "store.duckdb"
+    store = DuckDBStore(path)
+    try:
+        store.write(
+            "atmo_daily",
+            pl.DataFrame(
+                {TIME: [START], "insee": ["78498"], "index": [9], "complete": [True]},
+                schema_overrides={TIME: pl.Datetime("ns", "UTC")},
+            ),
+            tags=["insee"],
+        )
+    finally:
+        store.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("kept", "utf-8")
+    assert run_export(tmp_path, path, out) == 1
+    error = capsys.readouterr().err
+    assert "does not conform" in error and "atmo-daily" in error, error
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+
+
+def test_a_wrong_sites_file_is_refused_with_its_line(
+    tmp_path: Path, filled: tuple[Path, dict[str, pl.DataFrame]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sites = tmp_path / "sites.csv"
+    sites.write_text(
+        "insee,device_id,site_id,site_name,latitude,longitude\n78498,tra-78498-0,S,Poissy,north,2\n"
+    )
+    assert run_export(tmp_path, filled[0], tmp_path / "out", sites_file=sites) == 1
+    assert "line(s) 2" in capsys.readouterr().err
+
+
+def test_export_from_influxdb(tmp_path: Path, shared_influxd: Influxd) -> None:
+    from opendata.config import OpenDataSettings
+    from opendata.export import export
+
+    store = open_influx(shared_influxd)
+    try:
+        written = fill(store)
+        report = export(
+            store,
+            START,
+            END,
+            tmp_path / "out",
+            OpenDataSettings(sites_file=write_sites(tmp_path / "sites.csv"), exclude_communes=["78160"]),
+        )
+    finally:
+        store.close()
+    assert validate(tmp_path / "out") == []
+    assert report.rows["camera-people-hourly"] == 2 * DEVICES * 48
+    assert (
+        report.rows["comptage-mobilites/measure"]
+        == written["traffic_1h"].filter(pl.col("insee") != "78160").height
+    )
