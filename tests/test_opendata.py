@@ -3,6 +3,7 @@ match the store, camera counts never finer than the hour, excluded data never pu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+import opendata
 from opendata.package import validate
+from opendata.schemas import AIR_QUALITY_HOURLY, CHANNEL, MEASURE, SITE
 from processing.indices.camera import camera_hourly
+from sensors.families import family_spec
 from smartcity.cli import main
 from storage.base import TIME, Store
 from storage.duckdb_store import DuckDBStore
@@ -252,3 +256,35 @@ def test_export_from_influxdb(tmp_path: Path, shared_influxd: Influxd) -> None:
         report.rows["comptage-mobilites/measure"]
         == written["traffic_1h"].filter(pl.col("insee") != "78160").height
     )
+
+
+def test_the_national_schemas_are_the_published_files_unchanged() -> None:
+    shipped = Path(opendata.__file__).parent / "schemas/comptage-mobilites-0.2.4"
+    source = (shipped / "SOURCE.md").read_text("utf-8")
+    for schema in (SITE, CHANNEL, MEASURE):
+        digest = hashlib.sha256(schema.text().encode("utf-8")).hexdigest()
+        assert f"`{schema.filename}` | `{schema.filename.split('.')[0]}/schema.json` | `{digest}`" in source
+        assert schema.descriptor()["version"] == "0.2.4"
+
+
+def test_the_air_quality_schema_covers_every_field_of_the_contract() -> None:
+    spec = family_spec("air_quality")
+    assert spec is not None
+    names = {field["name"] for field in AIR_QUALITY_HOURLY.descriptor()["fields"]}
+    for name in spec.numeric_fields:
+        assert {f"{name}_{stat}" for stat in ("mean", "min", "max", "p95", "count")} <= names
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("exclude_communes", ["Poissy"], "not INSEE commune codes: 'Poissy'"),
+        ("exclude_devices", ["Poissy/cam-1"], "is neither a device id nor insee/device_id"),
+    ],
+)
+def test_wrong_exclusions_stop_the_command(
+    tmp_path: Path, key: str, value: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_export(tmp_path, tmp_path / "store.duckdb", tmp_path / "out", **{key: value}) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
