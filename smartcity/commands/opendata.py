@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from opendata.export import export
-from opendata.package import InvalidExport
-from opendata.tables import OpenDataError
 from smartcity.commands.backfill import parse_moment
 from smartcity.settings import Settings
 from storage import StoreError, open_store
@@ -43,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``opendata export``."""
+    # Imported here: frictionless is needed by this command only, not by every ``smartcity`` start.
+    from opendata.export import export
+    from opendata.package import InvalidExport
+    from opendata.tables import OpenDataError
+
     if args.end <= args.start:
         print(
             f"smartcity opendata export: --to {args.end.isoformat()} is not after --from "
