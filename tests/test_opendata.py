@@ -15,6 +15,7 @@ import pytest
 import opendata
 from opendata.package import validate
 from opendata.schemas import AIR_QUALITY_HOURLY, CHANNEL, MEASURE, SITE
+from processing.aggregates import aggregate
 from processing.indices.camera import camera_hourly
 from sensors.families import family_spec
 from smartcity.cli import main
@@ -32,16 +33,32 @@ END = START + timedelta(days=2)
 DEVICES = 2
 
 
-def camera_readings(communes: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
-    """Raw camera readings every minute with integer people counts."""
+def minute_readings(prefix: str, communes: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
+    """Keys and times of raw readings every minute of ``DEVICES`` devices per commune."""
     times = pl.datetime_range(start, end - timedelta(minutes=1), "1m", eager=True, time_zone="UTC")
     keys = pl.DataFrame(
         {
             "insee": [c for c in communes for _ in range(DEVICES)],
-            "device_id": [f"cam-{c}-{n}" for c in communes for n in range(DEVICES)],
+            "device_id": [f"{prefix}-{c}-{n}" for c in communes for n in range(DEVICES)],
         }
     )
-    frame = keys.join(times.cast(pl.Datetime("ns", "UTC")).alias(TIME).to_frame(), how="cross")
+    return keys.join(times.cast(pl.Datetime("ns", "UTC")).alias(TIME).to_frame(), how="cross")
+
+
+def traffic_readings(communes: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
+    """Raw traffic readings every minute: vehicles counted since the previous reading."""
+    frame = minute_readings("tra", communes, start, end)
+    rng = np.random.default_rng(4)
+    return frame.with_columns(
+        pl.Series("intensity", rng.integers(0, 40, frame.height), dtype=pl.Int64),
+        pl.Series("averageVehicleSpeed", rng.uniform(10, 60, frame.height)),
+        pl.Series("occupancy", rng.uniform(0, 0.5, frame.height)),
+    )
+
+
+def camera_readings(communes: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
+    """Raw camera readings every minute with integer people counts."""
+    frame = minute_readings("cam", communes, start, end)
     rng = np.random.default_rng(5)
     return frame.with_columns(
         pl.Series("peopleCount", rng.integers(0, 30, frame.height), dtype=pl.Int64),
@@ -55,14 +72,16 @@ def camera_readings(communes: tuple[str, ...], start: datetime, end: datetime) -
 
 def fill(store: Store) -> dict[str, pl.DataFrame]:
     """The measurements the export reads, as processing writes them; returns what was written."""
+    traffic = traffic_readings(COMMUNES, START, END)
     written = {
-        "traffic_1h": aggregate_frame("traffic", "1h", COMMUNES, START, END, devices_per_commune=DEVICES),
+        "traffic_1h": aggregate(traffic, "traffic", "1h"),
         "air_quality_1h": aggregate_frame(
             "air_quality", "1h", COMMUNES, START, END, devices_per_commune=DEVICES
         ),
         "camera": camera_readings(COMMUNES, START, END),
     }
     written["camera_hourly"] = camera_hourly(written["camera"])
+    written["traffic"] = traffic
     written["atmo_daily"] = atmo_frame(COMMUNES, [START + timedelta(hours=23), START + timedelta(hours=47)])
     for name, frame in written.items():
         tags = ["insee"] if name == "atmo_daily" else ["insee", "device_id"]
@@ -132,12 +151,20 @@ def test_export_validates_and_matches_the_store(
     assert run_export(tmp_path, store_path, out, sites_file=sites, publisher="Commune de Poissy") == 0
 
     assert validate(out) == []
-    # Traffic: one measure per placed counter and hour, the sum of its readings' intensity.
+    # Traffic: one measure per placed counter and hour, the vehicles its readings counted.
     measures = read_csv(out / "comptage-mobilites/measure.csv")
-    traffic = written["traffic_1h"].filter(pl.col("device_id") != "tra-78160-1")
-    assert measures.height == traffic.height
-    expected = (traffic["intensity_mean"] * traffic["intensity_count"]).round(0).sum()
-    assert measures["count"].sum() == pytest.approx(expected)
+    vehicles = (
+        written["traffic"]
+        .filter(pl.col("device_id") != "tra-78160-1")
+        .group_by(
+            (pl.col("insee") + "/" + pl.col("device_id")).alias("channel_id"),
+            pl.col(TIME).dt.truncate("1h").alias("start_datetime"),
+        )
+        .agg(pl.col("intensity").sum().cast(pl.Float64).alias("count"))
+        .sort("channel_id", "start_datetime")
+    )
+    assert measures.height == vehicles.height == 5 * 48
+    assert measures.select("channel_id", "start_datetime", "count").equals(vehicles)
     assert "78160/tra-78160-1" not in measures["channel_id"].to_list()
     assert set(measures["channel_id"]) == set(read_csv(out / "comptage-mobilites/channel.csv")["channel_id"])
     channels = read_csv(out / "comptage-mobilites/channel.csv")
