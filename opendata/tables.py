@@ -172,10 +172,11 @@ def traffic_counts(
         )
         .sort("site_id")
     )
+    # Whole numbers in "number" columns, written as the schema's examples do ("20", not "20.0").
     return Comptage(
         sites=SITE.conform(site_rows),
-        channels=CHANNEL.conform(channels),
-        measures=MEASURE.conform(measures),
+        channels=CHANNEL.conform(channels).with_columns(pl.col("time_step").cast(pl.Int64)),
+        measures=MEASURE.conform(measures).with_columns(pl.col("count").cast(pl.Int64)),
         unplaced_devices=unplaced,
     )
 

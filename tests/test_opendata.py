@@ -160,7 +160,7 @@ def test_export_validates_and_matches_the_store(
             (pl.col("insee") + "/" + pl.col("device_id")).alias("channel_id"),
             pl.col(TIME).dt.truncate("1h").alias("start_datetime"),
         )
-        .agg(pl.col("intensity").sum().cast(pl.Float64).alias("count"))
+        .agg(pl.col("intensity").sum().alias("count"))
         .sort("channel_id", "start_datetime")
     )
     assert measures.height == vehicles.height == 5 * 48
