@@ -4,17 +4,18 @@ match the store, camera counts never finer than the hour, excluded data never pu
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import frictionless
 import numpy as np
 import polars as pl
 import pytest
 
 import opendata
-from opendata.package import validate
-from opendata.schemas import AIR_QUALITY_HOURLY, CHANNEL, MEASURE, SITE
+from opendata.schemas import AIR_QUALITY_HOURLY, ATMO_DAILY, CAMERA_PEOPLE_HOURLY, CHANNEL, MEASURE, SITE
 from processing.aggregates import aggregate
 from processing.indices.camera import camera_hourly
 from sensors.families import family_spec
@@ -138,6 +139,30 @@ def filled(tmp_path: Path) -> Iterator[tuple[Path, dict[str, pl.DataFrame]]]:
     yield path, written
 
 
+SCHEMA_OF = {
+    "comptage-mobilites/site.csv": SITE,
+    "comptage-mobilites/channel.csv": CHANNEL,
+    "comptage-mobilites/measure.csv": MEASURE,
+    "air-quality-hourly.csv": AIR_QUALITY_HOURLY,
+    "atmo-daily.csv": ATMO_DAILY,
+    "camera-people-hourly.csv": CAMERA_PEOPLE_HOURLY,
+}
+
+
+def assert_valid(out: Path) -> None:
+    """Every CSV of ``out`` is in the package and valid against the schema shipped in the repo,
+    checked by frictionless itself (not through the export's own code)."""
+    csvs = sorted(str(p.relative_to(out)) for p in out.rglob("*.csv"))
+    assert csvs and set(csvs) <= set(SCHEMA_OF), csvs
+    for name in csvs:
+        schema = frictionless.Schema.from_descriptor(SCHEMA_OF[name].descriptor())
+        report = frictionless.Resource(path=name, basepath=str(out), schema=schema).validate()
+        assert report.valid, report.flatten(["rowNumber", "fieldName", "type", "note"])
+    package = json.loads((out / "datapackage.json").read_text("utf-8"))
+    assert sorted(r["path"] for r in package["resources"]) == csvs
+    assert frictionless.Package(str(out / "datapackage.json")).validate().valid
+
+
 def read_csv(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, infer_schema_length=None, try_parse_dates=True)
 
@@ -150,7 +175,7 @@ def test_export_validates_and_matches_the_store(
     sites = write_sites(tmp_path / "sites.csv", unplaced="tra-78160-1")
     assert run_export(tmp_path, store_path, out, sites_file=sites, publisher="Commune de Poissy") == 0
 
-    assert validate(out) == []
+    assert_valid(out)
     # Traffic: one measure per placed counter and hour, the vehicles its readings counted.
     measures = read_csv(out / "comptage-mobilites/measure.csv")
     vehicles = (
@@ -209,7 +234,7 @@ def test_excluded_communes_and_devices_never_appear(
         exclude_devices=["78498/air-78498-1", "cam-78160-0"],
     )
     assert code == 0
-    assert validate(out) == []
+    assert_valid(out)
     texts = {p: p.read_text("utf-8") for p in out.rglob("*.csv")}
     for path, text in texts.items():
         for secret in ("92012", "air-78498-1", "cam-78160-0"):
@@ -277,7 +302,7 @@ def test_export_from_influxdb(tmp_path: Path, shared_influxd: Influxd) -> None:
         )
     finally:
         store.close()
-    assert validate(tmp_path / "out") == []
+    assert_valid(tmp_path / "out")
     assert report.rows["camera-people-hourly"] == 2 * DEVICES * 48
     assert (
         report.rows["comptage-mobilites/measure"]
