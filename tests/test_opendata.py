@@ -13,6 +13,7 @@ import frictionless
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 import opendata
 from opendata.schemas import AIR_QUALITY_HOURLY, ATMO_DAILY, CAMERA_PEOPLE_HOURLY, CHANNEL, MEASURE, SITE
@@ -198,12 +199,15 @@ def test_export_validates_and_matches_the_store(
     assert set(channels["data_provider_name"]) == {"Commune de Poissy"}
     assert ((measures["end_datetime"] - measures["start_datetime"]) == timedelta(hours=1)).all()
 
-    # Air quality: every device-hour, CSV and Parquet holding the same rows.
-    air_csv = read_csv(out / "air-quality-hourly.csv")
-    air_parquet = pl.read_parquet(out / "air-quality-hourly.parquet")
-    assert air_csv.height == air_parquet.height == written["air_quality_1h"].height
-    assert air_csv["pm25_mean"].to_list() == pytest.approx(air_parquet["pm25_mean"].to_list())
-    assert air_csv["insee"].cast(pl.String).to_list() == air_parquet["insee"].to_list()
+    # CSV and Parquet hold the same rows; Parquet columns have the schema's types.
+    for name in ("air-quality-hourly", "atmo-daily", "camera-people-hourly"):
+        parquet = pl.read_parquet(out / f"{name}.parquet")
+        assert parquet.schema == SCHEMA_OF[f"{name}.csv"].conform(parquet.clear()).schema
+        csv = pl.read_csv(out / f"{name}.csv", schema=parquet.schema)
+        assert_frame_equal(csv, parquet, check_exact=False, rel_tol=1e-12)
+
+    # Air quality: every device-hour.
+    assert pl.read_parquet(out / "air-quality-hourly.parquet").height == written["air_quality_1h"].height
 
     # ATMO: one row per commune and Paris day, the day as a date.
     atmo = pl.read_parquet(out / "atmo-daily.parquet")
