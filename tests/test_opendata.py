@@ -344,3 +344,14 @@ def test_wrong_exclusions_stop_the_command(
     assert run_export(tmp_path, tmp_path / "store.duckdb", tmp_path / "out", **{key: value}) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_period_without_data_gives_valid_empty_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert (
+        run_export(tmp_path, tmp_path / "store.duckdb", out, sites_file=write_sites(tmp_path / "s.csv")) == 0
+    )
+    assert_valid(out)
+    header = (out / "comptage-mobilites/measure.csv").read_text("utf-8")
+    assert header == "channel_id,counter_id,start_datetime,end_datetime,count\n"
+    assert pl.read_parquet(out / "camera-people-hourly.parquet").is_empty()
