@@ -127,6 +127,8 @@ def traffic_counts(
     fields = {"intensity_mean": pl.Float64(), "intensity_count": pl.Int64()}
     read = _read(store, "traffic_1h", start, end, needed=_DEVICE_ROWS | fields, fields=list(fields))
     hourly = exclusions.keep(read)
+    # A site shared with an excluded counter must not take that counter's line of the file.
+    sites = exclusions.keep(sites)
     placed = hourly.join(sites, on=["insee", "device_id"], how="inner")
     unplaced = (
         hourly.join(sites, on=["insee", "device_id"], how="anti")
