@@ -186,9 +186,11 @@ def traffic_counts(
 def air_quality_hourly(store: Store, start: datetime, end: datetime, exclusions: Exclusions) -> pl.DataFrame:
     """Hourly statistics of each air-quality device (``air_quality_1h``)."""
     frame = exclusions.keep(_read(store, "air_quality_1h", start, end, needed=_DEVICE_ROWS))
-    counts = [pl.col(c).fill_null(0) for c in frame.columns if c.endswith("_count")]
-    return AIR_QUALITY_HOURLY.conform(_hours(frame).with_columns(counts)).sort(
-        "insee", "device_id", "start_datetime"
+    # A field no device reported has no column in the store: its count is 0, not unknown.
+    return (
+        AIR_QUALITY_HOURLY.conform(_hours(frame))
+        .with_columns(pl.col("^.*_count$").fill_null(0))
+        .sort("insee", "device_id", "start_datetime")
     )
 
 
