@@ -30,6 +30,7 @@ from pydantic_settings import (
 from alerts.config import AlertSettings
 from dashboards.config import DashboardSettings
 from ingest.config import IngestSettings
+from opendata.config import OpenDataSettings
 from processing.config import ProcessingSettings
 from sensors.config import MqttSettings
 from simulator.config import SimulatorSettings
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    opendata: OpenDataSettings = Field(default_factory=OpenDataSettings)
 
     @classmethod
     def settings_customise_sources(
