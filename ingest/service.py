@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ingest.batch import BatchBuilder
 from ingest.config import IngestSettings
 from ingest.deadletter import DeadLetter
+from ingest.lorawan import LorawanDecoder
 from ingest.metrics import IngestMetrics, MetricsServer
 from ingest.mqtt import MqttConsumer
 from ingest.spool import Spool
@@ -59,7 +60,9 @@ class Ingestor:
             topic_prefix=settings.deadletter_topic,
             publish=self.consumer.publish if settings.deadletter_publish else None,
         )
-        builder = BatchBuilder(decoder or Decoder(registry), self.deadletter, self.metrics)
+        if decoder is None:
+            decoder = LorawanDecoder(registry, settings.lorawan) if settings.lorawan else Decoder(registry)
+        builder = BatchBuilder(decoder, self.deadletter, self.metrics)
         self.writer = Writer(
             inbox=self.inbox,
             builder=builder,
