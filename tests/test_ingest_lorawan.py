@@ -1,0 +1,131 @@
+"""LoRaWAN uplinks of ChirpStack v4 and The Things Stack v3, published to a real Mosquitto and
+ingested into each store: readings, radio metadata, the dead-letter, replays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ingest.batch import REJECTED_MEASUREMENT
+from ingest.lorawan import LorawanDecoder, LorawanSettings
+from sensors.lorawan.radio import RADIO_MEASUREMENT, STATUS_MEASUREMENT
+from storage.base import Store
+from tests.ingest_fixtures import (
+    WIDE_END,
+    WIDE_START,
+    deadletter_records,
+    ingest_settings,
+    publish,
+    running_ingestor,
+)
+from tests.lorawan_fixtures import CHIRPSTACK_APP, DEVICE_MAP, SAMPLES, sample
+from tests.servers import Mosquitto, wait_until
+from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
+
+__all__ = ["shared_influxd"]
+
+UNKNOWN_EUI = "0303030303030303"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """Each store in turn: DuckDB in a temporary file, InfluxStore against a real influxd."""
+    with open_test_store(request) as opened:
+        yield opened
+
+
+def _messages(events: list[tuple[str, bytes]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "send_ns": list(range(len(events))),
+            "topic": [topic for topic, _ in events],
+            "payload": [payload for _, payload in events],
+            "readings": [1] * len(events),
+        },
+        schema={"send_ns": pl.Int64, "topic": pl.String, "payload": pl.Binary, "readings": pl.Int64},
+    )
+
+
+def _stream() -> list[tuple[str, bytes]]:
+    events = [(topic, sample(name)) for name, topic in SAMPLES.items()]
+    unknown = sample("chirpstack_up_decoded", {"0101010101010101": UNKNOWN_EUI, "3ac7e3c4": "3ac7e3c5"})
+    # The vendor codec refuses port 11: a codec error, attributed to the device.
+    refused = sample(
+        "tts_up_raw",
+        {'"f_port": 10': '"f_port": 11', '"f_cnt": 4211': '"f_cnt": 4212', "T09:42:07": "T09:52:07"},
+    )
+    return [
+        *events,
+        (f"application/{CHIRPSTACK_APP}/device/{UNKNOWN_EUI}/event/up", unknown),
+        (SAMPLES["tts_up_raw"], refused),
+        # Replays: ChirpStack's same deduplicationId, The Things Stack's same frame.
+        (SAMPLES["chirpstack_up_decoded"], sample("chirpstack_up_decoded")),
+        (SAMPLES["tts_up_decoded"], sample("tts_up_decoded")),
+    ]
+
+
+def _read(store: Store, measurement: str) -> pl.DataFrame:
+    return store.read(measurement, start=WIDE_START, end=WIDE_END).sort("device_id")
+
+
+def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_their_radio_metadata(
+    mosquitto: Mosquitto, tmp_path: Path, store: Store
+) -> None:
+    stream = _stream()
+    settings = ingest_settings(tmp_path, lorawan=LorawanSettings(device_map=DEVICE_MAP))
+    with running_ingestor(mosquitto.port, settings, store) as ingestor:
+        publish(mosquitto.port, _messages(stream))
+        wait_until(lambda: ingestor.metrics.acked.value() == len(stream), timeout=60, what="all acked")
+        decoder = ingestor.writer._builder._decoder  # noqa: SLF001 - the replay count
+        assert isinstance(decoder, LorawanDecoder)
+        assert decoder.replays == 2
+
+    air = _read(store, "air_quality")
+    assert air["device_id"].to_list() == ["aq-andresy-ecole", "aq-poissy-gare"]
+    assert air["insee"].to_list() == ["78015", "78498"]
+    andresy, poissy = air.to_dicts()
+    # ChirpStack's decoded object, nested keys mapped, humidity % -> 0-1 fraction.
+    assert (poissy["pm25"], poissy["pm10"], poissy["no2"]) == (12.5, 21.0, 31.2)
+    assert poissy["relativeHumidity"] == pytest.approx(0.54)
+    # The Things Stack's decoded_payload, °F converted to °C.
+    assert andresy["temperature"] == pytest.approx(18.0)
+    assert andresy["pm25"] == 9.2
+    # Cayenne LPP (no codec on the server): temperature channel 1, concentration channel 2.
+    [building] = _read(store, "building").to_dicts()
+    assert (building["device_id"], building["temperature"], building["co2"]) == ("ecole-jules-ferry", 23.0, 445.0)
+    # The vendor's JavaScript codec, run in the sandbox.
+    [traffic] = _read(store, "traffic").to_dicts()
+    assert (traffic["insee"], traffic["intensity"], traffic["averageVehicleSpeed"]) == ("78172", 47, 82.0)
+
+    radio = _read(store, RADIO_MEASUREMENT)
+    # One row per accepted uplink (the codec refusal included: the radio did hear it).
+    assert radio.height == 5
+    gare = radio.filter(pl.col("device_id") == "aq-poissy-gare").to_dicts()[0]
+    assert (gare["gateway_id"], gare["rssi"], gare["snr"], gare["gateways"]) == ("0016c001f153a14c", -71.0, 9.5, 2)
+    assert gare["f_cnt"] == 10 and gare["dev_eui"] == "0101010101010101"
+    [status] = _read(store, STATUS_MEASUREMENT).to_dicts()
+    assert (status["battery"], status["margin"], status["external_power"]) == (82.68, 7, False)
+
+    records = deadletter_records(settings.deadletter_file)
+    assert sorted(record["reason"] for record in records) == ["codec_error", "unknown_device"]
+    unknown = next(record for record in records if record["reason"] == "unknown_device")
+    assert UNKNOWN_EUI in unknown["detail"] and UNKNOWN_EUI in unknown["payload"]
+    codec = next(record for record in records if record["reason"] == "codec_error")
+    assert "unknown fPort 11" in codec["detail"]
+    rejected = _read(store, REJECTED_MEASUREMENT)
+    # The unknown device creates no series; the codec error is the device's.
+    assert rejected["reason"].to_list() == ["codec_error"]
+    assert rejected["device_id"].to_list() == ["trafic-rue-de-paris"]
+
+    # The same uplinks again, to an ingestor that remembers none of them: the store is unchanged.
+    before = {m: _read(store, m) for m in ("air_quality", "traffic", "building", RADIO_MEASUREMENT)}
+    settings = ingest_settings(tmp_path / "again", lorawan=LorawanSettings(device_map=DEVICE_MAP))
+    with running_ingestor(mosquitto.port, settings, store) as ingestor:
+        publish(mosquitto.port, _messages(stream))
+        wait_until(lambda: ingestor.metrics.acked.value() == len(stream), timeout=60, what="all acked")
+    for measurement, frame in before.items():
+        after = _read(store, measurement)
+        assert after.drop("received_at").equals(frame.drop("received_at")), measurement
