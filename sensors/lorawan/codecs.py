@@ -30,7 +30,9 @@ class JavaScriptCodec:
     its context in an unknown state, so the context is rebuilt before the next call.
     """
 
-    def __init__(self, source: str, *, name: str, time_limit_s: float = 0.5, memory_limit_bytes: int = 32 << 20):
+    def __init__(
+        self, source: str, *, name: str, time_limit_s: float = 0.5, memory_limit_bytes: int = 32 << 20
+    ):
         self.name = name
         self._source = source
         self._time_limit_s = time_limit_s
@@ -52,9 +54,7 @@ class JavaScriptCodec:
             raise CodecError(f"codec {self.name}: the script defines no decodeUplink function")
         # Only JSON crosses the boundary: the script never holds a Python object.
         context.eval(
-            "function __smartcity_decode(input) {"
-            "  return JSON.stringify(decodeUplink(JSON.parse(input)));"
-            "}"
+            "function __smartcity_decode(input) {  return JSON.stringify(decodeUplink(JSON.parse(input)));}"
         )
         self._context = context
         return context

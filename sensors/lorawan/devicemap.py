@@ -37,6 +37,7 @@ from sensors.fiware import UNIT_NAMES, convert_unit
 from sensors.lorawan.codecs import CodecError, JavaScriptCodec
 from sensors.topics import DEVICE_ID_PATTERN
 
+DEV_EUI = re.compile(r"[0-9A-Fa-f]{16}")
 CodecKind = Literal["none", "javascript", "cayenne_lpp"]
 
 
@@ -75,7 +76,9 @@ class Profile(BaseModel):
         if self.codec == "javascript" and self.script is None:
             raise ValueError("codec 'javascript' needs script = '<file>.js'")
         if self.codec != "javascript" and self.script is not None:
-            raise ValueError(f"script is only for codec 'javascript' (this profile's codec is {self.codec!r})")
+            raise ValueError(
+                f"script is only for codec 'javascript' (this profile's codec is {self.codec!r})"
+            )
         return self
 
     def mappings(self) -> dict[str, FieldMapping]:
@@ -111,14 +114,6 @@ class DeviceMapModel(BaseModel):
 
     profiles: dict[str, Profile] = {}
     devices: dict[str, Device] = {}
-
-    @field_validator("devices")
-    @classmethod
-    def _dev_euis(cls, devices: dict[str, Device]) -> dict[str, Device]:
-        for dev_eui in devices:
-            if not re.fullmatch(r"[0-9A-Fa-f]{16}", dev_eui):
-                raise ValueError(f"{dev_eui!r} is not a DevEUI (16 hex digits)")
-        return devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +187,22 @@ class DeviceMap:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise DeviceMapError(f"{source}: not valid TOML: {exc}") from None
+        devices = raw.get("devices")
+        bad = [key for key in devices if not DEV_EUI.fullmatch(key)] if type(devices) is dict else []
+        if bad:
+            problems = [
+                f"{_where(text, source, ['devices', key])}: {key!r} is not a DevEUI (16 hex digits)"
+                for key in bad
+            ]
+            raise DeviceMapError("invalid device map:\n  " + "\n  ".join(problems))
         try:
             model = DeviceMapModel(**raw)
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                loc = [str(part) for part in error["loc"] if not str(part).startswith(("str", "FieldMapping"))]
+                loc = [
+                    str(part) for part in error["loc"] if not str(part).startswith(("str", "FieldMapping"))
+                ]
                 value = error.get("input")
                 shown = "" if isinstance(value, dict) else f" (got {value!r})"
                 problems.append(f"{_where(text, source, loc)}: {error['msg']}{shown}")
@@ -278,9 +283,8 @@ def _where(text: str, source: str, loc: list[str]) -> str:
     """``file:line: key.path``, the line being that of the table header of the entry at fault."""
     dotted = ".".join(loc)
     if len(loc) >= 2:
-        header = re.compile(rf'^\s*\[\s*{re.escape(loc[0])}\s*\.\s*"?{re.escape(loc[1])}"?\s*[\].]', re.M)
+        header = re.compile(rf'^[ \t]*\[\s*{re.escape(loc[0])}\s*\.\s*"?{re.escape(loc[1])}"?\s*[\].]', re.M)
         match = header.search(text)
         if match is not None:
             return f"{source}:{text.count(chr(10), 0, match.start()) + 1}: {dotted}"
     return f"{source}: {dotted}"
-

@@ -117,12 +117,13 @@ def _mapped(device: LorawanDevice, data: dict[str, Any]) -> dict[str, Any]:
             if key not in profile.ignore:
                 out.setdefault(key, value)
             continue
+        out[target.field] = value
         if target.unit is not None and isinstance(value, int | float) and not isinstance(value, bool):
             field_spec = spec.field(target.field)
             converted = convert_unit(float(value), target.unit, field_spec.unit_code if field_spec else None)
+            # Convertibility was checked when the map loaded; a non-number is left to the decoder.
             if not isinstance(converted, str):
-                value = converted
-        out[target.field] = value
+                out[target.field] = converted
     return out
 
 

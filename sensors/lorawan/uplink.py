@@ -246,7 +246,9 @@ def _tts_up(document: dict[str, Any]) -> Uplink | None:
         time_ns=_instant(time, "uplink_message.received_at"),
         f_cnt=f_cnt,
         f_port=_get(message, "f_port", int, "uplink_message.", 0),
-        payload=_base64(_get(message, "frm_payload", str, "uplink_message.", ""), "uplink_message.frm_payload"),
+        payload=_base64(
+            _get(message, "frm_payload", str, "uplink_message.", ""), "uplink_message.frm_payload"
+        ),
         decoded=_object(message.get("decoded_payload"), "uplink_message.decoded_payload"),
         receptions=receptions,
         uplink_id=f"{dev_eui}/{f_cnt}/{time}",
