@@ -89,18 +89,14 @@ class LorawanDecoder(Decoder):
             return self._decode_lorawan(topic, payload)
         except Exception as exc:  # a translation bug must never stop ingest
             log.exception("LoRaWAN translation failed on %s", topic)
-            return Decoded(errors=[DecodeError("internal_error", f"LoRaWAN input failed: {type(exc).__name__}: {exc}")])
+            return Decoded(
+                errors=[DecodeError("internal_error", f"LoRaWAN input failed: {type(exc).__name__}: {exc}")]
+            )
 
     def _decode_lorawan(self, topic: str, payload: bytes) -> Decoded:
         if len(payload) > self.max_payload_bytes:
-            return Decoded(
-                errors=[
-                    DecodeError(
-                        "oversized",
-                        f"payload of {len(payload)} bytes exceeds the limit of {self.max_payload_bytes} bytes",
-                    )
-                ]
-            )
+            detail = f"uplink of {len(payload)} bytes exceeds the limit of {self.max_payload_bytes}"
+            return Decoded(errors=[DecodeError("oversized", detail)])
         try:
             event = parse_event(topic, bytes(payload))
         except UplinkError as exc:

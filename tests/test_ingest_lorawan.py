@@ -79,7 +79,7 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     with running_ingestor(mosquitto.port, settings, store) as ingestor:
         publish(mosquitto.port, _messages(stream))
         wait_until(lambda: ingestor.metrics.acked.value() == len(stream), timeout=60, what="all acked")
-        decoder = ingestor.writer._builder._decoder  # noqa: SLF001 - the replay count
+        decoder = ingestor.writer._builder._decoder
         assert isinstance(decoder, LorawanDecoder)
         assert decoder.replays == 2
 
@@ -95,7 +95,11 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     assert andresy["pm25"] == 9.2
     # Cayenne LPP (no codec on the server): temperature channel 1, concentration channel 2.
     [building] = _read(store, "building").to_dicts()
-    assert (building["device_id"], building["temperature"], building["co2"]) == ("ecole-jules-ferry", 23.0, 445.0)
+    assert (building["device_id"], building["temperature"], building["co2"]) == (
+        "ecole-jules-ferry",
+        23.0,
+        445.0,
+    )
     # The vendor's JavaScript codec, run in the sandbox.
     [traffic] = _read(store, "traffic").to_dicts()
     assert (traffic["insee"], traffic["intensity"], traffic["averageVehicleSpeed"]) == ("78172", 47, 82.0)
@@ -104,7 +108,12 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     # One row per accepted uplink (the codec refusal included: the radio did hear it).
     assert radio.height == 5
     gare = radio.filter(pl.col("device_id") == "aq-poissy-gare").to_dicts()[0]
-    assert (gare["gateway_id"], gare["rssi"], gare["snr"], gare["gateways"]) == ("0016c001f153a14c", -71.0, 9.5, 2)
+    assert (gare["gateway_id"], gare["rssi"], gare["snr"], gare["gateways"]) == (
+        "0016c001f153a14c",
+        -71.0,
+        9.5,
+        2,
+    )
     assert gare["f_cnt"] == 10 and gare["dev_eui"] == "0101010101010101"
     [status] = _read(store, STATUS_MEASUREMENT).to_dicts()
     assert (status["battery"], status["margin"], status["external_power"]) == (82.68, 7, False)

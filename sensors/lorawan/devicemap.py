@@ -187,8 +187,8 @@ class DeviceMap:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise DeviceMapError(f"{source}: not valid TOML: {exc}") from None
-        devices = raw.get("devices")
-        bad = [key for key in devices if not DEV_EUI.fullmatch(key)] if type(devices) is dict else []
+        entries = raw.get("devices")
+        bad = [key for key in entries if not DEV_EUI.fullmatch(key)] if type(entries) is dict else []
         if bad:
             problems = [
                 f"{_where(text, source, ['devices', key])}: {key!r} is not a DevEUI (16 hex digits)"
