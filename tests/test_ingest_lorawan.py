@@ -108,13 +108,11 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     # One row per accepted uplink (the codec refusal included: the radio did hear it).
     assert radio.height == 5
     gare = radio.filter(pl.col("device_id") == "aq-poissy-gare").to_dicts()[0]
-    assert (gare["gateway_id"], gare["rssi"], gare["snr"], gare["gateways"]) == (
-        "0016c001f153a14c",
-        -71.0,
-        9.5,
-        2,
-    )
-    assert gare["f_cnt"] == 10 and gare["dev_eui"] == "0101010101010101"
+    assert (gare["rssi"], gare["snr"], gare["gateways"], gare["f_cnt"]) == (-71.0, 9.5, 2, 10)
+    assert gare["dev_eui"] == "0101010101010101"
+    # The device map names the station's gateway (the best one); the other keeps its EUI.
+    assert gare["gateway_id"] == "gw-poissy-gare"
+    assert gare["gateway_ids"] == "0016c001f1500812,gw-poissy-gare"
     [status] = _read(store, STATUS_MEASUREMENT).to_dicts()
     assert (status["battery"], status["margin"], status["external_power"]) == (82.68, 7, False)
 

@@ -145,7 +145,7 @@ def test_native_topics_still_go_to_the_contract_decoder() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("[devices.0101]\ninsee = '78498'", "is not a DevEUI"),
+        ("[devices.0101]\ninsee = '78498'", "is not an EUI"),
         (
             "[profiles.p.fields]\nx = 'pm25'\n\n[devices.0101010101010101]\ninsee = '78498'\n"
             "family = 'air_quality'\ndevice_id = 'a'\nprofile = 'q'",

@@ -102,9 +102,26 @@ class Device(BaseModel):
     @field_validator("device_id")
     @classmethod
     def _device_id(cls, value: str) -> str:
-        if not DEVICE_ID_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not a valid device id (letters, digits and ._:-, at most 128)")
-        return value
+        return _valid_device_id(value)
+
+
+def _valid_device_id(value: str) -> str:
+    if not DEVICE_ID_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a valid device id (letters, digits and ._:-, at most 128)")
+    return value
+
+
+class Gateway(BaseModel):
+    """A gateway, by EUI: the id it has on the platform (as network equipment, for alerts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return _valid_device_id(value)
 
 
 class DeviceMapModel(BaseModel):
@@ -114,6 +131,7 @@ class DeviceMapModel(BaseModel):
 
     profiles: dict[str, Profile] = {}
     devices: dict[str, Device] = {}
+    gateways: dict[str, Gateway] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +167,20 @@ class LorawanDevice:
 class DeviceMap:
     """DevEUI -> device, checked against the contract (and the commune registry, when given)."""
 
-    def __init__(self, devices: dict[str, LorawanDevice], source: str = "<device map>") -> None:
+    def __init__(
+        self,
+        devices: dict[str, LorawanDevice],
+        source: str = "<device map>",
+        gateways: dict[str, str] | None = None,
+    ) -> None:
         self.devices = devices
         self.source = source
+        self.gateways = gateways or {}
+        """Gateway EUI (lower case) -> its device id on the platform."""
+
+    def gateway_id(self, eui: str) -> str:
+        """The platform's id of a gateway: the one the map gives it, else its EUI."""
+        return self.gateways.get(eui.lower(), eui.lower())
 
     def get(self, dev_eui: str) -> LorawanDevice | None:
         """The device of a DevEUI (any case), or None when the map does not know it."""
@@ -187,12 +216,17 @@ class DeviceMap:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise DeviceMapError(f"{source}: not valid TOML: {exc}") from None
-        entries = raw.get("devices")
-        bad = [key for key in entries if not DEV_EUI.fullmatch(key)] if type(entries) is dict else []
+        bad = [
+            (table, key)
+            for table in ("devices", "gateways")
+            if type(entries := raw.get(table)) is dict
+            for key in entries
+            if not DEV_EUI.fullmatch(key)
+        ]
         if bad:
             problems = [
-                f"{_where(text, source, ['devices', key])}: {key!r} is not a DevEUI (16 hex digits)"
-                for key in bad
+                f"{_where(text, source, [table, key])}: {key!r} is not an EUI (16 hex digits)"
+                for table, key in bad
             ]
             raise DeviceMapError("invalid device map:\n  " + "\n  ".join(problems))
         try:
@@ -250,7 +284,8 @@ class DeviceMap:
             )
         if problems:
             raise DeviceMapError("invalid device map:\n  " + "\n  ".join(problems))
-        return cls(devices, source)
+        gateways = {eui.lower(): gateway.device_id for eui, gateway in model.gateways.items()}
+        return cls(devices, source, gateways)
 
 
 def _check_profile(name: str, profile: Profile, base: Path) -> DeviceProfile:

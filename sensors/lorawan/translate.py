@@ -60,7 +60,7 @@ def translate_event(event: Event, devices: DeviceMap) -> Translation:
     if isinstance(event, DeviceStatus):
         result.radio.append(_status_row(device, event))
         return result
-    result.radio.append(_radio_row(device, event))
+    result.radio.append(_radio_row(device, event, devices))
     if not event.payload and event.decoded is None:
         return result  # a MAC-only uplink (port 0 or empty): radio metadata, no reading
     try:
@@ -127,7 +127,7 @@ def _mapped(device: LorawanDevice, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _radio_row(device: LorawanDevice, uplink: Uplink) -> Reading:
+def _radio_row(device: LorawanDevice, uplink: Uplink, devices: DeviceMap) -> Reading:
     fields: dict[str, FieldValue] = {
         "gateways": len(uplink.receptions),
         "f_cnt": uplink.f_cnt,
@@ -139,8 +139,10 @@ def _radio_row(device: LorawanDevice, uplink: Uplink) -> Reading:
             uplink.receptions,
             key=lambda rx: (rx.snr if rx.snr is not None else -1e9, rx.rssi if rx.rssi is not None else -1e9),
         )
-        fields["gateway_id"] = best.gateway_id
-        fields["gateway_ids"] = ",".join(sorted({rx.gateway_id for rx in uplink.receptions}))
+        fields["gateway_id"] = devices.gateway_id(best.gateway_id)
+        fields["gateway_ids"] = ",".join(
+            sorted({devices.gateway_id(rx.gateway_id) for rx in uplink.receptions})
+        )
         if best.rssi is not None:
             fields["rssi"] = best.rssi
         if best.snr is not None:
