@@ -23,6 +23,7 @@ COMMANDS = (
     "dashboard",
     "broker",
     "demo",
+    "lorawan",
 )
 
 

@@ -12,7 +12,9 @@ import pytest
 from ingest.batch import REJECTED_MEASUREMENT
 from ingest.lorawan import LorawanDecoder, LorawanSettings
 from sensors.lorawan.radio import RADIO_MEASUREMENT, STATUS_MEASUREMENT
+from smartcity.cli import main
 from storage.base import Store
+from storage.duckdb_store import DuckDBStore
 from tests.ingest_fixtures import (
     WIDE_END,
     WIDE_START,
@@ -21,7 +23,7 @@ from tests.ingest_fixtures import (
     publish,
     running_ingestor,
 )
-from tests.lorawan_fixtures import CHIRPSTACK_APP, DEVICE_MAP, SAMPLES, sample
+from tests.lorawan_fixtures import CHIRPSTACK_APP, DATA, DEVICE_MAP, SAMPLE_DAY, SAMPLES, sample, sample_day
 from tests.servers import Mosquitto, wait_until
 from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 
@@ -136,3 +138,26 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     for measurement, frame in before.items():
         after = _read(store, measurement)
         assert after.drop("received_at").equals(frame.drop("received_at")), measurement
+
+
+def test_uplinks_the_things_stack_lost_are_filled_from_its_storage_integration(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    # The Storage Integration's answer: a join accept, the uplink that did arrive, one that did not.
+    answer = tmp_path / "answer.ndjson"
+    answer.write_text((DATA / "tts_storage.ndjson").read_text("utf-8").replace(SAMPLE_DAY, sample_day()))
+    monkeypatch.setenv("SMARTCITY_MQTT__PORT", str(mosquitto.port))
+    settings = ingest_settings(tmp_path, lorawan=LorawanSettings(device_map=DEVICE_MAP))
+    try:
+        with running_ingestor(mosquitto.port, settings, store) as ingestor:
+            publish(mosquitto.port, _messages([(SAMPLES["tts_up_raw"], sample("tts_up_raw"))]))
+            wait_until(lambda: ingestor.metrics.acked.value() == 1, timeout=60, what="the live uplink")
+            assert main(["lorawan", "replay-storage", str(answer)]) == 0
+            wait_until(lambda: ingestor.metrics.acked.value() == 3, timeout=60, what="the stored uplinks")
+        traffic = _read(store, "traffic").sort("time")
+        assert traffic["intensity"].to_list() == [47, 35]
+        assert _read(store, RADIO_MEASUREMENT)["f_cnt"].sort().to_list() == [4211, 4213]
+        assert deadletter_records(settings.deadletter_file) == []
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ from ingest.lorawan import LorawanDecoder, LorawanSettings
 from sensors.communes import CommuneRegistry
 from sensors.lorawan.codecs import CodecError, JavaScriptCodec, decode_cayenne_lpp
 from sensors.lorawan.devicemap import DeviceMap, DeviceMapError
+from smartcity.cli import main
 from smartcity.settings import load_settings
 from tests.lorawan_fixtures import DEVICE_MAP, SAMPLES, codec_path, sample
 
@@ -202,3 +203,21 @@ def test_the_sample_input_config_is_valid_settings() -> None:
         "application/+/device/+/event/+",
         "v3/+/devices/+/up",
     ]
+
+
+def test_lorawan_check_accepts_the_example_map_and_names_the_line_of_a_mistake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert main(["lorawan", "check", str(root / "examples" / "lorawan-devices.toml")]) == 0
+    assert "3 device(s), 1 named gateway(s): valid" in capsys.readouterr().out
+    broken = tmp_path / "devices.toml"
+    text = (root / "examples" / "lorawan-devices.toml").read_text("utf-8")
+    broken.write_text(text.replace('insee = "78005"', 'insee = "78999"'), "utf-8")
+    assert main(["lorawan", "check", str(broken)]) == 1
+    error = capsys.readouterr().err
+    line = text[: text.index('insee = "78005"')].count("\n")  # the entry's header is the line above
+    assert (
+        f"devices.toml:{line}: devices.A81758FFFE0312AC: insee '78999' is not in the commune registry"
+        in error
+    )
