@@ -18,6 +18,7 @@ from dashboards.timerange import WINDOWS, TimeRange
 from dashboards.users import User
 from sensors.communes import Commune, CommuneRegistry
 from sensors.families import Family, family_spec
+from sensors.lorawan.radio import MEASUREMENT_FIELDS
 from storage.base import TIME, Store
 
 Level = Literal["commune", "device"]
@@ -155,6 +156,14 @@ class CommuneData:
         if name not in INDICES:
             raise BadQuery(f"unknown index {name!r}: expected one of {', '.join(INDICES)}")
         return self._read(name, communes, span, fields=fields, where=where)
+
+    def lorawan(self, measurement: str, insee: str, span: TimeRange, *, device_id: str) -> pl.DataFrame:
+        """A LoRaWAN device's ``lorawan_radio`` or ``lorawan_status`` rows (docs/measurements.md)."""
+        if measurement not in MEASUREMENT_FIELDS:
+            raise BadQuery(
+                f"unknown measurement {measurement!r}: expected one of {', '.join(MEASUREMENT_FIELDS)}"
+            )
+        return self._read(measurement, [insee], span, where={"device_id": device_id})
 
     def anomalies(
         self, communes: Sequence[str] | None, span: TimeRange, *, device_id: str | None = None

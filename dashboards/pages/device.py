@@ -15,6 +15,7 @@ from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
 from dashboards.auth import app_context, current_data, current_language
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
+from dashboards.pages import radio
 from dashboards.pages.common import (
     chart_box,
     field_picker,
@@ -63,6 +64,7 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
             field_picker("device-field", lang, options, field),
             chart_box("device-chart", t(lang, "commune.chart_label")),
             html.Div(id="device-anomalies"),
+            html.Div(id="device-radio"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
         ],
         id="content",
@@ -111,6 +113,7 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
     register_range_picker(app, "device-range")
+    radio.register_callbacks(app)
 
     @app.callback(
         Output("device-chart", "figure"),
