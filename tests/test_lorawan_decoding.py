@@ -221,3 +221,47 @@ def test_lorawan_check_accepts_the_example_map_and_names_the_line_of_a_mistake(
         f"devices.toml:{line}: devices.A81758FFFE0312AC: insee '78999' is not in the commune registry"
         in error
     )
+
+
+CAMERA_MAP = """
+[profiles.counter-cam.fields]
+"counts.people" = "peopleCount"
+
+[devices.0404040404040404]
+insee = "78498"
+family = "camera"
+device_id = "cam-gare"
+profile = "counter-cam"
+"""
+
+
+def test_a_camera_uplink_carrying_a_face_is_refused_whole_and_its_payload_withheld(tmp_path: Path) -> None:
+    decoder = _decoder(CAMERA_MAP, tmp_path)
+    topic = SAMPLES["chirpstack_up_decoded"].replace("0101010101010101", "0404040404040404")
+    face = '"object": {"counts": {"people": 3, "faceImage": "/9j/4AAQ"}}, "unused": {'
+    payload = sample("chirpstack_up_decoded", {"0101010101010101": "0404040404040404", '"object": {': face})
+    decoded = decoder.decode(topic, payload)
+    assert [error.reason for error in decoded.errors] == ["forbidden_field"]
+    assert decoded.payload_is_private
+    assert [reading.family for reading in decoded.readings] == ["lorawan_radio"]
+    clean = sample(
+        "chirpstack_up_decoded",
+        {
+            "0101010101010101": "0404040404040404",
+            '"object": {': '"object": {"counts": {"people": 3}}, "unused": {',
+        },
+    )
+    decoded = decoder.decode(topic, clean.replace(b"3ac7e3c4", b"3ac7e3c9"))
+    assert decoded.ok and decoded.readings[0].fields == {"peopleCount": 3}
+
+
+def test_a_camera_profile_may_not_ignore_keys(tmp_path: Path) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text(
+        CAMERA_MAP.replace(
+            "[profiles.counter-cam.fields]",
+            '[profiles.counter-cam]\nignore = ["snapshot"]\n[profiles.counter-cam.fields]',
+        )
+    )
+    with pytest.raises(DeviceMapError, match="checked for images, faces and identities"):
+        DeviceMap.load(path, REGISTRY)

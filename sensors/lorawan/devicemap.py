@@ -260,6 +260,11 @@ class DeviceMap:
             if registry is not None and device.insee not in registry:
                 problems.append(f"{where}: insee {device.insee!r} is not in the commune registry")
             spec = FAMILIES[device.family]
+            if spec.forbidden_keys and checked.ignore:
+                problems.append(
+                    f"{where}: profile {device.profile!r} has an ignore list, which {device.family.value} "
+                    "devices may not have: every decoded key is checked for images, faces and identities"
+                )
             for key, target in checked.targets.items():
                 field_spec = spec.field(target.field)
                 if field_spec is None:

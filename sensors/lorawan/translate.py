@@ -69,7 +69,7 @@ def translate_event(event: Event, devices: DeviceMap) -> Translation:
         result.error = DecodeError("codec_error", str(exc))
         return result
     body: dict[str, Any] = {"ts": event.time}
-    body.update(_mapped(device, _flatten(data)))
+    body.update(_mapped(device, data))
     result.native = (
         reading_topic(device.insee, device.family, device.device_id),
         json.dumps(body, ensure_ascii=False, default=str).encode(),
@@ -106,15 +106,20 @@ def _mapped(device: LorawanDevice, data: dict[str, Any]) -> dict[str, Any]:
     """Decoded keys renamed to contract fields and converted to the contract's units.
 
     A key neither mapped nor ignored is passed on under its own name: the contract decoder
-    keeps it if it is a field of the family and refuses it (``unknown_field``) otherwise.
+    keeps it if it is a field of the family and refuses it (``unknown_field``) otherwise. For a
+    family with forbidden keys (cameras) an unmapped key is passed on with its whole top-level
+    structure, so the decoder's search for images, faces and identities sees inside it.
     """
     profile = device.profile
     spec = FAMILIES[Family(device.family)]
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in _flatten(data).items():
         target = profile.targets.get(key)
         if target is None:
-            if key not in profile.ignore:
+            if spec.forbidden_keys:
+                top = key.split(".", 1)[0]
+                out.setdefault(top, data.get(top, value))
+            elif key not in profile.ignore:
                 out.setdefault(key, value)
             continue
         out[target.field] = value
