@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     try:
         ingestor = Ingestor(settings.mqtt, settings.ingest, store, registry)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: an invalid LoRaWAN device map, among others
         store.close()
         print(f"smartcity ingest: {exc}", file=sys.stderr)
         return 1
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ingestor.start()
     log.info(
         "ingesting %s from %s:%d into %s",
-        settings.ingest.subscription,
+        ", ".join(settings.ingest.subscriptions),
         settings.mqtt.host,
         settings.mqtt.port,
         settings.store.backend,
