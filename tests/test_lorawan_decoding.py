@@ -136,6 +136,10 @@ def test_join_and_other_events_are_acknowledged_without_a_trace() -> None:
     topic = SAMPLES["chirpstack_up_decoded"].replace("/event/up", "/event/join")
     decoded = _decoder().decode(topic, sample("chirpstack_status"))
     assert decoded.readings == [] and decoded.errors == []
+    # An uplink simulated from The Things Stack's console is not a measurement either.
+    simulated = sample("tts_up_decoded", {'"correlation_ids"': '"simulated": true, "correlation_ids"'})
+    decoded = _decoder().decode(SAMPLES["tts_up_decoded"], simulated)
+    assert decoded.readings == [] and decoded.errors == []
 
 
 def test_native_topics_still_go_to_the_contract_decoder() -> None:

@@ -212,7 +212,8 @@ def _chirpstack_status(document: dict[str, Any], topic_eui: str) -> DeviceStatus
 def _tts_up(document: dict[str, Any]) -> Uplink | None:
     ids = _get(document, "end_device_ids", dict, "")
     message = document.get("uplink_message")
-    if message is None:
+    # A console-simulated uplink is a test by a person, not a measurement of the commune.
+    if message is None or document.get("simulated") is True:
         return None
     if type(message) is not dict:
         raise UplinkError("uplink_message is not an object")
