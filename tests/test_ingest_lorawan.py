@@ -6,12 +6,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.batch import REJECTED_MEASUREMENT
 from ingest.lorawan import LorawanDecoder, LorawanSettings
+from ingest.service import Ingestor
+from sensors.communes import CommuneRegistry
+from sensors.config import MqttSettings
 from sensors.lorawan.radio import RADIO_MEASUREMENT, STATUS_MEASUREMENT
+from smartcity.broker_auth import (
+    LORAWAN_USER,
+    broker_users,
+    derive_password,
+    gateway_username,
+    write_broker_auth,
+)
 from smartcity.cli import main
 from storage.base import Store
 from storage.duckdb_store import DuckDBStore
@@ -30,6 +43,7 @@ from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 __all__ = ["shared_influxd"]
 
 UNKNOWN_EUI = "0303030303030303"
+BROKER_SECRET = "a-long-operator-secret"
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -161,3 +175,49 @@ def test_uplinks_the_things_stack_lost_are_filled_from_its_storage_integration(
         assert deadletter_records(settings.deadletter_file) == []
     finally:
         store.close()
+
+
+def test_only_the_network_server_account_may_publish_uplinks_on_a_secured_broker(tmp_path: Path) -> None:
+    registry = CommuneRegistry.load()
+    users = broker_users(registry, secret=BROKER_SECRET, ingest_password="ingest-pass")
+    passwords, acl = write_broker_auth(users, tmp_path / "auth")
+    broker = Mosquitto(tmp_path / "broker", extra_config=f"password_file {passwords}\nacl_file {acl}\n")
+    broker.start()
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    settings = ingest_settings(tmp_path, lorawan=LorawanSettings(device_map=DEVICE_MAP))
+    mqtt_settings = MqttSettings(port=broker.port, username="ingest", password="ingest-pass")
+    ingestor = Ingestor(mqtt_settings, settings, store, registry)
+    ingestor.start()
+    try:
+        assert ingestor.consumer.wait_subscribed(15), ingestor.consumer.subscribe_error
+        topic, payload = SAMPLES["chirpstack_up_decoded"], sample("chirpstack_up_decoded")
+        gateway = gateway_username("78498")
+        forged = _publish_as(broker.port, gateway, derive_password(BROKER_SECRET, gateway), topic, payload)
+        assert forged.is_failure, "a commune's gateway must not publish LoRaWAN uplinks"
+        sent = _publish_as(
+            broker.port, LORAWAN_USER, derive_password(BROKER_SECRET, LORAWAN_USER), topic, payload
+        )
+        assert not sent.is_failure
+        wait_until(lambda: ingestor.metrics.acked.value() == 1, timeout=60, what="the uplink stored")
+    finally:
+        assert ingestor.stop()
+        broker.kill()
+    assert _read(store, "air_quality")["device_id"].to_list() == ["aq-poissy-gare"]
+    store.close()
+
+
+def _publish_as(port: int, username: str, password: str, topic: str, payload: bytes) -> ReasonCode:
+    """Publish one QoS 1 message as ``username``; the broker's PUBACK reason."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=f"test-{username}")
+    client.username_pw_set(username, password)
+    acks: dict[int, ReasonCode] = {}
+    client.on_publish = lambda c, u, mid, rc, p: acks.__setitem__(mid, rc)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1)
+        wait_until(lambda: info.mid in acks, timeout=10, what=f"PUBACK for {username}")
+        return acks[info.mid]
+    finally:
+        client.loop_stop()
+        client.disconnect()
