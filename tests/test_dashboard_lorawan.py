@@ -7,12 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from dashboards.access import CommuneData, Forbidden
+from dashboards.access import Forbidden
 from dashboards.pages import radio
 from sensors.frames import TAGS, readings_to_frames
 from sensors.lorawan.radio import RADIO_MEASUREMENT, STATUS_MEASUREMENT
 from sensors.readings import Reading
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.test_dashboard_callbacks import data_of
 
 DEVICE = "aq-poissy-gare"
 
@@ -52,12 +53,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
     built.store.close()
 
 
-def _data(env: DashboardEnv, name: str) -> CommuneData:
-    user = env.app.server.extensions["smartcity"].users.get(name)
-    assert user is not None
-    return CommuneData(env.store, user, env.registry)
-
-
 def _cells(component: object) -> list[list[str]]:
     table = component.children[0]  # type: ignore[attr-defined]
     body = table.children[2]
@@ -66,7 +61,9 @@ def _cells(component: object) -> list[list[str]]:
 
 def test_the_latest_uplinks_are_listed_newest_first_with_the_battery(env: DashboardEnv) -> None:
     key = {"insee": POISSY, "device_id": DEVICE, "family": "air_quality"}
-    section = radio.radio_section(_data(env, "poissy"), key, range_key="24h", lang="fr", now=env.scenario.now)
+    section = radio.radio_section(
+        data_of(env, "poissy"), key, range_key="24h", lang="fr", now=env.scenario.now
+    )
     rows = _cells(section)
     assert len(rows) == radio.LATEST_UPLINKS
     assert [row[5] for row in rows[:3]] == ["99", "98", "97"]
@@ -77,11 +74,13 @@ def test_the_latest_uplinks_are_listed_newest_first_with_the_battery(env: Dashbo
 
 def test_a_device_without_lorawan_rows_shows_nothing_and_rights_hold(env: DashboardEnv) -> None:
     key = {"insee": POISSY, "device_id": "not-lorawan", "family": "air_quality"}
-    section = radio.radio_section(_data(env, "poissy"), key, range_key="24h", lang="en", now=env.scenario.now)
+    section = radio.radio_section(
+        data_of(env, "poissy"), key, range_key="24h", lang="en", now=env.scenario.now
+    )
     assert not getattr(section, "children", None)
     with pytest.raises(Forbidden):
         radio.radio_section(
-            _data(env, "poissy"),
+            data_of(env, "poissy"),
             {"insee": MONTROUGE, "device_id": DEVICE, "family": "air_quality"},
             range_key="24h",
             lang="fr",
