@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sensors.lorawan.radio import RADIO_MEASUREMENT
-from sensors.topics import DEVICE_ID_PATTERN
+from sensors.topics import device_id_problem
 from storage.base import Store
 
 LEARNED_WINDOW = timedelta(days=1)
@@ -102,7 +102,7 @@ class Topology:
             device = (row.get("device_id") or "").strip()
             parent = (row.get("parent") or "").strip()
             for what, value in (("device_id", device), ("parent", parent)):
-                if value and not DEVICE_ID_PATTERN.match(value):
+                if value and device_id_problem(value) is not None:
                     raise TopologyError(f"{path}:{line_no}: {what} {value!r} is not a valid device id")
             if not device:
                 raise TopologyError(f"{path}:{line_no}: device_id is empty")

@@ -44,8 +44,8 @@ class AccessError(Exception):
 class Forbidden(AccessError):
     """The user may not see a commune they asked for."""
 
-    def __init__(self, insee: str) -> None:
-        super().__init__(f"commune {insee} is not among the communes you may see")
+    def __init__(self, insee: str, message: str = "") -> None:
+        super().__init__(message or f"commune {insee} is not among the communes you may see")
         self.insee = insee
 
 
@@ -69,12 +69,18 @@ class CommuneData:
     store: Store
     user: User
     registry: CommuneRegistry
+    scope: frozenset[str] | None = None
+    """When set (an API token narrowed to some communes), only these of the user's communes."""
 
     # -- rights -----------------------------------------------------------------------------
 
+    def may_see(self, insee: str) -> bool:
+        """Whether the user, within this scope, may see the commune."""
+        return self.user.may_see(insee) and (self.scope is None or insee in self.scope)
+
     def communes(self) -> list[Commune]:
         """The registry's communes this user may see, in registry order."""
-        return [c for c in self.registry if self.user.may_see(c.insee)]
+        return [c for c in self.registry if self.may_see(c.insee)]
 
     def check(self, insee: str) -> Commune:
         """The commune when the user may see it; ``Forbidden`` or ``BadQuery`` otherwise.
@@ -83,6 +89,8 @@ class CommuneData:
         """
         if not self.user.may_see(insee):
             raise Forbidden(insee)
+        if not self.may_see(insee):
+            raise Forbidden(insee, f"commune {insee} is not among the communes of this API token")
         commune = self.registry.get(insee)
         if commune is None:
             raise BadQuery(f"unknown commune {insee!r}: not in the commune registry")

@@ -22,6 +22,7 @@ import polars as pl
 from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbidden, Level
 from dashboards.auth import app_context
 from dashboards.timerange import WINDOWS, TimeRange, TimeRangeError
+from dashboards.tokens import TokenRefused, bearer_data
 from sensors.families import family_spec
 from storage.errors import StoreError
 
@@ -55,11 +56,10 @@ def _authenticated_data() -> CommuneData:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API token: send 'Authorization: Bearer <token>'")
-    context = app_context()
-    user = context.users.by_token(token.strip())
-    if user is None:
-        raise ApiError(401, "unknown or revoked API token")
-    return CommuneData(context.store, user, context.registry)
+    try:
+        return bearer_data(token.strip())
+    except TokenRefused as exc:
+        raise ApiError(401, str(exc)) from exc
 
 
 Handler = Callable[..., pl.DataFrame]

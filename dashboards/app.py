@@ -9,7 +9,7 @@ import flask
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from dashboards import api
+from dashboards import api, oidc, tokens
 from dashboards.auth import AppContext, SignInLimiter, current_language, current_user, install
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
@@ -37,6 +37,8 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         limiter=SignInLimiter(settings.max_failed_signins, settings.signin_window_s),
     )
     install(server, context)
+    tokens.install(server, tokens.open_tokens(settings))
+    oidc.install(server, settings.oidc)
     server.register_blueprint(api.api)
     app = dash.Dash(
         __name__,

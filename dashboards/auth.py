@@ -21,6 +21,7 @@ import flask
 from werkzeug.wrappers import Response
 
 from dashboards.access import CommuneData
+from dashboards.agents import signed_in_agent
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, language, t
 from dashboards.users import User, UserDirectory
@@ -28,7 +29,16 @@ from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 EXTENSION = "smartcity"
-PUBLIC_PREFIXES = ("/login", "/lang/", "/assets/", "/api/", "/_favicon.ico", "/favicon.ico", "/healthz")
+PUBLIC_PREFIXES = (
+    "/login",
+    "/oidc/",
+    "/lang/",
+    "/assets/",
+    "/api/",
+    "/_favicon.ico",
+    "/favicon.ico",
+    "/healthz",
+)
 
 
 @dataclass
@@ -90,7 +100,8 @@ def app_context() -> AppContext:
 def current_user() -> User | None:
     """The signed-in user of the current request, or None."""
     name = flask.session.get("user")
-    return app_context().users.get(name) if isinstance(name, str) else None
+    context = app_context()
+    return context.users.get(name) if isinstance(name, str) else signed_in_agent(context.settings.oidc)
 
 
 def current_data() -> CommuneData:
@@ -133,6 +144,8 @@ def _safe_next(target: str | None) -> str:
 
 
 def _signin_page(lang: Language, message: str = "", next_url: str = "/", status: int = 200) -> flask.Response:
+    from dashboards.oidc import agent_signin
+
     token = secrets.token_urlsafe(32)
     flask.session["csrf"] = token
     other: Language = "en" if lang == "fr" else "fr"
@@ -154,6 +167,7 @@ def _signin_page(lang: Language, message: str = "", next_url: str = "/", status:
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">{html.escape(t(lang, "signin.submit"))}</button>
 </form>
+{agent_signin(lang, next_url)}
 <p><a href="/lang/{other}?next=/login" lang="{other}">{html.escape(t(lang, "app.switch_language"))}</a></p>
 </main></body></html>"""
     response = flask.make_response(page, status)
@@ -232,10 +246,13 @@ def install(server: flask.Flask, context: AppContext) -> None:
 
     @server.get("/logout")
     def signout() -> Response:
+        from dashboards.oidc import end_provider_session, id_token_hint
+
         lang = current_language()
+        hint = id_token_hint()
         flask.session.clear()
         flask.session["lang"] = lang
-        return flask.redirect("/login")
+        return end_provider_session(hint) or flask.redirect("/login")
 
     @server.get("/lang/<code>")
     def switch_language(code: str) -> Response:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboards.agents import OidcSettings
+
 
 class ApiLimits(BaseModel):
     """What one query API call may ask for; past these, a clear 400 says what to narrow."""
@@ -32,6 +34,12 @@ class DashboardSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     users_file: Path = Path("var/users.toml")
+    tokens_file: Path | None = None
+    """API tokens (hashes, expiry, communes, last use); default ``tokens.sqlite`` beside the users file."""
+    token_lifetime_days: int = Field(90, ge=1, le=366)
+    """Lifetime of a new API token unless ``add-token --expires`` says otherwise."""
+    oidc: OidcSettings | None = None
+    """Sign-in of public agents through an OpenID Connect provider such as ProConnect."""
     secret_key: str | None = None
     """Signs session cookies; generated and kept next to the users file when not given."""
     session_max_age_s: int = Field(8 * 3600, ge=60)

@@ -1,16 +1,15 @@
 """Users of the dashboards and the API, from a TOML file the operator manages.
 
-The file holds, for each user, a salted scrypt hash of the password, the communes the user may
-see (INSEE codes, or ``"*"`` for an administrator) and the SHA-256 hashes of the user's API
-tokens. Neither passwords nor tokens are ever stored in clear::
+The file holds, for each user, a salted scrypt hash of the password and the communes the user may
+see (INSEE codes, or ``"*"`` for an administrator). Passwords are never stored in clear::
 
     [users.poissy]
     password = "scrypt$16384$8$1$<salt>$<hash>"
     communes = ["78498"]
-    tokens = [{ name = "notebook", sha256 = "<hex>" }]
 
-``smartcity dashboard add-user`` and ``add-token`` write it; an operator may also edit it.
-The server re-reads it when it changes, so a removed user or token stops working at once.
+``smartcity dashboard add-user`` writes it; an operator may also edit it. The server re-reads it
+when it changes, so a removed user is out at once. API tokens live in their own file
+(``dashboards.tokens``); a ``tokens`` list left here by older versions is taken over from there.
 """
 
 from __future__ import annotations
@@ -163,7 +162,6 @@ class UserDirectory:
 
     path: Path
     _users: dict[str, User] = field(default_factory=dict)
-    _by_token: dict[str, User] = field(default_factory=dict)
     _stamp: tuple[int, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -171,14 +169,13 @@ class UserDirectory:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._users, self._by_token, self._stamp = {}, {}, None
+            self._users, self._stamp = {}, None
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return
         users = parse_users(self.path.read_text("utf-8"), str(self.path))
         self._users = users
-        self._by_token = {t.sha256: u for u in users.values() for t in u.tokens}
         self._stamp = stamp
 
     def get(self, name: str) -> User | None:
@@ -195,12 +192,6 @@ class UserDirectory:
             verify_password(password, _DUMMY_HASH)
             return None
         return user if verify_password(password, user.password_hash) else None
-
-    def by_token(self, token: str) -> User | None:
-        """The user owning this API token, or None."""
-        with self._lock:
-            self._refresh()
-            return self._by_token.get(token_digest(token))
 
     def all(self) -> list[User]:
         """Every user, in file order."""

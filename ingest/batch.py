@@ -8,20 +8,25 @@ and ``rejected_readings`` (docs/measurements.md).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import polars as pl
 
-from ingest.deadletter import DeadLetter
+from ingest.conflicts import resolve_same_instant
+from ingest.deadletter import DeadLetter, conflict_record
 from ingest.metrics import IngestMetrics
 from ingest.tables import Table
 from sensors.decoder import Decoder
-from sensors.frames import TAGS, readings_to_frames
+from sensors.frames import RECEIVED_AT, TAGS, readings_to_frames
 from sensors.readings import Decoded, Reading
 
 REJECTED_MEASUREMENT = "rejected_readings"
-REJECTED_TAGS = ("insee", "family", "device_id", "reason", "field")
+REJECTED_TAGS = ("insee", "family", "device_id", "reason")
+"""Tags hold only what the platform chooses (its communes, families, reason codes) and the
+broker-vouched device: the ``field`` name is a sender's choice, so it is a string field, never a
+tag (a message of 3,000 invented keys must not create 3,000 series)."""
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "time": pl.Datetime("ns", "UTC"),
     "insee": pl.String(),
@@ -107,16 +112,25 @@ class _Rejected:
 class BatchBuilder:
     """Accumulates decoded messages until the writer flushes them as one ``Batch``."""
 
-    def __init__(self, decoder: Decoder, deadletter: DeadLetter, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        deadletter: DeadLetter,
+        metrics: IngestMetrics,
+        *,
+        rejected_rows_per_device: int = 100,
+    ) -> None:
         self._decoder = decoder
         self._deadletter = deadletter
         self._metrics = metrics
+        self._rejected_cap = rejected_rows_per_device
         self._reset()
 
     def _reset(self) -> None:
         self._readings: list[Reading] = []
         self._received: list[int] = []
         self._rejected = _Rejected()
+        self._rejected_per_device: dict[tuple[str, str, str], int] = {}
         self._acks: list[Ack] = []
 
     @property
@@ -148,15 +162,27 @@ class BatchBuilder:
         metrics.deadletters.inc(1, reason)
         if decoded.insee is None or decoded.family is None or decoded.device_id is None:
             return
+        unknown = sum(1 for error in decoded.errors if error.reason == "unknown_field")
+        if unknown:
+            metrics.unknown_fields.inc(unknown, decoded.family)
+        device = (decoded.insee, decoded.family, decoded.device_id)
+        written = self._rejected_per_device.get(device, 0)
+        room = self._rejected_cap - written
+        errors = [error for error in decoded.errors if error.reason not in UNATTRIBUTABLE]
+        if len(errors) > room:
+            metrics.rejected_rows_capped.inc(len(errors) - max(room, 0))
+            errors = errors[: max(room, 0)]
+        self._rejected_per_device[device] = written + len(errors)
         rejected = self._rejected
-        for error in decoded.errors:
-            if error.reason in UNATTRIBUTABLE:
-                continue
-            # Without an observed time, the arrival time stands in; the index keeps several
-            # refused readings of one message from overwriting each other (same tags, same time).
-            time_ns = (
-                error.time_ns if error.time_ns is not None else message.received_at_ns + (error.index or 0)
-            )
+        same_instant: dict[int, int] = {}
+        for error in errors:
+            # Without an observed time, the arrival time stands in, nudged by the reading's index;
+            # several refusals at one instant are nudged a nanosecond apart so that none overwrites
+            # another (the field name is not a tag, so it no longer tells them apart).
+            base = error.time_ns if error.time_ns is not None else message.received_at_ns + (error.index or 0)
+            nudge = same_instant.get(base, 0)
+            same_instant[base] = nudge + 1
+            time_ns = base + nudge
             value = error.value
             rejected.time.append(time_ns)
             rejected.insee.append(decoded.insee)
@@ -169,10 +195,22 @@ class BatchBuilder:
             )
             rejected.detail.append(error.detail)
 
+    def _one_per_instant(self, family: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with one reading per device and instant (``ingest.conflicts``); each
+        conflict is counted and dead-lettered."""
+        fields = [column for column in frame.columns if column not in (*TAGS, "time", RECEIVED_AT)]
+        frame, conflicts = resolve_same_instant(frame, fields)
+        if conflicts:
+            self._metrics.conflicts.inc(sum(len(c.dropped) for c in conflicts), family)
+            now_ns = time.time_ns()
+            for conflict in conflicts:
+                self._deadletter.add(conflict_record(family, conflict, now_ns))
+        return frame
+
     def take(self) -> Batch:
         """The batch built so far, as store tables; the builder starts a new one."""
         tables = [
-            Table(family, frame, TAGS)
+            Table(family, self._one_per_instant(family, frame), TAGS)
             for family, frame in readings_to_frames(self._readings, self._received).items()
         ]
         for table in tables:

@@ -50,6 +50,9 @@ class IngestSettings(BaseModel):
     deadletter_topic: str = DEADLETTER_PREFIX
     """Prefix of the dead-letter topics: ``<prefix>/<reason>/<original topic>``."""
     deadletter_publish: bool = True
+    rejected_rows_per_device: int = Field(100, ge=1)
+    """At most this many ``rejected_readings`` rows per device and batch: what one device's bad
+    payloads can cost the store is bounded (the dead-letter file keeps every refusal)."""
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     """HTTP port of ``/metrics`` and ``/healthz``; 0 picks a free port, None serves nothing."""

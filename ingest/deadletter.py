@@ -20,6 +20,7 @@ refused become records of reason ``store_rejected`` with the row instead of a pa
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ingest.conflicts import Conflict
 from sensors.readings import Decoded, DecodeError
+from sensors.topics import reading_topic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,12 @@ Publish = Callable[[str, bytes], None]
 TOPIC_PAYLOAD_LIMIT = 64 * 1024
 """Payloads larger than this are cut in the published copy (the file keeps them whole), so a
 dead-letter message never exceeds the broker's message size limit."""
+
+
+TOPIC_ERRORS_LIMIT = 100
+"""At most this many errors in the published copy of a record (``errors_truncated`` then gives
+the count; the file keeps them all): a payload of thousands of invented keys stays one modest
+message on the dead-letter topic."""
 
 
 def format_ns(time_ns: int) -> str:
@@ -103,6 +112,46 @@ def store_rejected_record(measurement: str, row: dict[str, Any], reason: str, no
     }
 
 
+def withheld_payload_fields(payload: bytes, decoded: Decoded) -> dict[str, Any]:
+    """What a record keeps of a private payload instead of its bytes: the key refused (when one
+    was), the size and a SHA-256."""
+    fields: dict[str, Any] = {
+        "payload_withheld": True,
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    refused_key = next((e.field for e in decoded.errors if e.reason == "forbidden_field"), None)
+    if refused_key is not None:
+        fields["refused_key"] = refused_key
+    return fields
+
+
+def _no_publish(topic: str, body: bytes) -> None:
+    return None
+
+
+def conflict_record(family: str, conflict: Conflict, now_ns: int) -> dict[str, Any]:
+    """The dead-letter record of readings dropped because a later reading of the same device and
+    instant, in the same batch, disagreed with them (``ingest.conflicts``)."""
+    topic = reading_topic(conflict.insee, family, conflict.device_id)
+    fields = ", ".join(conflict.fields)
+    record: dict[str, Any] = {
+        "received_at": format_ns(now_ns),
+        "received_at_ns": now_ns,
+        "topic": topic,
+        "reason": "conflicting_readings",
+        "detail": (
+            f"{len(conflict.dropped) + 1} readings of this device at {format_ns(conflict.time_ns)} in one "
+            f"batch disagree on {fields}: the last received was kept whole, the others dropped"
+        ),
+        "time": format_ns(conflict.time_ns),
+        "fields": list(conflict.fields),
+        "kept": conflict.kept,
+        "dropped": conflict.dropped,
+    }
+    return record
+
+
 def deadletter_topic(prefix: str, reason: str, topic: str | None) -> str:
     """``<prefix>/<reason>/<original topic>``; at least 6 levels deep with the default prefix, so
     it never matches the 5-level reading subscription ``smartcity/v1/+/+/+``."""
@@ -116,41 +165,50 @@ class DeadLetter:
         self.path = path
         self.topic_prefix = topic_prefix
         self._publish = publish
+        self._publish_now: Publish = publish if publish is not None else _no_publish
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = path.open("a", encoding="utf-8")
         self._dirty = False
+        self._unpublished: list[tuple[str, bytes]] = []
         # Records are added by the batcher thread and synced by the writer thread.
         self._lock = threading.Lock()
 
     def add(self, record: dict[str, Any], payload: bytes | None = None) -> None:
-        """Append one record (buffered until ``sync``) and publish it.
+        """Append one record (buffered until ``sync``, which also publishes it).
 
         ``payload`` is the original message payload, stored whole in the file and cut to
         ``TOPIC_PAYLOAD_LIMIT`` on the topic.
         """
         file_record = record if payload is None else {**record, **_payload_fields(payload, None)}
         line = json.dumps(file_record, ensure_ascii=False, default=str) + "\n"
+        publication: tuple[str, bytes] | None = None
+        if self._publish is not None:
+            topic_record = (
+                record if payload is None else {**record, **_payload_fields(payload, TOPIC_PAYLOAD_LIMIT)}
+            )
+            errors = topic_record.get("errors")
+            if isinstance(errors, list) and len(errors) > TOPIC_ERRORS_LIMIT:
+                topic_record = {
+                    **topic_record,
+                    "errors": errors[:TOPIC_ERRORS_LIMIT],
+                    "errors_truncated": len(errors),
+                }
+            topic = deadletter_topic(self.topic_prefix, str(record["reason"]), record.get("topic"))
+            publication = (topic, json.dumps(topic_record, ensure_ascii=False, default=str).encode())
         with self._lock:
             self._file.write(line)
             self._dirty = True
-        if self._publish is None:
-            return
-        topic_record = (
-            record if payload is None else {**record, **_payload_fields(payload, TOPIC_PAYLOAD_LIMIT)}
-        )
-        topic = deadletter_topic(self.topic_prefix, str(record["reason"]), record.get("topic"))
-        try:
-            self._publish(topic, json.dumps(topic_record, ensure_ascii=False, default=str).encode())
-        except Exception:  # the file holds the record; a failed publish must not stop ingest
-            log.exception("dead-letter: publishing on %s failed (the record is in %s)", topic, self.path)
+            if publication is not None:
+                self._unpublished.append(publication)
 
     def add_message(self, topic: str, payload: bytes, received_at_ns: int, decoded: Decoded) -> str:
         """Record a message the decoder refused (wholly or in part); returns the reason recorded."""
         record = message_record(topic, payload, received_at_ns, decoded)
         if decoded.payload_is_private:
-            # A camera payload refused for an image, face or identity field: keeping its bytes
-            # would keep exactly what the contract forbids. The size and the errors say enough.
-            self.add({**record, "payload_withheld": True, "payload_bytes": len(payload)})
+            # A camera payload may hold an image, a face or a plate: keeping its bytes would keep
+            # exactly what the contract forbids. The key refused, the size and a hash say enough
+            # (the hash tells a resent payload from a new one without revealing it).
+            self.add({**record, **withheld_payload_fields(payload, decoded)})
         else:
             self.add(record, payload)
         return str(record["reason"])
@@ -161,14 +219,24 @@ class DeadLetter:
             self.add(record)
 
     def sync(self) -> None:
-        """Make every record added so far durable (flush and fsync); call before acknowledging."""
+        """Make every record added so far durable (flush and fsync), then publish them.
+
+        Call before acknowledging their messages. The topic only ever carries records the file
+        already holds: the file is the record of truth.
+        """
         with self._lock:
             if not self._dirty:
                 return
             self._file.flush()
             self._dirty = False
             fileno = self._file.fileno()
+            unpublished, self._unpublished = self._unpublished, []
         os.fsync(fileno)
+        for topic, body in unpublished:
+            try:
+                self._publish_now(topic, body)
+            except Exception:  # the file holds the record; a failed publish must not stop ingest
+                log.exception("dead-letter: publishing on %s failed (the record is in %s)", topic, self.path)
 
     def close(self) -> None:
         """Sync and close the file."""

@@ -14,7 +14,6 @@ the same time: a no-op in the store either way.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -26,20 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sensors.communes import CommuneRegistry
 from sensors.decoder import Decoder
-from sensors.families import Family
+from sensors.families import FAMILIES, Family
 from sensors.lorawan.devicemap import DeviceMap
 from sensors.lorawan.translate import translate_event
 from sensors.lorawan.uplink import (
     CHIRPSTACK_SUBSCRIPTION,
     TTS_SUBSCRIPTION,
-    Event,
-    Uplink,
     UplinkError,
     is_lorawan_topic,
     parse_event,
 )
 from sensors.readings import Decoded, DecodeError
-from sensors.topics import reading_topic
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +111,20 @@ class LorawanDecoder(Decoder):
         device = translation.device
         if device is None:
             assert translation.error is not None
-            return Decoded(errors=[translation.error, *self._privacy_errors(event)])
+            return Decoded(errors=[translation.error])
         if translation.native is not None:
             decoded = super().decode(*translation.native)
         else:
-            decoded = Decoded(insee=device.insee, family=device.family, device_id=device.device_id)
+            decoded = Decoded(
+                insee=device.insee,
+                family=device.family,
+                device_id=device.device_id,
+                private=FAMILIES[Family(device.family)].private,
+            )
             if translation.error is not None:
                 decoded.errors.append(translation.error)
         decoded.readings.extend(translation.radio)
         return decoded
-
-    def _privacy_errors(self, event: Event) -> list[DecodeError]:
-        """The camera contract's refusal of an unknown device's decoded object, if it has one.
-
-        Nobody knows what an unknown device is: its decoded object is checked as a camera
-        payload would be, so one carrying an image, a face or an identity is withheld from the
-        dead-letter like a camera's.
-        """
-        if not isinstance(event, Uplink) or not event.decoded:
-            return []
-        probe = reading_topic(next(iter(self.registry)).insee, Family.CAMERA.value, "unknown-lorawan-device")
-        body = json.dumps(event.decoded, default=str).encode()
-        return [error for error in super().decode(probe, body).errors if error.reason == "forbidden_field"]
 
     def _replayed(self, uplink_id: str) -> bool:
         if not uplink_id or not self._memory:

@@ -214,6 +214,22 @@ class IngestMetrics:
             "Messages written to the dead-letter, by the reason of their first error.",
             ["reason"],
         )
+        self.unknown_fields = Counter(
+            p + "unknown_fields_total",
+            "Field names refused as unknown_field, by family (the names are in the dead-letter).",
+            ["family"],
+        )
+        self.rejected_rows_capped = Counter(
+            p + "rejected_rows_capped_total",
+            "Refusals not written to rejected_readings because their device hit its per-batch cap "
+            "(they stay in the dead-letter file).",
+        )
+        self.conflicts = Counter(
+            p + "conflicting_readings_total",
+            "Readings dropped because a later reading of the same device and instant in the same "
+            "batch disagreed with them, by family.",
+            ["family"],
+        )
         self.acked = Counter(p + "acked_messages_total", "Messages acknowledged to the broker.")
         self.batches = Counter(p + "batches_total", "Batches flushed, by outcome.", ["outcome"])
         self.store_failures = Counter(

@@ -62,7 +62,12 @@ class Ingestor:
         )
         if decoder is None:
             decoder = LorawanDecoder(registry, settings.lorawan) if settings.lorawan else Decoder(registry)
-        builder = BatchBuilder(decoder, self.deadletter, self.metrics)
+        builder = BatchBuilder(
+            decoder,
+            self.deadletter,
+            self.metrics,
+            rejected_rows_per_device=settings.rejected_rows_per_device,
+        )
         self.writer = Writer(
             inbox=self.inbox,
             builder=builder,

@@ -219,14 +219,17 @@ class Writer:
     # --- flushing -----------------------------------------------------------------------------
 
     def _flush(self, batch: Batch) -> None:
-        self._deadletter.sync()
         if not batch.tables:
+            self._deadletter.sync()
             self._metrics.batches.inc(1, "deadletter_only")
             self._ack(batch.acks)
             return
         outcome = self._persist(batch)
         self._metrics.batches.inc(1, outcome)
         if outcome != "held":
+            # After the store: rows it refused just became dead-letter records, and they must be
+            # durable before the broker forgets their messages.
+            self._deadletter.sync()
             self._ack(batch.acks)
 
     def _persist(self, batch: Batch) -> str:
@@ -361,6 +364,7 @@ class Writer:
                 continue
             if self._write_tables(tables):
                 return  # store down again; the whole segment stays (rewriting is harmless)
+            self._deadletter.sync()  # rows the store refused, before their segment goes
             spool.remove(segment)
             self._metrics.replayed_batches.inc()
             if not spool:

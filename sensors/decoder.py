@@ -4,7 +4,8 @@ The decoder never raises on its input. What it refuses, it explains with a ``Dec
 whose ``reason`` is a stable code (``sensors.readings.REASONS``), at the smallest granularity
 that is safe, so one bad value never loses the good data around it:
 
-* a message-level error (bad topic, unknown commune, malformed JSON, a forbidden camera key...)
+* a message-level error (bad topic, unknown commune, malformed JSON, a camera key outside
+  the allow-list...)
   refuses the whole message;
 * a reading-level error (no or bad timestamp, not an object...) refuses one reading of a batch;
 * a field-level error (unknown field, wrong type, out of bounds, wrong unit) refuses one field;
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, FamilySpec, FieldSpec
 from sensors.fiware import DESCRIPTIVE_ATTRIBUTES, LEGACY_ATTRIBUTE_NAMES, convert_unit
-from sensors.readings import Decoded, DecodeError, FieldValue, Reading
+from sensors.readings import FIELD_REASONS, Decoded, DecodeError, FieldValue, Reading
 from sensors.topics import Topic, parse_topic
 
 NS_PER_MS = 1_000_000
@@ -55,7 +56,6 @@ _JSON = json.JSONDecoder()
 _HUGE = 1.7976931348623157e308
 _MAX_SHOWN = 60
 _TOPIC_CACHE_SIZE = 100_000
-_SAFE_KEYS_SIZE = 10_000
 
 
 class _Problem(NamedTuple):
@@ -338,11 +338,14 @@ class Decoder:
         self.max_batch = max_batch
         self._clock = clock
         self._topics: dict[str, Topic] = {}
-        self._safe_keys: dict[str, set[str]] = {spec.family.value: set() for spec in FAMILIES.values()}
         self._fields: dict[str, dict[str, _FieldCheck]] = {
             spec.family.value: {f.name: _field_check(f) for f in spec.fields} for spec in FAMILIES.values()
         }
         self._specs: dict[str, FamilySpec] = {spec.family.value: spec for spec in FAMILIES.values()}
+        self._ignored: dict[str, frozenset[str]] = {
+            spec.family.value: DESCRIPTIVE_ATTRIBUTES | spec.ignored_attributes for spec in FAMILIES.values()
+        }
+        self._private_families = frozenset(spec.family.value for spec in FAMILIES.values() if spec.private)
 
     def decode(self, topic: str, payload: bytes) -> Decoded:
         """Decode one message: its readings, and an error for everything refused."""
@@ -369,8 +372,16 @@ class Decoder:
     def _decode(self, topic: str, payload: bytes) -> Decoded:
         parsed = self._parse_topic(topic)
         if isinstance(parsed, str):
-            return Decoded(errors=[DecodeError("bad_topic", parsed)])
-        result = Decoded(insee=parsed.insee, family=parsed.family, device_id=parsed.device_id)
+            # A topic too broken to parse may still say it came from a camera: keep it private.
+            levels = topic.split("/") if type(topic) is str else []
+            private = len(levels) > 3 and levels[3] in self._private_families
+            return Decoded(errors=[DecodeError("bad_topic", parsed)], private=private)
+        result = Decoded(
+            insee=parsed.insee,
+            family=parsed.family,
+            device_id=parsed.device_id,
+            private=parsed.family in self._private_families,
+        )
         errors = result.errors
         if parsed.insee not in self.registry:
             errors.append(
@@ -416,15 +427,18 @@ class Decoder:
         except ValueError as exc:
             errors.append(DecodeError("malformed_json", f"payload is not valid JSON: {exc}"))
             return result
-        if spec.forbidden_keys:
-            found = _find_forbidden(document, spec.forbidden_keys, self._safe_keys[parsed.family])
+        allowed = spec.allowed_keys
+        if allowed is not None:
+            found = _find_unlisted(document, allowed)
             if found is not None:
+                key, path = found
                 errors.append(
                     DecodeError(
                         "forbidden_field",
-                        f"{spec.family.value} payloads must never carry images, faces or identities: "
-                        f"key {found[1]} is refused, and with it the whole message",
-                        field=found[0],
+                        f"{spec.family.value} payloads may only carry the keys of the contract's "
+                        f"allow-list (no images, faces, plates or identities): key {_shown(path)} is "
+                        "not in it, so the whole message is refused",
+                        field=key if len(key) <= _MAX_SHOWN else key[: _MAX_SHOWN - 3] + "...",
                     )
                 )
                 return result
@@ -443,7 +457,14 @@ class Decoder:
         else:
             items = (document,)
             batch = False
-        message = _Message(parsed, spec, self._fields[parsed.family], self._clock(), errors)
+        message = _Message(
+            parsed,
+            spec,
+            self._fields[parsed.family],
+            self._ignored[parsed.family],
+            now_ns=self._clock(),
+            errors=errors,
+        )
         readings = result.readings
         for position, item in enumerate(items):
             index = position if batch else None
@@ -451,7 +472,8 @@ class Decoder:
                 errors.append(
                     DecodeError(
                         "not_an_object",
-                        f"a reading must be a JSON object, got {_shown(item)}",
+                        "a reading must be a JSON object, got "
+                        + (f"a {type(item).__name__}" if message.private else _shown(item)),
                         index=index,
                         value=None if message.private else _scalar(item),
                     )
@@ -469,30 +491,36 @@ class Decoder:
 class _Message:
     """What every reading of one message shares while it is decoded."""
 
-    __slots__ = ("errors", "fields", "now_ns", "private", "spec", "topic")
+    __slots__ = ("errors", "fields", "ignored", "now_ns", "private", "spec", "topic")
 
     def __init__(
         self,
         topic: Topic,
         spec: FamilySpec,
         fields: dict[str, _FieldCheck],
+        ignored: frozenset[str],
+        *,
         now_ns: int,
         errors: list[DecodeError],
     ) -> None:
         self.topic = topic
         self.spec = spec
         self.fields = fields
+        self.ignored = ignored
         self.now_ns = now_ns
         self.errors = errors
         # A camera's refused value might be personal: errors never echo its text.
-        self.private = bool(spec.forbidden_keys)
+        self.private = spec.private
 
     def field_error(self, problem: _Problem, name: str, index: int | None, time_ns: int) -> None:
-        value = problem.value
-        if self.private and isinstance(value, str):
-            value = None
+        value, why = problem.value, problem.why
+        if self.private and (problem.reason == "wrong_unit" or not isinstance(value, int | float)):
+            # The detail would quote the text (or the unit code) the payload held.
+            why = f"{name}: {FIELD_REASONS[problem.reason]} (text withheld: private payload)"
+            if not isinstance(value, int | float):
+                value = None
         self.errors.append(
-            DecodeError(problem.reason, problem.why, index=index, field=name, value=value, time_ns=time_ns)
+            DecodeError(problem.reason, why, index=index, field=name, value=value, time_ns=time_ns)
         )
 
     def instant(
@@ -504,9 +532,10 @@ class _Message:
         """
         problem = parsed if isinstance(parsed, str) else _check_instant(parsed, self.now_ns, raw)
         if problem is not None:
-            self.errors.append(
-                DecodeError("bad_timestamp", problem, index=index, field=field, value=_scalar(shown))
-            )
+            value = _scalar(shown)
+            if self.private and not isinstance(raw, int | float):
+                problem, value = f"{field} is not a valid time (text withheld: private payload)", None
+            self.errors.append(DecodeError("bad_timestamp", problem, index=index, field=field, value=value))
             return None
         assert isinstance(parsed, int)
         return parsed
@@ -588,13 +617,14 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
             why = f'a FIWARE entity needs "type": {spec.fiware_type!r} (or send the native form with ts)'
         else:
             why = f"the topic's family {spec.family.value} expects {spec.fiware_type!r}"
+        type_shown = "(withheld: private payload)" if message.private else _shown(entity_type)
         message.errors.append(
             DecodeError(
                 "wrong_entity_type",
-                f"entity type {_shown(entity_type)} refused: {why}",
+                f"entity type {type_shown} refused: {why}",
                 index=index,
                 field="type",
-                value=_scalar(entity_type),
+                value=None if message.private else _scalar(entity_type),
             )
         )
         return None
@@ -617,9 +647,10 @@ def _decode_fiware(message: _Message, item: dict[str, Any], index: int | None) -
     if time_ns is None:
         return None
     fields = message.fields
+    ignored = message.ignored
     values: dict[str, FieldValue] = {}
     for key, attribute in item.items():
-        if key in DESCRIPTIVE_ATTRIBUTES:
+        if key in ignored:
             continue
         check = fields.get(key)
         if check is None:
@@ -669,26 +700,19 @@ _KeyPath = tuple[object, str | int] | None
 """Where a key sits in a payload, as a linked list ``(parent path, key or list index)``."""
 
 
-def _find_forbidden(
-    document: object, forbidden: frozenset[str], safe_keys: set[str]
-) -> tuple[str, str] | None:
-    """The first forbidden key anywhere in ``document`` and its path, or None.
+def _find_unlisted(document: object, allowed: frozenset[str]) -> tuple[str, str] | None:
+    """The first key anywhere in ``document`` that is not in ``allowed``, with its path, or None.
 
-    Keys are compared case-insensitively, ignoring ``_`` and ``-`` (``Face_Image`` is
-    ``faceimage``). ``safe_keys`` remembers keys already found harmless (the same few field
-    names recur in every message). Iterative, so a deeply nested payload cannot exhaust the
-    stack; the path of a key is only spelled out when the key is refused.
+    Keys are compared exactly: an allow-list does not guess. Iterative, so a deeply nested
+    payload cannot exhaust the stack; the path of a key is only spelled out when it is refused.
     """
     stack: list[tuple[object, _KeyPath]] = [(document, None)]
     while stack:
         node, path = stack.pop()
         if type(node) is dict:
             for key, child in node.items():
-                if key not in safe_keys:
-                    if key.lower().replace("_", "").replace("-", "") in forbidden:
-                        return key, _spell((path, key))
-                    if len(safe_keys) < _SAFE_KEYS_SIZE:
-                        safe_keys.add(key)
+                if key not in allowed:
+                    return key, _spell((path, key))
                 if type(child) is dict or type(child) is list:
                     stack.append((child, (path, key)))
         elif type(node) is list:

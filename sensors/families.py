@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from sensors.fiware import DESCRIPTIVE_ATTRIBUTES, STRUCTURE_KEYS
+
 FieldKind = Literal["float", "int", "bool", "enum"]
 
 
@@ -72,8 +74,25 @@ class FamilySpec:
     fiware_type: str | None = None
     reporting_period_s: float = 60.0
     """The period at which a device of this family is expected to report."""
-    forbidden_keys: frozenset[str] = field(default_factory=frozenset)
-    """Keys that must never appear in a payload (privacy); the whole payload is refused."""
+    ignored_attributes: frozenset[str] = field(default_factory=frozenset)
+    """Attributes of the family's FIWARE data model that the contract does not store and ignores
+    silently, besides those every model shares (``sensors.fiware.DESCRIPTIVE_ATTRIBUTES``)."""
+    allowed_metadata: frozenset[str] | None = None
+    """Privacy allow-list. None: an open family (an unknown field is refused on its own). A set:
+    a closed family, whose payloads may hold only its fields, ``ts`` and these keys, at any depth;
+    any other key refuses the whole message, and its payload is never kept anywhere."""
+
+    @property
+    def private(self) -> bool:
+        """Whether the family's payloads are never kept (not even in the dead-letter)."""
+        return self.allowed_metadata is not None
+
+    @property
+    def allowed_keys(self) -> frozenset[str] | None:
+        """Every key a payload of a closed family may hold, or None for an open family."""
+        if self.allowed_metadata is None:
+            return None
+        return frozenset({"ts", *(f.name for f in self.fields)}) | self.allowed_metadata
 
     def field(self, name: str) -> FieldSpec | None:
         """The spec of one field, or None."""
@@ -92,6 +111,18 @@ AIR_QUALITY = FamilySpec(
     description="Ambient air quality station (FIWARE AirQualityObserved).",
     fiware_type="AirQualityObserved",
     reporting_period_s=60.0,
+    # Derived or qualitative: the platform computes its own indices (ATMO, EAQI) from the
+    # concentrations, and a sender's reliability is not a measurement of the air.
+    ignored_attributes=frozenset(
+        {
+            "reliability",
+            "airQualityIndex",
+            "airQualityLevel",
+            "coLevel",
+            "typeofLocation",
+            "refWeatherObserved",
+        }
+    ),
     fields=(
         FieldSpec("pm25", "float", _UG, "Fine particles PM2.5", 0, 1000, unit_code="GQ"),
         FieldSpec("pm10", "float", _UG, "Particles PM10", 0, 2000, unit_code="GQ"),
@@ -118,6 +149,7 @@ TRAFFIC = FamilySpec(
     description="Road traffic counter on one lane (FIWARE TrafficFlowObserved).",
     fiware_type="TrafficFlowObserved",
     reporting_period_s=60.0,
+    ignored_attributes=frozenset({"laneDirection", "reversedLane"}),
     fields=(
         FieldSpec(
             "intensity",
@@ -179,14 +211,25 @@ BUILDING = FamilySpec(
     ),
 )
 
+CAMERA_IGNORED = frozenset({"direction"})
+"""CrowdFlowObserved's ``direction`` (inbound or outbound, relative to the city centre) describes
+the walkway, not the period: the directional counts are what is stored."""
+
+CAMERA_METADATA = DESCRIPTIVE_ATTRIBUTES | STRUCTURE_KEYS | CAMERA_IGNORED
+"""The harmless keys a camera payload may carry besides its fields: entity description (ignored,
+never stored), the structure of the FIWARE forms and of GeoJSON and addresses, and the
+CrowdFlowObserved attributes the contract does not store. Nothing else, at any depth."""
+
 CAMERA = FamilySpec(
     family=Family.CAMERA,
     description=(
         "Video-protection camera, aggregates only. Cameras never send images, faces or "
-        "identities: the contract has no field for them and a payload carrying one is refused."
+        "identities: the family is an allow-list, and a payload carrying any other key is refused."
     ),
     fiware_type="CrowdFlowObserved",
     reporting_period_s=60.0,
+    ignored_attributes=CAMERA_IGNORED,
+    allowed_metadata=CAMERA_METADATA,
     fields=(
         FieldSpec("peopleCount", "int", "people", "People counted since the previous reading", 0, 100000),
         FieldSpec(
@@ -203,36 +246,44 @@ CAMERA = FamilySpec(
         FieldSpec("framesPerSecond", "float", "fps", "Video frame rate", 0, 240),
         FieldSpec("online", "bool", "", "Whether the video stream is up"),
         FieldSpec("tampered", "bool", "", "Whether tampering (masking, moving) is detected"),
-    ),
-    forbidden_keys=frozenset(
-        {
-            "image",
-            "images",
-            "picture",
-            "photo",
-            "snapshot",
-            "thumbnail",
-            "frame",
-            "frames",
-            "video",
-            "videoclip",
-            "face",
-            "faces",
-            "faceid",
-            "faceimage",
-            "facialfeatures",
-            "identity",
-            "identities",
-            "personid",
-            "personids",
-            "personname",
-            "licenseplate",
-            "plate",
-            "numberplate",
-            "biometric",
-            "biometrics",
-            "embedding",
-        }
+        FieldSpec(
+            "peopleCountTowards",
+            "int",
+            "people",
+            "People counted walking towards the camera's reference direction (CrowdFlowObserved)",
+            0,
+            100000,
+        ),
+        FieldSpec(
+            "peopleCountAway",
+            "int",
+            "people",
+            "People counted walking away from the camera's reference direction (CrowdFlowObserved)",
+            0,
+            100000,
+        ),
+        FieldSpec(
+            "occupancy",
+            "float",
+            "1",
+            "Share of the period someone occupied the observed walkway (0–1)",
+            0,
+            1,
+            unit_code="C62",
+        ),
+        FieldSpec(
+            "averageCrowdSpeed", "float", "km/h", "Mean walking speed of the crowd", 0, 50, unit_code="KMH"
+        ),
+        FieldSpec(
+            "averageHeadwayTime",
+            "float",
+            "s",
+            "Mean time between two consecutive people",
+            0,
+            86400,
+            unit_code="SEC",
+        ),
+        FieldSpec("congested", "bool", "", "Whether the camera flags crowd congestion on the walkway"),
     ),
 )
 

@@ -282,17 +282,25 @@ def inject(
 StatusEffects = dict[Family, tuple[str, dict[str, float | bool]]]
 """Family -> (the status field the device reports, the values of its fields meanwhile)."""
 
+NOBODY: dict[str, float | bool] = {
+    "peopleCount": 0,
+    "peopleCountTowards": 0,
+    "peopleCountAway": 0,
+    "elevatedTemperatureCount": 0,
+}
+"""A camera that cannot see counts nobody."""
+
 DOWN_EFFECTS: StatusEffects = {
     Family.NETWORK: ("linkUp", {"linkUp": False, "throughputIn": 0.0, "throughputOut": 0.0}),
     Family.CAMERA: (
         "online",
-        {"online": False, "framesPerSecond": 0.0, "peopleCount": 0, "elevatedTemperatureCount": 0},
+        {"online": False, "framesPerSecond": 0.0, **NOBODY},
     ),
 }
 """``down``: the device still reports, and reports that it does not work (fibre cut, video lost)."""
 
 TAMPER_EFFECTS: StatusEffects = {
-    Family.CAMERA: ("tampered", {"tampered": True, "peopleCount": 0, "elevatedTemperatureCount": 0}),
+    Family.CAMERA: ("tampered", {"tampered": True, **NOBODY}),
 }
 """``tamper``: a camera masked or turned away flags it, and counts nobody meanwhile."""
 

@@ -28,6 +28,8 @@ UNIT_NAMES: dict[str, str] = {
     "KWT": "kW",
     "MAW": "MW",
     "IE": "person",
+    "SEC": "s",
+    "MIN": "min",
 }
 """The UN/CEFACT codes the decoder knows, with the unit they stand for."""
 
@@ -50,6 +52,7 @@ CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
     ("MWH", "KWH"): _scale(1000.0),
     ("WTT", "KWT"): _scale(0.001),
     ("MAW", "KWT"): _scale(1000.0),
+    ("MIN", "SEC"): _scale(60.0),
 }
 """Exact conversions ``(from, to) -> function``; identity conversions are implicit."""
 
@@ -96,14 +99,43 @@ DESCRIPTIVE_ATTRIBUTES = frozenset(
         "refPointOfInterest",
         "refRoadSegment",
         "typeOfLocation",
-        "laneDirection",
-        "reversedLane",
+        "annotations",
     }
 )
-"""Entity attributes that describe the entity rather than measure something: ignored.
-
-Any other attribute that is not a field of the family is reported as ``unknown_field``.
+"""Attributes every Smart Data Model shares (GSMA commons, location commons) that describe the
+entity rather than measure something: ignored, never stored. Each family adds the attributes of
+its own model that it ignores (``FamilySpec.ignored_attributes``); any other attribute that is
+not a field of the family is reported as ``unknown_field``.
 """
+
+STRUCTURE_KEYS = frozenset(
+    {
+        # NGSI v2 normalized attributes and their metadata
+        "value",
+        "metadata",
+        "unitCode",
+        "timestamp",
+        # NGSI-LD properties and relationships
+        "@type",
+        "@value",
+        "object",
+        "observedAt",
+        # GeoJSON (location)
+        "coordinates",
+        "bbox",
+        # schema.org PostalAddress (address)
+        "streetAddress",
+        "streetNr",
+        "addressLocality",
+        "addressRegion",
+        "addressCountry",
+        "postalCode",
+        "postOfficeBoxNumber",
+        "district",
+    }
+)
+"""Keys that only give the FIWARE forms, GeoJSON locations and postal addresses their shape:
+what a closed (privacy) family's payload may nest besides its fields and metadata."""
 
 
 def convert_unit(value: float, unit_code: str, target: str | None) -> float | str:

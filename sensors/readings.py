@@ -17,7 +17,7 @@ MESSAGE_REASONS: dict[str, str] = {
     "bad_topic": "the topic does not match smartcity/v1/{insee}/{family}/{device_id}",
     "unknown_commune": "the INSEE code in the topic is not in the commune registry",
     "unknown_family": "the family in the topic is not one of the contract's families",
-    "forbidden_field": "a camera payload carries a key that could hold an image, a face or an identity",
+    "forbidden_field": "a camera payload has a key outside its allow-list (an image, a face, a plate...)",
     "batch_too_large": "the batch holds more readings than the decoder's limit",
     "internal_error": "the decoder itself failed (a bug: please report it with the payload)",
     "bad_uplink": "a LoRaWAN network server's message is not a well-formed uplink or status event",
@@ -106,6 +106,9 @@ class Decoded:
     insee: str | None = None
     family: str | None = None
     device_id: str | None = None
+    private: bool = False
+    """The message came from a family whose payloads are never kept (cameras), so whoever records
+    a refusal keeps the topic, the size, a hash and the errors, never the bytes."""
 
     @property
     def ok(self) -> bool:
@@ -116,11 +119,11 @@ class Decoded:
     def payload_is_private(self) -> bool:
         """True when the payload must not be kept anywhere, not even in a dead-letter.
 
-        A camera payload refused with ``forbidden_field`` may hold an image, a face or an
-        identity: whoever records the refusal keeps the topic, the size and the errors, never
-        the bytes.
+        A camera payload may hold an image, a face or an identity (and one refused with
+        ``forbidden_field`` did): whoever records the refusal keeps the topic, the size, a hash
+        and the errors, never the bytes.
         """
-        return any(error.reason == "forbidden_field" for error in self.errors)
+        return self.private or any(error.reason == "forbidden_field" for error in self.errors)
 
     @property
     def refused(self) -> bool:

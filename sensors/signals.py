@@ -358,8 +358,18 @@ def camera(ctx: SignalContext) -> Columns:
     housing = ctx.per_device(ctx.weather.temperature + 12 * ctx.weather.sunshine) + 6 + ctx.noise(0.2)
     nominal_fps = ctx.rng.choice(np.array([25.0, 30.0]), size=(ctx.devices, 1))
     fps = nominal_fps - np.abs(ctx.noise(0.15))
+    # The CrowdFlowObserved measurements follow from the count, without drawing from the random
+    # stream (the other signals keep their values).
+    towards = (people * 3 + 1) // 5
+    occupancy = np.clip(people / (3 * site_rate * ctx.period_s / 60), 0, 1)
     return {
         "peopleCount": people,
+        "peopleCountTowards": towards,
+        "peopleCountAway": people - towards,
+        "occupancy": np.round(occupancy, 3),
+        "averageCrowdSpeed": np.round(5.0 - 3.0 * occupancy, 2),
+        "averageHeadwayTime": np.round(ctx.period_s / np.maximum(people, 1), 2),
+        "congested": occupancy > 0.8,
         "elevatedTemperatureCount": elevated,
         "deviceTemperature": np.round(np.clip(housing, -39, 99), 2),
         "framesPerSecond": np.round(np.clip(fps, 1, 240), 2),

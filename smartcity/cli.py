@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from smartcity import __version__
+from smartcity.logs import configure_logging
 from smartcity.settings import SettingsError, load_settings
 
 # Each module in smartcity.commands adds its sub-command with ``register(subparsers)`` and
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

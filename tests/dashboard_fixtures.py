@@ -6,17 +6,22 @@ must show from the same frames it wrote. Nothing here depends on processing bein
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dash
+import flask
 import numpy as np
 import polars as pl
+from werkzeug.serving import make_server
 
 from dashboards.config import DashboardSettings
-from dashboards.users import ApiToken, User, UserDirectory, hash_password, token_digest
+from dashboards.tokens import TokenStore
+from dashboards.users import User, UserDirectory, hash_password
 from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from sensors.families import Family, family_spec
@@ -316,18 +321,13 @@ class Account:
 def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> dict[str, Account]:
     """A users file holding these (name, communes) users, each with a password and a token."""
     directory = UserDirectory(path)
+    tokens = TokenStore(path.parent / "tokens.sqlite")
     made: dict[str, Account] = {}
     users = []
     for name, communes in accounts:
-        password, token = f"pw-{name}-secret", f"sct_test_{name}_token"
-        users.append(
-            User(
-                name=name,
-                communes=frozenset(communes),
-                password_hash=hash_password(password),
-                tokens=(ApiToken("test", token_digest(token)),),
-            )
-        )
+        password = f"pw-{name}-secret"
+        token, _ = tokens.create(name, "test", timedelta(days=90))
+        users.append(User(name=name, communes=frozenset(communes), password_hash=hash_password(password)))
         made[name] = Account(name, password, token, tuple(communes))
     directory.save(users)
     return made
@@ -359,3 +359,16 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
+
+
+@contextmanager
+def served_in_thread(app: flask.Flask) -> Iterator[str]:
+    """Serve a Flask app on a free local port in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

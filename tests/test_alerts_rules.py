@@ -183,7 +183,7 @@ def test_topology_knows_ancestors_and_the_root_cause(tmp_path: Path) -> None:
         ("# comment\ndevice_id,parent\na,b\n# another\na,c\n", r"devices.csv:5: device 'a' is listed twice"),
         ("device_id,parent\na,a\n", "its own parent"),
         ("device_id,parent\na,b\nb,a\n", "form a cycle"),
-        ("device_id,parent\na b,c\n", "not a valid device id"),
+        ("device_id,parent\na/b,c\n", "not a valid device id"),
     ],
 )
 def test_topology_mistakes(tmp_path: Path, text: str, message: str) -> None:

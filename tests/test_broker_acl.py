@@ -101,3 +101,21 @@ def test_broker_config_refuses_a_short_secret(
     monkeypatch.setenv("SMARTCITY_INGEST_MQTT_PASSWORD", "ingest-pass")
     assert main(["broker", "config", "--out", str(tmp_path)]) == 2
     assert "at least 12 characters" in capsys.readouterr().err
+
+
+def test_broker_config_hands_the_files_to_the_brokers_user_and_no_one_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mosquitto reads its auth files after dropping root: they must be its own, private."""
+    monkeypatch.setenv("SMARTCITY_BROKER_SECRET", SECRET)
+    monkeypatch.setenv("SMARTCITY_INGEST_MQTT_PASSWORD", "ingest-pass")
+    assert main(["broker", "config", "--out", str(tmp_path), "--owner", "1883:1884"]) == 0
+    for name in ("passwords", "acl"):
+        info = (tmp_path / name).stat()
+        assert (info.st_uid, info.st_gid) == (1883, 1884)
+        assert info.st_mode & 0o077 == 0, f"{name} is readable by others"
+
+
+def test_broker_config_refuses_an_owner_that_is_not_numbers(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["broker", "config", "--out", str(tmp_path), "--owner", "mosquitto"])

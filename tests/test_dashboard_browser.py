@@ -7,7 +7,6 @@ of each page are kept under ``docs/screenshots/``.
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -15,11 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from werkzeug.serving import make_server
 
 from dashboards.views import atmo_text, paris_day_start
 from storage.base import TIME
-from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env, served_in_thread
 
 # A real browser against a real server: about a minute, so marked slow (CI still runs it).
 pytestmark = pytest.mark.slow
@@ -43,12 +41,8 @@ expect.set_options(timeout=TIMEOUT_MS)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DashboardEnv, str]]:
     env = make_env(tmp_path_factory.mktemp("browser"), refresh_s=600)
-    server = make_server("127.0.0.1", 0, env.app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield env, f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with served_in_thread(env.app.server) as base:
+        yield env, base
     env.store.close()
 
 

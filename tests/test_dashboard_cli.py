@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -40,23 +41,80 @@ class _Lines:
         return self._text
 
 
+def tokens_listed(capsys: pytest.CaptureFixture[str], *flags: str) -> list[dict[str, str]]:
+    capsys.readouterr()
+    assert main(["dashboard", "tokens", *flags]) == 0
+    header, *rows = capsys.readouterr().out.strip().split("\n")
+    return [dict(zip(header.split("\t"), row.split("\t"), strict=True)) for row in rows]
+
+
 def test_add_user_and_tokens(
     users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert add_user(monkeypatch, "poissy", POISSY, "a long enough passphrase") == 0
+    assert add_user(monkeypatch, "poissy", f"{POISSY},{MONTROUGE}", "a long enough passphrase") == 0
     directory = UserDirectory(users_file)
     assert directory.authenticate("poissy", "a long enough passphrase") is not None
     capsys.readouterr()
     assert main(["dashboard", "add-token", "poissy", "--label", "notebook"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("sct_") and token not in users_file.read_text()
-    user = directory.by_token(token)
-    assert user is not None and user.communes == frozenset({POISSY})
+    assert (
+        main(
+            ["dashboard", "add-token", "poissy", "--label", "atmo", "--expires", "30d", "--communes", POISSY]
+        )
+        == 0
+    )
+    narrowed = capsys.readouterr().out.strip()
+    listed = {row["label"]: row for row in tokens_listed(capsys)}
+    assert set(listed) == {"notebook", "atmo"}
+    today = datetime.now(UTC)
+    assert listed["notebook"]["communes"] == "all of the user's"
+    assert listed["notebook"]["expires"].startswith(f"{today + timedelta(days=90):%Y-%m-%d}")
+    assert listed["atmo"]["communes"] == POISSY
+    assert listed["atmo"]["expires"].startswith(f"{today + timedelta(days=30):%Y-%m-%d}")
+    assert listed["atmo"]["last_used"] == "never" and listed["atmo"]["user"] == "poissy"
+    printed = capsys.readouterr().out
+    assert token not in printed and narrowed not in printed
     # Changing the password keeps the tokens.
-    assert add_user(monkeypatch, "poissy", f"{POISSY},{MONTROUGE}", "another long passphrase") == 0
-    assert directory.by_token(token) is not None
-    assert main(["dashboard", "revoke-token", "poissy", "--label", "notebook"]) == 0
-    assert directory.by_token(token) is None
+    assert add_user(monkeypatch, "poissy", POISSY, "another long passphrase") == 0
+    assert len(tokens_listed(capsys)) == 2
+    assert main(["dashboard", "revoke-token", listed["notebook"]["id"]]) == 0
+    assert [row["label"] for row in tokens_listed(capsys)] == ["atmo"]
+    states = {row["label"]: row["state"] for row in tokens_listed(capsys, "--all")}
+    assert states == {"notebook": "revoked", "atmo": "active"}
+    capsys.readouterr()
+    assert main(["dashboard", "revoke-token", listed["notebook"]["id"]]) == 2
+    assert "already revoked" in capsys.readouterr().err
+    assert main(["dashboard", "list-users"]) == 0
+    assert "active_tokens=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--expires", "forever"], "invalid expiry 'forever'"),
+        (["--communes", MONTROUGE], f"poissy may not see {MONTROUGE}"),
+        (["--communes", "99999"], "unknown commune(s) 99999"),
+    ],
+)
+def test_add_token_refuses_bad_input(
+    users_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    flags: list[str],
+    message: str,
+) -> None:
+    assert add_user(monkeypatch, "poissy", POISSY, "a long enough passphrase") == 0
+    capsys.readouterr()
+    assert main(["dashboard", "add-token", "poissy", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert tokens_listed(capsys) == []
+
+
+def test_revoking_an_unknown_token_says_so(users_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dashboard", "revoke-token", "deadbeef"]) == 2
+    assert "no token 'deadbeef'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -96,8 +154,6 @@ def free_port() -> int:
 
 @pytest.fixture
 def served(tmp_path: Path, users_file: Path) -> Iterator[tuple[str, str]]:
-    from datetime import UTC, datetime
-
     database = tmp_path / "store.duckdb"
     store = DuckDBStore(database)
     fill_store(store, [POISSY], datetime.now(UTC), days=1, windows=("1h",), devices_per_commune=1)
@@ -133,10 +189,18 @@ def served(tmp_path: Path, users_file: Path) -> Iterator[tuple[str, str]]:
         process.wait(timeout=20)
 
 
-def test_served_by_the_command(served: tuple[str, str]) -> None:
+def test_served_by_the_command(served: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     base, token = served
     assert httpx.get(f"{base}/", follow_redirects=False).status_code == 302
     assert httpx.get(f"{base}/api/v1/communes").status_code == 401
     with Client(base, token) as client:
         assert client.communes().get_column("insee").to_list() == [POISSY]
         assert client.aggregates("traffic", communes=[POISSY], start="-1d", every="1h").height > 0
+    # Revoked from the command line, the token stops working in the running server at once.
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{base}/api/v1/communes", headers=headers).status_code == 200
+    (row,) = tokens_listed(capsys)
+    assert row["last_used"] != "never"
+    assert main(["dashboard", "revoke-token", row["id"]]) == 0
+    refused = httpx.get(f"{base}/api/v1/communes", headers=headers)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]

@@ -44,11 +44,12 @@ def test_compose_file_validates(repo_root: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_passes_only_settings_the_platform_knows(repo_root: Path) -> None:
+@pytest.mark.parametrize("file", ["compose.yaml", "compose.test.yaml"])
+def test_compose_passes_only_settings_the_platform_knows(repo_root: Path, file: str) -> None:
     """A typo in a SMARTCITY_* variable of the stack would be ignored silently: catch it here."""
     import yaml
 
-    compose = yaml.safe_load((repo_root / "docker" / "compose.yaml").read_text())
+    compose = yaml.safe_load((repo_root / "docker" / file).read_text())
     names = {
         name
         for service in compose["services"].values()

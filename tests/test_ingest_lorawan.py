@@ -94,7 +94,7 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     settings = ingest_settings(tmp_path, lorawan=LorawanSettings(device_map=DEVICE_MAP))
     with running_ingestor(mosquitto.port, settings, store) as ingestor:
         publish(mosquitto.port, _messages(stream))
-        wait_until(lambda: ingestor.metrics.acked.value() == len(stream), timeout=60, what="all acked")
+        wait_until(lambda: ingestor.metrics.acked.value() >= len(stream), timeout=60, what="all acked")
         decoder = ingestor.writer._builder._decoder
         assert isinstance(decoder, LorawanDecoder)
         assert decoder.replays == 2
@@ -148,7 +148,7 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     settings = ingest_settings(tmp_path / "again", lorawan=LorawanSettings(device_map=DEVICE_MAP))
     with running_ingestor(mosquitto.port, settings, store) as ingestor:
         publish(mosquitto.port, _messages(stream))
-        wait_until(lambda: ingestor.metrics.acked.value() == len(stream), timeout=60, what="all acked")
+        wait_until(lambda: ingestor.metrics.acked.value() >= len(stream), timeout=60, what="all acked")
     for measurement, frame in before.items():
         after = _read(store, measurement)
         assert after.drop("received_at").equals(frame.drop("received_at")), measurement

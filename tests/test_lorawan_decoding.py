@@ -259,17 +259,19 @@ def test_a_camera_uplink_carrying_a_face_is_refused_whole_and_its_payload_withhe
     assert decoded.ok and decoded.readings[0].fields == {"peopleCount": 3}
 
 
-def test_an_unknown_device_carrying_a_face_is_dead_lettered_without_its_payload() -> None:
-    unknown = "0505050505050505"
-    topic = SAMPLES["chirpstack_up_decoded"].replace("0101010101010101", unknown)
-    face = '"object": {"personId": "A-1234", '
-    decoded = _decoder().decode(
-        topic, sample("chirpstack_up_decoded", {"0101010101010101": unknown, '"object": {': face})
+def test_a_camera_uplink_its_codec_refused_is_still_kept_private(tmp_path: Path) -> None:
+    decoder = _decoder(
+        CAMERA_MAP.replace(
+            "[profiles.counter-cam.fields]",
+            '[profiles.counter-cam]\ncodec = "cayenne_lpp"\n[profiles.counter-cam.fields]',
+        ),
+        tmp_path,
     )
-    assert [error.reason for error in decoded.errors] == ["unknown_device", "forbidden_field"]
-    assert decoded.payload_is_private and decoded.readings == []
-    plain = _decoder().decode(topic, sample("chirpstack_up_decoded", {"0101010101010101": unknown}))
-    assert [error.reason for error in plain.errors] == ["unknown_device"] and not plain.payload_is_private
+    topic = SAMPLES["chirpstack_up_raw"].replace("0202020202020202", "0404040404040404")
+    payload = sample("chirpstack_up_raw", {"0202020202020202": "0404040404040404", "AWcA5gJ9Ab0=": "AWcA"})
+    decoded = decoder.decode(topic, payload)
+    assert [error.reason for error in decoded.errors] == ["codec_error"]
+    assert decoded.private and decoded.payload_is_private
 
 
 def test_a_camera_profile_may_not_ignore_keys(tmp_path: Path) -> None:
@@ -280,5 +282,5 @@ def test_a_camera_profile_may_not_ignore_keys(tmp_path: Path) -> None:
             '[profiles.counter-cam]\nignore = ["snapshot"]\n[profiles.counter-cam.fields]',
         )
     )
-    with pytest.raises(DeviceMapError, match="checked for images, faces and identities"):
+    with pytest.raises(DeviceMapError, match="allow-list"):
         DeviceMap.load(path, REGISTRY)

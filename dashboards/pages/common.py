@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import dash
 from dash import Input, Output, dcc, html
@@ -146,3 +147,8 @@ def refusal(lang: Language, insee: str) -> html.Div:
         role="alert",
         id="forbidden",
     )
+
+
+def device_href(insee: str, device_id: str) -> str:
+    """The device page's URL, percent-encoded as UTF-8 (device ids hold spaces and accents)."""
+    return f"/device/{quote(insee, safe='')}/{quote(device_id, safe='')}"

@@ -18,6 +18,7 @@ from dashboards.i18n import Language, format_datetime, format_duration, format_n
 from dashboards.pages.common import (
     aria,
     chart_box,
+    device_href,
     field_picker,
     range_picker,
     refusal,
@@ -120,7 +121,7 @@ def status_panel(
     devices = device_status(data, insee, now, settings.online_after_periods)
     device_rows = [
         [
-            dcc.Link(row["device_id"], href=f"/device/{insee}/{row['device_id']}"),
+            dcc.Link(row["device_id"], href=device_href(insee, row["device_id"])),
             t(lang, f"families.{row['family']}"),
             format_datetime(row["last_time"], lang, seconds=True),
             format_duration(row["silent_s"], lang),
@@ -139,7 +140,7 @@ def status_panel(
         [
             format_datetime(row[TIME], lang),
             t(lang, "commune.open") if row.get("open") else _end_text(row.get("end_ns"), lang),
-            dcc.Link(row["device_id"], href=f"/device/{insee}/{row['device_id']}"),
+            dcc.Link(row["device_id"], href=device_href(insee, row["device_id"])),
             field_label(row.get("field") or "", lang),
             t(lang, f"kind.{row.get('kind')}"),
             format_number(row.get("observed"), lang),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import dash
 import plotly.graph_objects as go
@@ -43,6 +44,8 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
     """The page skeleton for one device, or a refusal when its commune is not the user's."""
     lang = current_language()
     data = current_data()
+    # Dash hands over the path as the browser sent it: percent-encoded (device_href).
+    insee, device_id = unquote(insee), unquote(device_id)
     try:
         commune = data.check(insee)
         family = device_family(data, insee, device_id)

@@ -35,7 +35,7 @@ from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family
 from sensors.fiware import UNIT_NAMES, convert_unit
 from sensors.lorawan.codecs import CodecError, JavaScriptCodec
-from sensors.topics import DEVICE_ID_PATTERN
+from sensors.topics import device_id_problem
 
 DEV_EUI = re.compile(r"[0-9A-Fa-f]{16}")
 CodecKind = Literal["none", "javascript", "cayenne_lpp"]
@@ -106,8 +106,9 @@ class Device(BaseModel):
 
 
 def _valid_device_id(value: str) -> str:
-    if not DEVICE_ID_PATTERN.match(value):
-        raise ValueError(f"{value!r} is not a valid device id (letters, digits and ._:-, at most 128)")
+    problem = device_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -260,10 +261,11 @@ class DeviceMap:
             if registry is not None and device.insee not in registry:
                 problems.append(f"{where}: insee {device.insee!r} is not in the commune registry")
             spec = FAMILIES[device.family]
-            if spec.forbidden_keys and checked.ignore:
+            if spec.private and checked.ignore:
                 problems.append(
                     f"{where}: profile {device.profile!r} has an ignore list, which {device.family.value} "
-                    "devices may not have: every decoded key is checked for images, faces and identities"
+                    "devices may not have: every decoded key is checked against the family's allow-list "
+                    "(no images, faces and identities)"
                 )
             for key, target in checked.targets.items():
                 field_spec = spec.field(target.field)

@@ -107,8 +107,8 @@ def _mapped(device: LorawanDevice, data: dict[str, Any]) -> dict[str, Any]:
 
     A key neither mapped nor ignored is passed on under its own name: the contract decoder
     keeps it if it is a field of the family and refuses it (``unknown_field``) otherwise. For a
-    family with forbidden keys (cameras) an unmapped key is passed on with its whole top-level
-    structure, so the decoder's search for images, faces and identities sees inside it.
+    private family (cameras, an allow-list) an unmapped key is passed on with its whole top-level
+    structure, so the decoder's allow-list sees every key inside it.
     """
     profile = device.profile
     spec = FAMILIES[Family(device.family)]
@@ -116,7 +116,7 @@ def _mapped(device: LorawanDevice, data: dict[str, Any]) -> dict[str, Any]:
     for key, value in _flatten(data).items():
         target = profile.targets.get(key)
         if target is None:
-            if spec.forbidden_keys:
+            if spec.private:
                 top = key.split(".", 1)[0]
                 out.setdefault(top, data.get(top, value))
             elif key not in profile.ignore:

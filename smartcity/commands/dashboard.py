@@ -6,17 +6,11 @@ import argparse
 import getpass
 import logging
 import sys
+from datetime import UTC, datetime
 
-from dashboards.users import (
-    ALL_COMMUNES,
-    ApiToken,
-    User,
-    UserDirectory,
-    hash_password,
-    new_token,
-    token_digest,
-)
+from dashboards.users import ALL_COMMUNES, User, UserDirectory, hash_password
 from sensors.communes import CommuneRegistry
+from smartcity.commands import dashboard_tokens
 from smartcity.settings import Settings
 
 log = logging.getLogger("smartcity.dashboard")
@@ -46,15 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="read the password from standard input instead of a prompt",
     )
     add_user.set_defaults(func=run_add_user)
-    add_token = actions.add_parser("add-token", help="create an API token for a user and print it once")
-    add_token.add_argument("name", help="the user the token acts for (same commune rights)")
-    add_token.add_argument("--label", default="api", help="a name for the token, to recognise it in the file")
-    add_token.set_defaults(func=run_add_token)
-    revoke = actions.add_parser("revoke-token", help="remove a user's API token(s) by label")
-    revoke.add_argument("name")
-    revoke.add_argument("--label", required=True)
-    revoke.set_defaults(func=run_revoke_token)
-    listing = actions.add_parser("list-users", help="list users, their communes and token labels")
+    dashboard_tokens.register(actions)
+    listing = actions.add_parser("list-users", help="list users, their communes and active token counts")
     listing.set_defaults(func=run_list_users)
     parser.set_defaults(func=run)
 
@@ -133,46 +120,13 @@ def run_add_user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_add_token(args: argparse.Namespace, settings: Settings) -> int:
-    """Create an API token, keep its hash, print it once."""
-    directory = UserDirectory(settings.dashboard.users_file)
-    user = directory.get(args.name)
-    if user is None:
-        print(f"smartcity dashboard add-token: no user {args.name!r} in {directory.path}", file=sys.stderr)
-        return 2
-    token = new_token()
-    directory.upsert(
-        User(
-            user.name,
-            user.communes,
-            user.password_hash,
-            (*user.tokens, ApiToken(args.label, token_digest(token))),
-        )
-    )
-    print(token)
-    print(f"(API token {args.label!r} of {user.name}: shown once, only its hash is kept)", file=sys.stderr)
-    return 0
-
-
-def run_revoke_token(args: argparse.Namespace, settings: Settings) -> int:
-    """Remove a user's tokens with a label."""
-    directory = UserDirectory(settings.dashboard.users_file)
-    user = directory.get(args.name)
-    if user is None:
-        print(f"smartcity dashboard revoke-token: no user {args.name!r}", file=sys.stderr)
-        return 2
-    kept = tuple(token for token in user.tokens if token.name != args.label)
-    if len(kept) == len(user.tokens):
-        print(f"smartcity dashboard revoke-token: {args.name} has no token {args.label!r}", file=sys.stderr)
-        return 2
-    directory.upsert(User(user.name, user.communes, user.password_hash, kept))
-    print(f"revoked {len(user.tokens) - len(kept)} token(s) {args.label!r} of {args.name}")
-    return 0
-
-
 def run_list_users(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the users, their communes and token labels."""
+    """Print the users, their communes and how many active API tokens each has."""
+    from dashboards.tokens import open_tokens
+
+    tokens = open_tokens(settings.dashboard).all()
+    now = datetime.now(UTC)
     for user in UserDirectory(settings.dashboard.users_file).all():
-        labels = ", ".join(token.name for token in user.tokens) or "-"
-        print(f"{user.name}\tcommunes={','.join(sorted(user.communes))}\ttokens={labels}")
+        active = sum(1 for token in tokens if token.user == user.name and token.active(now))
+        print(f"{user.name}\tcommunes={','.join(sorted(user.communes))}\tactive_tokens={active}")
     return 0
