@@ -49,7 +49,7 @@ from alerts.observe import Observation, observe
 from alerts.outbox import Envelope, Outbox
 from alerts.rules import INDEX_CLASSES, Delivery, Rule, RulesFile
 from alerts.state import AlertRecord, AlertStatus, EvaluatorState
-from alerts.topology import Topology
+from alerts.topology import Topology, lorawan_parents
 from sensors.communes import CommuneRegistry
 from storage.base import TIME_DTYPE, Store
 from storage.errors import StoreError
@@ -114,6 +114,8 @@ class Evaluator:
         if topology is None:
             topology = Topology.load(rules.defaults.topology) if rules.defaults.topology else Topology.empty()
         self.topology = topology
+        self._topology_now = topology
+        """The topology with the links learned from LoRaWAN radio rows at this evaluation."""
         self.clock = clock
         self.state = EvaluatorState.load(state_file)
         self.actions = ActionLog.empty()
@@ -145,6 +147,10 @@ class Evaluator:
             for o in observations.get(rule.name, [])
             if o.raised and o.device_id
         }
+        try:
+            self._topology_now = self.topology.with_links(lorawan_parents(store, now))
+        except StoreError as exc:
+            log.warning("cannot read the LoRaWAN gateways of the devices: %s", exc)
         for rule in self.rules.rules:
             if rule.name in observations:
                 report.transitions += self._advance(rule, observations[rule.name], now, offline)
@@ -298,7 +304,7 @@ class Evaluator:
         )
         if not is_offline_rule or not record.device_id:
             return None
-        return self.topology.down_ancestor(record.device_id, offline)
+        return self._topology_now.down_ancestor(record.device_id, offline)
 
     def _forget_unknown_rules(self) -> None:
         # After the rules file changed: an alert whose rule is gone, or whose commune the rule

@@ -10,10 +10,17 @@ per child. See docs/alerts.md.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from sensors.lorawan.radio import RADIO_MEASUREMENT
 from sensors.topics import device_id_problem
+from storage.base import Store
+
+LEARNED_WINDOW = timedelta(days=1)
+"""How far back the LoRaWAN radio rows are read to learn which gateway each device is behind."""
 
 
 class TopologyError(ValueError):
@@ -63,6 +70,13 @@ class Topology:
     def __len__(self) -> int:
         return len(self._parents)
 
+    def with_links(self, parents: Mapping[str, str]) -> Topology:
+        """This topology plus links learned elsewhere; the file's own links win."""
+        try:
+            return Topology({**parents, **self._parents})
+        except TopologyError:
+            return self  # a learned link closing a cycle must not stop alerting
+
     @classmethod
     def empty(cls) -> Topology:
         """A topology that knows no link (nothing is ever suppressed)."""
@@ -102,3 +116,17 @@ class Topology:
             return cls(parents)
         except TopologyError as exc:
             raise TopologyError(f"{path}: {exc}") from None
+
+
+def lorawan_parents(store: Store, now: datetime) -> dict[str, str]:
+    """Each LoRaWAN device's gateway: the one that heard its latest uplink best.
+
+    Read from ``lorawan_radio`` (docs/measurements.md), whose ``gateway_id`` is the gateway's
+    platform id when the device map names it: a silent gateway is then the parent of the
+    devices it served, like a switch in the topology file.
+    """
+    rows = store.read(RADIO_MEASUREMENT, start=now - LEARNED_WINDOW, end=now, fields=["gateway_id"])
+    if rows.is_empty() or "gateway_id" not in rows.columns:
+        return {}
+    last = rows.drop_nulls("gateway_id").sort("time").group_by("device_id").last()
+    return dict(zip(last["device_id"].to_list(), last["gateway_id"].to_list(), strict=True))

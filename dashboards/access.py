@@ -20,6 +20,7 @@ from sensors import catalogue
 from sensors.catalogue import Level, indices
 from sensors.communes import Commune, CommuneRegistry
 from sensors.families import Family, family_spec
+from sensors.lorawan.radio import MEASUREMENT_FIELDS
 from storage.base import TIME, Store
 
 INDICES: dict[str, tuple[str, ...]] = {name: spec.shown for name, spec in indices().items()}
@@ -156,6 +157,14 @@ class CommuneData:
         if name not in INDICES:
             raise BadQuery(f"unknown index {name!r}: expected one of {', '.join(INDICES)}")
         return self._read(name, communes, span, fields=fields, where=where)
+
+    def lorawan(self, measurement: str, insee: str, span: TimeRange, *, device_id: str) -> pl.DataFrame:
+        """A LoRaWAN device's ``lorawan_radio`` or ``lorawan_status`` rows (docs/measurements.md)."""
+        if measurement not in MEASUREMENT_FIELDS:
+            raise BadQuery(
+                f"unknown measurement {measurement!r}: expected one of {', '.join(MEASUREMENT_FIELDS)}"
+            )
+        return self._read(measurement, [insee], span, where={"device_id": device_id})
 
     def anomalies(
         self,

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ingest.lorawan import LorawanSettings
 from sensors.topics import DEADLETTER_PREFIX, SUBSCRIPTION
 
 DEFAULT_SHARED_GROUP = "smartcity-ingest"
@@ -61,6 +62,8 @@ class IngestSettings(BaseModel):
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     """HTTP port of ``/metrics`` and ``/healthz``; 0 picks a free port, None serves nothing."""
     log_interval_s: float = Field(30.0, gt=0)
+    lorawan: LorawanSettings | None = None
+    """The LoRaWAN input (examples/lorawan.toml): network-server topics read beside the native ones."""
     switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
     """Python's thread switch interval in ``smartcity ingest`` (``sys.setswitchinterval``)."""
     protocol: Literal["3.1.1", "5"] = "3.1.1"
@@ -92,6 +95,20 @@ class IngestSettings(BaseModel):
     @property
     def subscription(self) -> str:
         """The topic filter actually subscribed to (with the shared-subscription prefix if any)."""
+        return self._shared(self.topic)
+
+    @property
+    def plain_topics(self) -> list[str]:
+        """Every topic filter read, without the shared-subscription prefix: the contract's, then
+        the LoRaWAN input's."""
+        return [self.topic, *(self.lorawan.topics if self.lorawan else [])]
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Every topic filter subscribed to (with the shared-subscription prefix if any)."""
+        return [self._shared(topic) for topic in self.plain_topics]
+
+    def _shared(self, topic: str) -> str:
         if self.shared_group:
-            return f"$share/{self.shared_group}/{self.topic}"
-        return self.topic
+            return f"$share/{self.shared_group}/{topic}"
+        return topic

@@ -213,30 +213,33 @@ class MqttConsumer:
             self._settings.client_id,
             "resumed" if flags.session_present else "new",
         )
+        topics = self._settings.subscriptions
         shared = self._settings.shared_group is not None
         if shared:
             # The same client id may have run alone before (worker 0 of --workers keeps the
-            # plain id): its session's plain subscription would deliver every message again.
-            client.unsubscribe(self._settings.topic)
+            # plain id): its session's plain subscriptions would deliver every message again.
+            client.unsubscribe(self._settings.plain_topics)
         if not self._v5:
-            client.subscribe(self._settings.subscription, qos=1)
+            client.subscribe([(topic, 1) for topic in topics])
             return
         # No Local keeps our own dead-letter publications away; MQTT 5 forbids it on shared
         # subscriptions, where the topic filter of on_message does the job.
         options = SubscribeOptions(qos=1, noLocal=not shared, retainHandling=1)
-        client.subscribe(self._settings.subscription, options=options)
+        client.subscribe([(topic, options) for topic in topics])
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
     ) -> None:
         failures = [code for code in reason_codes if code.is_failure]
         if failures:
-            self.subscribe_error = f"broker refused subscription {self._settings.subscription}: {failures[0]}"
+            self.subscribe_error = (
+                f"broker refused subscription {', '.join(self._settings.subscriptions)}: {failures[0]}"
+            )
             log.error(self.subscribe_error)
             return
         self.subscribe_error = None
         self._subscribed.set()
-        log.info("subscribed to %s (QoS 1)", self._settings.subscription)
+        log.info("subscribed to %s (QoS 1)", ", ".join(self._settings.subscriptions))
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

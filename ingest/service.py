@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ingest.batch import BatchBuilder
 from ingest.config import IngestSettings
 from ingest.deadletter import DeadLetter
+from ingest.lorawan import LorawanDecoder
 from ingest.metrics import IngestMetrics, MetricsServer
 from ingest.mqtt import MqttConsumer
 from ingest.spool import Spool
@@ -59,8 +60,10 @@ class Ingestor:
             topic_prefix=settings.deadletter_topic,
             publish=self.consumer.publish if settings.deadletter_publish else None,
         )
+        if decoder is None:
+            decoder = LorawanDecoder(registry, settings.lorawan) if settings.lorawan else Decoder(registry)
         builder = BatchBuilder(
-            decoder or Decoder(registry),
+            decoder,
             self.deadletter,
             self.metrics,
             rejected_rows_per_device=settings.rejected_rows_per_device,

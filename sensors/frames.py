@@ -12,7 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from sensors.families import FAMILIES, FamilySpec, FieldKind, FieldSpec, family_spec
+from sensors.families import FAMILIES, FieldKind, FieldSpec, family_spec
+from sensors.lorawan.radio import MEASUREMENT_FIELDS
 from sensors.readings import FieldValue, Reading
 
 TAGS = ("insee", "device_id")
@@ -31,9 +32,8 @@ FIELD_DTYPES: dict[FieldKind, pl.DataType] = {
 
 def family_schema(family: str) -> dict[str, pl.DataType]:
     """The column schema of a family's raw reading frame, in column order."""
-    spec = _spec(family)
     schema: dict[str, pl.DataType] = {"time": TIME_DTYPE, "insee": pl.String(), "device_id": pl.String()}
-    for field_spec in spec.fields:
+    for field_spec in _fields(family):
         schema[field_spec.name] = FIELD_DTYPES[field_spec.kind]
     schema[RECEIVED_AT] = pl.Int64()
     return schema
@@ -61,7 +61,6 @@ def readings_to_frames(
         positions.setdefault(reading.family, []).append(position)
     frames: dict[str, pl.DataFrame] = {}
     for family, members in positions.items():
-        spec = _spec(family)
         group = [readings[position] for position in members]
         columns: dict[str, list[Any]] = {
             "time": [reading.time_ns for reading in group],
@@ -69,7 +68,7 @@ def readings_to_frames(
             "device_id": [reading.device_id for reading in group],
         }
         values = [reading.fields for reading in group]
-        for field_spec in spec.fields:
+        for field_spec in _fields(family):
             columns[field_spec.name] = _column(field_spec, values)
         if received_at_ns is None:
             columns[RECEIVED_AT] = [None] * len(group)
@@ -87,9 +86,13 @@ def _column(field_spec: FieldSpec, values: list[dict[str, FieldValue]]) -> list[
     return [fields.get(name) for fields in values]
 
 
-def _spec(family: str) -> FamilySpec:
+def _fields(family: str) -> tuple[FieldSpec, ...]:
     spec = family_spec(family)
-    if spec is None:
-        known = ", ".join(f.value for f in FAMILIES)
-        raise ValueError(f"reading of unknown family {family!r}: expected one of {known}")
-    return spec
+    if spec is not None:
+        return spec.fields
+    # LoRaWAN radio metadata rides the readings' path under measurements of its own.
+    extra = MEASUREMENT_FIELDS.get(family)
+    if extra is not None:
+        return extra
+    known = ", ".join([*(f.value for f in FAMILIES), *MEASUREMENT_FIELDS])
+    raise ValueError(f"reading of unknown family {family!r}: expected one of {known}")

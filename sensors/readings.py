@@ -20,6 +20,9 @@ MESSAGE_REASONS: dict[str, str] = {
     "forbidden_field": "a camera payload has a key outside its allow-list (an image, a face, a plate...)",
     "batch_too_large": "the batch holds more readings than the decoder's limit",
     "internal_error": "the decoder itself failed (a bug: please report it with the payload)",
+    "bad_uplink": "a LoRaWAN network server's message is not a well-formed uplink or status event",
+    "unknown_device": "the DevEUI of a LoRaWAN uplink is not in the device map",
+    "codec_error": "a LoRaWAN payload could not be decoded (codec failed, refused it, or is missing)",
 }
 """Reasons that refuse the whole message: nothing in it is kept."""
 

@@ -2,7 +2,9 @@
 
 Each commune's gateway gets a user ``gw-<insee>`` that may publish only under
 ``smartcity/v1/<insee>/#``: a compromised gateway cannot forge another commune's readings. The
-ingestor's user reads every commune and writes only the dead-letter subtree.
+ingestor's user reads every commune and writes only the dead-letter subtree. The LoRaWAN
+network server (ChirpStack publishing here, or the Mosquitto bridge of The Things Stack) has a
+user ``lorawan`` that may publish only the servers' uplink topics, which the ingestor reads too.
 
 Gateway passwords are derived from one operator secret (HMAC-SHA256), so nothing else needs to
 be stored: ``smartcity broker password gw-78498`` prints the password to configure on that
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sensors.communes import CommuneRegistry
+from sensors.lorawan.uplink import CHIRPSTACK_SUBSCRIPTION, TTS_SUBSCRIPTION
 from sensors.topics import DEADLETTER_PREFIX, PREFIX
 
 INGEST_USER = "ingest"
+LORAWAN_USER = "lorawan"
 HEALTHCHECK_USER = "healthcheck"
 # Mosquitto 2's own format ($7$ = PBKDF2-HMAC-SHA512); mosquitto_passwd uses 101 iterations,
 # we use more since the hash is computed once per deployment.
@@ -64,7 +68,17 @@ def broker_users(registry: CommuneRegistry, *, secret: str, ingest_password: str
         BrokerUser(
             INGEST_USER,
             ingest_password,
-            (f"topic read {PREFIX}/#", f"topic write {DEADLETTER_PREFIX}/#"),
+            (
+                f"topic read {PREFIX}/#",
+                f"topic read {CHIRPSTACK_SUBSCRIPTION}",
+                f"topic read {TTS_SUBSCRIPTION}",
+                f"topic write {DEADLETTER_PREFIX}/#",
+            ),
+        ),
+        BrokerUser(
+            LORAWAN_USER,
+            derive_password(secret, LORAWAN_USER),
+            (f"topic write {CHIRPSTACK_SUBSCRIPTION}", f"topic write {TTS_SUBSCRIPTION}"),
         ),
         # Only reads the broker's uptime, so it can sit in a health check in clear.
         BrokerUser(HEALTHCHECK_USER, HEALTHCHECK_USER, ("topic read $SYS/broker/uptime",)),

@@ -24,6 +24,7 @@ from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
 from dashboards.i18n import Language, format_datetime, format_duration, format_quantity, t
 from dashboards.links import device_href
+from dashboards.pages import radio
 from dashboards.pages.common import (
     aria,
     chart_box,
@@ -81,6 +82,7 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
             field_picker("device-field", lang, options, field),
             chart_box("device-chart", t(lang, "commune.chart_label")),
             html.Div(id="device-anomalies"),
+            html.Div(id="device-radio"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
         ],
         id="content",
@@ -253,6 +255,7 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
     register_range_picker(app, "device-range")
+    radio.register_callbacks(app)
 
     @app.callback(
         Output("device-summary", "children"),

@@ -243,7 +243,7 @@ def run_ingestor(settings: Settings) -> int:
         return 1
     try:
         ingestor = Ingestor(settings.mqtt, settings.ingest, store, registry)
-    except ValueError as exc:
+    except ValueError as exc:  # a setting the ingestor refuses, an invalid LoRaWAN device map...
         store.close()
         print(f"smartcity ingest: {exc}", file=sys.stderr)
         return 2
@@ -261,7 +261,7 @@ def run_ingestor(settings: Settings) -> int:
     ingestor.start()
     log.info(
         "ingesting %s from %s:%d (MQTT %s) into %s",
-        settings.ingest.subscription,
+        ", ".join(settings.ingest.subscriptions),
         settings.mqtt.host,
         settings.mqtt.port,
         "5" if settings.mqtt.protocol == "5" and settings.ingest.protocol == "5" else "3.1.1",

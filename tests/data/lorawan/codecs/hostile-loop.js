@@ -1,0 +1,4 @@
+// A codec that never returns.
+function decodeUplink(input) {
+  while (true) {}
+}
