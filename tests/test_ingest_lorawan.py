@@ -95,7 +95,7 @@ def test_uplinks_of_both_network_servers_are_stored_as_contract_readings_with_th
     with running_ingestor(mosquitto.port, settings, store) as ingestor:
         publish(mosquitto.port, _messages(stream))
         wait_until(lambda: ingestor.metrics.acked.value() >= len(stream), timeout=60, what="all acked")
-        decoder = ingestor.writer._builder._decoder
+        decoder = ingestor.writer._builder._decoder.reference
         assert isinstance(decoder, LorawanDecoder)
         assert decoder.replays == 2
 
