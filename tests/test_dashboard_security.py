@@ -242,7 +242,7 @@ BAD_QUERIES = [
     ("/api/v1/aggregates/air_quality?start=-1d&every=2h", "every"),
     ("/api/v1/aggregates/air_quality?start=-1d&level=street", "level"),
     ("/api/v1/aggregates/air_quality?start=-1d&fields=pm99", "field"),
-    ("/api/v1/aggregates/air_quality?start=-1d&stats=median", "statistic"),
+    ("/api/v1/aggregates/air_quality?start=-1d&stats=p99", "statistic"),
     ("/api/v1/aggregates/air_quality?start=-1d&format=xml", "format"),
     ("/api/v1/aggregates/smoke?start=-1d", "family"),
     ("/api/v1/indices/nope?start=-1d", "index"),
