@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dashboards.basemap import basemap
 
 
 class ApiLimits(BaseModel):
@@ -48,3 +50,13 @@ class DashboardSettings(BaseModel):
     secure_cookies: bool = False
     """Set behind HTTPS so that the session cookie is never sent in clear."""
     api: ApiLimits = Field(default_factory=ApiLimits)
+    basemap: str = "plan-ign"
+    """The overview map's background: ``plan-ign``, ``openmaptiles``, ``none`` (no internet), or the
+    URL of a MapLibre style (then say whom to credit in ``basemap_attribution``)."""
+    basemap_attribution: str = ""
+
+    @field_validator("basemap")
+    @classmethod
+    def _known_basemap(cls, value: str) -> str:
+        basemap(value)  # raises a ValueError that names the accepted values
+        return value

@@ -356,6 +356,9 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     store = DuckDBStore()
     scenario = fill_store(store, [POISSY, MONTROUGE, CONFLANS], now or datetime.now(UTC))
     accounts = write_users(directory / "users.toml", [("poissy", [POISSY]), ("admin", ["*"])])
-    config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
+    # No basemap: the tests run without internet.
+    config = DashboardSettings.model_validate(
+        {"users_file": directory / "users.toml", "basemap": "none", **settings}
+    )
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
