@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dash
 import flask
@@ -10,16 +11,71 @@ from dash import dcc, html
 from dash.development.base_component import Component
 
 from dashboards import api
-from dashboards.auth import AppContext, SignInLimiter, current_language, current_user, install
+from dashboards.auth import (
+    AppContext,
+    SignInLimiter,
+    app_context,
+    current_language,
+    current_user,
+    install,
+)
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
-from dashboards.pages import commune, device, overview
+from dashboards.pages import accessibility, commune, device, overview
 from dashboards.pages.common import aria
 from dashboards.users import UserDirectory
 from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 ASSETS = Path(__file__).parent / "assets"
+FRENCH_ONLY_SCRIPTS = ("vendor/date-fns-locale-fr.min.js",)
+"""Assets added to French pages only: the date picker takes the first locale it is given."""
+
+
+class SmartcityDash(dash.Dash):
+    """Dash whose page says its language (``<html lang>``) and loads that language's assets."""
+
+    def interpolate_index(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        lang = current_language()
+        if lang == "fr":
+            extra = "".join(
+                f'<script src="{self.get_asset_url(name)}"></script>' for name in FRENCH_ONLY_SCRIPTS
+            )
+            kwargs["scripts"] = extra + kwargs.get("scripts", "")
+        page: str = super().interpolate_index(**kwargs)  # type: ignore[no-untyped-call]
+        return page.replace("<html>", f'<html lang="{lang}">', 1)
+
+
+def overview_title(**_: str) -> str:
+    """The overview's browser title, in the user's language."""
+    return page_title(t(current_language(), "overview.title"))
+
+
+def commune_title(insee: str = "", **_: str) -> str:
+    """A commune page's browser title: the commune's name, as in the page heading."""
+    lang = current_language()
+    commune = app_context().registry.get(insee)
+    if commune is None:
+        return page_title(t(lang, "common.unknown"))
+    return page_title(t(lang, "commune.title", name=commune.name, insee=insee))
+
+
+def device_title(insee: str = "", device_id: str = "", **_: str) -> str:
+    """A device page's browser title: the device and its commune."""
+    lang = current_language()
+    commune = app_context().registry.get(insee)
+    name = commune.name if commune else insee
+    return page_title(t(lang, "device.title", device=device_id, name=name))
+
+
+def accessibility_title(**_: str) -> str:
+    """The accessibility statement's browser title."""
+    return page_title(t(current_language(), "a11y.title"))
+
+
+def page_title(what: str) -> str:
+    """A browser title: where the user is first, then the application."""
+    return f"{what} — Smartcity"
 
 
 def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegistry) -> dash.Dash:
@@ -38,31 +94,38 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     )
     install(server, context)
     server.register_blueprint(api.api)
-    app = dash.Dash(
+    app = SmartcityDash(
         __name__,
         server=server,  # type: ignore[arg-type]
         use_pages=True,
         pages_folder="",
         assets_folder=str(ASSETS),
+        assets_ignore=r"vendor/.*",
         title="Smartcity",
         update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,
         serve_locally=True,
     )
     dash.register_page(  # type: ignore[no-untyped-call]
-        "dashboards.pages.overview", path=overview.PATH, layout=overview.layout, title="Smartcity"
+        "dashboards.pages.overview", path=overview.PATH, layout=overview.layout, title=overview_title
     )
     dash.register_page(  # type: ignore[no-untyped-call]
         "dashboards.pages.commune",
         path_template=commune.PATH_TEMPLATE,
         layout=commune.layout,
-        title="Smartcity — commune",
+        title=commune_title,
     )
     dash.register_page(  # type: ignore[no-untyped-call]
         "dashboards.pages.device",
         path_template=device.PATH_TEMPLATE,
         layout=device.layout,
-        title="Smartcity — device",
+        title=device_title,
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.accessibility",
+        path=accessibility.PATH,
+        layout=accessibility.layout,
+        title=accessibility_title,
     )
     app.layout = shell
     for page in (overview, commune, device):
@@ -108,6 +171,10 @@ def shell() -> Component:
                 className="topbar",
             ),
             dash.page_container,
+            html.Footer(
+                dcc.Link(t(lang, "a11y.footer"), href=accessibility.PATH, id="accessibility-link"),
+                className="footer",
+            ),
         ],
         lang=lang,
     )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import dash
+import numpy as np
+import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 
-from dashboards.i18n import PARIS, Language, t
+from dashboards.i18n import PARIS, Language, format_number, plotly_config, t
 from dashboards.timerange import PRESETS, TimeRange
 
 Cell = Any
@@ -36,14 +39,171 @@ def table(
     )
 
 
-def chart_box(graph_id: str, label: str, *, figure: Any = None, responsive: bool = False) -> html.Div:
-    """A chart in a box that screen readers announce as a figure named ``label``."""
-    graph: dict[str, Any] = {"id": graph_id, "config": {"displaylogo": False}}
-    if responsive:
-        graph["config"]["responsive"] = True
+def chart_box(
+    graph_id: str,
+    label: str,
+    lang: Language,
+    *,
+    figure: go.Figure | None = None,
+    alternative: list[Any] | None = None,
+) -> html.Div:
+    """A chart announced as a figure named ``label``, with its text alternative under it.
+
+    The alternative (``{graph_id}-alt``: a summary and a "see the data" table) is
+    ``chart_alternative`` of the figure unless given; a callback that fills the chart later
+    fills it too.
+    """
+    graph: dict[str, Any] = {"id": graph_id, "config": plotly_config(lang)}
+    title: str = label
     if figure is not None:  # a figure filled in later by a callback is left out
+        figure, title, shown_alternative = present_chart(figure, lang)
         graph["figure"] = figure
-    return html.Div(dcc.Graph(**graph), role="figure", **aria(label=label))
+        alternative = shown_alternative if alternative is None else alternative
+    return html.Div(
+        [
+            html.P(title, id=f"{graph_id}-label", className="chart-label"),
+            dcc.Graph(**graph),
+            html.Div(alternative, id=f"{graph_id}-alt", className="chart-alt"),
+        ],
+        id=f"{graph_id}-box",
+        role="figure",
+        className="chart-box",
+        **aria(labelledby=f"{graph_id}-label"),
+    )
+
+
+def chart_outputs(graph_id: str) -> list[Output]:
+    """The outputs a callback that fills a ``chart_box`` returns ``present_chart``'s results to."""
+    return [
+        Output(graph_id, "figure"),
+        Output(f"{graph_id}-label", "children"),
+        Output(f"{graph_id}-alt", "children"),
+    ]
+
+
+def present_chart(figure: go.Figure, lang: Language) -> tuple[go.Figure, str, list[Any]]:
+    """The figure without its title, the title, and its text alternative.
+
+    The title is written in HTML above the chart, where it wraps on a phone instead of being cut
+    off, and names the figure for screen readers.
+    """
+    title = figure.layout.title.text if figure.layout.title and figure.layout.title.text else ""
+    if title:
+        figure.update_layout(title={"text": ""}, margin={"t": 16})
+    return figure, str(title), chart_alternative(figure, lang)
+
+
+ALT_MAX_ROWS = 200
+"""Most rows of a chart's "see the data" table; the CSV export gives the rest."""
+
+
+def chart_alternative(figure: go.Figure, lang: Language) -> list[Any]:
+    """A chart's text alternative: one sentence per series, and its values in a table.
+
+    Built from the figure itself, so the text says exactly what is drawn. Values are written in
+    the language's conventions (decimal comma in French), times as the axis shows them (Paris).
+    """
+    series = [trace for trace in figure.data if _values(trace, "y").size]
+    unit = _axis_title(figure)
+    if not series:
+        messages = [a.text for a in figure.layout.annotations or () if a.text]
+        return [html.P(messages[0] if messages else t(lang, "common.no_data"), className="chart-summary")]
+    sentences = []
+    for trace in series:
+        ys = _values(trace, "y")
+        xs = list(trace.x) if trace.x is not None else list(range(len(ys)))
+        texts = _texts(trace)
+        numeric = ys.astype(float) if ys.dtype.kind in "biuf" else None
+        if texts is not None or numeric is None:
+            listed = ", ".join(
+                f"{x} : {v}" if lang == "fr" else f"{x}: {v}" for x, v in zip(xs, texts or ys, strict=False)
+            )
+            sentences.append(t(lang, "chart.summary_list", name=trace.name or "", values=listed))
+            continue
+        finite = np.isfinite(numeric)
+        if not finite.any():
+            continue
+        low, high = int(np.nanargmin(numeric)), int(np.nanargmax(numeric))
+        last = int(np.flatnonzero(finite)[-1])
+        sentences.append(
+            t(
+                lang,
+                "chart.summary",
+                name=trace.name or "",
+                count=int(finite.sum()),
+                first=xs[0],
+                last_time=xs[last],
+                low=_number(numeric[low], unit, lang),
+                low_time=xs[low],
+                high=_number(numeric[high], unit, lang),
+                high_time=xs[high],
+                last=_number(numeric[last], unit, lang),
+            )
+        )
+    return [
+        html.P(" ".join(sentences), className="chart-summary"),
+        html.Details(
+            [html.Summary(t(lang, "chart.show_data")), _data_table(series, unit, lang)],
+            className="chart-data",
+        ),
+    ]
+
+
+def _values(trace: Any, axis: str) -> np.ndarray:
+    values = getattr(trace, axis, None)
+    if values is None:
+        return np.asarray([])
+    return np.asarray(values)
+
+
+def _texts(trace: Any) -> list[str] | None:
+    hover = getattr(trace, "hovertext", None)
+    if hover is not None and not isinstance(hover, str) and len(hover):
+        return [str(h) for h in hover]
+    return None
+
+
+def _axis_title(figure: go.Figure) -> str:
+    title = figure.layout.yaxis.title.text if figure.layout.yaxis and figure.layout.yaxis.title else None
+    return str(title or "")
+
+
+def _number(value: float, unit: str, lang: Language) -> str:
+    if not math.isfinite(value):
+        return "–"
+    decimals = 0 if float(value).is_integer() else 2 if abs(value) < 10 else 1
+    text = format_number(value, lang, decimals)
+    return f"{text}\u00a0{unit}" if unit and "(" not in unit else text
+
+
+def _data_table(series: Sequence[Any], unit: str, lang: Language) -> html.Table:
+    """The series side by side on their common x values (newest last), at most ``ALT_MAX_ROWS``."""
+    columns: list[dict[Any, str]] = []
+    order: dict[Any, None] = {}
+    for trace in series:
+        ys = _values(trace, "y")
+        xs = list(trace.x) if trace.x is not None else list(range(len(ys)))
+        texts = _texts(trace)
+        cells: dict[Any, str] = {}
+        for i, x in enumerate(xs[: len(ys)]):
+            order.setdefault(x, None)
+            value = ys[i]
+            if texts is not None:
+                cells[x] = texts[i]
+            elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                cells[x] = _number(float(value), "", lang)
+            else:
+                cells[x] = str(value)
+        columns.append(cells)
+    keys = list(order)
+    shown = keys[-ALT_MAX_ROWS:]
+    rows = [[str(x), *[cells.get(x, "–") for cells in columns]] for x in shown]
+    suffix = f" ({unit})" if unit else ""
+    headers = [t(lang, "chart.x"), *[f"{trace.name or ''}{suffix}" for trace in series]]
+    caption = t(lang, "chart.data_caption")
+    if len(keys) > len(shown):
+        caption += " " + t(lang, "chart.data_truncated", shown=len(shown), total=len(keys))
+    return table(caption, headers, rows)
 
 
 def field_picker(component_id: str, lang: Language, options: list[dict[str, str]], value: str) -> html.Div:
@@ -146,3 +306,65 @@ def refusal(lang: Language, insee: str) -> html.Div:
         role="alert",
         id="forbidden",
     )
+
+
+def tabs(component_id: str, label: str, options: Sequence[tuple[str, str]], value: str) -> html.Div:
+    """WAI-ARIA tabs: a ``tablist`` of ``tab`` buttons; the chosen value in the store ``component_id``.
+
+    Only the selected tab is in the Tab order; the arrow keys, Home and End move between tabs and
+    select them (``assets/tabs.js``). The content they control goes in ``tab_panel``.
+    """
+    buttons = [
+        html.Button(
+            text,
+            id=f"{component_id}-{key}",
+            role="tab",
+            type="button",
+            n_clicks=0,
+            tabIndex="0" if key == value else "-1",
+            className="tab tab--selected" if key == value else "tab",
+            **aria(selected="true" if key == value else "false", controls=f"{component_id}-panel"),
+        )
+        for key, text in options
+    ]
+    return html.Div(
+        [
+            html.Div(buttons, role="tablist", className="tablist", **aria(label=label)),
+            dcc.Store(id=component_id, data=value),
+        ]
+    )
+
+
+def tab_panel(component_id: str, value: str, children: list[Any]) -> html.Div:
+    """The panel the tabs of ``tabs(component_id, ...)`` control."""
+    return html.Div(
+        children,
+        id=f"{component_id}-panel",
+        role="tabpanel",
+        className="tabpanel",
+        **aria(labelledby=f"{component_id}-{value}"),
+    )
+
+
+def register_tabs(app: dash.Dash, component_id: str, keys: Sequence[str]) -> None:
+    """Select the tab the user clicked (or reached with the arrow keys): store, states, panel label."""
+    outputs = [Output(component_id, "data"), Output(f"{component_id}-panel", "aria-labelledby")]
+    for key in keys:
+        button = f"{component_id}-{key}"
+        outputs += [Output(button, "aria-selected"), Output(button, "tabIndex"), Output(button, "className")]
+
+    @app.callback(
+        *outputs, [Input(f"{component_id}-{key}", "n_clicks") for key in keys], prevent_initial_call=True
+    )
+    def on_tab(*_: int | None) -> list[str]:
+        triggered = dash.ctx.triggered_id
+        chosen = next((k for k in keys if triggered == f"{component_id}-{k}"), keys[0])
+        states: list[str] = [chosen, f"{component_id}-{chosen}"]
+        for key in keys:
+            selected = key == chosen
+            states += [
+                "true" if selected else "false",
+                "0" if selected else "-1",
+                "tab tab--selected" if selected else "tab",
+            ]
+        return states

@@ -17,7 +17,9 @@ from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import (
     chart_box,
+    chart_outputs,
     field_picker,
+    present_chart,
     range_picker,
     refusal,
     register_range_picker,
@@ -61,7 +63,7 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
             ),
             range_picker("device-range", lang, "24h", RANGES),
             field_picker("device-field", lang, options, field),
-            chart_box("device-chart", t(lang, "commune.chart_label")),
+            chart_box("device-chart", t(lang, "commune.chart_label"), lang),
             html.Div(id="device-anomalies"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
         ],
@@ -113,7 +115,7 @@ def register_callbacks(app: dash.Dash) -> None:
     register_range_picker(app, "device-range")
 
     @app.callback(
-        Output("device-chart", "figure"),
+        *chart_outputs("device-chart"),
         Output("device-anomalies", "children"),
         Input("device-key", "data"),
         Input("device-field", "value"),
@@ -122,10 +124,10 @@ def register_callbacks(app: dash.Dash) -> None:
     )
     def on_device(
         key: dict[str, str], field: str, range_key: str, _: int | None
-    ) -> tuple[go.Figure, Component]:
+    ) -> tuple[go.Figure, str, list[Any], Component]:
         lang = current_language()
         try:
-            return device_panel(
+            figure, anomalies = device_panel(
                 current_data(),
                 key,
                 field,
@@ -135,4 +137,8 @@ def register_callbacks(app: dash.Dash) -> None:
                 now=utc_now(),
             )
         except AccessError:
-            return go.Figure(layout={"template": "none"}), refusal(lang, str(key.get("insee", "")))
+            figure, anomalies = (
+                go.Figure(layout={"template": "none"}),
+                refusal(lang, str(key.get("insee", ""))),
+            )
+        return *present_chart(figure, lang), anomalies
