@@ -28,20 +28,13 @@ from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 ASSETS = Path(__file__).parent / "assets"
-FRENCH_ONLY_SCRIPTS = ("vendor/date-fns-locale-fr.min.js",)
-"""Assets added to French pages only: the date picker takes the first locale it is given."""
 
 
 class SmartcityDash(dash.Dash):
-    """Dash whose page says its language (``<html lang>``) and loads that language's assets."""
+    """Dash whose page says its language (``<html lang>``), for screen readers and translators."""
 
     def interpolate_index(self, **kwargs: Any) -> Any:  # type: ignore[override]
         lang = current_language()
-        if lang == "fr":
-            extra = "".join(
-                f'<script src="{self.get_asset_url(name)}"></script>' for name in FRENCH_ONLY_SCRIPTS
-            )
-            kwargs["scripts"] = extra + kwargs.get("scripts", "")
         page: str = super().interpolate_index(**kwargs)  # type: ignore[no-untyped-call]
         return page.replace("<html>", f'<html lang="{lang}">', 1)
 
@@ -100,7 +93,6 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         use_pages=True,
         pages_folder="",
         assets_folder=str(ASSETS),
-        assets_ignore=r"vendor/.*",
         title="Smartcity",
         update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,
@@ -171,9 +163,11 @@ def shell() -> Component:
                 className="topbar",
             ),
             dash.page_container,
-            html.Footer(
+            # Not a <footer>: Dash's page already has one (its scripts), and a page has one contentinfo.
+            html.Nav(
                 dcc.Link(t(lang, "a11y.footer"), href=accessibility.PATH, id="accessibility-link"),
                 className="footer",
+                **aria(label=t(lang, "a11y.title")),
             ),
         ],
         lang=lang,

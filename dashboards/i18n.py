@@ -147,8 +147,11 @@ PLOTLY_TOOLS_REMOVED = [
     "toggleSpikelines",
     "hoverClosestCartesian",
     "hoverCompareCartesian",
+    "sendChartToCloud",
+    "sendDataToCloud",
 ]
-"""Plotly tools that only a mouse can use: each would be one more Tab stop for keyboard users."""
+"""Plotly tools that only a mouse can use (each one more Tab stop for keyboard users), and those
+that would send the data to Plotly's cloud."""
 
 
 def plotly_config(lang: Language) -> dict[str, object]:

@@ -284,7 +284,7 @@ def fill_store(
                 f"{code}/air_quality",
                 "firing",
                 now - timedelta(minutes=30),
-                f"PM2.5 high in {code}",
+                "firing: pm25 = 62.5",  # as alerts.engine writes it
             )
             for code in communes
         ]
@@ -295,7 +295,7 @@ def fill_store(
                 f"{first}/network",
                 "resolved",
                 now - timedelta(minutes=20),
-                "link back up",
+                "suppressed: parent device net-78498-01 is offline",
             )
         ]
     )

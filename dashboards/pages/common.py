@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import dash
 import numpy as np
 import plotly.graph_objects as go
-from dash import Input, Output, dcc, html
+from dash import ALL, Input, Output, State, dcc, html
 
+from dashboards.auth import current_language
 from dashboards.i18n import PARIS, Language, format_number, plotly_config, t
 from dashboards.timerange import PRESETS, TimeRange
 
@@ -35,8 +37,13 @@ def table(
             html.Tbody([html.Tr([html.Td(cell) for cell in row]) for row in rows]),
         ],
         className="data-table",
-        id=table_id or None,
+        **_optional_id(table_id),
     )
+
+
+def _optional_id(component_id: str) -> dict[str, Any]:
+    # Dash refuses id=None: a component without an id leaves the argument out.
+    return {"id": component_id} if component_id else {}
 
 
 def chart_box(
@@ -111,7 +118,7 @@ def chart_alternative(figure: go.Figure, lang: Language) -> list[Any]:
     sentences = []
     for trace in series:
         ys = _values(trace, "y")
-        xs = list(trace.x) if trace.x is not None else list(range(len(ys)))
+        xs = _xs(trace, len(ys), lang)
         texts = _texts(trace)
         numeric = ys.astype(float) if ys.dtype.kind in "biuf" else None
         if texts is not None or numeric is None:
@@ -156,6 +163,23 @@ def _values(trace: Any, axis: str) -> np.ndarray:
     return np.asarray(values)
 
 
+def _xs(trace: Any, count: int, lang: Language) -> list[str]:
+    """A trace's x values as text: the charts' Paris times (``2026-12-05 14:00``) as the language
+    writes them (``05/12/2026 14:00``), anything else as it is."""
+    if trace.x is None:
+        return [str(i) for i in range(count)]
+    written = []
+    for x in trace.x:
+        text = str(x)
+        try:
+            moment = datetime.strptime(text, "%Y-%m-%d %H:%M")
+        except ValueError:
+            written.append(text)
+            continue
+        written.append(moment.strftime("%d/%m/%Y %H:%M") if lang == "fr" else text)
+    return written
+
+
 def _texts(trace: Any) -> list[str] | None:
     hover = getattr(trace, "hovertext", None)
     if hover is not None and not isinstance(hover, str) and len(hover):
@@ -182,7 +206,7 @@ def _data_table(series: Sequence[Any], unit: str, lang: Language) -> html.Table:
     order: dict[Any, None] = {}
     for trace in series:
         ys = _values(trace, "y")
-        xs = list(trace.x) if trace.x is not None else list(range(len(ys)))
+        xs = _xs(trace, len(ys), lang)
         texts = _texts(trace)
         cells: dict[Any, str] = {}
         for i, x in enumerate(xs[: len(ys)]):
@@ -207,14 +231,24 @@ def _data_table(series: Sequence[Any], unit: str, lang: Language) -> html.Table:
 
 
 def field_picker(component_id: str, lang: Language, options: list[dict[str, str]], value: str) -> html.Div:
-    """The labelled drop-down that chooses which field of a family a chart shows."""
+    """The labelled radio buttons that choose which field of a family a chart shows.
+
+    Its content (``{component_id}-picker``) is replaced when the family changes.
+    """
     return html.Div(
-        [
-            html.Label(t(lang, "commune.field"), htmlFor=component_id),
-            dcc.Dropdown(id=component_id, options=options, value=value, clearable=False),
-        ],
+        field_choices(component_id, lang, options, value),
+        id=f"{component_id}-picker",
         className="field-picker",
     )
+
+
+def field_choices(component_id: str, lang: Language, options: list[dict[str, str]], value: str) -> list[Any]:
+    """The content of a ``field_picker``: its label and its buttons."""
+    pairs = [(option["value"], option["label"]) for option in options]
+    return [
+        html.Span(t(lang, "commune.field"), id=f"{component_id}-label", className="picker-label"),
+        choices(component_id, t(lang, "commune.field"), pairs, value, kind="radio"),
+    ]
 
 
 CUSTOM = "custom"
@@ -230,46 +264,76 @@ def range_picker(
     that the data callbacks read through ``span_of``.
     """
     keys = list(presets or PRESETS)
-    options = [{"label": t(lang, f"range.{key}"), "value": key} for key in keys]
-    options.append({"label": t(lang, "range.custom"), "value": CUSTOM})
+    options = [(key, t(lang, f"range.{key}")) for key in keys]
+    options.append((CUSTOM, t(lang, "range.custom")))
     return html.Div(
         [
             html.Span(t(lang, "common.range"), id=f"{component_id}-label", className="picker-label"),
-            dcc.RadioItems(
-                id=component_id,
-                options=options,
-                value=value if value in keys else keys[1],
-                inline=True,
-                className="range-picker",
-                labelClassName="range-option",
+            choices(
+                component_id,
+                t(lang, "common.range"),
+                options,
+                value if value in keys else keys[1],
+                kind="radio",
             ),
-            dcc.DatePickerRange(
-                id=f"{component_id}-dates",
-                display_format="DD/MM/YYYY" if lang == "fr" else "YYYY-MM-DD",
-                first_day_of_week=1,
-                start_date_placeholder_text=t(lang, "range.from"),
-                end_date_placeholder_text=t(lang, "range.to"),
-                updatemode="bothdates",
-                className="date-picker",
+            # Two labelled text fields rather than a calendar pop-up: typed with the keyboard,
+            # read by screen readers, in the format the language writes dates.
+            html.Div(
+                [
+                    _day_field(f"{component_id}-from", t(lang, "range.from"), lang),
+                    _day_field(f"{component_id}-to", t(lang, "range.to"), lang),
+                    html.P(id=f"{component_id}-error", className="form-error", **aria(live="polite")),
+                ],
+                className="date-fields",
             ),
             dcc.Store(id=f"{component_id}-key", data=value if value in keys else keys[1]),
         ],
-        role="group",
-        **aria(labelledby=f"{component_id}-label"),
+        className="range-box",
     )
 
 
 def register_range_picker(app: dash.Dash, component_id: str) -> None:
     """Keep the ``{component_id}-key`` store of a ``range_picker`` in step with what is picked."""
+    register_choices(app, component_id)
 
     @app.callback(
         Output(f"{component_id}-key", "data"),
-        Input(component_id, "value"),
-        Input(f"{component_id}-dates", "start_date"),
-        Input(f"{component_id}-dates", "end_date"),
+        Output(f"{component_id}-error", "children"),
+        Input(component_id, "data"),
+        Input(f"{component_id}-from", "value"),
+        Input(f"{component_id}-to", "value"),
     )
-    def on_range(choice: str, start_date: str | None, end_date: str | None) -> str:
-        return range_key(choice, start_date, end_date)
+    def on_range(choice: str, first: str | None, last: str | None) -> tuple[str, str]:
+        days = [parse_day(text) for text in (first, last)]
+        wrong = [text for text, day in zip((first, last), days, strict=True) if text and day is None]
+        if wrong:
+            return range_key(choice, None, None), t(current_language(), "dates.bad_date", text=wrong[0])
+        return range_key(choice, days[0], days[1]), ""
+
+
+DAY_FORMATS = ("%d/%m/%Y", "%Y-%m-%d")
+"""How a day may be typed: as French writes it, or ISO 8601."""
+
+
+def parse_day(text: str | None) -> str | None:
+    """A typed day (``05/12/2026`` or ``2026-12-05``) as ISO ``2026-12-05``; None if it is not one."""
+    for pattern in DAY_FORMATS:
+        try:
+            return datetime.strptime((text or "").strip(), pattern).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _day_field(component_id: str, label: str, lang: Language) -> html.Div:
+    hint = t(lang, "dates.day_format")
+    return html.Div(
+        [
+            html.Label(f"{label} ({hint})", htmlFor=component_id),
+            dcc.Input(id=component_id, type="text", debounce=True, autoComplete="off", className="day-input"),
+        ],
+        className="day-field",
+    )
 
 
 def range_key(choice: str | None, start_date: str | None, end_date: str | None) -> str:
@@ -308,63 +372,102 @@ def refusal(lang: Language, insee: str) -> html.Div:
     )
 
 
-def tabs(component_id: str, label: str, options: Sequence[tuple[str, str]], value: str) -> html.Div:
-    """WAI-ARIA tabs: a ``tablist`` of ``tab`` buttons; the chosen value in the store ``component_id``.
+ChoiceKind = Literal["tab", "radio"]
+_SELECTED = {"tab": "aria-selected", "radio": "aria-checked"}
+_GROUP = {"tab": "tablist", "radio": "radiogroup"}
 
-    Only the selected tab is in the Tab order; the arrow keys, Home and End move between tabs and
-    select them (``assets/tabs.js``). The content they control goes in ``tab_panel``.
+
+def choices(
+    component_id: str, label: str, options: Sequence[tuple[str, str]], value: str, *, kind: ChoiceKind
+) -> html.Div:
+    """One choice among buttons: WAI-ARIA tabs (``tablist``) or radio buttons (``radiogroup``).
+
+    The chosen key is in the store ``component_id``. Only the chosen button is in the Tab order;
+    the arrow keys, Home and End move to another and choose it (``assets/choices.js``), as the
+    ARIA practices describe; Enter and Space choose the focused one. ``register_choices`` keeps
+    the states in step.
     """
     buttons = [
         html.Button(
             text,
-            id=f"{component_id}-{key}",
-            role="tab",
+            id=choice_id(component_id, key),
+            role=kind,
             type="button",
             n_clicks=0,
-            tabIndex="0" if key == value else "-1",
-            className="tab tab--selected" if key == value else "tab",
-            **aria(selected="true" if key == value else "false", controls=f"{component_id}-panel"),
+            **_choice_state(kind, key == value),
+            **(aria(controls=f"{component_id}-panel") if kind == "tab" else {}),
         )
         for key, text in options
     ]
     return html.Div(
         [
-            html.Div(buttons, role="tablist", className="tablist", **aria(label=label)),
+            html.Div(buttons, role=_GROUP[kind], className=f"choices choices--{kind}", **aria(label=label)),
             dcc.Store(id=component_id, data=value),
-        ]
+        ],
+        className="choice-group",
     )
 
 
+def choice_id(component_id: str, key: str) -> dict[str, str]:
+    """The id of the button of ``key`` in the ``choices`` ``component_id``."""
+    return {"choice": component_id, "key": key}
+
+
+def dom_id(component_id: dict[str, str]) -> str:
+    """The ``id`` attribute Dash writes for a dict id (keys sorted, values as JSON)."""
+    return (
+        "{" + ",".join(f"{json.dumps(k)}:{json.dumps(component_id[k])}" for k in sorted(component_id)) + "}"
+    )
+
+
+def _choice_state(kind: ChoiceKind, chosen: bool) -> dict[str, Any]:
+    return {
+        _SELECTED[kind]: "true" if chosen else "false",
+        "tabIndex": "0" if chosen else "-1",
+        "className": f"choice choice--{kind}" + (" choice--chosen" if chosen else ""),
+    }
+
+
+def tabs(component_id: str, label: str, options: Sequence[tuple[str, str]], value: str) -> html.Div:
+    """WAI-ARIA tabs over a ``tab_panel``: ``choices`` of kind ``tab``."""
+    return choices(component_id, label, options, value, kind="tab")
+
+
 def tab_panel(component_id: str, value: str, children: list[Any]) -> html.Div:
-    """The panel the tabs of ``tabs(component_id, ...)`` control."""
+    """The panel the ``tabs`` ``component_id`` control, labelled by the chosen tab."""
     return html.Div(
         children,
         id=f"{component_id}-panel",
         role="tabpanel",
         className="tabpanel",
-        **aria(labelledby=f"{component_id}-{value}"),
+        **aria(labelledby=dom_id(choice_id(component_id, value))),
     )
 
 
-def register_tabs(app: dash.Dash, component_id: str, keys: Sequence[str]) -> None:
-    """Select the tab the user clicked (or reached with the arrow keys): store, states, panel label."""
-    outputs = [Output(component_id, "data"), Output(f"{component_id}-panel", "aria-labelledby")]
-    for key in keys:
-        button = f"{component_id}-{key}"
-        outputs += [Output(button, "aria-selected"), Output(button, "tabIndex"), Output(button, "className")]
+def register_choices(app: dash.Dash, component_id: str, kind: ChoiceKind = "radio") -> None:
+    """Choose the button the user clicked (or reached with the arrow keys): store and states."""
+    button = {"choice": component_id, "key": ALL}
+    outputs = [
+        Output(component_id, "data"),
+        Output(button, _SELECTED[kind]),
+        Output(button, "tabIndex"),
+        Output(button, "className"),
+    ]
+    if kind == "tab":
+        outputs.append(Output(f"{component_id}-panel", "aria-labelledby"))
 
-    @app.callback(
-        *outputs, [Input(f"{component_id}-{key}", "n_clicks") for key in keys], prevent_initial_call=True
-    )
-    def on_tab(*_: int | None) -> list[str]:
+    @app.callback(*outputs, Input(button, "n_clicks"), State(button, "id"), prevent_initial_call=True)
+    def on_choice(clicks: list[int | None], ids: list[dict[str, str]]) -> list[Any]:
         triggered = dash.ctx.triggered_id
-        chosen = next((k for k in keys if triggered == f"{component_id}-{k}"), keys[0])
-        states: list[str] = [chosen, f"{component_id}-{chosen}"]
-        for key in keys:
-            selected = key == chosen
-            states += [
-                "true" if selected else "false",
-                "0" if selected else "-1",
-                "tab tab--selected" if selected else "tab",
-            ]
-        return states
+        # Buttons put in the page by another callback (a new family's fields) trigger with no click.
+        if not isinstance(triggered, dict) or not any(clicks):
+            raise dash.exceptions.PreventUpdate
+        chosen = str(triggered["key"])
+        states = [_choice_state(kind, i["key"] == chosen) for i in ids]
+        result: list[Any] = [
+            chosen,
+            *([s[key] for s in states] for key in (_SELECTED[kind], "tabIndex", "className")),
+        ]
+        if kind == "tab":
+            result.append(dom_id(choice_id(component_id, chosen)))
+        return result

@@ -20,12 +20,13 @@ from dashboards.pages.common import (
     aria,
     chart_box,
     chart_outputs,
+    field_choices,
     field_picker,
     present_chart,
     range_picker,
     refusal,
+    register_choices,
     register_range_picker,
-    register_tabs,
     span_of,
     tab_panel,
     table,
@@ -238,22 +239,25 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``; each reads through the signed-in user's rights."""
 
     register_range_picker(app, "commune-range")
-    register_tabs(app, "commune-family", [f.value for f in Family])
+    register_choices(app, "commune-family", "tab")
+    register_choices(app, "commune-field")
 
     @app.callback(
-        Output("commune-field", "options"),
-        Output("commune-field", "value"),
+        Output("commune-field-picker", "children"),
         Input("commune-family", "data"),
+        prevent_initial_call=True,
     )
-    def on_family(family: str) -> tuple[list[dict[str, str]], str]:
-        return field_options(family, current_language())
+    def on_family(family: str) -> list[Any]:
+        lang = current_language()
+        options, field = field_options(family, lang)
+        return field_choices("commune-field", lang, options, field)
 
     @app.callback(
         *chart_outputs("commune-chart"),
         Output("commune-updated", "children"),
         Input("commune-insee", "data"),
         Input("commune-family", "data"),
-        Input("commune-field", "value"),
+        Input("commune-field", "data"),
         Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
@@ -310,7 +314,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Input("commune-export", "n_clicks"),
         State("commune-insee", "data"),
         State("commune-family", "data"),
-        State("commune-field", "value"),
+        State("commune-field", "data"),
         State("commune-range-key", "data"),
         prevent_initial_call=True,
     )

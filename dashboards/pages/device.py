@@ -22,6 +22,7 @@ from dashboards.pages.common import (
     present_chart,
     range_picker,
     refusal,
+    register_choices,
     register_range_picker,
     span_of,
     table,
@@ -113,12 +114,13 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
     register_range_picker(app, "device-range")
+    register_choices(app, "device-field")
 
     @app.callback(
         *chart_outputs("device-chart"),
         Output("device-anomalies", "children"),
         Input("device-key", "data"),
-        Input("device-field", "value"),
+        Input("device-field", "data"),
         Input("device-range-key", "data"),
         Input("device-tick", "n_intervals"),
     )

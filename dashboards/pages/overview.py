@@ -160,11 +160,11 @@ def overview_map(rows: pl.DataFrame, lang: Language, background: Basemap) -> go.
 def fit(latitudes: list[float], longitudes: list[float]) -> tuple[dict[str, float], float]:
     """Centre and Web-Mercator zoom showing every point on the narrowest map, with a margin."""
     center = {"lat": (max(latitudes) + min(latitudes)) / 2, "lon": (max(longitudes) + min(longitudes)) / 2}
-    # 256 px show the whole world (360°) at zoom 0; a degree of latitude is 1/cos(lat) longer.
+    # MapLibre draws the world (360°) on 512 px at zoom 0; a degree of latitude is 1/cos(lat) longer.
     span_lon = max(max(longitudes) - min(longitudes), 0.05) * 1.6
     span_lat = max(max(latitudes) - min(latitudes), 0.03) * 1.6 / math.cos(math.radians(center["lat"]))
     zoom = min(
-        math.log2(MAP_WIDTH_PX * 360 / (256 * span_lon)), math.log2(MAP_HEIGHT_PX * 360 / (256 * span_lat))
+        math.log2(MAP_WIDTH_PX * 360 / (512 * span_lon)), math.log2(MAP_HEIGHT_PX * 360 / (512 * span_lat))
     )
     return center, round(min(max(zoom, 5.0), 13.0), 2)
 
