@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.servers import wait_until
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, shot
+from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,6 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
         expect(page.locator("#commune-anomalies")).to_contain_text("hors ligne", timeout=budget_ms)
         expect(page.locator("#commune-alerts")).to_contain_text("reseau-hors-ligne", timeout=budget_ms)
         assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
-        shot(page, "demo_commune")
         browser.close()
 
     # The alert also reached the commune's mailbox, in French.
