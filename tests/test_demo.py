@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.servers import wait_until
 from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
 
