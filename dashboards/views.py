@@ -449,9 +449,7 @@ def unit_label(unit: str, lang: Language) -> str:
 
 def severity_text(severity: str | None, lang: Language) -> str:
     """An alert rule's severity (``warning``, ``critical``...) in words of ``lang``."""
-    if not severity:
-        return ""
-    return t(lang, f"severity.{severity}") if has_text(f"severity.{severity}") else severity
+    return _known(lang, "severity", severity) if severity else ""
 
 
 _SUMMARIES = (
