@@ -213,7 +213,7 @@ def test_forbidden_commune_is_refused(page: Page, served: tuple[DashboardEnv, st
         (
             "en",
             {
-                "overview": "Commune overview — Smartcity",
+                "overview": "Communes overview — Smartcity",
                 "commune": "Poissy (78498) — Smartcity",
                 "device": f"Device {DEVICE} — Poissy — Smartcity",
                 "statement": "Accessibility statement — Smartcity",
