@@ -233,11 +233,14 @@ def _data_table(series: Sequence[Any], unit: str, lang: Language) -> html.Table:
 def field_picker(component_id: str, lang: Language, options: list[dict[str, str]], value: str) -> html.Div:
     """The labelled radio buttons that choose which field of a family a chart shows.
 
-    Its content (``{component_id}-picker``) is replaced when the family changes.
+    Its buttons (``{component_id}-picker``) are replaced when the family changes, by the same
+    callback that sets the store: the chosen field never belongs to another family.
     """
     return html.Div(
-        field_choices(component_id, lang, options, value),
-        id=f"{component_id}-picker",
+        [
+            html.Div(field_choices(component_id, lang, options, value), id=f"{component_id}-picker"),
+            dcc.Store(id=component_id, data=value),
+        ],
         className="field-picker",
     )
 
@@ -247,7 +250,7 @@ def field_choices(component_id: str, lang: Language, options: list[dict[str, str
     pairs = [(option["value"], option["label"]) for option in options]
     return [
         html.Span(t(lang, "commune.field"), id=f"{component_id}-label", className="picker-label"),
-        choices(component_id, t(lang, "commune.field"), pairs, value, kind="radio"),
+        choices(component_id, t(lang, "commune.field"), pairs, value, kind="radio", store=False),
     ]
 
 
@@ -378,13 +381,20 @@ _GROUP = {"tab": "tablist", "radio": "radiogroup"}
 
 
 def choices(
-    component_id: str, label: str, options: Sequence[tuple[str, str]], value: str, *, kind: ChoiceKind
+    component_id: str,
+    label: str,
+    options: Sequence[tuple[str, str]],
+    value: str,
+    *,
+    kind: ChoiceKind,
+    store: bool = True,
 ) -> html.Div:
     """One choice among buttons: WAI-ARIA tabs (``tablist``) or radio buttons (``radiogroup``).
 
-    The chosen key is in the store ``component_id``. Only the chosen button is in the Tab order;
-    the arrow keys, Home and End move to another and choose it (``assets/choices.js``), as the
-    ARIA practices describe; Enter and Space choose the focused one. ``register_choices`` keeps
+    The chosen key is in the store ``component_id`` (made here unless ``store`` is False). Only
+    the chosen button is in the Tab order; the arrow keys, Home and End move to another and
+    choose it (``assets/choices.js``), as the ARIA practices describe; Enter and Space choose
+    the focused one. ``register_choices`` keeps
     the states in step.
     """
     buttons = [
@@ -402,7 +412,7 @@ def choices(
     return html.Div(
         [
             html.Div(buttons, role=_GROUP[kind], className=f"choices choices--{kind}", **aria(label=label)),
-            dcc.Store(id=component_id, data=value),
+            *([dcc.Store(id=component_id, data=value)] if store else []),
         ],
         className="choice-group",
     )

@@ -244,13 +244,14 @@ def register_callbacks(app: dash.Dash) -> None:
 
     @app.callback(
         Output("commune-field-picker", "children"),
+        Output("commune-field", "data", allow_duplicate=True),
         Input("commune-family", "data"),
         prevent_initial_call=True,
     )
-    def on_family(family: str) -> list[Any]:
+    def on_family(family: str) -> tuple[list[Any], str]:
         lang = current_language()
         options, field = field_options(family, lang)
-        return field_choices("commune-field", lang, options, field)
+        return field_choices("commune-field", lang, options, field), field
 
     @app.callback(
         *chart_outputs("commune-chart"),
@@ -264,6 +265,10 @@ def register_callbacks(app: dash.Dash) -> None:
     def on_chart(
         insee: str, family: str, field: str, range_key: str, _: int | None
     ) -> tuple[go.Figure, str, list[Any], str]:
+        spec = family_spec(family)
+        if spec is None or field not in spec.numeric_fields:
+            # The family changed and its first field is on its way: draw once, with both.
+            raise dash.exceptions.PreventUpdate
         lang = current_language()
         try:
             figure, updated = family_panel(
