@@ -140,7 +140,7 @@ def shell() -> Component:
                             dcc.Link(t(lang, "app.title"), href="/", className="brand"),
                             dcc.Link(t(lang, "nav.overview"), href="/"),
                         ],
-                        **aria(label="main"),
+                        **aria(label=t(lang, "a11y.main_nav")),
                     ),
                     html.Div(
                         [

@@ -461,6 +461,11 @@ _SUMMARIES = (
 """The summaries the alert engine stores (in English, for logs), and their catalogue keys."""
 
 
+def scope_text(scope: str | None, lang: Language) -> str:
+    """An alert's scope (``78498/air_quality``, ``78498/net-78498-01``) with family names in words."""
+    return " / ".join(_known(lang, "families", part) for part in (scope or "").split("/"))
+
+
 def alert_summary(summary: str | None, lang: Language) -> str:
     """An alert event's stored summary in ``lang``, numbers in its conventions.
 

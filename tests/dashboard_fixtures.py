@@ -291,7 +291,7 @@ def fill_store(
         + [
             (
                 first,
-                "network-down",
+                "reseau-coupe",
                 f"{first}/network",
                 "resolved",
                 now - timedelta(minutes=20),

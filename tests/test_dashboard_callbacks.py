@@ -182,7 +182,7 @@ def test_status_panel_lists_devices_anomalies_and_alerts(env: DashboardEnv) -> N
     assert "online" in shown
     expected_kinds = env.scenario.anomalies.filter(pl.col("insee") == POISSY).get_column("kind").to_list()
     assert all(kind in shown for kind in expected_kinds)
-    assert "pm25-high" in shown and "firing" in shown and "network-down" in shown and "resolved" in shown
+    assert "pm25-high" in shown and "firing" in shown and "reseau-coupe" in shown and "resolved" in shown
     assert MONTROUGE not in shown
 
 

@@ -40,6 +40,7 @@ from dashboards.views import (
     field_label,
     recent_alerts,
     recent_anomalies,
+    scope_text,
     severity_text,
     show_message,
 )
@@ -168,7 +169,7 @@ def status_panel(
         [
             format_datetime(row[TIME], lang),
             str(row.get("rule", "")),
-            str(row.get("scope", "")),
+            scope_text(row.get("scope"), lang),
             t(lang, f"state.{row.get('state')}"),
             severity_text(row.get("severity"), lang),
             alert_summary(row.get("summary"), lang),
