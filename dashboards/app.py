@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
+from typing import Any
 
 import dash
 import flask
@@ -10,10 +12,17 @@ from dash import dcc, html
 from dash.development.base_component import Component
 
 from dashboards import api, oidc, tokens
-from dashboards.auth import AppContext, current_language, current_user, install, signout_token
+from dashboards.auth import (
+    AppContext,
+    app_context,
+    current_language,
+    current_user,
+    install,
+    signout_token,
+)
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
-from dashboards.pages import alerts, commune, device, overview
+from dashboards.pages import accessibility, alerts, commune, device, overview
 from dashboards.pages.common import aria
 from dashboards.security import install_security
 from dashboards.signin_limits import SignInLimiter
@@ -23,6 +32,53 @@ from sensors.communes import CommuneRegistry
 from storage.base import Store
 
 ASSETS = Path(__file__).parent / "assets"
+
+
+class SmartcityDash(dash.Dash):
+    """Dash whose page says its language (``<html lang>``), for screen readers and translators."""
+
+    def interpolate_index(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        lang = current_language()
+        page: str = super().interpolate_index(**kwargs)  # type: ignore[no-untyped-call]
+        return page.replace("<html>", f'<html lang="{lang}">', 1)
+
+
+def overview_title(**_: str) -> str:
+    """The overview's browser title, in the user's language."""
+    return page_title(t(current_language(), "overview.title"))
+
+
+def commune_title(insee: str = "", **_: str) -> str:
+    """A commune page's browser title: the commune's name, as in the page heading."""
+    lang = current_language()
+    commune = app_context().registry.get(insee)
+    if commune is None:
+        return page_title(t(lang, "common.unknown"))
+    return page_title(t(lang, "commune.title", name=commune.name, insee=insee))
+
+
+def device_title(insee: str = "", device_id: str = "", **_: str) -> str:
+    """A device page's browser title: the device and its commune."""
+    lang = current_language()
+    commune = app_context().registry.get(insee)
+    name = commune.name if commune else insee
+    # Dash hands over the path as the browser sent it: percent-encoded (links.device_href).
+    return page_title(t(lang, "device.title", device=unquote(device_id), name=name))
+
+
+def accessibility_title(**_: str) -> str:
+    """The accessibility statement's browser title."""
+    return page_title(t(current_language(), "a11y.title"))
+
+
+def alerts_title(**_: str) -> str:
+    """The alerts page's browser title."""
+    return page_title(t(current_language(), "alert_desk.title"))
+
+
+def page_title(what: str) -> str:
+    """A browser title: where the user is first, then the application."""
+    return f"{what} — Smartcity"
 
 
 def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegistry) -> dash.Dash:
@@ -45,7 +101,7 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     tokens.install(server, tokens.open_tokens(settings))
     oidc.install(server, settings.oidc)
     server.register_blueprint(api.api)
-    app = dash.Dash(
+    app = SmartcityDash(
         __name__,
         server=server,  # type: ignore[arg-type]
         use_pages=True,
@@ -57,22 +113,28 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         serve_locally=True,
     )
     dash.register_page(  # type: ignore[no-untyped-call]
-        "dashboards.pages.overview", path=overview.PATH, layout=overview.layout, title="Smartcity"
+        "dashboards.pages.overview", path=overview.PATH, layout=overview.layout, title=overview_title
     )
     dash.register_page(  # type: ignore[no-untyped-call]
         "dashboards.pages.commune",
         path_template=commune.PATH_TEMPLATE,
         layout=commune.layout,
-        title="Smartcity — commune",
+        title=commune_title,
     )
     dash.register_page(  # type: ignore[no-untyped-call]
         "dashboards.pages.device",
         path_template=device.PATH_TEMPLATE,
         layout=device.layout,
-        title="Smartcity — device",
+        title=device_title,
     )
     dash.register_page(  # type: ignore[no-untyped-call]
-        "dashboards.pages.alerts", path=alerts.PATH, layout=alerts.layout, title="Smartcity — alertes"
+        "dashboards.pages.accessibility",
+        path=accessibility.PATH,
+        layout=accessibility.layout,
+        title=accessibility_title,
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.alerts", path=alerts.PATH, layout=alerts.layout, title=alerts_title
     )
     app.layout = shell
     for page in (overview, commune, device, alerts):
@@ -97,7 +159,7 @@ def shell() -> Component:
                             dcc.Link(t(lang, "nav.overview"), href="/"),
                             dcc.Link(t(lang, "alert_desk.nav"), href=alerts.PATH),
                         ],
-                        **aria(label="main"),
+                        **aria(label=t(lang, "a11y.main_nav")),
                     ),
                     html.Div(
                         [
@@ -129,6 +191,12 @@ def shell() -> Component:
                 className="topbar",
             ),
             dash.page_container,
+            # Not a <footer>: Dash's page already has one (its scripts), and a page has one contentinfo.
+            html.Nav(
+                dcc.Link(t(lang, "a11y.footer"), href=accessibility.PATH, id="accessibility-link"),
+                className="footer",
+                **aria(label=t(lang, "a11y.title")),
+            ),
         ],
         lang=lang,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dashboards.basemap import basemap
 
 from dashboards.agents import OidcSettings
 
@@ -85,3 +87,13 @@ class DashboardSettings(BaseModel):
     def state_path(self) -> Path:
         """The shared state file: ``state_file``, else next to the users file."""
         return self.state_file or Path(self.users_file).parent / "dashboard_state.sqlite3"
+    basemap: str = "plan-ign"
+    """The overview map's background: ``plan-ign``, ``openmaptiles``, ``none`` (no internet), or the
+    URL of a MapLibre style (then say whom to credit in ``basemap_attribution``)."""
+    basemap_attribution: str = ""
+
+    @field_validator("basemap")
+    @classmethod
+    def _known_basemap(cls, value: str) -> str:
+        basemap(value)  # raises a ValueError that names the accepted values
+        return value

@@ -46,6 +46,11 @@ def _catalog(lang: Language) -> dict[str, str]:
     return flat
 
 
+def has_text(key: str) -> bool:
+    """Whether the catalogues have ``key`` (in French, the reference language)."""
+    return key in _catalog("fr")
+
+
 def t(lang: Language, key: str, **values: object) -> str:
     """The text of ``key`` in ``lang`` (French when missing there, the key when missing everywhere)."""
     text = _catalog(lang).get(key) or _catalog("fr").get(key) or key
@@ -98,3 +103,68 @@ def format_duration(seconds: float | None, lang: Language) -> str:
 def plotly_separators(lang: Language) -> str:
     """Plotly's ``layout.separators``: decimal then thousands character."""
     return f",{_NNBSP}" if lang == "fr" else ".,"
+
+
+UNIT_DECIMALS = {
+    "µg/m³": 1,
+    "mg/m³": 2,
+    "ppm": 0,
+    "°C": 1,
+    "1": 3,
+    "vehicles": 0,
+    "km/h": 1,
+    "kWh": 2,
+    "kW": 2,
+    "people": 0,
+    "fps": 1,
+    "dBm": 2,
+    "bit/s": 0,
+    "frames": 0,
+    "ms": 1,
+    "%": 1,
+}
+"""Decimals worth showing for each unit of ``sensors.families``: what the sensors resolve, no more."""
+
+
+def unit_decimals(unit: str) -> int:
+    """How many decimals a value in ``unit`` is written with (tables, tooltips, exports)."""
+    return UNIT_DECIMALS.get(unit, 2)
+
+
+def unit_text(unit: str, lang: Language) -> str:
+    """A unit as written in ``lang``: words are translated (``véhicules``), symbols kept (``µg/m³``)."""
+    return t(lang, f"units.{unit}") if unit and has_text(f"units.{unit}") else unit
+
+
+PLOTLY_TOOLS_REMOVED = [
+    "zoom2d",
+    "pan2d",
+    "select2d",
+    "lasso2d",
+    "zoomIn2d",
+    "zoomOut2d",
+    "autoScale2d",
+    "toggleSpikelines",
+    "hoverClosestCartesian",
+    "hoverCompareCartesian",
+    "sendChartToCloud",
+    "sendDataToCloud",
+]
+"""Plotly tools that only a mouse can use (each one more Tab stop for keyboard users), and those
+that would send the data to Plotly's cloud."""
+
+
+def plotly_config(lang: Language) -> dict[str, object]:
+    """``dcc.Graph``'s config: Plotly's own texts in ``lang`` (``assets/plotly-locale-fr.js``), few
+    tools, and a chart that follows its box's width (down to a phone's)."""
+    return {
+        "displaylogo": False,
+        "locale": lang,
+        "modeBarButtonsToRemove": PLOTLY_TOOLS_REMOVED,
+        "responsive": True,
+        # A public body's data never leaves for Plotly's cloud: no "share", "edit in Chart Studio"
+        # nor "send data" button, and no link to plotly's site under the chart.
+        "showSendToCloud": False,
+        "showEditInChartStudio": False,
+        "showLink": False,
+    }

@@ -295,18 +295,18 @@ def fill_store(
                 f"{code}/air_quality",
                 "firing",
                 now - timedelta(minutes=30),
-                f"PM2.5 high in {code}",
+                "firing: pm25 = 62.5",  # as alerts.engine writes it
             )
             for code in communes
         ]
         + [
             (
                 first,
-                "network-down",
+                "reseau-coupe",
                 f"{first}/network",
                 "resolved",
                 now - timedelta(minutes=20),
-                "link back up",
+                "suppressed: parent device net-78498-01 is offline",
             )
         ]
     )
@@ -362,7 +362,10 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
     store = DuckDBStore()
     scenario = fill_store(store, [POISSY, MONTROUGE, CONFLANS], now or datetime.now(UTC))
     accounts = write_users(directory / "users.toml", [("poissy", [POISSY]), ("admin", ["*"])])
-    config = DashboardSettings.model_validate({"users_file": directory / "users.toml", **settings})
+    # No basemap: the tests run without internet.
+    config = DashboardSettings.model_validate(
+        {"users_file": directory / "users.toml", "basemap": "none", **settings}
+    )
     registry = CommuneRegistry.load()
     return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
 

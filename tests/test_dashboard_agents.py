@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from dashboards.agents import OidcSettings, agent_communes
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env, served_in_thread
 from tests.oidc_fixtures import CLIENT_ID, CLIENT_SECRET, Provider, _challenge, proconnect_like_provider
-from tests.test_dashboard_browser import browser, page, shot
+from tests.test_dashboard_browser import browser, page
 
 pytestmark = pytest.mark.slow
 __all__ = ["browser", "page"]
@@ -76,7 +76,6 @@ def test_an_agent_signs_in_sees_the_communes_of_the_siret_and_signs_out_of_both(
     page.goto(f"{base}/")
     expect(page.get_by_role("link", name="S’identifier avec ProConnect")).to_be_visible()
     expect(page.get_by_role("link", name="Qu’est-ce que ProConnect ?")).to_be_visible()
-    shot(page, "signin-proconnect")
     sign_in_as(page, base, "jeanne")
     expect(page).to_have_url(f"{base}/")
     table = page.locator("#overview-table")
@@ -122,7 +121,6 @@ def test_an_unknown_agent_gets_a_clear_french_page_and_no_session(
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("n’a pas accès à ces tableaux de bord")
     expect(alert).to_contain_text("13002526500013")
-    shot(page, "signin-proconnect-refused")
     page.get_by_role("link", name="Retour à la page de connexion").click()
     expect(page).to_have_url(f"{base}/login")
     page.goto(f"{base}/")

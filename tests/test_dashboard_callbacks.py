@@ -22,7 +22,7 @@ from dashboards.auth import app_context, start_session
 from dashboards.i18n import PARIS
 from dashboards.pages import commune, device, overview
 from dashboards.pages.common import CUSTOM, range_key, span_of
-from dashboards.views import ATMO_COLORS, atmo_text, paris_day_start, traffic_text
+from dashboards.views import ATMO_COLORS, atmo_text, family_chart, paris_day_start, traffic_text
 from storage.base import TIME
 from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env, status_callback
 
@@ -158,7 +158,14 @@ def test_callbacks_refuse_a_forbidden_commune(env: DashboardEnv) -> None:
         commune.status_panel(poissy, MONTROUGE, "24h", lang="fr", settings=env.settings, now=now)
     with pytest.raises(Forbidden):
         commune.export_csv(
-            poissy, CONFLANS, "air_quality", "pm25", range_key="24h", settings=env.settings, now=now
+            poissy,
+            CONFLANS,
+            "air_quality",
+            "pm25",
+            range_key="24h",
+            lang="fr",
+            settings=env.settings,
+            now=now,
         )
     key = {"insee": MONTROUGE, "device_id": f"air-{MONTROUGE}-0", "family": "air_quality"}
     with pytest.raises(Forbidden):
@@ -176,7 +183,7 @@ def test_status_panel_lists_devices_anomalies_and_alerts(env: DashboardEnv) -> N
     assert "online" in shown
     expected_kinds = env.scenario.anomalies.filter(pl.col("insee") == POISSY).get_column("kind").to_list()
     assert all(kind in shown for kind in expected_kinds)
-    assert "pm25-high" in shown and "firing" in shown and "network-down" in shown and "resolved" in shown
+    assert "pm25-high" in shown and "firing" in shown and "reseau-coupe" in shown and "resolved" in shown
     assert MONTROUGE not in shown
 
 
@@ -210,17 +217,48 @@ def test_csv_export_is_what_the_chart_shows(env: DashboardEnv) -> None:
     now = env.scenario.now
     poissy = data_of(env, "poissy")
     download = commune.export_csv(
-        poissy, POISSY, "air_quality", "no2", range_key="24h", settings=env.settings, now=now
+        poissy, POISSY, "air_quality", "no2", range_key="24h", lang="en", settings=env.settings, now=now
     )
-    frame = pl.read_csv(download["content"].encode())
+    assert download["content"].startswith("\ufeff")
+    frame = pl.read_csv(download["content"].encode("utf-8"))
     figure, _ = commune.family_panel(
         poissy, POISSY, "air_quality", "no2", range_key="24h", lang="en", settings=env.settings, now=now
     )
     mean = next(trace for trace in figure.data if trace.name == "mean")
     assert frame.height == len(mean.y)
-    assert frame.columns[:2] == ["time", "insee"] and "no2_mean" in frame.columns
+    assert frame.columns[:2] == ["date and time (Paris time)", "insee"] and "no2_mean" in frame.columns
     assert set(frame.get_column("insee").cast(pl.String)) == {POISSY}
     assert download["filename"].endswith(".csv")
+
+
+def test_csv_export_opens_in_french_excel(env: DashboardEnv) -> None:
+    """French Excel: ';' between fields, a decimal comma, UTF-8 with a BOM, Paris time, no 6.4399999."""
+    now = env.scenario.now
+    poissy = data_of(env, "poissy")
+    download = commune.export_csv(
+        poissy, POISSY, "air_quality", "no2", range_key="24h", lang="fr", settings=env.settings, now=now
+    )
+    content = download["content"]
+    assert content.startswith("\ufeff") and "charset=utf-8" in download["type"]
+    header, first, *_ = content.lstrip("\ufeff").splitlines()
+    columns = header.split(";")
+    assert columns[:2] == ["date et heure (heure de Paris)", "insee"]
+    cells = dict(zip(columns, first.split(";"), strict=True))
+    # Rounded to the unit's precision (µg/m³: one decimal), with a decimal comma.
+    assert re.fullmatch(r"-?\d+(,\d)?", cells["no2_mean"]), cells["no2_mean"]
+    frame = pl.read_csv(content.encode("utf-8"), separator=";", decimal_comma=True)
+    drawn = family_chart(
+        poissy,
+        POISSY,
+        "air_quality",
+        "no2",
+        span_of("24h", now),
+        lang="fr",
+        max_points=env.settings.max_points,
+    ).frame
+    first_time = drawn.get_column(TIME).item(0).astimezone(PARIS)
+    assert frame.get_column(columns[0]).item(0) == first_time.strftime("%d/%m/%Y %H:%M:%S")
+    assert frame.get_column("no2_mean").to_list() == drawn.get_column("no2_mean").round(1).to_list()
 
 
 def test_device_page_marks_anomalies_on_raw_readings(env: DashboardEnv) -> None:

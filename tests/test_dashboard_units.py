@@ -11,9 +11,12 @@ import pytest
 
 from dashboards.access import BadQuery, CommuneData, Forbidden
 from dashboards.auth import load_secret_key
+from dashboards.basemap import basemap
 from dashboards.config import DashboardSettings
 from dashboards.downsample import m4
 from dashboards.i18n import format_datetime, format_number, format_quantity, t
+from dashboards.pages import overview
+from dashboards.pages.common import parse_day
 from dashboards.timerange import TimeRange, TimeRangeError, fitting_window, parse_time
 from dashboards.users import (
     User,
@@ -23,7 +26,14 @@ from dashboards.users import (
     parse_users,
     verify_password,
 )
-from dashboards.views import ATMO_COLORS, readable_text_color
+from dashboards.views import (
+    ATMO_COLORS,
+    alert_summary,
+    family_chart,
+    readable_text_color,
+    severity_text,
+    unit_label,
+)
 from sensors.communes import CommuneRegistry
 from storage.duckdb_store import DuckDBStore
 from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, aggregate_frame, write_users
@@ -178,3 +188,99 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
     assert (
         load_secret_key(DashboardSettings(users_file=tmp_path / "users.toml", secret_key="given")) == "given"
     )
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two ``#RRGGBB`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_chart_line_stands_out_from_the_page() -> None:
+    """Graphics need 3:1 against their background (WCAG 1.4.11): the min/max lines were 2.5:1."""
+    store = DuckDBStore()
+    try:
+        store.write(
+            "air_quality_1m_commune",
+            aggregate_frame("air_quality", "1m", [POISSY], NOW - timedelta(hours=3), NOW),
+            tags=["insee"],
+        )
+        admin = User("admin", frozenset({"*"}))
+        data = CommuneData(store, admin, CommuneRegistry.load())
+        figure = family_chart(
+            data,
+            POISSY,
+            "air_quality",
+            "pm25",
+            TimeRange(NOW - timedelta(hours=3), NOW),
+            lang="fr",
+            max_points=2000,
+        ).figure
+    finally:
+        store.close()
+    colours = {trace.line.color for trace in figure.data}
+    assert colours and all(contrast(c, "#FFFFFF") >= 3 for c in colours), colours
+
+
+def test_alert_severities_and_summaries_are_written_in_the_ui_language() -> None:
+    assert severity_text("warning", "fr") == "avertissement"
+    assert severity_text("critical", "fr") == "critique"
+    assert severity_text("critical", "en") == "critical"
+    assert alert_summary("firing: offline = 12.62", "fr") == "active : hors ligne = 12,62"
+    assert alert_summary("firing: pm25 = 62.5", "en") == "firing: PM2.5 = 62.5"
+    assert (
+        alert_summary("suppressed: parent device net-78498-01 is offline", "fr")
+        == "mise en attente : l’appareil parent net-78498-01 est hors ligne"
+    )
+    assert alert_summary("something the engine never wrote", "fr") == "something the engine never wrote"
+    # Units that are words are translated; symbols are kept.
+    assert unit_label("vehicles", "fr") == "véhicules" and unit_label("people", "fr") == "personnes"
+    assert unit_label("µg/m³", "fr") == "µg/m³"
+
+
+def test_overview_map_is_a_maplibre_map_coloured_by_atmo_class_and_opens_the_commune() -> None:
+    rows = pl.DataFrame(
+        {
+            "insee": [POISSY, MONTROUGE],
+            "name": ["Poissy", "Montrouge"],
+            "latitude": [48.93, 48.82],
+            "longitude": [2.04, 2.32],
+            "atmo_index": [3, None],
+        },
+        schema_overrides={"atmo_index": pl.Int64},
+    )
+    offline = overview.overview_map(rows, "fr", basemap("none"))
+    assert {trace.type for trace in offline.data} == {"scattermap"}
+    disc = offline.data[-1]
+    assert list(disc.marker.color) == [ATMO_COLORS[2], "#BDBDBD"]
+    assert list(disc.hovertext) == ["Poissy — Dégradé", "Montrouge — Pas de données"]
+    assert offline.layout.map.style == basemap("none").style  # nothing fetched from the network
+    assert disc.mode == "markers"  # no glyphs without a basemap: no text to overlap
+    # Every commune inside the narrowest map: the fitted zoom shows both.
+    assert 8 <= offline.layout.map.zoom <= 12
+    ign = overview.overview_map(rows, "fr", basemap("plan-ign"))
+    assert ign.layout.map.style.startswith("https://data.geopf.fr/")
+    assert ign.data[-1].mode == "markers+text" and list(ign.data[-1].text) == ["Poissy", "Montrouge"]
+    click = {"points": [{"customdata": POISSY}]}
+    assert overview.commune_path(click, {POISSY}) == f"/commune/{POISSY}"
+    assert overview.commune_path(click, {MONTROUGE}) is None  # not one of the user's communes
+    assert overview.commune_path(None, {POISSY}) is None
+
+
+def test_basemap_setting_names_a_known_style_or_a_url() -> None:
+    assert DashboardSettings().basemap == "plan-ign"
+    assert DashboardSettings(basemap="https://tiles.example.fr/style.json").basemap.startswith("https://")
+    with pytest.raises(ValueError, match="plan-ign, openmaptiles, none"):
+        DashboardSettings(basemap="google")
+
+
+def test_typed_days_french_or_iso() -> None:
+    assert parse_day("05/12/2026") == "2026-12-05"
+    assert parse_day(" 2026-12-05 ") == "2026-12-05"
+    assert parse_day("31/02/2026") is None and parse_day("demain") is None and parse_day(None) is None

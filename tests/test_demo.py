@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import wait_until
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, shot
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,6 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
             "Équipement réseau injoignable", timeout=budget_ms
         )
         assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
-        shot(page, "demo_commune")
         browser.close()
 
     # The alert also reached the commune's mailbox, in French.

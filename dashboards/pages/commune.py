@@ -16,26 +16,36 @@ from dashboards.auth import app_context, current_data, current_language
 from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
-from dashboards.i18n import Language, format_datetime, format_duration, t
+from dashboards.export import spreadsheet_csv
+from dashboards.i18n import Language, format_datetime, format_duration, format_number, t, unit_decimals
 from dashboards.links import device_href
 from dashboards.pages.common import (
     aria,
     chart_box,
+    chart_outputs,
+    field_choices,
     field_picker,
+    present_chart,
     range_picker,
     refusal,
+    register_choices,
     register_range_picker,
     span_of,
+    tab_panel,
     table,
+    tabs,
 )
 from dashboards.timerange import fitting_window
 from dashboards.views import (
+    alert_summary,
     atmo_chart,
     device_status,
     family_chart,
     field_label,
     recent_alerts,
     recent_anomalies,
+    scope_text,
+    severity_text,
     show_message,
 )
 from sensors.families import Family, family_spec
@@ -63,16 +73,23 @@ def layout(insee: str = "", **_: Any) -> Component:
             range_picker("commune-range", lang, "24h"),
             html.P(id="commune-updated", className="updated", **aria(live="polite")),
             html.H2(t(lang, "commune.family"), className="visually-hidden"),
-            dcc.Tabs(
-                id="commune-family",
-                value=first,
-                children=[dcc.Tab(label=t(lang, f"families.{f.value}"), value=f.value) for f in Family],
+            tabs(
+                "commune-family",
+                t(lang, "commune.family"),
+                [(f.value, t(lang, f"families.{f.value}")) for f in Family],
+                first,
             ),
-            field_picker("commune-field", lang, options, field),
-            chart_box("commune-chart", t(lang, "commune.chart_label")),
-            html.Button(t(lang, "common.export"), id="commune-export", className="button"),
-            dcc.Download(id="commune-download"),
-            chart_box("commune-atmo", t(lang, "commune.atmo_title")),
+            tab_panel(
+                "commune-family",
+                first,
+                [
+                    field_picker("commune-field", lang, options, field),
+                    chart_box("commune-chart", t(lang, "commune.chart_label"), lang),
+                    html.Button(t(lang, "common.export"), id="commune-export", className="button"),
+                    dcc.Download(id="commune-download"),
+                ],
+            ),
+            chart_box("commune-atmo", t(lang, "commune.atmo_title"), lang),
             html.Div(id="commune-status"),
             dcc.Interval(id="commune-tick", interval=app_context().settings.refresh_s * 1000),
         ],
@@ -159,10 +176,10 @@ def status_panel(
         [
             format_datetime(row[TIME], lang),
             alert_title(row, lang),
-            str(row.get("scope", "")),
+            scope_text(row.get("scope"), lang),
             t(lang, f"state.{row.get('state')}"),
-            str(row.get("severity") or ""),
-            str(row.get("summary") or ""),
+            severity_text(row.get("severity"), lang),
+            alert_summary(row.get("summary"), lang),
         ]
         for row in alerts.iter_rows(named=True)
     ]
@@ -196,17 +213,20 @@ def export_csv(
     field: str,
     *,
     range_key: str,
+    lang: Language,
     settings: DashboardSettings,
     now: datetime,
 ) -> dict[str, Any]:
-    """What the chart shows, as a CSV download (times in UTC, ISO 8601)."""
+    """What the chart shows, as a CSV download a spreadsheet in ``lang`` opens as it is."""
     span = span_of(range_key, now)
-    chart = family_chart(data, insee, family, field, span, lang="en", max_points=settings.max_points)
-    frame = chart.frame.with_columns(pl.col(TIME).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    chart = family_chart(data, insee, family, field, span, lang=lang, max_points=settings.max_points)
+    spec = family_spec(family)
+    field_spec = spec.field(field) if spec else None
+    places = unit_decimals(field_spec.unit if field_spec else "")
     return {
-        "content": frame.write_csv(),
+        "content": spreadsheet_csv(chart.frame, lang, dict.fromkeys(chart.frame.columns, places)),
         "filename": f"{insee}_{family}_{field}_{chart.window}_{range_key}.csv",
-        "type": "text/csv",
+        "type": "text/csv;charset=utf-8",
     }
 
 
@@ -221,28 +241,39 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``; each reads through the signed-in user's rights."""
 
     register_range_picker(app, "commune-range")
+    register_choices(app, "commune-family", "tab")
+    register_choices(app, "commune-field")
 
     @app.callback(
-        Output("commune-field", "options"),
-        Output("commune-field", "value"),
-        Input("commune-family", "value"),
+        Output("commune-field-picker", "children"),
+        Output("commune-field", "data", allow_duplicate=True),
+        Input("commune-family", "data"),
+        prevent_initial_call=True,
     )
-    def on_family(family: str) -> tuple[list[dict[str, str]], str]:
-        return field_options(family, current_language())
+    def on_family(family: str) -> tuple[list[Any], str]:
+        lang = current_language()
+        options, field = field_options(family, lang)
+        return field_choices("commune-field", lang, options, field), field
 
     @app.callback(
-        Output("commune-chart", "figure"),
+        *chart_outputs("commune-chart"),
         Output("commune-updated", "children"),
         Input("commune-insee", "data"),
-        Input("commune-family", "value"),
-        Input("commune-field", "value"),
+        Input("commune-family", "data"),
+        Input("commune-field", "data"),
         Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
-    def on_chart(insee: str, family: str, field: str, range_key: str, _: int | None) -> tuple[go.Figure, str]:
+    def on_chart(
+        insee: str, family: str, field: str, range_key: str, _: int | None
+    ) -> tuple[go.Figure, str, list[Any], str]:
+        spec = family_spec(family)
+        if spec is None or field not in spec.numeric_fields:
+            # The family changed and its first field is on its way: draw once, with both.
+            raise dash.exceptions.PreventUpdate
         lang = current_language()
         try:
-            return family_panel(
+            figure, updated = family_panel(
                 current_data(),
                 insee,
                 family,
@@ -253,20 +284,22 @@ def register_callbacks(app: dash.Dash) -> None:
                 now=utc_now(),
             )
         except AccessError as exc:
-            return _refused_figure(lang, exc), ""
+            figure, updated = _refused_figure(lang, exc), ""
+        return *present_chart(figure, lang), updated
 
     @app.callback(
-        Output("commune-atmo", "figure"),
+        *chart_outputs("commune-atmo"),
         Input("commune-insee", "data"),
         Input("commune-range-key", "data"),
         Input("commune-tick", "n_intervals"),
     )
-    def on_atmo(insee: str, range_key: str, _: int | None) -> go.Figure:
+    def on_atmo(insee: str, range_key: str, _: int | None) -> tuple[go.Figure, str, list[Any]]:
         lang = current_language()
         try:
-            return atmo_panel(current_data(), insee, range_key, lang, utc_now())
+            figure = atmo_panel(current_data(), insee, range_key, lang, utc_now())
         except AccessError as exc:
-            return _refused_figure(lang, exc)
+            figure = _refused_figure(lang, exc)
+        return present_chart(figure, lang)
 
     @app.callback(
         Output("commune-status", "children"),
@@ -287,8 +320,8 @@ def register_callbacks(app: dash.Dash) -> None:
         Output("commune-download", "data"),
         Input("commune-export", "n_clicks"),
         State("commune-insee", "data"),
-        State("commune-family", "value"),
-        State("commune-field", "value"),
+        State("commune-family", "data"),
+        State("commune-field", "data"),
         State("commune-range-key", "data"),
         prevent_initial_call=True,
     )
@@ -300,6 +333,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 family,
                 field,
                 range_key=range_key,
+                lang=current_language(),
                 settings=app_context().settings,
                 now=utc_now(),
             )

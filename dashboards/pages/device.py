@@ -28,9 +28,12 @@ from dashboards.pages import radio
 from dashboards.pages.common import (
     aria,
     chart_box,
+    chart_outputs,
     field_picker,
+    present_chart,
     range_picker,
     refusal,
+    register_choices,
     register_range_picker,
     span_of,
     table,
@@ -80,7 +83,7 @@ def layout(insee: str = "", device_id: str = "", **_: Any) -> Component:
             html.Div(id="device-summary", **aria(live="polite")),
             range_picker("device-range", lang, "24h", RANGES),
             field_picker("device-field", lang, options, field),
-            chart_box("device-chart", t(lang, "commune.chart_label")),
+            chart_box("device-chart", t(lang, "commune.chart_label"), lang),
             html.Div(id="device-anomalies"),
             html.Div(id="device-radio"),
             dcc.Interval(id="device-tick", interval=app_context().settings.refresh_s * 1000),
@@ -255,6 +258,7 @@ def register_callbacks(app: dash.Dash) -> None:
     """Attach this page's callbacks to ``app``."""
 
     register_range_picker(app, "device-range")
+    register_choices(app, "device-field")
     radio.register_callbacks(app)
 
     @app.callback(
@@ -272,19 +276,19 @@ def register_callbacks(app: dash.Dash) -> None:
             return [refusal(lang, str(key.get("insee", "")))]
 
     @app.callback(
-        Output("device-chart", "figure"),
+        *chart_outputs("device-chart"),
         Output("device-anomalies", "children"),
         Input("device-key", "data"),
-        Input("device-field", "value"),
+        Input("device-field", "data"),
         Input("device-range-key", "data"),
         Input("device-tick", "n_intervals"),
     )
     def on_device(
         key: dict[str, str], field: str, range_key: str, _: int | None
-    ) -> tuple[go.Figure, Component]:
+    ) -> tuple[go.Figure, str, list[Any], Component]:
         lang = current_language()
         try:
-            return device_panel(
+            figure, anomalies = device_panel(
                 current_data(),
                 key,
                 field,
@@ -294,4 +298,8 @@ def register_callbacks(app: dash.Dash) -> None:
                 now=utc_now(),
             )
         except AccessError:
-            return go.Figure(layout={"template": "none"}), refusal(lang, str(key.get("insee", "")))
+            figure, anomalies = (
+                go.Figure(layout={"template": "none"}),
+                refusal(lang, str(key.get("insee", ""))),
+            )
+        return *present_chart(figure, lang), anomalies

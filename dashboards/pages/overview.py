@@ -1,24 +1,26 @@
-"""Overview: every commune the user may see, on an offline map and in a table."""
+"""Overview: every commune the user may see, on a map and in a table."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 import dash
+import plotly.graph_objects as go
 import polars as pl
 from dash import Input, Output, dcc, html
 from dash.development.base_component import Component
 
 from dashboards.access import CommuneData, utc_now
 from dashboards.auth import app_context, current_data, current_language
+from dashboards.basemap import Basemap, basemap
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import aria, chart_box, table
 from dashboards.views import (
     atmo_color,
     atmo_text,
-    overview_map,
     overview_rows,
     readable_text_color,
     traffic_text,
@@ -36,6 +38,7 @@ def layout(**_: Any) -> Component:
             html.P(id="overview-updated", className="updated", **aria(live="polite")),
             html.Div(id="overview-content"),
             dcc.Interval(id="overview-tick", interval=app_context().settings.refresh_s * 1000),
+            dcc.Location(id="overview-location", refresh="callback-nav"),
         ],
         id="content",
     )
@@ -46,10 +49,17 @@ def overview_content(
 ) -> tuple[list[Component], str]:
     """The map and the table of the user's communes, and the 'updated at' line."""
     rows = overview_rows(data, now, settings.online_after_periods)
+    background = basemap(settings.basemap, settings.basemap_attribution)
+    credit = t(lang, "map.credit", credit=background.attribution) if background.attribution else ""
     body = [
         chart_box(
-            "overview-map", t(lang, "overview.map_title"), figure=overview_map(rows, lang), responsive=True
+            "overview-map",
+            t(lang, "overview.map_title"),
+            lang,
+            figure=overview_map(rows, lang, background),
+            alternative=map_alternative(rows, lang),
         ),
+        html.P(credit, className="map-credit"),
         _table(rows, lang),
     ]
     return body, t(lang, "common.refresh", time=format_datetime(now, lang, seconds=True))
@@ -124,6 +134,101 @@ def traffic_cell(row: dict[str, Any], lang: Language) -> str:
         flow=format_number(row["flow_per_hour"], lang, 0),
         speed=format_number(row.get("speed_kmh"), lang, 0),
     )
+MAP_HEIGHT_PX = 460
+MAP_WIDTH_PX = 360
+"""The map's height, and the narrowest width it is fitted for (a phone): every commune shows."""
+
+
+def overview_map(rows: pl.DataFrame, lang: Language, background: Basemap) -> go.Figure:
+    """The visible communes on a MapLibre map, coloured by today's ATMO class; a click opens one.
+
+    Each commune is a dark ring under a disc of its ATMO colour, so the light colours (Bon is
+    pale cyan) still stand out from any background; its name and class in words are in the
+    tooltip, on the map when the style can write text, and in the text alternative.
+    """
+    title = t(lang, "overview.map_title")
+    figure = go.Figure(
+        layout={
+            "template": "none",
+            "height": MAP_HEIGHT_PX,
+            "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
+            "showlegend": False,
+            "map": {"style": background.style},
+        }
+    )
+    if rows.is_empty():
+        return figure
+    names = rows.get_column("name").to_list()
+    indices = rows.get_column("atmo_index").to_list()
+    latitudes = rows.get_column("latitude").to_list()
+    longitudes = rows.get_column("longitude").to_list()
+    labels = [f"{name} — {atmo_text(index, lang)}" for name, index in zip(names, indices, strict=True)]
+    insee = rows.get_column("insee").to_list()
+    common: dict[str, Any] = {"lat": latitudes, "lon": longitudes, "customdata": insee}
+    figure.add_trace(
+        go.Scattermap(
+            **common,
+            mode="markers",
+            marker={"size": 26, "color": "#111827"},
+            hoverinfo="skip",
+            name=title,
+        )
+    )
+    disc: dict[str, Any] = {
+        **common,
+        "marker": {"size": 20, "color": [atmo_color(i) for i in indices]},
+        "hovertext": labels,
+        "hovertemplate": "%{hovertext}<extra></extra>",
+        "name": t(lang, "overview.communes"),
+    }
+    if background.label_font:
+        disc |= {
+            "mode": "markers+text",
+            "text": names,
+            "textposition": "top center",
+            "textfont": {"family": background.label_font, "size": 14, "color": "#111827"},
+        }
+    else:
+        disc["mode"] = "markers"
+    figure.add_trace(go.Scattermap(**disc))
+    center, zoom = fit(latitudes, longitudes)
+    figure.update_layout(map={"center": center, "zoom": zoom})
+    return figure
+
+
+def fit(latitudes: list[float], longitudes: list[float]) -> tuple[dict[str, float], float]:
+    """Centre and Web-Mercator zoom showing every point on the narrowest map, with a margin."""
+    center = {"lat": (max(latitudes) + min(latitudes)) / 2, "lon": (max(longitudes) + min(longitudes)) / 2}
+    # MapLibre draws the world (360°) on 512 px at zoom 0; a degree of latitude is 1/cos(lat) longer.
+    span_lon = max(max(longitudes) - min(longitudes), 0.05) * 1.6
+    span_lat = max(max(latitudes) - min(latitudes), 0.03) * 1.6 / math.cos(math.radians(center["lat"]))
+    zoom = min(
+        math.log2(MAP_WIDTH_PX * 360 / (512 * span_lon)), math.log2(MAP_HEIGHT_PX * 360 / (512 * span_lat))
+    )
+    return center, round(min(max(zoom, 5.0), 13.0), 2)
+
+
+def map_alternative(rows: pl.DataFrame, lang: Language) -> list[Any]:
+    """What the map shows, in words: each commune and its ATMO class; the table below has the rest."""
+    if rows.is_empty():
+        return [html.P(t(lang, "common.no_data"), className="chart-summary")]
+    communes = "; ".join(
+        f"{name} — {atmo_text(index, lang)}"
+        for name, index in zip(
+            rows.get_column("name").to_list(), rows.get_column("atmo_index").to_list(), strict=True
+        )
+    )
+    return [
+        html.P(t(lang, "map.summary", count=rows.height, communes=communes), className="chart-summary"),
+        html.A(t(lang, "map.data"), href="#overview-table"),
+    ]
+
+
+def commune_path(click: dict[str, Any] | None, visible: set[str]) -> str | None:
+    """The page of the commune clicked on the map, when it is one the user may see."""
+    points = (click or {}).get("points") or []
+    insee = points[0].get("customdata") if points else None
+    return f"/commune/{insee}" if isinstance(insee, str) and insee in visible else None
 
 
 def register_callbacks(app: dash.Dash) -> None:
@@ -136,3 +241,15 @@ def register_callbacks(app: dash.Dash) -> None:
     )
     def refresh(_: int | None) -> tuple[list[Component], str]:
         return overview_content(current_data(), current_language(), app_context().settings, utc_now())
+
+    @app.callback(
+        Output("overview-location", "href"),
+        Input("overview-map", "clickData"),
+        prevent_initial_call=True,
+    )
+    def open_commune(click: dict[str, Any] | None) -> str:
+        visible = {c.insee for c in current_data().communes()}
+        path = commune_path(click, visible)
+        if path is None:
+            raise dash.exceptions.PreventUpdate
+        return path
