@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dashboards.basemap import basemap
-
 from dashboards.agents import OidcSettings
+from dashboards.basemap import basemap
 
 
 class ApiLimits(BaseModel):
@@ -87,6 +86,7 @@ class DashboardSettings(BaseModel):
     def state_path(self) -> Path:
         """The shared state file: ``state_file``, else next to the users file."""
         return self.state_file or Path(self.users_file).parent / "dashboard_state.sqlite3"
+
     basemap: str = "plan-ign"
     """The overview map's background: ``plan-ign``, ``openmaptiles``, ``none`` (no internet), or the
     URL of a MapLibre style (then say whom to credit in ``basemap_attribution``)."""

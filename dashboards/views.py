@@ -6,7 +6,6 @@ with a user, and every read goes through the rights check of ``CommuneData``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -180,8 +179,6 @@ def _latest(
         [pl.lit(None, dtype=dtype).alias(name) for name, dtype in fields.items() if name not in frame.columns]
     )
     return present.sort(TIME).group_by(keys).last().select(list(schema))
-
-
 
 
 # -- commune page ---------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from playwright.sync_api import Page, expect
 
 from alerts import actions
 from dashboards.access import utc_now
+from tests.browser_fixtures import sign_in
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv
-from tests.test_dashboard_browser import browser, page, served, sign_in  # noqa: F401  (fixtures)
+from tests.test_dashboard_browser import browser, page, served  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,7 @@ def test_staff_acknowledge_and_silence_from_the_alerts_page(
     expect(listing).to_contain_text("Poissy")
     expect(listing).not_to_contain_text("Montrouge")  # rights hold on the list
     expect(listing).to_contain_text("non acquittée")
-    expect(page).to_have_title("Smartcity — alertes")
+    expect(page).to_have_title("Alertes de vos communes — Smartcity")
     look(page, "alerts-fr")
 
     _choose(page, "alerts-ack-target", "pm25")
@@ -98,9 +99,9 @@ def test_admin_filters_alerts_by_commune_and_state_in_english(
     page.goto(f"{base}/alerts?lang=en")
     listing = page.locator("#alerts-list")
     expect(listing).to_contain_text("Montrouge")
-    expect(listing).not_to_contain_text("network-down")  # resolved: not shown among open alerts
+    expect(listing).not_to_contain_text("reseau-coupe")  # resolved: not shown among open alerts
     page.get_by_label("All", exact=True).check()
-    expect(listing).to_contain_text("network-down")
+    expect(listing).to_contain_text("reseau-coupe")
     _choose(page, "alerts-commune", "Montrouge")
     expect(listing).to_contain_text("Montrouge")
     expect(listing).not_to_contain_text("Poissy")

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 
+from tests.browser_fixtures import sign_in
 from tests.dashboard_fixtures import POISSY, DashboardEnv
-from tests.test_dashboard_browser import browser, page, served, sign_in
+from tests.test_dashboard_browser import browser, page, served
 
 __all__ = ["browser", "page", "served"]  # fixtures, shared with the pages' browser tests
 
@@ -49,9 +50,9 @@ def test_pages_pass_their_csp_and_call_no_other_host(page: Page, served: tuple[D
     page.goto(f"{base}/commune/{POISSY}")
     expect(page.locator("#commune-chart .legendtext").first).to_be_visible()
     for family in ("Trafic", "Bâtiments"):
-        page.locator("#commune-family").get_by_text(family, exact=False).first.click()
-    page.get_by_label("7 derniers jours").click()
-    expect(page.locator("#commune-chart")).to_contain_text("Énergie")
+        page.get_by_role("tab", name=family).click()
+    page.get_by_role("radio", name="7 derniers jours").click()
+    expect(page.locator("#commune-chart-label")).to_contain_text("Énergie")  # title: HTML above the chart
     page.locator("#commune-chart").hover()
     # Plotly's mode bar: no button that would send the chart to Plotly's cloud.
     titles = page.locator("#commune-chart .modebar-btn").evaluate_all(

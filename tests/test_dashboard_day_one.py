@@ -21,9 +21,10 @@ from dashboards.views import paris_day_start
 from sensors.communes import CommuneRegistry
 from storage.base import TIME, TIME_DTYPE
 from storage.duckdb_store import DuckDBStore
+from tests.browser_fixtures import sign_in
 from tests.dashboard_fixtures import POISSY, floor_time, served_in_thread, write_users
 from tests.test_dashboard_alerts_browser import look
-from tests.test_dashboard_browser import browser, page, sign_in  # noqa: F401  (fixtures)
+from tests.test_dashboard_browser import browser, page  # noqa: F401  (fixtures)
 
 LEVELS = {"pm25": 5.0, "pm10": 30.0, "no2": 10.0, "o3": 20.0, "so2": 5.0}
 """PM10 at 30 µg/m³ is ATMO class 2, moyen; the others are bon."""

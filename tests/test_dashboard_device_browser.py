@@ -12,9 +12,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from storage.base import TIME, TIME_DTYPE
+from tests.browser_fixtures import sign_in
 from tests.dashboard_fixtures import POISSY, DashboardEnv, alert_frame, floor_time, make_env, served_in_thread
 from tests.test_dashboard_alerts_browser import look
-from tests.test_dashboard_browser import browser, page, sign_in  # noqa: F401  (fixtures)
+from tests.test_dashboard_browser import browser, page  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +108,11 @@ def test_charts_follow_the_period_and_mark_levels_and_the_running_interval(
     chart = page.locator("#commune-chart")
     expect(chart).to_contain_text("alerte « Particules fines élevées » : 45,0")
     expect(chart).to_contain_text("seuil ATMO « mauvais » : 25,0")
-    page.locator("#commune-family").get_by_text("Bâtiments", exact=True).click()  # energy: its first field
-    page.get_by_label("7 derniers jours").check()
+    page.get_by_role("tab", name="Bâtiments").click()  # energy: its first field
+    page.get_by_role("radio", name="7 derniers jours").click()
     expect(chart).to_contain_text("intervalle incomplet")
-    page.get_by_label("1 an").check()
-    expect(chart).to_contain_text("par jour")
+    page.get_by_role("radio", name="1 an").click()
+    expect(page.locator("#commune-chart-label")).to_contain_text("par jour")  # title: HTML above the chart
     ticks = chart.locator(".xtick text").evaluate_all("texts => texts.map(t => t.textContent)")
     assert len(ticks) == len(set(ticks)) > 2, ticks  # a year of ticks, none repeated
     look(page, "commune-charts-fr")

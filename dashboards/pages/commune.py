@@ -7,7 +7,6 @@ from typing import Any
 
 import dash
 import plotly.graph_objects as go
-import polars as pl
 from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
@@ -17,7 +16,7 @@ from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
 from dashboards.export import spreadsheet_csv
-from dashboards.i18n import Language, format_datetime, format_duration, format_number, t, unit_decimals
+from dashboards.i18n import Language, format_datetime, format_duration, t, unit_decimals
 from dashboards.links import device_href
 from dashboards.pages.common import (
     aria,

@@ -134,6 +134,8 @@ def traffic_cell(row: dict[str, Any], lang: Language) -> str:
         flow=format_number(row["flow_per_hour"], lang, 0),
         speed=format_number(row.get("speed_kmh"), lang, 0),
     )
+
+
 MAP_HEIGHT_PX = 460
 MAP_WIDTH_PX = 360
 """The map's height, and the narrowest width it is fitted for (a phone): every commune shows."""
