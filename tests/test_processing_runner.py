@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from processing.aggregates import aggregate
 from processing.runner import JobReport, Runner, RunReport
 from processing.watermarks import Watermarks
-from processing.windows import floor
+from processing.windows import PARIS_TZ, floor
 from simulator.faults import FaultRates
 from simulator.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
@@ -389,7 +389,10 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
 
 def test_a_run_reads_the_arrival_times_of_new_readings_only(any_store: Store) -> None:
     store = any_store
-    now = floor(datetime.now(UTC), "1h") - timedelta(hours=2)
+    # Yesterday at noon, Paris time: no Paris midnight within the runs, whose closing of a day
+    # would rightly read the whole day's arrivals again.
+    today = datetime.now(PARIS_TZ).replace(hour=12, minute=0, second=0, microsecond=0)
+    now = (today - timedelta(days=1)).astimezone(UTC)
     # Five hours of readings, the last received an hour before the first run: past the settle
     # margin, so the second run has no reason to look at them again.
     processed = fleet(["air_quality"], now - timedelta(hours=6), now - timedelta(hours=1))["air_quality"]
