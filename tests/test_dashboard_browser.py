@@ -299,7 +299,8 @@ def test_main_journey_with_the_keyboard_alone(page: Page, served: tuple[Dashboar
     env, base = served
     account = env.accounts["poissy"]
     page.goto(f"{base}/")
-    page.keyboard.type(account.name)  # the user field has the focus
+    expect(page.locator("#user")).to_be_focused()  # the form puts the focus there: wait for it
+    page.keyboard.type(account.name)
     page.keyboard.press("Tab")
     page.keyboard.type(account.password)
     page.keyboard.press("Enter")
