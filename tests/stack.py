@@ -132,20 +132,9 @@ class Stack:
         """Run ``podman`` with the project's configuration."""
         return run(["podman", *args], env=podman_env(self.env), timeout=timeout)
 
-    def exec(self, service: str, *command: str, stdin: str | None = None) -> str:
+    def exec(self, service: str, *command: str) -> str:
         """Run a command in the running container of ``service``."""
-        result = subprocess.run(
-            ["podman", "exec", "-i", self.container(service), *command],
-            input=stdin,
-            env=podman_env(self.env),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(f"{service}: {' '.join(command)} exited {result.returncode}: {result.stderr}")
-        return result.stdout
+        return self.podman("exec", self.container(service), *command, timeout=300)
 
     def order(self) -> list[tuple[str, str]]:
         """Every service in an order that starts each after its dependencies, with the condition
