@@ -85,10 +85,10 @@ from processing.indices.network import network_health
 from processing.indices.scales import POLLUTANTS
 from processing.indices.traffic import traffic_congestion, traffic_profile
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, MINUTE_NS, WINDOWS, floor, from_ns, next_start, to_ns, window_start
+from processing.windows import HOUR_NS, MINUTE_NS, WINDOWS, floor, from_ns, next_start, window_start
 from sensors.catalogue import LEVEL_TAGS, LEVELS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
-from storage.base import TIME_DTYPE, Store
+from storage.base import TIME_DTYPE, Store, epoch_ns
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class Dirty:
                 limit = moment + spread
                 moment = next_start(moment, window)
                 while moment <= limit:
-                    extra.add(to_ns(moment))
+                    extra.add(epoch_ns(moment))
                     moment = next_start(moment, window)
             result |= extra
         return result
@@ -386,8 +386,8 @@ class Runner:
         others are read from the raw readings (all fields, as a full recompute reads them) and
         kept. The result is the same frame as ``hourly_means`` of the raw readings of the period.
         """
-        first = to_ns(floor(start, "1h"))
-        hours = list(range(first, to_ns(end), HOUR_NS))
+        first = epoch_ns(floor(start, "1h"))
+        hours = list(range(first, epoch_ns(end), HOUR_NS))
         fresh = dirty.starts("1h")
         stale = [
             hour
@@ -410,7 +410,7 @@ class Runner:
                 .partition_by("_hour", as_dict=True)
                 .items()
             }
-            for hour in range(to_ns(span_start), to_ns(span_end), HOUR_NS):
+            for hour in range(epoch_ns(span_start), epoch_ns(span_end), HOUR_NS):
                 self._hourly[hour] = (self._run, by_hour.get(hour, _EMPTY_HOURLY))
         return pl.concat([self._hourly[hour][1] for hour in hours])
 
@@ -433,7 +433,7 @@ class Runner:
     def _recent_from(self) -> int:
         """Start (ns) of the oldest hour kept between runs: the hour ``settle`` ago, where the
         readings a run may still receive fall."""
-        return to_ns(floor(self._now - self.settle, "1h"))
+        return epoch_ns(floor(self._now - self.settle, "1h"))
 
     def _kept_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> _KeptHour:
         key = (family, hour)
@@ -507,7 +507,7 @@ class Runner:
         self._run += 1
         # Hours observed before the horizon never turn dirty, so what is kept of them could go
         # stale: they are dropped once no EAQI day (the day and the 24 hours before) needs them.
-        oldest = to_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
+        oldest = epoch_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
         self._hourly = {hour: kept for hour, kept in self._hourly.items() if hour >= oldest}
         recent_from = self._recent_from()
         self._recent = {key: kept for key, kept in self._recent.items() if key[1] >= recent_from}
@@ -733,7 +733,7 @@ class _DailyRows:
         days = {day for day in self.dirty.days() if next_start(day, "1d") + runner.settle <= now}
         last_closed = floor(floor(now - runner.settle, "1d") - timedelta(hours=1), "1d")
         finalised = marks.get(self.closed_key, now=now)
-        if finalised is None or finalised < to_ns(last_closed):
+        if finalised is None or finalised < epoch_ns(last_closed):
             # Each day gets one recompute once closed: its last refresh while open may be up to
             # day_refresh old. A runner stopped longer than the horizon leaves older days to
             # backfill, as it leaves their late readings.
@@ -744,10 +744,10 @@ class _DailyRows:
             )
             day = floor(day, "1d")
             while day <= last_closed:
-                if finalised is None or to_ns(day) > finalised:
+                if finalised is None or epoch_ns(day) > finalised:
                     days.add(day)
                 day = next_start(day, "1d")
-            self._updates.append((self.closed_key, to_ns(last_closed)))
+            self._updates.append((self.closed_key, epoch_ns(last_closed)))
         today = floor(now, "1d")
         if today not in days and self._today_due(today):
             days.add(today)
@@ -790,7 +790,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             # dirty shorter windows from the same frame.
             parts = [(day_start, day_end, list(WINDOWS))]
         elif by_window:
-            for hour in sorted(h for h in starts["1h"] if to_ns(day_start) <= h < to_ns(day_end)):
+            for hour in sorted(h for h in starts["1h"] if epoch_ns(day_start) <= h < epoch_ns(day_end)):
                 _aggregate_hour(runner, family, hour, dirty, report, starts=starts)
             continue
         else:

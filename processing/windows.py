@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from storage.base import epoch_ns
-
 PARIS: Final = "Europe/Paris"
 PARIS_TZ: Final = ZoneInfo(PARIS)
 WINDOWS: Final[tuple[str, ...]] = ("1m", "15m", "1h", "1d")
@@ -120,10 +118,6 @@ def next_start(start: datetime, window: str) -> datetime:
         tomorrow = (local.replace(tzinfo=None) + timedelta(days=1, hours=2)).replace(tzinfo=PARIS_TZ)
         return floor(tomorrow, "1d")
     return start.astimezone(UTC) + timedelta(minutes=_FIXED_MINUTES[window])
-
-
-to_ns = epoch_ns
-"""The runner's older name for ``storage.base.epoch_ns`` (one implementation)."""
 
 
 def from_ns(ns: int) -> datetime:
