@@ -219,9 +219,12 @@ def test_credentials_are_sent_as_the_v1_api_expects(
 
 def test_refused_line_in_a_batch_is_reported_and_the_others_land(shared_influxd: Influxd) -> None:
     store = open_influx(shared_influxd)
-    base = frame(10)
+    # InfluxDB checks field types per shard (a UTC day under this retention policy): both
+    # writes go into the same day whatever the hour the test runs at.
+    day = NOW.replace(hour=0, minute=0, second=0)
+    base = frame(10, start=day + timedelta(minutes=1))
     store.write("air_quality", base.with_columns(pl.col("pm25").alias("no2")), tags=["insee", "device_id"])
-    later = frame(10, start=NOW - timedelta(hours=1))
+    later = frame(10, start=day + timedelta(minutes=2))
     conflicting = later.with_columns(
         pl.when(pl.int_range(0, 10).is_in([3, 7])).then(pl.lit(5, dtype=pl.Int64)).alias("no2")
     )
