@@ -21,7 +21,9 @@ from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 __all__ = ["shared_influxd"]
 
 # Recent enough for InfluxDB's 30-day retention of raw readings to keep it.
-T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+# Noon two days ago: inside the raw retention, and hours away from a shard boundary (UTC
+# midnight), since InfluxDB checks field types per shard.
+T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
 HOUR = timedelta(hours=1)
 TAGS = ["insee", "device_id"]
 
