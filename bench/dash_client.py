@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dashboards.callback_check import Dependency, dependency
+
 Json = Any
 Key = str
 """A component's id as Dash writes it: the string, or a dict id as compact JSON with sorted keys."""
@@ -43,46 +45,14 @@ def key_of(component_id: Json) -> Key:
     return str(component_id)
 
 
-def _wildcard(value: Json) -> bool:
-    return isinstance(value, list) and len(value) == 1 and value[0] in ("ALL", "ALLSMALLER", "MATCH")
-
-
-@dataclass(frozen=True, slots=True)
-class Dep:
-    """An output, input or state of a callback: a component id (or pattern) and a property."""
-
-    component_id: str | dict[str, Json]
-    prop: str
-
-    @classmethod
-    def parse(cls, spec: dict[str, Json]) -> Dep:
-        """From the dependencies' ``{"id": ..., "property": ...}`` (a pattern id is JSON text)."""
-        raw = str(spec["id"])
-        return cls(json.loads(raw) if raw.startswith("{") else raw, str(spec["property"]).split("@", 1)[0])
-
-    @property
-    def pattern(self) -> bool:
-        """Whether the id is a pattern (a dict with wildcards): the request carries a list."""
-        return isinstance(self.component_id, dict) and any(map(_wildcard, self.component_id.values()))
-
-    def matches(self, component_id: Json) -> bool:
-        """Whether a component of the page is (or fits) this id."""
-        pattern = self.component_id
-        if not isinstance(pattern, dict) or not isinstance(component_id, dict):
-            return bool(pattern == component_id)
-        if set(pattern) != set(component_id):
-            return False
-        return all(_wildcard(v) or component_id[k] == v for k, v in pattern.items())
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class Callback:
     """One server callback of the app, as ``/_dash-dependencies`` describes it (one object each)."""
 
     output: str
-    outputs: tuple[Dep, ...]
-    inputs: tuple[Dep, ...]
-    state: tuple[Dep, ...]
+    outputs: tuple[Dependency, ...]
+    inputs: tuple[Dependency, ...]
+    state: tuple[Dependency, ...]
     prevent_initial_call: bool
 
     @property
@@ -104,13 +74,13 @@ def callbacks_of(dependencies: list[dict[str, Json]]) -> list[Callback]:
         outputs = []
         for part in parts:
             component, _, prop = part.rpartition(".")
-            outputs.append(Dep.parse({"id": component, "property": prop}))
+            outputs.append(dependency({"id": component, "property": prop}))
         found.append(
             Callback(
                 output=output,
                 outputs=tuple(outputs),
-                inputs=tuple(Dep.parse(i) for i in spec["inputs"]),
-                state=tuple(Dep.parse(s) for s in spec["state"]),
+                inputs=tuple(dependency(i) for i in spec["inputs"]),
+                state=tuple(dependency(s) for s in spec["state"]),
                 prevent_initial_call=bool(spec.get("prevent_initial_call")),
             )
         )
@@ -183,10 +153,10 @@ class DashPage:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _matching(self, dep: Dep) -> list[Key]:
+    def _matching(self, dep: Dependency) -> list[Key]:
         return [k for k, c in self.components.items() if dep.matches(c.component_id)]
 
-    def _entries(self, deps: tuple[Dep, ...], with_values: bool) -> list[Json]:
+    def _entries(self, deps: tuple[Dependency, ...], with_values: bool) -> list[Json]:
         entries: list[Json] = []
         for dep in deps:
             items = []
@@ -196,7 +166,7 @@ class DashPage:
                 if with_values:
                     item["value"] = component.props.get(dep.prop)
                 items.append(item)
-            entries.append(items if dep.pattern else (items[0] if items else None))
+            entries.append(items if dep.many else (items[0] if items else None))
         return entries
 
     def request(self, callback: Callback, changed: list[str]) -> dict[str, Json]:
@@ -214,7 +184,7 @@ class DashPage:
 
     def _present(self, callback: Callback) -> bool:
         """Whether the callback's inputs are in the page (a pattern may match none) and an output."""
-        inputs = all(dep.pattern or self._matching(dep) for dep in callback.inputs)
+        inputs = all(dep.many or self._matching(dep) for dep in callback.inputs)
         return inputs and any(self._matching(dep) for dep in callback.outputs)
 
     def _initial(self, added: list[Key]) -> dict[Callback, set[str]]:
