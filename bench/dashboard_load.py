@@ -368,8 +368,7 @@ def demo(data_dir: Path, password: str) -> Iterator[tuple[int, str, str]]:
             str(data_dir),
             "--port",
             str(free_port()),
-            "--password",
-            password,
+            f"--password={password}",  # one word: a password may start with '-'
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -393,8 +392,9 @@ def demo(data_dir: Path, password: str) -> Iterator[tuple[int, str, str]]:
         assert match
         yield process.pid, match["url"], match["user"]
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=180)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=180)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -511,4 +511,8 @@ def _server(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[int, str, str
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as failure:  # the demo did not start: no figure at all
+        print(f"FAILED: {failure}", file=sys.stderr, flush=True)
+        sys.exit(2)
