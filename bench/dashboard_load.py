@@ -12,10 +12,11 @@ that is already running instead.
 
 Each session is a browser tab driven by ``bench.dash_client``: it signs in, loads its commune's
 page (HTML, ``/_dash-layout``, ``/_dash-dependencies``) and fires the callbacks the page fires
-on load, built from the app's own callback map. Then every ``--think`` seconds (30, the
-dashboards' refresh) the page's interval ticks, and on some of those steps the user first
-switches sensor-family tab or period (a click on the button: the callbacks the click sets off)
-or reloads the page. Any answer but 200 is an error: the run then fails (exit status 2).
+on load, built from the app's own callback map. Then at the pace of the page's own
+``dcc.Interval`` (the dashboards' refresh, 30 s by default; ``--think`` sets another) the
+interval ticks, and on some of those steps the user first switches sensor-family tab or period
+(a click on the button: the callbacks the click sets off) or reloads the page. Any answer but
+200 is an error: the run then fails (exit status 2).
 
 Prints, per request kind and for all callbacks together, count, errors and p50/p95/max (ms);
 requests/s; the CPU seconds of the server's processes (``/proc``: gunicorn's master and worker)
@@ -29,7 +30,7 @@ callbacks miss p95 < 300 ms.
 from __future__ import annotations
 
 # locust runs on gevent, which must patch the standard library before anything else imports it.
-from locust import HttpUser, constant_pacing, task  # isort: skip
+from locust import HttpUser, task  # isort: skip
 
 import argparse
 import itertools
@@ -97,7 +98,8 @@ class StaffSession(HttpUser):
     """A member of a commune's staff keeping the commune's page open in a browser tab."""
 
     abstract = True
-    wait_time = constant_pacing(30)
+    think_s: float | None = None
+    """Seconds from one step's start to the next; None: the page's interval, as in the browser."""
     user = ""
     password = ""
     communes: ClassVar[Sequence[str]] = ()
@@ -108,6 +110,7 @@ class StaffSession(HttpUser):
         self.insee = self.communes[number % len(self.communes)]
         self.steps = itertools.cycle(STEPS)
         self.page: DashPage | None = None
+        self.pace_s, self.step_started = 30.0, time.monotonic()
         self.sign_in()
         self.reload()
 
@@ -150,6 +153,10 @@ class StaffSession(HttpUser):
             dependencies = self._get(DEPENDENCIES, "page dependencies").json()
             self.page = DashPage(callbacks_of(dependencies), self._post)
             self.page.load(layout, path)
+            intervals = [
+                c.props.get("interval") for c in self.page.components.values() if c.type == "Interval"
+            ]
+            self.pace_s = self.think_s or min((float(ms) / 1000 for ms in intervals if ms), default=30.0)
         except CallbackFailed:
             self.page = None  # counted as a failure already; the next step loads the page again
 
@@ -160,9 +167,14 @@ class StaffSession(HttpUser):
         if buttons:
             self.page.click(buttons[((chosen[0] if chosen else -1) + 1) % len(buttons)])
 
+    def wait_time(self) -> float:
+        """Until the next step is due: one step per pace, whatever the step took."""
+        return max(0.0, self.pace_s - (time.monotonic() - self.step_started))
+
     @task
     def step(self) -> None:
         """One step of ``STEPS``: a tab, a period or a reload, then (but after a reload) the refresh."""
+        self.step_started = time.monotonic()
         action = next(self.steps)
         if self.page is None or action == "reload":
             self.reload()
@@ -212,7 +224,7 @@ def run_sessions(
     users: int,
     duration: float,
     spawn_rate: float = 5.0,
-    think_s: float = 30.0,
+    think_s: float | None = None,
 ) -> LoadStats:
     """``users`` staff sessions of ``user`` on ``communes`` (in turn) against ``base_url`` for
     ``duration`` seconds; their statistics."""
@@ -225,7 +237,7 @@ def run_sessions(
             "user": user,
             "password": password,
             "communes": tuple(communes),
-            "wait_time": constant_pacing(think_s),
+            "think_s": think_s,
             "_numbers": itertools.count(),
         },
     )
@@ -445,9 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50, help="staff sessions (default: 50)")
     parser.add_argument("--duration", type=float, default=600, help="seconds of load (default: 600)")
     parser.add_argument("--spawn-rate", type=float, default=5.0, help="sessions started per second")
-    parser.add_argument("--think", type=float, default=30.0, help="seconds between steps (default: 30)")
     parser.add_argument(
-        "--baseline", type=float, default=60.0, help="seconds the demo is measured alone first"
+        "--think", type=float, help="seconds between steps (default: the page's refresh interval)"
+    )
+    parser.add_argument(
+        "--baseline", type=float, default=60.0, help="seconds the demo is measured alone first (default: 60)"
     )
     parser.add_argument("--url", help="a running server to load instead of starting the demo")
     parser.add_argument("--user", help="with --url: who signs in")

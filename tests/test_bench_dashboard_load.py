@@ -24,7 +24,8 @@ PANELS = ["commune-atmo.figure", "commune-chart.figure", "commune-status.childre
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
-    built = make_env(tmp_path_factory.mktemp("dash"))
+    # A refresh every 2 s, so that a short run takes several steps at the page's own pace.
+    built = make_env(tmp_path_factory.mktemp("dash"), refresh_s=2)
     yield built
     built.store.close()
 
@@ -128,7 +129,7 @@ def test_a_short_locust_run_against_the_app_has_no_error(env: DashboardEnv, tmp_
                 "-m",
                 "bench.dashboard_load",
                 *("--url", base, "--user", account.name, "--password", account.password),
-                *("--communes", f"{POISSY},{MONTROUGE}", "--users", "2", "--duration", "6", "--think", "1"),
+                *("--communes", f"{POISSY},{MONTROUGE}", "--users", "2", "--duration", "8"),
                 *("--json", str(figures)),
             ],
             cwd=ROOT,
