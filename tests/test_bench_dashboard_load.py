@@ -4,7 +4,6 @@ each of them 200, so the bench cannot drift from the pages unseen."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from flask.testing import FlaskClient
 
 from bench.dash_client import CALLBACK, DEPENDENCIES, LAYOUT, Callback, CallbackFailed, DashPage, callbacks_of
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env, served_in_thread
+from tests.test_dashboard_callbacks import sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 PANELS = ["commune-atmo.figure", "commune-chart.figure", "commune-status.children"]
@@ -32,10 +32,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
 
 def signed_in(env: DashboardEnv, name: str) -> FlaskClient:
     client: FlaskClient = env.app.server.test_client()
-    match = re.search(rb'name="csrf" value="([^"]+)"', client.get("/login").data)
-    assert match
-    account = env.accounts[name]
-    client.post("/login", data={"user": name, "password": account.password, "csrf": match.group(1).decode()})
+    assert sign_in(client, name, env.accounts[name].password).status_code == 302
     return client
 
 

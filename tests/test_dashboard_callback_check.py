@@ -3,7 +3,6 @@ is a 400 that says what is wrong, never a 500 and never a call of the callback."
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from dashboards.pages.common import choice_id
 from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, dash_callback, make_env, status_callback
+from tests.test_dashboard_callbacks import sign_in
 
 CALLBACK = "/_dash-update-component"
 
@@ -28,14 +28,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardEnv]:
 @pytest.fixture(scope="module")
 def client(env: DashboardEnv) -> FlaskClient:
     signed_in: FlaskClient = env.app.server.test_client()
-    form = signed_in.get("/login").data
-    match = re.search(rb'name="csrf" value="([^"]+)"', form)
-    assert match
-    account = env.accounts["poissy"]
-    answer = signed_in.post(
-        "/login", data={"user": account.name, "password": account.password, "csrf": match.group(1).decode()}
-    )
-    assert answer.status_code == 302
+    assert sign_in(signed_in, "poissy", env.accounts["poissy"].password).status_code == 302
     return signed_in
 
 
