@@ -7,12 +7,12 @@
 - Client address and scheme from a trusted reverse proxy's ``X-Forwarded-For`` and
   ``X-Forwarded-Proto`` (werkzeug's ``ProxyFix``), only when ``trusted_proxies`` says how many.
 - The session cookie is ``Secure`` whenever the request came over HTTPS.
-- A forged Dash callback whose inputs have the wrong shape is a 400 naming the input, not a 500.
+- A forged Dash callback that does not match the app's callback map (outputs, inputs, the
+  types of their values) is a 400 saying what is wrong, not a 500 (``callback_check``).
 """
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 import dash
@@ -21,6 +21,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from dashboards.callback_check import CallbackRefused, CallbackSpec, callback_spec, check_request
 from dashboards.config import DashboardSettings
 
 CALLBACK_PATH = "/_dash-update-component"
@@ -60,30 +61,8 @@ class _SecureWhenHttps(SecureCookieSessionInterface):
         )
 
 
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _misshapen_input(payload: Any) -> str | None:
-    """The first callback input or state holding a list or object, as ``id.property``; else None."""
-    if not isinstance(payload, dict):
-        return "the request body"
-    for group in ("inputs", "state"):
-        entries = payload.get(group, [])
-        if not isinstance(entries, list):
-            return group
-        for entry in entries:
-            # Pattern-matching callbacks send lists of entries, each with an id that is a dict.
-            for item in entry if isinstance(entry, list) else [entry]:
-                if not isinstance(item, dict):
-                    return group
-                if not _is_scalar(item.get("value")):
-                    return f"{item.get('id')}.{item.get('property')}"
-    return None
-
-
 def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
-    """Headers, proxy trust, cookie flags and callback input errors on ``app``'s Flask server.
+    """Headers, proxy trust, cookie flags and the check of callback requests on ``app``'s Flask server.
 
     The CSP carries the hashes of Dash's inline scripts, computed as Dash adds them.
     """
@@ -114,15 +93,26 @@ def install_security(app: dash.Dash, settings: DashboardSettings) -> None:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
-    def misshapen_callback(error: Exception) -> Response:
-        # Only a callback that was sent lists or objects where the pages send plain values is the
-        # client's fault; any other error is the server's and stays a 500.
-        if flask.request.path == CALLBACK_PATH:
-            where = _misshapen_input(flask.request.get_json(silent=True))
-            if where is not None:
-                message = f"bad callback input {where}: expected a plain value, not a list or an object"
-                return flask.Response(message + "\n", status=400, mimetype="text/plain")
-        raise error
+    specs: dict[str, CallbackSpec] = {}
 
-    for kind in (TypeError, AttributeError, KeyError, ValueError):
-        server.register_error_handler(kind, misshapen_callback)
+    def spec_of(output: str) -> CallbackSpec | None:
+        # The map only grows (Dash adds its page router at the first request): cache what is found.
+        if output not in specs:
+            entry = app.callback_map.get(output)
+            if entry is None:
+                return None
+            specs[output] = callback_spec(entry)
+        return specs[output]
+
+    @server.before_request
+    def checked_callback() -> Response | None:
+        # Dash trusts the body; a forged one would fail inside it with a 500 (or reach a callback
+        # with arguments it was not written for). Checked against the callback map first.
+        request = flask.request
+        if request.path != CALLBACK_PATH or request.method != "POST":
+            return None
+        try:
+            check_request(request.get_json(silent=True), spec_of)
+        except CallbackRefused as refused:
+            return flask.Response(f"{refused}\n", status=400, mimetype="text/plain")
+        return None
