@@ -114,6 +114,10 @@ class Territory:
         """The département of this code (``78``, ``2A``, ``974``), or None."""
         return self._departements.get(code)
 
+    def communes(self) -> list[OfficialCommune]:
+        """Every current commune, by INSEE code."""
+        return list(self._communes.values())
+
     def all_epci(self) -> list[Epci]:
         """Every EPCI, by SIREN."""
         return list(self._epci.values())

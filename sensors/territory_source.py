@@ -41,6 +41,7 @@ PINNED_VERSION = "6.0.0"
 PINNED_INTEGRITY = (
     "sha512-XavYsFlbcM/prKr8hNHPKER94IHw/dsxNM4nxjWMYk6PLFACpEedvn/7wK8Baozm0dCYhWWcf+7bcWpA5pmCaQ=="
 )
+PINNED_SHASUM = "0330556cf07e21fff21111e5775a316ec18b9636"
 """What the npm registry published for the pinned version; npm versions never change content."""
 LICENSE = "MIT"
 
@@ -92,11 +93,17 @@ def verify(tarball: bytes, found: Release) -> None:
         raise SourceError(f"{PACKAGE}@{found.version}: SHA-512 sha512-{actual} is not the published {found.integrity}")
     if hashlib.sha1(tarball).hexdigest() != found.shasum:  # noqa: S324 - npm's published shasum is SHA-1
         raise SourceError(f"{PACKAGE}@{found.version}: SHA-1 does not match the published shasum {found.shasum}")
-    if found.version == PINNED_VERSION and found.integrity != PINNED_INTEGRITY:
+    if found.version == PINNED_VERSION and (found.integrity, found.shasum) != (PINNED_INTEGRITY, PINNED_SHASUM):
         raise SourceError(
             f"{PACKAGE}@{found.version}: the registry now publishes {found.integrity}, "
             f"not {PINNED_INTEGRITY} as when it was pinned"
         )
+
+
+def pinned(tarball_url: str = "") -> Release:
+    """The pinned release with the checksums recorded here (to check a tarball got elsewhere)."""
+    url = tarball_url or f"{REGISTRY}/{PACKAGE}/-/decoupage-administratif-{PINNED_VERSION}.tgz"
+    return Release(PINNED_VERSION, url, PINNED_INTEGRITY, PINNED_SHASUM)
 
 
 def package_files(tarball: bytes) -> dict[str, Any]:
