@@ -168,7 +168,9 @@ def _rows(root: Traversable | Path, name: str, columns: tuple[str, ...]) -> Iter
         raise TerritoryError(f"cannot read {root}/{name}: {exc} (run `smartcity registry refresh`)") from exc
     reader = csv.DictReader(io.StringIO(text))
     if tuple(reader.fieldnames or ()) != columns:
-        raise TerritoryError(f"{root}/{name}: expected columns {','.join(columns)}, found {reader.fieldnames}")
+        raise TerritoryError(
+            f"{root}/{name}: expected columns {','.join(columns)}, found {reader.fieldnames}"
+        )
     yield from reader
 
 

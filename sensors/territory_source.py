@@ -90,10 +90,17 @@ def verify(tarball: bytes, found: Release) -> None:
         raise SourceError(f"unsupported integrity {found.integrity!r}: expected a sha512- value")
     actual = base64.b64encode(hashlib.sha512(tarball).digest()).decode()
     if actual != expected:
-        raise SourceError(f"{PACKAGE}@{found.version}: SHA-512 sha512-{actual} is not the published {found.integrity}")
-    if hashlib.sha1(tarball).hexdigest() != found.shasum:  # noqa: S324 - npm's published shasum is SHA-1
-        raise SourceError(f"{PACKAGE}@{found.version}: SHA-1 does not match the published shasum {found.shasum}")
-    if found.version == PINNED_VERSION and (found.integrity, found.shasum) != (PINNED_INTEGRITY, PINNED_SHASUM):
+        raise SourceError(
+            f"{PACKAGE}@{found.version}: SHA-512 sha512-{actual} is not the published {found.integrity}"
+        )
+    if hashlib.sha1(tarball).hexdigest() != found.shasum:
+        raise SourceError(
+            f"{PACKAGE}@{found.version}: SHA-1 does not match the published shasum {found.shasum}"
+        )
+    if found.version == PINNED_VERSION and (found.integrity, found.shasum) != (
+        PINNED_INTEGRITY,
+        PINNED_SHASUM,
+    ):
         raise SourceError(
             f"{PACKAGE}@{found.version}: the registry now publishes {found.integrity}, "
             f"not {PINNED_INTEGRITY} as when it was pinned"

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import sensors
 from sensors.territory import Territory, TerritoryError
-from sensors.territory_source import PACKAGE, PINNED_VERSION, Release, SourceError, download, pinned, release, verify
+from sensors.territory_source import (
+    PACKAGE,
+    PINNED_VERSION,
+    Release,
+    SourceError,
+    download,
+    pinned,
+    release,
+    verify,
+)
 from sensors.territory_source import write_tables as generate
 from smartcity.settings import Settings
 
@@ -101,6 +110,9 @@ def run_find(args: argparse.Namespace, settings: Settings) -> int:
     for c in communes[:20]:
         print(f"commune\t{c.insee}\t{c.name}\t{c.departement}\tEPCI {c.epci or '-'}")
     if not (epci or departements or communes):
-        print(f"nothing in decoupage-administratif {territory.version} is named like {args.text!r}", file=sys.stderr)
+        print(
+            f"nothing in decoupage-administratif {territory.version} is named like {args.text!r}",
+            file=sys.stderr,
+        )
         return 1
     return 0
