@@ -339,7 +339,26 @@ def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> di
     return made
 
 
+def add_grouped_user(
+    path: Path, name: str, *, epci: Sequence[str] = (), departements: Sequence[str] = ()
+) -> Account:
+    """A user granted whole EPCI or départements, added to a users file, with a password and a token."""
+    password = f"pw-{name}-secret"
+    token, _ = TokenStore(path.parent / "tokens.sqlite").create(name, "test", timedelta(days=90))
+    user = User(
+        name,
+        frozenset(),
+        hash_password(password),
+        epci=frozenset(epci),
+        departements=frozenset(departements),
+    )
+    UserDirectory(path).upsert(user)
+    return Account(name, password, token, ())
+
+
 POISSY, MONTROUGE, CONFLANS = "78498", "92049", "78172"
+GPSEO = "200059889"
+"""The CU Grand Paris Seine et Oise (Poissy and Conflans-Sainte-Honorine are members)."""
 
 
 @dataclass
