@@ -126,7 +126,11 @@ def atmo_comparison(rows: pl.DataFrame, lang: Language) -> go.Figure:
             "title": {"text": t(lang, "epci.chart_title")},
             "height": 320,
             "margin": {"l": 60, "r": 10, "t": 40, "b": 90},
-            "yaxis": {"title": {"text": t(lang, "epci.chart_axis")}, "range": [0, 6.5], "dtick": 1},
+            "yaxis": {
+                "title": {"text": t(lang, "epci.chart_axis")},
+                "range": [0, 7],
+                "tickvals": [1, 2, 3, 4, 5, 6],
+            },
             "showlegend": False,
         }
     )
@@ -135,18 +139,22 @@ def atmo_comparison(rows: pl.DataFrame, lang: Language) -> go.Figure:
     indices = (
         rows.get_column("atmo_index").to_list() if "atmo_index" in rows.columns else [None] * rows.height
     )
+    labels = [atmo_text(index, lang) for index in indices]
     figure.add_trace(
         go.Bar(
             x=rows.get_column("name").to_list(),
-            y=[index if index is not None else 0 for index in indices],
-            text=[atmo_text(index, lang) for index in indices],
+            # No bar where there is no index yet: a missing index is not a zero.
+            y=indices,
+            text=labels,
             textposition="outside",
             marker={
                 "color": [atmo_color(index) for index in indices],
                 "line": {"color": "#111827", "width": 1},
             },
             name=t(lang, "epci.chart_series"),
-            hovertemplate="%{x} — %{text}<extra></extra>",
+            # The hover text is also what the text alternative lists, commune by commune.
+            hovertext=labels,
+            hovertemplate="%{x} — %{hovertext}<extra></extra>",
         )
     )
     return figure
