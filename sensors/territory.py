@@ -13,7 +13,6 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -75,21 +74,23 @@ class Territory:
 
     def __init__(
         self,
-        communes: list[OfficialCommune],
-        epci: list[tuple[str, str, str]],
-        departements: list[tuple[str, str, str]],
+        communes: list[list[str]],
+        epci: list[list[str]],
+        departements: list[list[str]],
         regions: dict[str, str],
         source: dict[str, object],
     ) -> None:
+        """From the tables' rows, in the columns of ``COMMUNE_COLUMNS``, ``EPCI_COLUMNS``..."""
         self.source = source
         self.regions = regions
-        self._communes = {c.insee: c for c in communes}
+        # Rows are kept as read and made into OfficialCommune when asked: a process reads a few.
+        self._communes = {row[0]: row for row in communes}
         members: dict[str, list[str]] = {}
         by_departement: dict[str, list[str]] = {}
-        for commune in communes:
-            if commune.epci:
-                members.setdefault(commune.epci, []).append(commune.insee)
-            by_departement.setdefault(commune.departement, []).append(commune.insee)
+        for insee, _name, departement, _region, _population, epci_siren in communes:
+            if epci_siren:
+                members.setdefault(epci_siren, []).append(insee)
+            by_departement.setdefault(departement, []).append(insee)
         self._epci = {
             siren: Epci(siren, name, kind, tuple(sorted(members.get(siren, ()))))
             for siren, name, kind in epci
@@ -104,7 +105,8 @@ class Territory:
 
     def commune(self, insee: str) -> OfficialCommune | None:
         """The current commune of this INSEE code, or None."""
-        return self._communes.get(insee)
+        row = self._communes.get(insee)
+        return _commune(row) if row is not None else None
 
     def epci(self, siren: str) -> Epci | None:
         """The EPCI of this SIREN, or None."""
@@ -116,7 +118,7 @@ class Territory:
 
     def communes(self) -> list[OfficialCommune]:
         """Every current commune, by INSEE code."""
-        return list(self._communes.values())
+        return [_commune(row) for row in self._communes.values()]
 
     def all_epci(self) -> list[Epci]:
         """Every EPCI, by SIREN."""
@@ -137,22 +139,10 @@ class Territory:
         root: Traversable | Path = (
             Path(directory) if directory is not None else resources.files("sensors") / "data" / "decoupage"
         )
-        communes = [
-            OfficialCommune(
-                insee=row["insee"],
-                name=row["name"],
-                departement=row["departement"],
-                region=row["region"],
-                population=int(row["population"]) if row["population"] else None,
-                epci=row["epci"] or None,
-            )
-            for row in _rows(root, COMMUNES_FILE, COMMUNE_COLUMNS)
-        ]
-        epci = [(r["siren"], r["name"], r["kind"]) for r in _rows(root, EPCI_FILE, EPCI_COLUMNS)]
-        departements = [
-            (r["code"], r["name"], r["region"]) for r in _rows(root, DEPARTEMENTS_FILE, DEPARTEMENT_COLUMNS)
-        ]
-        regions = {r["code"]: r["name"] for r in _rows(root, REGIONS_FILE, REGION_COLUMNS)}
+        communes = _rows(root, COMMUNES_FILE, COMMUNE_COLUMNS)
+        epci = _rows(root, EPCI_FILE, EPCI_COLUMNS)
+        departements = _rows(root, DEPARTEMENTS_FILE, DEPARTEMENT_COLUMNS)
+        regions = {code: name for code, name in _rows(root, REGIONS_FILE, REGION_COLUMNS)}
         try:
             source = json.loads(root.joinpath(SOURCE_FILE).read_text("utf-8"))
         except (OSError, ValueError) as exc:
@@ -160,18 +150,25 @@ class Territory:
         return cls(communes, epci, departements, regions, source)
 
 
-def _rows(root: Traversable | Path, name: str, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
+def _commune(row: list[str]) -> OfficialCommune:
+    insee, name, departement, region, population, epci = row
+    return OfficialCommune(
+        insee, name, departement, region, int(population) if population else None, epci or None
+    )
+
+
+def _rows(root: Traversable | Path, name: str, columns: tuple[str, ...]) -> list[list[str]]:
     try:
         raw = root.joinpath(name).read_bytes()
         text = (gzip.decompress(raw) if name.endswith(".gz") else raw).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise TerritoryError(f"cannot read {root}/{name}: {exc} (run `smartcity registry refresh`)") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != columns:
-        raise TerritoryError(
-            f"{root}/{name}: expected columns {','.join(columns)}, found {reader.fieldnames}"
-        )
-    yield from reader
+    header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
+    if tuple(header) != columns:
+        raise TerritoryError(f"{root}/{name}: expected columns {','.join(columns)}, found {','.join(header)}")
+    if bad := next((n for n, row in enumerate(rows, start=2) if len(row) != len(columns)), None):
+        raise TerritoryError(f"{root}/{name}:{bad}: expected {len(columns)} columns")
+    return rows
 
 
 @lru_cache(maxsize=1)
