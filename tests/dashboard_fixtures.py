@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -460,6 +460,35 @@ def serve_dashboard(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def filled_influxd(directory: Path, fill: Callable[[Store], object]) -> Iterator[dict[str, str]]:
+    """A real ``influxd`` in ``directory``, provisioned and filled by ``fill``, stopped on exit.
+
+    Yields the ``SMARTCITY_STORE__*`` environment variables of a dashboard reading it.
+    """
+    from storage.influx import InfluxStore
+    from storage.provision import provision
+    from tests.conftest import _start
+    from tests.servers import Influxd
+    from tests.storage_fixtures import influx_settings
+
+    influxd = Influxd(directory)
+    _start(influxd)
+    try:
+        settings = influx_settings(influxd)
+        provision(settings)
+        store = InfluxStore(settings)
+        fill(store)
+        store.close()
+        yield {
+            "SMARTCITY_STORE__BACKEND": "influxdb",
+            "SMARTCITY_STORE__INFLUXDB__URL": settings.url,
+            "SMARTCITY_STORE__INFLUXDB__DATABASE": settings.database,
+        }
+    finally:
+        influxd.kill()
 
 
 @contextmanager

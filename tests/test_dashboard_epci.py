@@ -23,9 +23,7 @@ from dashboards.access import BadQuery, CommuneData, Forbidden
 from dashboards.pages import commune, epci
 from dashboards.tokens import TokenStore
 from dashboards.users import UserDirectory
-from storage.influx import InfluxStore
-from storage.provision import provision
-from tests.conftest import _start
+from storage.base import Store
 from tests.dashboard_fixtures import (
     CONFLANS,
     GPSEO,
@@ -35,13 +33,12 @@ from tests.dashboard_fixtures import (
     DashboardEnv,
     add_grouped_user,
     fill_store,
+    filled_influxd,
     make_env,
     serve_dashboard,
     status_callback,
     write_users,
 )
-from tests.servers import Influxd
-from tests.storage_fixtures import influx_settings
 
 pytestmark = pytest.mark.slow
 
@@ -57,37 +54,26 @@ class Served:
     users_file: Path
 
 
+def _fill(store: Store) -> None:
+    fill_store(
+        store,
+        [POISSY, MONTROUGE, CONFLANS],
+        datetime.now(UTC),
+        days=1,
+        windows=("1h",),
+        devices_per_commune=1,
+    )
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    influxd = Influxd(tmp_path_factory.mktemp("influxd"))
-    _start(influxd)
-    try:
-        settings = influx_settings(influxd)
-        provision(settings)
-        store = InfluxStore(settings)
-        fill_store(
-            store,
-            [POISSY, MONTROUGE, CONFLANS],
-            datetime.now(UTC),
-            days=1,
-            windows=("1h",),
-            devices_per_commune=1,
-        )
-        store.close()
-        directory = tmp_path_factory.mktemp("epci-dashboard")
-        users = directory / "users.toml"
+    with filled_influxd(tmp_path_factory.mktemp("influxd"), _fill) as env:
+        users = tmp_path_factory.mktemp("epci-dashboard") / "users.toml"
         accounts = write_users(users, [("poissy", [POISSY]), ("admin", ["*"])])
         accounts["gpseo"] = add_grouped_user(users, "gpseo", epci=[GPSEO])
         accounts["hds"] = add_grouped_user(users, "hds", departements=["92"])
-        env = {
-            "SMARTCITY_STORE__BACKEND": "influxdb",
-            "SMARTCITY_STORE__INFLUXDB__URL": settings.url,
-            "SMARTCITY_STORE__INFLUXDB__DATABASE": settings.database,
-        }
         with serve_dashboard(users, env, workers=1) as base:
             yield Served(base, accounts, users)
-    finally:
-        influxd.kill()
 
 
 def signed_in(served: Served, name: str) -> httpx.Client:
