@@ -3,12 +3,14 @@
 ``CommuneData`` wraps the store for one signed-in user. Each read names its communes, is
 refused with ``Forbidden`` when any of them is not the user's, and always queries the store with
 an ``insee`` filter restricted to the user's communes, so no code path above can widen it.
+Rights granted by EPCI or by département are the user's communes too (``User.reach``); an EPCI
+is shown through ``epci``, which narrows the view to its member communes the user may see.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -21,6 +23,7 @@ from sensors.catalogue import Level, indices
 from sensors.communes import Commune, CommuneRegistry
 from sensors.families import Family, family_spec
 from sensors.lorawan.radio import MEASUREMENT_FIELDS
+from sensors.territory import Epci, official
 from storage.base import TIME, Store
 
 INDICES: dict[str, tuple[str, ...]] = {name: spec.shown for name, spec in indices().items()}
@@ -94,6 +97,37 @@ class CommuneData:
         if not communes:
             return [c.insee for c in self.communes()]
         return [self.check(code).insee for code in dict.fromkeys(communes)]
+
+    def within(self, codes: Sequence[str]) -> CommuneData:
+        """This view narrowed to ``codes`` (never widened: the user's rights and scope still hold)."""
+        narrowed = frozenset(codes) if self.scope is None else self.scope & frozenset(codes)
+        return replace(self, scope=narrowed)
+
+    def epcis(self) -> list[tuple[Epci, list[Commune]]]:
+        """Each EPCI with served communes the user may see, with those communes, in registry order."""
+        territory = official()
+        found: dict[str, tuple[Epci, list[Commune]]] = {}
+        for commune in self.communes():
+            epci = territory.epci(commune.epci) if commune.epci else None
+            if epci is not None:
+                found.setdefault(epci.siren, (epci, []))[1].append(commune)
+        return list(found.values())
+
+    def epci(self, siren: str) -> tuple[Epci, list[Commune]]:
+        """An EPCI and its served member communes the user may see.
+
+        ``Forbidden`` when the user may see none of its communes (whether it exists or not, so a
+        non-admin learns nothing); ``BadQuery`` for an administrator naming an unknown SIREN.
+        """
+        for epci, communes in self.epcis():
+            if epci.siren == siren:
+                return epci, communes
+        found = official().epci(siren) if self.user.is_admin and self.scope is None else None
+        if found is not None:
+            return found, []
+        if self.user.is_admin and self.scope is None:
+            raise BadQuery(f"unknown EPCI {siren!r}: not a SIREN of the official registry")
+        raise Forbidden(siren, f"EPCI {siren} has none of the communes you may see")
 
     # -- reads ------------------------------------------------------------------------------
 

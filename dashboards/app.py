@@ -12,9 +12,11 @@ from dash import dcc, html
 from dash.development.base_component import Component
 
 from dashboards import api, oidc, tokens
+from dashboards.access import AccessError
 from dashboards.auth import (
     AppContext,
     app_context,
+    current_data,
     current_language,
     current_user,
     install,
@@ -22,7 +24,7 @@ from dashboards.auth import (
 )
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, t
-from dashboards.pages import accessibility, alerts, commune, device, overview
+from dashboards.pages import accessibility, alerts, commune, device, epci, overview
 from dashboards.pages.common import aria
 from dashboards.security import install_security
 from dashboards.signin_limits import SignInLimiter
@@ -74,6 +76,21 @@ def accessibility_title(**_: str) -> str:
 def alerts_title(**_: str) -> str:
     """The alerts page's browser title."""
     return page_title(t(current_language(), "alert_desk.title"))
+
+
+def epci_index_title(**_: str) -> str:
+    """The intercommunalities list's browser title."""
+    return page_title(t(current_language(), "epci.index_title"))
+
+
+def epci_title(siren: str = "", **_: str) -> str:
+    """An EPCI page's browser title: its name, as in the heading (never one the user may not see)."""
+    lang = current_language()
+    try:
+        found, _communes = current_data().epci(siren)
+    except (AccessError, PermissionError):
+        return page_title(t(lang, "epci.unknown"))
+    return page_title(epci.title(found, lang))
 
 
 def page_title(what: str) -> str:
@@ -136,8 +153,14 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     dash.register_page(  # type: ignore[no-untyped-call]
         "dashboards.pages.alerts", path=alerts.PATH, layout=alerts.layout, title=alerts_title
     )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.epci_index", path=epci.INDEX_PATH, layout=epci.index_layout, title=epci_index_title
+    )
+    dash.register_page(  # type: ignore[no-untyped-call]
+        "dashboards.pages.epci", path_template=epci.PATH_TEMPLATE, layout=epci.layout, title=epci_title
+    )
     app.layout = shell
-    for page in (overview, commune, device, alerts):
+    for page in (overview, commune, device, alerts, epci):
         page.register_callbacks(app)
     install_security(app, settings)
     return app
@@ -158,6 +181,7 @@ def shell() -> Component:
                             dcc.Link(t(lang, "app.title"), href="/", className="brand"),
                             dcc.Link(t(lang, "nav.overview"), href="/"),
                             dcc.Link(t(lang, "alert_desk.nav"), href=alerts.PATH),
+                            dcc.Link(t(lang, "epci.nav"), href=epci.INDEX_PATH),
                         ],
                         **aria(label=t(lang, "a11y.main_nav")),
                     ),

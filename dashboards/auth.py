@@ -64,7 +64,7 @@ def app_context() -> AppContext:
 
 def rights_fingerprint(user: User) -> str:
     """What a session remembers of its user's password and rights: when it changes, it ends."""
-    text = "\n".join((user.name, user.password_hash, *sorted(user.communes)))
+    text = "\n".join((user.name, user.password_hash, *user.grants))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

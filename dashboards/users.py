@@ -1,11 +1,19 @@
 """Users of the dashboards and the API, from a TOML file the operator manages.
 
-The file holds, for each user, a salted scrypt hash of the password and the communes the user may
-see (INSEE codes, or ``"*"`` for an administrator). Passwords are never stored in clear::
+The file holds, for each user, a salted scrypt hash of the password and what the user may see:
+communes (INSEE codes, or ``"*"`` for an administrator), and every member commune of some EPCI
+(SIREN) or every commune of some départements. Codes are checked against the official
+administrative division (``sensors.territory``). Passwords are never stored in clear::
 
     [users.poissy]
     password = "scrypt$16384$8$1$<salt>$<hash>"
     communes = ["78498"]
+
+    [users.gpseo]
+    password = "scrypt$16384$8$1$<salt>$<hash>"
+    communes = []
+    epci = ["200059889"]          # CU Grand Paris Seine et Oise
+    departements = ["92"]
 
 ``smartcity dashboard add-user`` writes it; an operator may also edit it. The server re-reads it
 when it changes, so a removed user is out at once. API tokens live in their own file
@@ -25,6 +33,9 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sensors.communes import INSEE_PATTERN
+from sensors.territory import official
 
 ALL_COMMUNES = "*"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -48,21 +59,86 @@ class User:
 
     name: str
     communes: frozenset[str]
+    """Communes granted one by one (or ``"*"``)."""
     password_hash: str = ""
     tokens: tuple[ApiToken, ...] = ()
+    epci: frozenset[str] = frozenset()
+    """EPCI (SIREN) whose member communes are all granted."""
+    departements: frozenset[str] = frozenset()
+    """Départements whose communes are all granted."""
+    reach: frozenset[str] = field(init=False, default=frozenset())
+    """Every commune granted, whichever way; ``UsersFileError`` at creation for an unknown code."""
+
+    def __post_init__(self) -> None:
+        reach = (
+            granted_communes(self.communes, self.epci, self.departements)
+            if self.epci or self.departements
+            else self.communes
+        )
+        object.__setattr__(self, "reach", reach)
 
     @property
     def is_admin(self) -> bool:
         """Whether the user may see every commune."""
         return ALL_COMMUNES in self.communes
 
+    @property
+    def grants(self) -> tuple[str, ...]:
+        """What was granted, one line each (``78498``, ``epci:200059889``, ``departement:92``)."""
+        return (
+            *sorted(self.communes),
+            *(f"epci:{siren}" for siren in sorted(self.epci)),
+            *(f"departement:{code}" for code in sorted(self.departements)),
+        )
+
     def may_see(self, insee: str) -> bool:
         """Whether the user may see this commune's data."""
-        return self.is_admin or insee in self.communes
+        return self.is_admin or insee in self.reach
 
     def visible(self, codes: Iterable[str]) -> list[str]:
         """The codes among ``codes`` the user may see, in the given order."""
         return [code for code in codes if self.may_see(code)]
+
+
+def check_communes(communes: Iterable[str]) -> None:
+    """``UsersFileError`` for the first code that is not ``"*"`` nor a current official commune."""
+    territory = official()
+    for insee in communes:
+        if insee != ALL_COMMUNES and (not INSEE_PATTERN.match(insee) or territory.commune(insee) is None):
+            raise UsersFileError(
+                f"commune {insee!r} is not a current commune of the official registry "
+                f"(decoupage-administratif {territory.version}); "
+                "find codes with `smartcity registry find NAME`"
+            )
+
+
+def granted_communes(
+    communes: Iterable[str], epci: Iterable[str] = (), departements: Iterable[str] = ()
+) -> frozenset[str]:
+    """The INSEE codes granted by these communes, EPCI and départements (``"*"`` is kept as is).
+
+    ``UsersFileError`` names the first EPCI or département the official registry does not know.
+    """
+    territory = official()
+    reach = set(communes)
+    for siren in epci:
+        found = territory.epci(siren)
+        if found is None:
+            raise UsersFileError(
+                f"epci {siren!r} is not the SIREN of an EPCI of the official registry "
+                f"(decoupage-administratif {territory.version}); "
+                "find it with `smartcity registry find NAME`"
+            )
+        reach.update(found.members)
+    for code in departements:
+        departement = territory.departement(code)
+        if departement is None:
+            raise UsersFileError(
+                f"departement {code!r} is not a département code of the official registry "
+                f'(such as "78", "2A", "974")'
+            )
+        reach.update(departement.communes)
+    return frozenset(reach)
 
 
 def hash_password(password: str) -> str:
@@ -117,13 +193,25 @@ def parse_users(text: str, source: str = "users file") -> dict[str, User]:
         where = f"{source}: user {name!r}"
         if not isinstance(entry, dict):
             raise UsersFileError(f"{where} must be a table")
-        communes = entry.get("communes")
+        # A user given EPCI or départements may leave communes out.
+        communes = entry.get("communes", [] if {"epci", "departements"} & set(entry) else None)
         if not isinstance(communes, list) or not all(isinstance(c, str) for c in communes):
             raise UsersFileError(f'{where}: communes must be a list of INSEE codes, or ["*"] for all')
         password = entry.get("password", "")
         if not isinstance(password, str) or (password and not password.startswith("scrypt$")):
             raise UsersFileError(
                 f"{where}: password must be a scrypt hash (use `smartcity dashboard add-user`)"
+            )
+        groups: dict[str, frozenset[str]] = {}
+        for key, what in (("epci", "SIREN codes of EPCI"), ("departements", "département codes")):
+            codes = entry.get(key, [])
+            if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+                raise UsersFileError(f"{where}: {key} must be a list of {what} (strings)")
+            groups[key] = frozenset(codes)
+        if unknown := sorted(set(entry) - {"communes", "password", "tokens", "epci", "departements"}):
+            raise UsersFileError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; "
+                "expected password, communes, epci, departements, tokens"
             )
         tokens: list[ApiToken] = []
         for raw in entry.get("tokens", []):
@@ -132,9 +220,18 @@ def parse_users(text: str, source: str = "users file") -> dict[str, User]:
                     f"{where}: each token needs a sha256 (use `smartcity dashboard add-token`)"
                 )
             tokens.append(ApiToken(name=str(raw.get("name", "")), sha256=raw["sha256"]))
-        users[name] = User(
-            name=name, communes=frozenset(communes), password_hash=password, tokens=tuple(tokens)
-        )
+        try:
+            check_communes(communes)
+            users[name] = User(
+                name=name,
+                communes=frozenset(communes),
+                password_hash=password,
+                tokens=tuple(tokens),
+                epci=groups["epci"],
+                departements=groups["departements"],
+            )
+        except UsersFileError as exc:
+            raise UsersFileError(f"{where}: {exc}") from None
     return users
 
 
@@ -148,6 +245,10 @@ def dump_users(users: Iterable[User]) -> str:
         lines.append(f"[users.{json.dumps(user.name)}]")
         lines.append(f"password = {json.dumps(user.password_hash)}")
         lines.append(f"communes = {json.dumps(sorted(user.communes))}")
+        if user.epci:
+            lines.append(f"epci = {json.dumps(sorted(user.epci))}")
+        if user.departements:
+            lines.append(f"departements = {json.dumps(sorted(user.departements))}")
         tokens = ", ".join(
             f"{{ name = {json.dumps(t.name)}, sha256 = {json.dumps(t.sha256)} }}" for t in user.tokens
         )

@@ -25,6 +25,7 @@ COMMANDS = (
     "demo",
     "opendata",
     "lorawan",
+    "registry",
 )
 
 

@@ -59,6 +59,9 @@ from storage.duckdb_store import DuckDBStore
 log = logging.getLogger(__name__)
 
 DEMO_USER = "demo"
+DEMO_EPCI_USER = "gpseo"
+DEMO_EPCI = "200059889"
+"""The CU Grand Paris Seine et Oise: five of the demo's communes are among its members."""
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 """The example alert rules and device topology the demo runs with."""
 MAILBOX_PLACEHOLDER = "http://127.0.0.1:8099/"
@@ -96,6 +99,10 @@ class DemoInfo:
     user: str
     password: str | None
     """The password, when this run made or set it; None when an earlier run's is kept."""
+    epci_user: str
+    epci_password: str | None
+    """The EPCI user's password, when this run made it (its first); None afterwards."""
+    epci_siren: str
     broker: str
     incident: str
     incident_commune: str
@@ -168,10 +175,14 @@ class Demo:
         )
 
         password = demo_user(self.settings.dashboard.users_file, opts.password)
+        epci_password = demo_epci_user(self.settings.dashboard.users_file)
         return DemoInfo(
             url=url,
             user=DEMO_USER,
             password=password,
+            epci_user=DEMO_EPCI_USER,
+            epci_password=epci_password,
+            epci_siren=DEMO_EPCI,
             broker=f"{broker.host}:{broker.port}",
             incident=incident,
             incident_commune=incident_commune,
@@ -317,13 +328,22 @@ def demo_user(users_file: Path, password: str | None = None) -> str | None:
     An existing demo user keeps its password and its API tokens across restarts: a restart must
     not lock out a notebook. ``password`` sets a new one (tokens kept).
     """
+    return _ensure_user(users_file, User(DEMO_USER, frozenset({ALL_COMMUNES})), password)
+
+
+def demo_epci_user(users_file: Path) -> str | None:
+    """Make sure the EPCI user (every member commune of ``DEMO_EPCI``) exists; its new password."""
+    return _ensure_user(users_file, User(DEMO_EPCI_USER, frozenset(), epci=frozenset({DEMO_EPCI})))
+
+
+def _ensure_user(users_file: Path, wanted: User, password: str | None = None) -> str | None:
     directory = UserDirectory(users_file)
-    existing = directory.get(DEMO_USER)
+    existing = directory.get(wanted.name)
     if existing is not None and password is None:
         return None
     chosen = password or secrets.token_urlsafe(9)
     tokens = existing.tokens if existing is not None else ()
-    directory.upsert(User(DEMO_USER, frozenset({ALL_COMMUNES}), hash_password(chosen), tokens))
+    directory.upsert(replace(wanted, password_hash=hash_password(chosen), tokens=tokens))
     return chosen
 
 

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMARTCITY_", env_nested_delimiter="__", extra="forbid")
 
     communes_file: Path | None = None
-    """The commune registry CSV; the shipped one when unset."""
+    """The operator's CSV of served communes and their coordinates (docs/registry.md); the shipped
+    one when unset. Names, départements, populations and EPCI come from the official registry."""
     data_dir: Path = Path("var")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -339,7 +339,26 @@ def write_users(path: Path, accounts: Sequence[tuple[str, Sequence[str]]]) -> di
     return made
 
 
+def add_grouped_user(
+    path: Path, name: str, *, epci: Sequence[str] = (), departements: Sequence[str] = ()
+) -> Account:
+    """A user granted whole EPCI or départements, added to a users file, with a password and a token."""
+    password = f"pw-{name}-secret"
+    token, _ = TokenStore(path.parent / "tokens.sqlite").create(name, "test", timedelta(days=90))
+    user = User(
+        name,
+        frozenset(),
+        hash_password(password),
+        epci=frozenset(epci),
+        departements=frozenset(departements),
+    )
+    UserDirectory(path).upsert(user)
+    return Account(name, password, token, ())
+
+
 POISSY, MONTROUGE, CONFLANS = "78498", "92049", "78172"
+GPSEO = "200059889"
+"""The CU Grand Paris Seine et Oise (Poissy and Conflans-Sainte-Honorine are members)."""
 
 
 @dataclass
@@ -441,6 +460,35 @@ def serve_dashboard(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def filled_influxd(directory: Path, fill: Callable[[Store], object]) -> Iterator[dict[str, str]]:
+    """A real ``influxd`` in ``directory``, provisioned and filled by ``fill``, stopped on exit.
+
+    Yields the ``SMARTCITY_STORE__*`` environment variables of a dashboard reading it.
+    """
+    from storage.influx import InfluxStore
+    from storage.provision import provision
+    from tests.conftest import _start
+    from tests.servers import Influxd
+    from tests.storage_fixtures import influx_settings
+
+    influxd = Influxd(directory)
+    _start(influxd)
+    try:
+        settings = influx_settings(influxd)
+        provision(settings)
+        store = InfluxStore(settings)
+        fill(store)
+        store.close()
+        yield {
+            "SMARTCITY_STORE__BACKEND": "influxdb",
+            "SMARTCITY_STORE__INFLUXDB__URL": settings.url,
+            "SMARTCITY_STORE__INFLUXDB__DATABASE": settings.database,
+        }
+    finally:
+        influxd.kill()
 
 
 @contextmanager

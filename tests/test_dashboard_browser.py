@@ -24,7 +24,7 @@ from dashboards.i18n import PARIS
 from dashboards.views import atmo_text, paris_day_start
 from storage.base import TIME
 from tests.browser_fixtures import DESKTOP, PHONE, chromium, serving, sign_in
-from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import GPSEO, MONTROUGE, POISSY, DashboardEnv, add_grouped_user, make_env
 
 # A real browser against a real server: a few minutes, so marked slow (CI still runs it).
 pytestmark = pytest.mark.slow
@@ -39,6 +39,8 @@ PAGES = {
     "device": f"/device/{POISSY}/{DEVICE}",
     "statement": "/accessibilite",
     "forbidden": f"/commune/{MONTROUGE}",
+    "epci_index": "/epci",
+    "epci": f"/epci/{GPSEO}",
 }
 """Every page a signed-in user can open (the sign-in form is checked on its own)."""
 
@@ -46,6 +48,7 @@ PAGES = {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DashboardEnv, str]]:
     env = make_env(tmp_path_factory.mktemp("browser"), refresh_s=600)
+    env.accounts["gpseo"] = add_grouped_user(Path(env.settings.users_file), "gpseo", epci=[GPSEO])
     with serving(env) as base:
         yield env, base
     env.store.close()
@@ -78,9 +81,11 @@ def open_page(page: Page, base: str, name: str) -> None:
         "device": "#device-anomaly-table",
         "statement": "h2",
         "forbidden": "#forbidden",
+        "epci_index": "#epci-index",
+        "epci": "#epci-table",
     }[name]
     expect(page.locator(ready).first).to_be_visible()
-    if name in ("commune", "device"):
+    if name in ("commune", "device", "epci"):
         expect(page.locator(".chart-summary").first).to_be_visible()
 
 
@@ -208,6 +213,7 @@ def test_forbidden_commune_is_refused(page: Page, served: tuple[DashboardEnv, st
                 "commune": "Poissy (78498) — Smartcity",
                 "device": f"Capteur {DEVICE} — Poissy — Smartcity",
                 "statement": "Déclaration d’accessibilité — Smartcity",
+                "epci": "Intercommunalité : CU Grand Paris Seine et Oise — Smartcity",
             },
         ),
         (
@@ -217,6 +223,7 @@ def test_forbidden_commune_is_refused(page: Page, served: tuple[DashboardEnv, st
                 "commune": "Poissy (78498) — Smartcity",
                 "device": f"Device {DEVICE} — Poissy — Smartcity",
                 "statement": "Accessibility statement — Smartcity",
+                "epci": "Intercommunality: CU Grand Paris Seine et Oise — Smartcity",
             },
         ),
     ],
@@ -494,3 +501,34 @@ def test_phone_width_needs_no_horizontal_scroll(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     finally:
         context.close()
+
+
+def test_an_epci_user_compares_its_member_communes_with_the_keyboard(
+    page: Page, served: tuple[DashboardEnv, str]
+) -> None:
+    env, base = served
+    account = env.accounts["gpseo"]
+    sign_in(page, base, account.name, account.password)
+    # The overview lists the served members; the nav leads to the intercommunality, by keyboard.
+    expect(page.locator("#overview-table")).to_contain_text("Conflans-Sainte-Honorine (78172)")
+    expect(page.locator("#overview-table")).not_to_contain_text("Montrouge")
+    tab_to(page, "Intercommunalités")
+    page.keyboard.press("Enter")
+    expect(page.locator("#epci-index")).to_contain_text("CU Grand Paris Seine et Oise")
+    tab_to(page, "CU Grand Paris Seine et Oise")
+    page.keyboard.press("Enter")
+    table = page.locator("#epci-table")
+    for name in ("Poissy (78498)", "Conflans-Sainte-Honorine (78172)", "Achères (78005)", "Andrésy (78015)"):
+        expect(table).to_contain_text(name)
+    expect(table).not_to_contain_text("Montrouge")
+    # The chart says in words what it draws: each commune and its ATMO class.
+    today = env.scenario.atmo.filter(
+        (pl.col("insee") == POISSY) & (pl.col(TIME) == paris_day_start(env.scenario.now).astimezone(UTC))
+    )
+    expect(page.locator("#epci-atmo-alt")).to_contain_text(
+        f"Poissy : {atmo_text(today['index'].item(), 'fr')}"
+    )
+    # Another EPCI is refused, and its communes never shown.
+    page.goto(f"{base}/epci/200054781")
+    expect(page.locator("#forbidden")).to_contain_text("Accès refusé")
+    expect(page.locator("body")).not_to_contain_text("Montrouge")

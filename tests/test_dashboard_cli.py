@@ -167,3 +167,25 @@ def test_served_by_the_command(served: tuple[str, str], capsys: pytest.CaptureFi
     assert main(["dashboard", "revoke-token", row["id"]]) == 0
     refused = httpx.get(f"{base}/api/v1/communes", headers=headers)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]
+
+
+def test_add_user_with_an_epci_or_departements(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _Lines("a long enough passphrase"))
+    assert main(["dashboard", "add-user", "gpseo", "--epci", "200059889", "--password-stdin"]) == 0
+    assert "gpseo may see epci:200059889" in capsys.readouterr().out
+    user = UserDirectory(users_file).get("gpseo")
+    assert user is not None and user.may_see("78172") and not user.may_see(MONTROUGE)
+    # A token narrowed beyond the EPCI is refused, naming what the user was granted.
+    assert main(["dashboard", "add-token", "gpseo", "--label", "x", "--communes", MONTROUGE]) == 2
+    assert "epci:200059889" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _Lines("a long enough passphrase"))
+    assert main(["dashboard", "add-user", "bad", "--epci", "200059888", "--password-stdin"]) == 2
+    assert "epci '200059888' is not the SIREN of an EPCI" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _Lines("a long enough passphrase"))
+    assert main(["dashboard", "add-user", "cd92", "--departements", "92", "--password-stdin"]) == 0
+    capsys.readouterr()
+    assert main(["dashboard", "list-users"]) == 0
+    listed = capsys.readouterr().out
+    assert "gpseo\tcommunes=epci:200059889\t" in listed and "cd92\tcommunes=departement:92\t" in listed

@@ -19,21 +19,17 @@ import pytest
 
 from dashboards.users import UserDirectory, hash_password
 from storage.duckdb_store import DuckDBStore
-from storage.influx import InfluxStore
-from storage.provision import provision
-from tests.conftest import _start
 from tests.dashboard_fixtures import (
     CONFLANS,
     MONTROUGE,
     POISSY,
     Account,
     fill_store,
+    filled_influxd,
     serve_dashboard,
     status_callback,
     write_users,
 )
-from tests.servers import Influxd
-from tests.storage_fixtures import influx_settings
 
 pytestmark = pytest.mark.slow
 
@@ -65,25 +61,11 @@ def _fill(store: Any) -> None:
 
 @pytest.fixture(scope="module")
 def influxdb_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    influxd = Influxd(tmp_path_factory.mktemp("influxd"))
-    _start(influxd)
-    try:
-        settings = influx_settings(influxd)
-        provision(settings)
-        store = InfluxStore(settings)
-        _fill(store)
-        store.close()
+    with filled_influxd(tmp_path_factory.mktemp("influxd"), _fill) as env:
         directory = tmp_path_factory.mktemp("influx-dashboard")
         accounts = write_users(directory / "users.toml", USERS)
-        env = {
-            "SMARTCITY_STORE__BACKEND": "influxdb",
-            "SMARTCITY_STORE__INFLUXDB__URL": settings.url,
-            "SMARTCITY_STORE__INFLUXDB__DATABASE": settings.database,
-        }
         with serve_dashboard(directory / "users.toml", env, workers=2) as base:
             yield Served(base, accounts, directory / "users.toml", "influxdb", 2, 0)
-    finally:
-        influxd.kill()
 
 
 @pytest.fixture(scope="module")

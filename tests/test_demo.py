@@ -28,6 +28,9 @@ BANNER = re.compile(
     r"dashboards:\s+(?P<url>http://\S+?)/\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
 )
 COMMUNE = re.compile(r"commune:\s+\S+/commune/(?P<insee>\w+)")
+EPCI_BANNER = re.compile(
+    r"EPCI user:\s+(?P<url>http://\S+/epci/\d+)\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
+)
 
 
 @dataclass
@@ -105,6 +108,19 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
             "Équipement réseau injoignable", timeout=budget_ms
         )
         assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
+        # The intercommunality's user compares its member communes, and sees no other.
+        epci = EPCI_BANNER.search(running.output)
+        assert epci, running.output
+        other = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="fr-FR")
+        other.set_default_timeout(budget_ms)
+        other.goto(epci["url"])
+        other.get_by_label("Identifiant").fill(epci["user"])
+        other.get_by_label("Mot de passe").fill(epci["pw"])
+        other.keyboard.press("Enter")
+        table = other.locator("#epci-table")
+        for name in ("Poissy", "Achères", "Andrésy", "Conflans-Sainte-Honorine", "Villennes-sur-Seine"):
+            expect(table).to_contain_text(name, timeout=budget_ms)
+        expect(table).not_to_contain_text("Montrouge")
         browser.close()
 
     # The alert also reached the commune's mailbox, in French.

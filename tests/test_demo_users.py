@@ -124,3 +124,17 @@ def test_the_console_keeps_the_demos_own_events_and_times_are_in_paris(
     record = logging.LogRecord("x", logging.INFO, "", 0, "m", None, None)
     record.created = datetime(2026, 7, 14, 10, 0, tzinfo=UTC).timestamp()
     assert ParisFormatter().formatTime(record) == "2026-07-14 12:00:00 CEST"
+
+
+def test_the_demo_has_an_epci_user_who_sees_its_member_communes(tmp_path: Path) -> None:
+    from smartcity.demo import DEMO_EPCI, DEMO_EPCI_USER, demo_epci_user
+
+    users = tmp_path / "users.toml"
+    password = demo_epci_user(users)
+    assert password and demo_epci_user(users) is None  # kept across restarts, printed once
+    user = UserDirectory(users).get(DEMO_EPCI_USER)
+    assert user is not None and verify_password(password, user.password_hash)
+    assert user.epci == {DEMO_EPCI} and not user.is_admin
+    served = [c.name for c in CommuneRegistry.load() if user.may_see(c.insee)]
+    assert served == ["Poissy", "Villennes-sur-Seine", "Conflans-Sainte-Honorine", "Achères", "Andrésy"]
+    assert 'epci = ["200059889"]' in users.read_text("utf-8")

@@ -362,3 +362,29 @@ def test_a_period_without_data_gives_valid_empty_files(tmp_path: Path) -> None:
     header = (out / "comptage-mobilites/measure.csv").read_text("utf-8")
     assert header == "channel_id,counter_id,start_datetime,end_datetime,count\n"
     assert pl.read_parquet(out / "camera-people-hourly.parquet").is_empty()
+
+
+def test_lorawan_devices_flagged_private_are_excluded_from_exports(tmp_path: Path) -> None:
+    from smartcity.commands.opendata import publishable
+    from smartcity.settings import Settings
+    from tests.lorawan_fixtures import DEVICE_MAP
+
+    text = DEVICE_MAP.read_text("utf-8").replace(
+        'device_id = "aq-poissy-gare"\n', 'device_id = "aq-poissy-gare"\nprivate = true\n', 1
+    )
+    assert "private = true" in text
+    device_map = tmp_path / "devices.toml"
+    device_map.write_text(text, "utf-8")
+    for codec in (DEVICE_MAP.parent / "codecs").iterdir():
+        (tmp_path / "codecs").mkdir(exist_ok=True)
+        (tmp_path / "codecs" / codec.name).write_text(codec.read_text("utf-8"), "utf-8")
+    settings = Settings.model_validate(
+        {
+            "ingest": {"lorawan": {"device_map": device_map}},
+            "opendata": {"exclude_devices": ["92049/tra-92049-0"]},
+        }
+    )
+    assert publishable(settings).exclude_devices == ["92049/tra-92049-0", "78498/aq-poissy-gare"]
+    # Without a LoRaWAN input, the settings are used as they are.
+    plain = Settings.model_validate({"opendata": {"exclude_devices": ["x"]}})
+    assert publishable(plain).exclude_devices == ["x"]

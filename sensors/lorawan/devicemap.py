@@ -98,6 +98,8 @@ class Device(BaseModel):
     family: Family
     device_id: str
     profile: str
+    private: bool = False
+    """Never published: ``smartcity opendata export`` leaves its data out (``exclude_devices``)."""
 
     @field_validator("device_id")
     @classmethod
@@ -163,6 +165,7 @@ class LorawanDevice:
     family: str
     device_id: str
     profile: DeviceProfile
+    private: bool = False
 
 
 class DeviceMap:
@@ -186,6 +189,10 @@ class DeviceMap:
     def get(self, dev_eui: str) -> LorawanDevice | None:
         """The device of a DevEUI (any case), or None when the map does not know it."""
         return self.devices.get(dev_eui.upper())
+
+    def private_devices(self) -> list[str]:
+        """The devices flagged private, as ``insee/device_id`` (``[opendata] exclude_devices``)."""
+        return [f"{d.insee}/{d.device_id}" for d in self.devices.values() if d.private]
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -288,6 +295,7 @@ class DeviceMap:
                 family=device.family.value,
                 device_id=device.device_id,
                 profile=checked,
+                private=device.private,
             )
         if problems:
             raise DeviceMapError("invalid device map:\n  " + "\n  ".join(problems))

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from dashboards.users import ALL_COMMUNES, User, UserDirectory, hash_password
+from dashboards.users import ALL_COMMUNES, User, UserDirectory, granted_communes, hash_password
 from sensors.communes import CommuneRegistry
 from smartcity.commands import dashboard_tokens
 from smartcity.settings import Settings
@@ -36,8 +36,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_user.add_argument("name", help="the user's sign-in name")
     add_user.add_argument(
         "--communes",
-        required=True,
+        default="",
         help="comma-separated INSEE codes the user may see, or '*' for every commune (administrator)",
+    )
+    add_user.add_argument(
+        "--epci",
+        default="",
+        help="comma-separated SIREN of EPCI whose member communes the user may see "
+        "(`smartcity registry find NAME` gives them)",
+    )
+    add_user.add_argument(
+        "--departements", default="", help="comma-separated départements whose communes the user may see"
     )
     add_user.add_argument(
         "--password-stdin",
@@ -89,12 +98,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _communes(text: str, registry: CommuneRegistry) -> frozenset[str]:
-    codes = frozenset(code.strip() for code in text.split(",") if code.strip())
+def _codes(text: str) -> frozenset[str]:
+    return frozenset(code.strip() for code in text.split(",") if code.strip())
+
+
+def _communes(text: str, registry: CommuneRegistry, *, grouped: bool = False) -> frozenset[str]:
+    codes = _codes(text)
     if ALL_COMMUNES in codes:
         return frozenset({ALL_COMMUNES})
     unknown = sorted(code for code in codes if code not in registry)
-    if unknown or not codes:
+    if unknown or not (codes or grouped):
         raise ValueError(
             f"unknown commune(s) {', '.join(unknown) or '(none given)'}: not in the commune registry"
         )
@@ -104,8 +117,12 @@ def _communes(text: str, registry: CommuneRegistry) -> frozenset[str]:
 def run_add_user(args: argparse.Namespace, settings: Settings) -> int:
     """Add or update a user with a hashed password."""
     directory = UserDirectory(settings.dashboard.users_file)
+    epci, departements = _codes(args.epci), _codes(args.departements)
     try:
-        communes = _communes(args.communes, CommuneRegistry.load(settings.communes_file))
+        communes = _communes(
+            args.communes, CommuneRegistry.load(settings.communes_file), grouped=bool(epci or departements)
+        )
+        granted_communes((), epci, departements)
     except ValueError as exc:
         print(f"smartcity dashboard add-user: {exc}", file=sys.stderr)
         return 2
@@ -126,9 +143,12 @@ def run_add_user(args: argparse.Namespace, settings: Settings) -> int:
             communes=communes,
             password_hash=hash_password(password),
             tokens=existing.tokens if existing else (),
+            epci=epci,
+            departements=departements,
         )
     )
-    print(f"user {args.name} may see {', '.join(sorted(communes))} ({directory.path})")
+    shown = User(args.name, communes, epci=epci, departements=departements).grants
+    print(f"user {args.name} may see {', '.join(shown)} ({directory.path})")
     return 0
 
 
@@ -140,5 +160,5 @@ def run_list_users(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     for user in UserDirectory(settings.dashboard.users_file).all():
         active = sum(1 for token in tokens if token.user == user.name and token.active(now))
-        print(f"{user.name}\tcommunes={','.join(sorted(user.communes))}\tactive_tokens={active}")
+        print(f"{user.name}\tcommunes={','.join(user.grants)}\tactive_tokens={active}")
     return 0

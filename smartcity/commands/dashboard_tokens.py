@@ -62,7 +62,7 @@ def run_add_token(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(
             "add-token",
             f"{user.name} may not see {', '.join(beyond)}: a token is narrowed within its user's communes "
-            f"({', '.join(sorted(user.communes))})",
+            f"({', '.join(user.grants)})",
         )
     secret, record = open_tokens(config).create(user.name, args.label, lifetime, communes or None)
     print(secret)

@@ -203,10 +203,16 @@ def _print_banner(info: Any, options: Any, access_log: Path) -> None:
         if info.password
         else f"sign in as {info.user!r} with the password printed at the first run (--password sets one)"
     )
+    epci_sign_in = (
+        f"sign in as {info.epci_user!r} with password {info.epci_password!r}"
+        if info.epci_password
+        else f"sign in as {info.epci_user!r} with the password printed at the first run"
+    )
     print(
         f"""
 smartcity demo is running.
   dashboards:  {info.url}/   {sign_in}
+  EPCI user:   {info.url}/epci/{info.epci_siren}   {epci_sign_in} (its member communes only)
   API token:   .venv/bin/smartcity demo add-token{_data_dir_option(options.data_dir)}  (notebooks: README)
   commune:     {info.url}/commune/{info.incident_commune}
   MQTT broker: {info.broker} (MQTT 3.1.1, embedded); {info.devices} simulated devices

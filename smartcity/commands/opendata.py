@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from opendata.config import OpenDataSettings
+from sensors.lorawan.devicemap import DeviceMap, DeviceMapError
 from smartcity.commands.backfill import parse_moment
 from smartcity.settings import Settings
 from storage import StoreError, open_store
@@ -38,6 +40,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export_parser.set_defaults(func=run_export)
 
 
+def publishable(settings: Settings) -> OpenDataSettings:
+    """The ``[opendata]`` settings, with the LoRaWAN devices the device map flags private excluded."""
+    lorawan = settings.ingest.lorawan
+    if lorawan is None:
+        return settings.opendata
+    private = DeviceMap.load(lorawan.device_map).private_devices()
+    if not private:
+        return settings.opendata
+    excluded = list(dict.fromkeys([*settings.opendata.exclude_devices, *private]))
+    return settings.opendata.model_copy(update={"exclude_devices": excluded})
+
+
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``opendata export``."""
     # Imported here: frictionless is needed by this command only, not by every ``smartcity`` start.
@@ -58,8 +72,8 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
         print(f"smartcity opendata export: {exc}", file=sys.stderr)
         return 1
     try:
-        report = export(store, args.start, args.end, args.out, settings.opendata)
-    except (OpenDataError, InvalidExport, StoreError) as exc:
+        report = export(store, args.start, args.end, args.out, publishable(settings))
+    except (OpenDataError, InvalidExport, StoreError, DeviceMapError) as exc:
         print(f"smartcity opendata export: {exc}", file=sys.stderr)
         return 1
     finally:
