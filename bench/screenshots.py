@@ -17,7 +17,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.browser_fixtures import DESKTOP, PHONE, chromium, serving, sign_in
-from tests.dashboard_fixtures import MONTROUGE, POISSY, DashboardEnv, make_env
+from tests.dashboard_fixtures import GPSEO, MONTROUGE, POISSY, DashboardEnv, add_grouped_user, make_env
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PAGES = {
@@ -28,6 +28,11 @@ PAGES = {
     "forbidden": (f"/commune/{MONTROUGE}", "#forbidden"),
 }
 """Name, path and what shows the page is drawn; the sign-in form is shot before signing in."""
+EPCI_PAGES = {
+    "epci_index": ("/epci", "#epci-index"),
+    "epci": (f"/epci/{GPSEO}", "#epci-table"),
+}
+"""The intercommunality pages, shot as a user granted the CU Grand Paris Seine et Oise."""
 SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": PHONE}
 TIMEOUT_MS = 120_000
 
@@ -37,21 +42,23 @@ def shoot(browser: Browser, base: str, env: DashboardEnv, out: Path) -> list[Pat
     written = []
     for lang in ("fr", "en"):
         for size, viewport in SIZES.items():
-            context = browser.new_context(viewport=viewport, locale="fr-FR")
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            page.goto(f"{base}/login?lang={lang}")
-            expect(page.locator("#user")).to_be_visible()
-            written.append(save(page, out, "signin", lang, size))
-            account = env.accounts["poissy"]
-            sign_in(page, base, account.name, account.password)
-            for name, (path, ready) in PAGES.items():
-                page.goto(f"{base}{path}")
-                expect(page.locator(ready).first).to_be_visible()
-                if name == "overview":
-                    expect(page.locator("#overview-map .maplibregl-canvas")).to_be_visible()
-                written.append(save(page, out, name, lang, size))
-            context.close()
+            for user, pages in (("poissy", PAGES), ("gpseo", EPCI_PAGES)):
+                context = browser.new_context(viewport=viewport, locale="fr-FR")
+                context.set_default_timeout(TIMEOUT_MS)
+                page = context.new_page()
+                page.goto(f"{base}/login?lang={lang}")
+                expect(page.locator("#user")).to_be_visible()
+                if user == "poissy":
+                    written.append(save(page, out, "signin", lang, size))
+                account = env.accounts[user]
+                sign_in(page, base, account.name, account.password)
+                for name, (path, ready) in pages.items():
+                    page.goto(f"{base}{path}")
+                    expect(page.locator(ready).first).to_be_visible()
+                    if name == "overview":
+                        expect(page.locator("#overview-map .maplibregl-canvas")).to_be_visible()
+                    written.append(save(page, out, name, lang, size))
+                context.close()
     return written
 
 
@@ -75,6 +82,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as directory:
         env = make_env(Path(directory), refresh_s=3600)
+        env.accounts["gpseo"] = add_grouped_user(Path(env.settings.users_file), "gpseo", epci=[GPSEO])
         try:
             with serving(env) as base, chromium() as browser:
                 for path in shoot(browser, base, env, args.out):
