@@ -265,6 +265,7 @@ class Runner:
         self.clock = clock
         self.watermarks = Watermarks(store)
         self._now = clock()
+        self._previous_now = self._now
         self._run = 0
         # Device hourly means of air_quality by hour start (ns), with the run that computed
         # them: valid until a reading of their hour arrives, which makes the hour dirty.
@@ -454,9 +455,12 @@ class Runner:
         return kept.frame, kept.minutes
 
     def _recent_from(self) -> int:
-        """Start (ns) of the oldest hour kept between runs: the hour ``settle`` ago, where the
-        readings a run may still receive fall."""
-        return epoch_ns(floor(self._now - self.settle, "1h"))
+        """Start (ns) of the oldest hour kept between runs: the hour ``settle`` before the
+        previous run, where the readings a run may still receive, or see again, fall."""
+        # No more than an hour further back: after a long pause the hours between are read
+        # whole, as they would be without keeping.
+        since = max(min(self._now, self._previous_now), self._now - timedelta(hours=1))
+        return epoch_ns(floor(since - self.settle, "1h"))
 
     def _kept_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> _KeptHour:
         key = (family, hour)
@@ -543,6 +547,8 @@ class Runner:
         self._marks_out = {}
 
     def _start_run(self) -> None:
+        # The settle margin reaches back from the previous run (``_new_after``): its hour is kept.
+        self._previous_now = self._now
         self._now = self.clock()
         self._run += 1
         self._marks = self.watermarks.snapshot(now=self._now)
