@@ -22,6 +22,11 @@ class ProcessingSettings(BaseModel):
     """How stale today's 1-day aggregate rows may get: they need the whole day of readings (for
     the p95), so they are recomputed at most this often while the day is open, and once more
     when it closes (``settle_s`` after midnight). Shorter windows and the indices follow every run."""
+    hour_refresh_s: float = Field(300.0, ge=0)
+    """How stale the open hour's 1-hour aggregate rows may get: their p95 needs every reading
+    of the hour, so they are recomputed at most this often while the hour is open (a new minute
+    updates its 1-minute and 15-minute rows at once), and once more when it closes. At most
+    ``settle_s`` (a larger value counts as ``settle_s``); 0 recomputes them at every run."""
     anomalies: bool = True
     """Run the anomaly pass."""
     threads: int | None = Field(None, ge=1)

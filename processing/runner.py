@@ -20,7 +20,10 @@ What a run reads follows what arrived, not the size of the day:
 
 * 1 min, 15 min and 1 h aggregates: each dirty window is computed from its own readings only
   (a new minute: that minute, its quarter, its hour), every device of them (a commune window
-  needs all its devices). The raw readings of the latest hours (from the hour ``settle`` ago)
+  needs all its devices). The open hour's 1-hour rows (a p95 over up to an hour of the fleet)
+  are recomputed at most every ``hour_refresh`` (5 minutes by default, never more than
+  ``settle``), and once more after the hour closes (``_OpenHour``); the minute's and quarter's
+  rows follow every run. The raw readings of the latest hours (from the hour ``settle`` ago)
   are kept between runs (``Runner.recent_hour``): a run reads again only the minutes holding
   a reading the kept hour does not hold yet, so a new minute of the fleet reads that minute.
   Older hours (late data) are read whole.
@@ -99,6 +102,7 @@ ANOMALY_CONTEXT = timedelta(hours=6)
 """Readings before the first dirty day given to the anomaly pass, so that rolling medians and
 flatlines have their past; anomalies starting in that context are left as they were."""
 DEFAULT_DAY_REFRESH = timedelta(hours=1)
+DEFAULT_HOUR_REFRESH = timedelta(minutes=5)
 COUNTER_LOOKBACK = timedelta(hours=1)
 """Readings before a day that counters need: the first increase of the day needs the last
 reading of the day before."""
@@ -159,7 +163,7 @@ class Dirty:
         """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
         if self.times.is_empty():
             return set()
-        frame = self.times.to_frame("time")
+        frame = self._minutes().to_frame("time")
         starts = frame.select(window_start(pl.col("time"), window).unique())["time"]
         result = set(starts.cast(pl.Int64).to_list())
         if spread > timedelta(0):
@@ -178,11 +182,17 @@ class Dirty:
         """The Paris days (their UTC start) holding dirty windows, in order."""
         if self.times.is_empty():
             return []
-        times = self.times
+        times = self._minutes()
         if spread > timedelta(0):
             times = pl.concat([times, (times + spread).cast(TIME_DTYPE)])
         starts = times.to_frame("time").select(window_start(pl.col("time"), "1d").unique().sort())["time"]
         return [datetime.fromtimestamp(int(ns) / 1e9, tz=UTC) for ns in starts.cast(pl.Int64)]
+
+    def _minutes(self) -> pl.Series:
+        """The minutes holding new readings: every window (a Paris day too) starts on a minute,
+        and a minute of the fleet holds thousands of readings."""
+        minutes = (self.times.cast(pl.Int64) // MINUTE_NS * MINUTE_NS).unique()
+        return minutes.cast(TIME_DTYPE).alias("time")
 
     def hour_spans(self) -> list[tuple[datetime, datetime]]:
         """The dirty hours as ``[start, end)`` runs of consecutive hours, cut at Paris midnight
@@ -234,6 +244,7 @@ class Runner:
         horizon: timedelta = DEFAULT_HORIZON,
         settle: timedelta = DEFAULT_SETTLE,
         day_refresh: timedelta = DEFAULT_DAY_REFRESH,
+        hour_refresh: timedelta = DEFAULT_HOUR_REFRESH,
         anomalies: bool = True,
         anomaly_options: dict[str, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -246,17 +257,28 @@ class Runner:
         self.horizon = horizon
         self.settle = settle
         self.day_refresh = day_refresh
+        # A restarted runner knows which hours' rows are stale only through the settle margin
+        # (``_OpenHour``): they may not wait longer than it.
+        self.hour_refresh = min(hour_refresh, settle)
         self.anomalies = anomalies
         self.anomaly_options = dict(anomaly_options or {})
         self.clock = clock
         self.watermarks = Watermarks(store)
         self._now = clock()
+        self._previous_now = self._now
         self._run = 0
         # Device hourly means of air_quality by hour start (ns), with the run that computed
         # them: valid until a reading of their hour arrives, which makes the hour dirty.
         self._hourly: dict[int, tuple[int, pl.DataFrame]] = {}
         # Raw readings of the latest hours by (family, hour start), refreshed minute by minute.
         self._recent: dict[tuple[str, int], _KeptHour] = {}
+        # By job: the open hour whose 1-hour rows were last computed, and when, and the hours
+        # whose 1-hour rows wait for a refresh (``_OpenHour``).
+        self._hour_refreshed: dict[str, tuple[int, datetime]] = {}
+        self._hour_pending: dict[str, set[int]] = {}
+        # Watermarks as the run began, and those it sets (written once, at its end).
+        self._marks: dict[str, tuple[int, int]] = {}
+        self._marks_out: dict[str, int] = {}
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -284,7 +306,7 @@ class Runner:
         jobs = self.jobs()
         # Read before any job runs: a job moves only its own watermark, so these stay the
         # values each job would have read when its turn came.
-        marks = {job.name: self.watermarks.get_with_run_time(job.name, now=self._now) for job in jobs}
+        marks = {job.name: self.mark(job.name) for job in jobs}
         arrivals: dict[str, pl.DataFrame] = {}
         for job in jobs:
             if job.family not in arrivals:
@@ -308,7 +330,8 @@ class Runner:
             # ``mark``: its latest arrival is the horizon's, or nothing later than ``mark`` arrived.
             known = [int(v) for v in (seen["received_at"].max(), mark) if v is not None]  # type: ignore[arg-type]
             if job_report.error is None and known:
-                self.watermarks.set(job.name, max(known), now=self._now)
+                self.set_mark(job.name, max(known))
+        self._save_marks()
         return report
 
     def backfill(self, start: datetime, end: datetime, *, jobs: Sequence[str] | None = None) -> RunReport:
@@ -334,6 +357,7 @@ class Runner:
             if jobs and job.name not in jobs and job.name.split(":")[0] not in jobs:
                 continue
             report.jobs.append(self._run_job(job, dirty))
+        self._save_marks()
         return report
 
     def run_forever(self, interval_s: float, *, stop: Callable[[], bool] = lambda: False) -> None:
@@ -431,9 +455,12 @@ class Runner:
         return kept.frame, kept.minutes
 
     def _recent_from(self) -> int:
-        """Start (ns) of the oldest hour kept between runs: the hour ``settle`` ago, where the
-        readings a run may still receive fall."""
-        return epoch_ns(floor(self._now - self.settle, "1h"))
+        """Start (ns) of the oldest hour kept between runs: the hour ``settle`` before the
+        previous run, where the readings a run may still receive, or see again, fall."""
+        # No more than an hour further back: after a long pause the hours between are read
+        # whole, as they would be without keeping.
+        since = max(min(self._now, self._previous_now), self._now - timedelta(hours=1))
+        return epoch_ns(floor(since - self.settle, "1h"))
 
     def _kept_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> _KeptHour:
         key = (family, hour)
@@ -447,7 +474,11 @@ class Runner:
         already = set() if kept.run != self._run else kept.minutes
         if already is None:
             return kept  # read whole in this run
-        stale = {m for m in dirty.starts("1m") if hour <= m < hour + HOUR_NS} - already
+        if kept.run != self._run:
+            kept.checked = set()
+        # Minutes already checked in this run (by another job) hold nothing unseen.
+        stale = {m for m in dirty.starts("1m") if hour <= m < hour + HOUR_NS} - already - kept.checked
+        kept.checked |= stale
         if stale:
             stale = _unseen_minutes(kept.frame, dirty, stale)
         if stale:
@@ -502,9 +533,26 @@ class Runner:
         for rejected in result.rejected[:5]:
             log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
 
+    def mark(self, key: str) -> tuple[int, int] | None:
+        """The watermark ``key`` and the time of the run that set it, as this run began."""
+        return self._marks.get(key)
+
+    def set_mark(self, key: str, value: int) -> None:
+        """Set the watermark ``key``; written with the others at the end of the run."""
+        self._marks_out[key] = value
+
+    def _save_marks(self) -> None:
+        # One write per run: a run that dies before it redoes its work next time, idempotently.
+        self.watermarks.set_many(self._marks_out, now=self._now)
+        self._marks_out = {}
+
     def _start_run(self) -> None:
+        # The settle margin reaches back from the previous run (``_new_after``): its hour is kept.
+        self._previous_now = self._now
         self._now = self.clock()
         self._run += 1
+        self._marks = self.watermarks.snapshot(now=self._now)
+        self._marks_out = {}
         # Hours observed before the horizon never turn dirty, so what is kept of them could go
         # stale: they are dropped once no EAQI day (the day and the 24 hours before) needs them.
         oldest = epoch_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
@@ -582,6 +630,8 @@ class _KeptHour:
     """Coverage-slot partials of the hourly means (air quality), once computed."""
     stale_minutes: set[int] = field(default_factory=set)
     """Minutes read again since ``partials`` were computed."""
+    checked: set[int] = field(default_factory=set)
+    """Minutes ``run`` checked for readings the hour did not hold."""
 
 
 def _unseen_minutes(frame: pl.DataFrame, dirty: Dirty, minutes: set[int]) -> set[int]:
@@ -691,6 +741,51 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
     return pl.concat([previous.sort("time", maintain_order=True), raw], how="diagonal_relaxed")
 
 
+_NOTHING_NEW = Dirty(pl.Series("time", [], dtype=TIME_DTYPE))
+
+
+class _OpenHour:
+    """When a job recomputes the 1-hour rows of an hour (the module docstring has the rules).
+
+    An hour's p95 needs every reading of the hour, so a new minute cannot update it: while the
+    hour is open its rows are recomputed at most every ``hour_refresh``, and an hour left stale
+    is recomputed once it closes, or when ``hour_refresh`` has passed, new readings or not.
+    What is stale is known only to this runner: a runner started again recomputes the minutes
+    of the settle margin before the last run (``Runner._new_after``), which hold every reading
+    a stale row may lack as long as ``hour_refresh`` is at most ``settle``.
+    """
+
+    def __init__(self, runner: Runner, job: str) -> None:
+        self.runner = runner
+        self.job = job
+        self.now = epoch_ns(runner.now)
+        self.pending = runner._hour_pending.setdefault(job, set())
+        self._done: set[int] = set()
+
+    def due(self, hour: int) -> bool:
+        """Whether the 1-hour rows of ``hour`` (start, ns) are to be computed in this run."""
+        if hour + HOUR_NS <= self.now:
+            return True  # closed
+        last = self.runner._hour_refreshed.get(self.job)
+        return last is None or last[0] != hour or self.runner.now - last[1] >= self.runner.hour_refresh
+
+    def computed(self, hour: int) -> None:
+        """The 1-hour rows of ``hour`` were computed in this run, from every reading of it."""
+        self.pending.discard(hour)
+        self._done.add(hour)
+        if hour + HOUR_NS > self.now:
+            self.runner._hour_refreshed[self.job] = (hour, self.runner.now)
+
+    def skipped(self, hour: int) -> None:
+        """``hour`` has new readings its 1-hour rows do not hold yet."""
+        if hour not in self._done:
+            self.pending.add(hour)
+
+    def overdue(self) -> list[int]:
+        """Hours left stale by earlier runs whose 1-hour rows are due now."""
+        return sorted(hour for hour in self.pending if hour not in self._done and self.due(hour))
+
+
 def _open_day_key(job: str) -> str:
     return f"{job}/open-day"
 
@@ -699,7 +794,7 @@ def _today_refresh(runner: Runner, job: str) -> tuple[bool, int | None]:
     """Whether today's 1-day rows of ``job`` may be refreshed in this run (``day_refresh`` has
     passed since the last refresh), and the ``received_at`` above which today's readings are
     pending for it (None: every reading of today, as none was ever refreshed)."""
-    refreshed = runner.watermarks.get_with_run_time(_open_day_key(job), now=runner.now)
+    refreshed = runner.mark(_open_day_key(job))
     if refreshed is None:
         return True, None
     if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
@@ -771,7 +866,7 @@ class _DailyRows:
     def done(self) -> None:
         """Record the refreshes of this run (call it once every row is written)."""
         for key, value in self._updates:
-            self.runner.watermarks.set(key, value, now=self.runner.now)
+            self.runner.set_mark(key, value)
 
 
 def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
@@ -783,6 +878,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     # Window by window from kept hours; a counter's increase needs each device's previous
     # reading, which the hour-span reads below bring along.
     by_window = not dirty.backfill and not _counters(family)
+    hours = _OpenHour(runner, report.job) if by_window else None
     for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
         day_start, day_end = _day_range(day)
         if day in due:
@@ -791,7 +887,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             parts = [(day_start, day_end, list(WINDOWS))]
         elif by_window:
             for hour in sorted(h for h in starts["1h"] if epoch_ns(day_start) <= h < epoch_ns(day_end)):
-                _aggregate_hour(runner, family, hour, dirty, report, starts=starts)
+                _aggregate_hour(runner, family, hour, dirty, report, starts=starts, hours=hours)
             continue
         else:
             parts = [
@@ -812,14 +908,31 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
                     _within_windows(results, family, window, span=(start, end), starts=starts),
                     report,
                 )
+            if hours is not None:
+                for hour in starts["1h"]:
+                    if epoch_ns(start) <= hour < epoch_ns(end):
+                        hours.computed(hour)
+    if hours is not None:
+        for hour in hours.overdue():
+            frame, _ = runner.recent_hour(family, hour, _NOTHING_NEW, report)
+            _aggregate_window(runner, family, "1h", frame, hour=hour, starts={"1h": {hour}}, report=report)
+            hours.computed(hour)
     daily.done()
 
 
 def _aggregate_hour(
-    runner: Runner, family: str, hour: int, dirty: Dirty, report: JobReport, *, starts: dict[str, set[int]]
+    runner: Runner,
+    family: str,
+    hour: int,
+    dirty: Dirty,
+    report: JobReport,
+    *,
+    starts: dict[str, set[int]],
+    hours: _OpenHour | None,
 ) -> None:
     """The windows of one hour holding readings new to the kept hour, each from its own readings:
-    the new minute's, its quarter's, the hour's (``Runner.recent_hour``).
+    the new minute's, its quarter's, the hour's (``Runner.recent_hour``); the hour's own rows
+    when ``hours`` says they are due.
 
     The settle margin makes the readings of the last minutes before the previous run new again
     at every run; those the kept hour already holds were computed and written by that run.
@@ -834,24 +947,40 @@ def _aggregate_hour(
         return
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
     windows = Dirty(touched)
-    start, end = from_ns(hour), from_ns(hour + HOUR_NS)
     for window in SUB_DAY_WINDOWS:
+        if window == "1h" and hours is not None:
+            if not hours.due(hour):
+                hours.skipped(hour)
+                continue
+            hours.computed(hour)
         rows = frame
         wanted = {window: windows.starts(window)}
         if window != "1h":
             rows = frame.filter(
                 window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(wanted[window]))
             )
-        if rows.is_empty():
-            continue
-        results = aggregate_all(rows, family, windows=[window])
-        _write_windows(
-            runner,
-            family,
-            window,
-            _within_windows(results, family, window, span=(start, end), starts=wanted),
-            report,
-        )
+        _aggregate_window(runner, family, window, rows, hour=hour, starts=wanted, report=report)
+
+
+def _aggregate_window(
+    runner: Runner,
+    family: str,
+    window: str,
+    rows: pl.DataFrame,
+    *,
+    hour: int,
+    starts: dict[str, set[int]],
+    report: JobReport,
+) -> None:
+    """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``window`` and write
+    the windows of ``starts``."""
+    if rows.is_empty():
+        return
+    results = aggregate_all(rows, family, windows=[window])
+    span = (from_ns(hour), from_ns(hour + HOUR_NS))
+    _write_windows(
+        runner, family, window, _within_windows(results, family, window, span=span, starts=starts), report
+    )
 
 
 def _within_windows(

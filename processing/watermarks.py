@@ -51,19 +51,44 @@ class Watermarks:
         mark = int(last["processed_until"])
         return mark, int(updated) if updated is not None else mark
 
+    def snapshot(self, *, now: datetime | None = None) -> dict[str, tuple[int, int]]:
+        """Every job's watermark and run time (as ``get_with_run_time``), in one read."""
+        now = now or datetime.now(UTC)
+        rows = self.store.read(MEASUREMENT, start=now - LOOKBACK, end=now + timedelta(days=2))
+        if rows.is_empty() or "processed_until" not in rows.columns:
+            return {}
+        if "updated_at" not in rows.columns:
+            rows = rows.with_columns(updated_at=pl.lit(None, pl.Int64))
+        last = (
+            rows.drop_nulls("processed_until")
+            .sort("time")
+            .group_by("job")
+            .agg(pl.col("processed_until").last(), pl.col("updated_at").last())
+        )
+        return {
+            str(job): (int(mark), int(updated) if updated is not None else int(mark))
+            for job, mark, updated in last.select("job", "processed_until", "updated_at").iter_rows()
+        }
+
     def set(self, job: str, processed_until: int, *, now: datetime | None = None) -> None:
         """Record that ``job`` has processed every reading received up to ``processed_until``.
 
         ``now`` is the time of the run (``updated_at``), by default the wall clock.
         """
+        self.set_many({job: processed_until}, now=now)
+
+    def set_many(self, marks: dict[str, int], *, now: datetime | None = None) -> None:
+        """``set`` for several jobs, in one write."""
+        if not marks:
+            return
         now = now or datetime.now(UTC)
         day = datetime(now.year, now.month, now.day, tzinfo=UTC)
         row = pl.DataFrame(
             {
-                "time": [day],
-                "job": [job],
-                "processed_until": [processed_until],
-                "updated_at": [epoch_ns(now)],
+                "time": [day] * len(marks),
+                "job": list(marks),
+                "processed_until": list(marks.values()),
+                "updated_at": [epoch_ns(now)] * len(marks),
             },
             schema={
                 "time": TIME_DTYPE,

@@ -1,7 +1,8 @@
 """The anomaly pass against the fleet simulator's ground truth (issue 5's acceptance figures).
 
 At least 95 % of the injected spikes, stuck periods and offline periods are found, and clean
-data (faults off) raises at most one false alarm per device-day.
+data (faults off) raises at most one false alarm per device-day; issue 16's drift figures: at
+least 80 % of the injected drifts found, at most 0.1 false drift per device-day on clean data.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ def test_at_most_one_false_alarm_per_device_day_on_clean_data(clean: Evaluation)
     )
     # Nothing was injected, so nothing a detector reports can be right.
     assert clean.false_alarms == sum(score.detections for score in clean.scores.values())
+
+
+@pytest.fixture(scope="module")
+def drifting() -> Evaluation:
+    # The demo's fault rates, three days: drift is judged against the commune's other devices,
+    # which FAULTY's rates would make faulty too often at the same time.
+    return evaluate(evaluation_fleet(days=3, faults=FaultRates.default(), seed=11))
+
+
+def test_drift_finds_80_percent_with_at_most_a_tenth_of_a_false_drift_per_device_day(
+    drifting: Evaluation, clean: Evaluation
+) -> None:
+    score = drifting.scores["drift"]
+    assert score.injected >= 30, "too few drifts injected to measure recall"
+    assert score.recall is not None and score.recall >= 0.8, f"drift: found {score.found} of {score.injected}"
+    false_drifts = clean.scores["drift"].detections
+    assert false_drifts / clean.device_days <= 0.1, (
+        f"{false_drifts} drifts on clean data over {clean.device_days:.0f} device-days"
+    )
 
 
 # --- gaps in the data: a restart of the fleet, dropouts, silences --------------------------

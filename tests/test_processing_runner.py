@@ -324,7 +324,8 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
     now = day + timedelta(hours=20, minutes=30)
     write_all(store, fleet(["air_quality"], day, now))
     clock = Clock(now)
-    runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+    # The hour's own rows at every run (their throttling has a test of its own, below).
+    runner = Runner(store, families=["air_quality"], anomalies=False, hour_refresh=timedelta(0), clock=clock)
     jobs_of(runner.run_once())
     daily_before = day_row(store, day)
     hour = floor(now, "1h")
@@ -560,6 +561,104 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     assert count_today() == stored_today()
     clock.now += timedelta(minutes=1)  # and only once
     assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
+
+
+def test_the_open_hours_rows_are_refreshed_after_hour_refresh_and_once_the_hour_closes(
+    store: DuckDBStore,
+) -> None:
+    start = DAY + timedelta(hours=10, minutes=40)
+    hour = floor(start, "1h")
+    write_all(store, fleet(["air_quality"], hour, start))
+    clock = Clock(start)
+    refresh = timedelta(minutes=5)
+    runner = Runner(store, families=["air_quality"], anomalies=False, hour_refresh=refresh, clock=clock)
+    jobs_of(runner.run_once())
+
+    def hour_row() -> dict[str, Any]:
+        rows = read_between(store, "air_quality_1h_commune", hour, hour + timedelta(minutes=1))
+        return rows.filter(insee="78498").row(0, named=True)
+
+    def recomputed() -> dict[str, Any]:
+        raw = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
+        return (
+            expected_windows(raw, "1h", hour, hour + timedelta(minutes=1))
+            .filter(insee="78498")
+            .row(0, named=True)
+        )
+
+    def quarter_count() -> int:
+        quarter = floor(clock.now - timedelta(minutes=2), "15m")
+        rows = read_between(store, "air_quality_15m_commune", quarter, quarter + timedelta(minutes=1))
+        return int(rows.filter(insee="78498")["pm25_count"][0])
+
+    first = hour_row()
+    assert first == recomputed()
+    # New minutes within ``hour_refresh`` of the last refresh: the minute and quarter follow, the
+    # hour's row waits.
+    for minute in range(1, 4):
+        moment = start + timedelta(minutes=minute - 1)
+        write_all(store, fleet(["air_quality"], moment, moment + timedelta(minutes=1)))
+        clock.now = moment + timedelta(minutes=1, seconds=10)
+        jobs_of(runner.run_once())
+        assert hour_row() == first, minute
+        assert (
+            quarter_count()
+            == read_between(store, "air_quality", floor(moment, "15m"), moment + timedelta(minutes=1))
+            .filter(insee="78498")
+            .height
+        )
+    # ``hour_refresh`` after the last refresh, even with nothing new, the row holds every reading.
+    clock.now = start + refresh
+    jobs_of(runner.run_once())
+    assert hour_row() == recomputed() != first
+
+    # The hour's last minutes arrive before it closes, within ``hour_refresh`` of a refresh: its
+    # row waits, and is recomputed once the hour has closed, though nothing new arrives then.
+    moment = start + timedelta(minutes=6)
+    write_all(store, fleet(["air_quality"], moment, hour + timedelta(minutes=57)))
+    clock.now = hour + timedelta(minutes=57, seconds=10)
+    jobs_of(runner.run_once())
+    write_all(store, fleet(["air_quality"], hour + timedelta(minutes=57), hour + timedelta(hours=1)))
+    clock.now = hour + timedelta(minutes=59, seconds=40)
+    jobs_of(runner.run_once())
+    assert hour_row() != recomputed()
+    clock.now = hour + timedelta(hours=1, seconds=30)
+    jobs_of(runner.run_once())
+    assert hour_row() == recomputed()
+
+    # A runner started again, nothing kept, recomputes the stale row from the settle margin.
+    write_all(store, fleet(["air_quality"], hour + timedelta(hours=1), hour + timedelta(hours=1, minutes=2)))
+    clock.now = hour + timedelta(hours=1, minutes=2, seconds=10)
+    jobs_of(runner.run_once())
+    late = (hour + timedelta(hours=1), hour + timedelta(hours=1, minutes=1))
+    write_all(
+        store,
+        {
+            "air_quality": fleet(["air_quality"], *late)["air_quality"].with_columns(
+                pl.col("pm25") + 1, received_at=pl.lit(int(clock.now.timestamp() * 1e9))
+            )
+        },
+    )
+    clock.now += timedelta(seconds=50)
+    jobs_of(runner.run_once())  # the next hour's row waits
+    assert next_hour_row(store, hour) != next_hour_recomputed(store, hour)
+    restarted = Runner(store, families=["air_quality"], anomalies=False, hour_refresh=refresh, clock=clock)
+    clock.now = hour + timedelta(hours=1, minutes=40)
+    jobs_of(restarted.run_once())
+    assert next_hour_row(store, hour) == next_hour_recomputed(store, hour)
+
+
+def next_hour_row(store: Store, hour: datetime) -> dict[str, Any]:
+    later = hour + timedelta(hours=1)
+    rows = read_between(store, "air_quality_1h_commune", later, later + timedelta(minutes=1))
+    return rows.filter(insee="78498").row(0, named=True)
+
+
+def next_hour_recomputed(store: Store, hour: datetime) -> dict[str, Any]:
+    later = hour + timedelta(hours=1)
+    raw = read_between(store, "air_quality", later, later + timedelta(hours=1))
+    expected = expected_windows(raw, "1h", later, later + timedelta(minutes=1))
+    return expected.filter(insee="78498").row(0, named=True)
 
 
 def outputs(store: Store) -> dict[str, pl.DataFrame]:

@@ -135,12 +135,13 @@ def detect_stuck(
 def detect_drift(frame: pl.DataFrame, family: str, **options: Any) -> pl.DataFrame:
     """Devices diverging for hours from the other devices of their family in their commune.
 
-    Per clock hour, each device's median is compared with the median of the commune's devices
-    (at least ``drift_min_devices``), after taking out the device's own offset and gain against
-    the commune (learned with medians over the frame); what remains is scaled by the fleet's
-    robust spread of it. ``drift_min_hours`` consecutive hours beyond ``drift_threshold`` make a
-    drift. ``observed`` and ``expected`` are the device's and the commune's hourly medians at
-    the worst hour; ``score`` its robust z.
+    Per device, field and clock hour, on hourly medians: the device's value in units of its
+    own spread is fitted (least squares, then again without the hours far off) on the median of
+    the commune's devices (at least ``drift_min_devices``) in theirs, which takes out its gain
+    and offset; the residual is scored in units of the device's own typical residual (at least
+    ``drift_scale_floor``). An hour beyond ``drift_threshold``, or two hours in a row beyond
+    ``drift_run_threshold`` in the same direction, drift. ``observed`` is the device's hourly
+    median at the worst hour, ``expected`` what the fit said, ``score`` the hour's score.
     """
     return _run(frame, family, ("drift",), options=options)
 

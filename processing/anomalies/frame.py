@@ -85,16 +85,20 @@ class AnomalyOptions:
     stuck_min_change_rate: float = 0.02
     """A field that changes in fewer than this share of consecutive readings over the fleet is
     constant by nature (a lane number, a configuration): it is not checked for flatlines."""
-    drift_threshold: float = 6.0
-    """Robust z-score of a device's hourly median against its commune's above which an hour drifts."""
-    drift_min_hours: int = 3
-    """Consecutive drifting hours needed to report a drift."""
+    drift_threshold: float = 20.0
+    """Score of one hour (its residual against the commune, in units of the device's own typical
+    residual) beyond which the hour drifts on its own."""
+    drift_run_threshold: float = 6.0
+    """Score beyond which an hour drifts when the next or previous hour is beyond it too, in the
+    same direction."""
+    drift_scale_floor: float = 0.15
+    """Lowest typical residual of a device, as a share of its own spread: a device that follows
+    its neighbours very closely must not turn a small wobble into a drift."""
     drift_min_devices: int = 3
     """Devices of the family a commune needs for its median to be a reference."""
     drift_fields: tuple[str, ...] | None = None
-    """Fields compared across devices; None means the family's ambient fields (all of
-    ``air_quality``: devices of one commune measure the same air). Traffic lanes, buildings or
-    links differ by nature, so comparing them with their neighbours says nothing."""
+    """Fields checked for drift; None means the family's measured continuous fields
+    (``processing.anomalies.drift.DRIFT_FIELDS``)."""
     offline_periods: float = 5.0
     """Silent for more than this many reporting periods means offline."""
     offline_min_readings: int = 10

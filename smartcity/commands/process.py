@@ -64,6 +64,7 @@ def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
         horizon=timedelta(seconds=config.horizon_s),
         settle=timedelta(seconds=config.settle_s),
         day_refresh=timedelta(seconds=config.day_refresh_s),
+        hour_refresh=timedelta(seconds=config.hour_refresh_s),
         anomalies=config.anomalies and not args.no_anomalies,
     )
 
