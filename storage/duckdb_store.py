@@ -218,23 +218,17 @@ class DuckDBStore:
                 f"SELECT min({quote_ident(TIME)}), max({quote_ident(TIME)}) FROM smartcity_batch"
             ).fetchall()[0]
             join = " AND ".join(f"t.{k} = b.{k}" for k in keys)
+            # The time bounds let DuckDB skip the table's row groups outside the batch.
             in_range = f"t.{quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)}"
-            overlap = conn.execute(
-                f"SELECT count(*) FROM {table} t JOIN smartcity_batch b ON {join} WHERE {in_range}"
-            ).fetchall()
-            if overlap and overlap[0][0]:
-                sets = ", ".join(
-                    f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
-                )
-                conn.execute(
-                    f"UPDATE {table} AS t SET {sets} FROM smartcity_batch b WHERE {join} AND {in_range}"
-                )
-                conn.execute(
-                    f"INSERT INTO {table} BY NAME SELECT b.* FROM smartcity_batch b "
-                    f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {join} AND {in_range})"
-                )
-            else:
-                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM smartcity_batch")
+            sets = ", ".join(
+                f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
+            )
+            # One MERGE: a batch's rows are unique per (tags, time) (storage.frames.prepare), so
+            # each matches at most one stored row; new rows go in by name.
+            conn.execute(
+                f"MERGE INTO {table} AS t USING smartcity_batch AS b ON ({join} AND {in_range}) "
+                f"WHEN MATCHED THEN UPDATE SET {sets} WHEN NOT MATCHED THEN INSERT BY NAME"
+            )
         finally:
             conn.unregister("smartcity_batch")
 
