@@ -42,9 +42,78 @@ _PUBACK = struct.Struct("!BBH")
 _new_message = partial(tuple.__new__, Message)
 """``Message`` from a tuple without the Python-level ``__new__`` of a NamedTuple (per message)."""
 
+READ_SIZE = 65536
+"""Bytes asked of the kernel per read of the broker connection."""
+
 OUTGOING_QUEUE_LIMIT = 10_000
 """Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
 skipped (the dead-letter file always has the record)."""
+
+
+class BufferedSocket:
+    """The broker connection read through a buffer of its own.
+
+    paho reads each packet with three or four ``recv`` calls (the type byte, the remaining
+    length a byte at a time, the rest) and goes back to ``select`` after every packet. Served
+    from a buffer filled by one large ``recv``, those calls cost no system call; ``pending``
+    tells paho that bytes wait in the buffer (the hook it has for TLS, whose buffer ``select``
+    cannot see either), so it never waits on the socket while a packet is already here.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._position = 0
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes: from the buffer, else from one read of ``READ_SIZE``."""
+        buffer, position = self._buffer, self._position
+        if position >= len(buffer):
+            # BlockingIOError, ssl errors and EOF (b"") reach paho as they are.
+            buffer = bytes(self._sock.recv(max(size, READ_SIZE)))
+            if len(buffer) <= size:
+                return buffer
+            self._buffer = buffer
+            position = 0
+        end = position + size
+        self._position = end
+        return buffer[position:end]
+
+    def pending(self) -> int:
+        """Bytes received and not yet read (with those of a TLS layer underneath)."""
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._position + int(inner)
+
+    def send(self, data: bytes | bytearray) -> int:
+        """Send on the connection (unbuffered)."""
+        sent: int = self._sock.send(data)
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        # fileno (for select), setblocking, close...: the socket's own.
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client, reading the connection through ``BufferedSocket`` and handling every
+    packet already buffered before it goes back to ``select`` (once per read of the kernel
+    rather than once per message)."""
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if getattr(self, "_transport", "tcp") == "websockets":
+            return sock
+        return BufferedSocket(sock)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read packets while whole or partial packets wait in the buffer."""
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            sock = self._sock
+            if not isinstance(sock, BufferedSocket) or sock.pending() <= 0:
+                break
+            rc = super().loop_read(max_packets)
+        return rc
 
 
 class MqttConsumer:
@@ -80,7 +149,7 @@ class MqttConsumer:
                 f"ingest.shared_group {settings.shared_group!r}: the broker (mqtt.protocol 3.1.1, such "
                 "as the demo's embedded one) has no shared subscriptions"
             )
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
