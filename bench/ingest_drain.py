@@ -11,6 +11,9 @@ broker queues the same backlog for each. Then each contender drains its session 
 * two such subscribers, each a process of its own, on one shared subscription
   (``$share/bare/...``): the strongest plain baseline for ``--workers 2``, and what the machine
   permits two Python processes beside the broker (and, for ingest, influxd) on its cores;
+* the baseline again, reading the connection as the ingestor does (``ingest.mqtt.BufferedClient``:
+  a 64 KiB buffer, every buffered packet handled before the next ``select``): what paho itself
+  costs once its per-packet system calls are gone;
 * ``smartcity ingest --workers 1`` into a real influxd (its default MQTT 3.1.1 connection, and
   with ``SMARTCITY_INGEST__PROTOCOL=5``), timed until every reading is stored (a write InfluxDB
   1.x acknowledged is queryable), then checked with a count query;
@@ -55,6 +58,7 @@ from bench.ingest_common import (
     start_ingest,
     wait_for,
 )
+from ingest.mqtt import BufferedClient
 
 RECEIVED_SIGNS = ("held_messages", "queue_depth", "rows_written_total")
 """Metrics of which one is above 0 once an ingestor has received its first message."""
@@ -98,10 +102,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain_bare_paho(port: int, client_id: str, count: int, protocol: str) -> tuple[float, float]:
+def drain_bare_paho(
+    port: int, client_id: str, count: int, protocol: str, *, buffered: bool = False
+) -> tuple[float, float]:
     """Seconds (wall, CPU) for a paho-mqtt subscriber that only counts to receive ``count`` messages.
 
-    It runs in this process, idle otherwise, so the process CPU time is the subscriber's."""
+    It runs in this process, idle otherwise, so the process CPU time is the subscriber's. With
+    ``buffered``, it reads the connection as the ingestor does (``ingest.mqtt.BufferedClient``)."""
     received = 0
     done = threading.Event()
 
@@ -112,7 +119,7 @@ def drain_bare_paho(port: int, client_id: str, count: int, protocol: str) -> tup
             done.set()
 
     v5 = protocol == "5"
-    client = mqtt.Client(
+    client = (BufferedClient if buffered else mqtt.Client)(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             sessions = {
                 "bench-msub": ("3.1.1", TOPIC),
                 "bench-bare311": ("3.1.1", TOPIC),
+                "bench-bare311-buffered": ("3.1.1", TOPIC),
                 "bench-bare5": ("5", TOPIC),
                 "bench-ingest": ("3.1.1", TOPIC),
             }
@@ -348,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
                 line("mosquitto_sub (MQTT 3.1.1)", msub, msub_cpu)
             bare, bare_cpu = drain_bare_paho(mosquitto.port, "bench-bare311", count, "3.1.1")
             line("bare paho, MQTT 3.1.1 (baseline)", bare, bare_cpu)
+            buffered, buffered_cpu = drain_bare_paho(
+                mosquitto.port, "bench-bare311-buffered", count, "3.1.1", buffered=True
+            )
+            line("  the same, ingest's buffered reading", buffered, buffered_cpu)
             if not args.only_shared:
                 bare5, bare5_cpu = drain_bare_paho(mosquitto.port, "bench-bare5", count, "5")
                 line("bare paho, MQTT 5", bare5, bare5_cpu)

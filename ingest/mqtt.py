@@ -94,7 +94,7 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-class _Client(mqtt.Client):
+class BufferedClient(mqtt.Client):
     """paho's client, reading the connection through ``BufferedSocket`` and handling every
     packet already buffered before it goes back to ``select`` (once per read of the kernel
     rather than once per message)."""
@@ -149,7 +149,7 @@ class MqttConsumer:
                 f"ingest.shared_group {settings.shared_group!r}: the broker (mqtt.protocol 3.1.1, such "
                 "as the demo's embedded one) has no shared subscriptions"
             )
-        client = _Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
