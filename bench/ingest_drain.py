@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             buffered, buffered_cpu = drain_bare_paho(
                 mosquitto.port, "bench-bare311-buffered", count, "3.1.1", buffered=True
             )
-            line("  the same, ingest's buffered reading", buffered, buffered_cpu)
+            line("bare paho 3.1.1, buffered reading", buffered, buffered_cpu)
             if not args.only_shared:
                 bare5, bare5_cpu = drain_bare_paho(mosquitto.port, "bench-bare5", count, "5")
                 line("bare paho, MQTT 5", bare5, bare5_cpu)

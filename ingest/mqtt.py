@@ -105,6 +105,28 @@ class BufferedClient(mqtt.Client):
             return sock
         return BufferedSocket(sock)
 
+    _per_topic_callbacks = False
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        """paho's, noting that per-topic callbacks are in use."""
+        self._per_topic_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        # Without per-topic callbacks paho would still decode the topic and walk its topic
+        # matcher for every message only to find none: call on_message directly.
+        on_message = self.on_message
+        if self._per_topic_callbacks or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Read packets while whole or partial packets wait in the buffer."""
         rc = super().loop_read(max_packets)
