@@ -56,6 +56,7 @@ from bench.ingest_common import (
     register_session,
     servers,
     start_ingest,
+    tree_cpu_seconds,
     wait_for,
 )
 from ingest.mqtt import BufferedClient
@@ -220,6 +221,7 @@ def drain_ingest(
     count: int,
     client_id: str,
     *,
+    broker_pid: int,
     workers: int,
     group: str | None,
     database: str,
@@ -251,6 +253,7 @@ def drain_ingest(
             what="the first message received",
         )
         cpu_at_start = run.cpu_seconds()
+        servers_at_start = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid)
         finished = wait_for(
             lambda: run.metric("smartcity_ingest_rows_written_total") >= count,
             timeout=900,
@@ -258,6 +261,7 @@ def drain_ingest(
             what="every reading written",
         )
         cpu = run.cpu_seconds() - cpu_at_start
+        servers_cpu = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid) - servers_at_start
         rss = run.rss_bytes()
         shares = [
             _worker_metric(run.metrics_port + index, "smartcity_ingest_messages_total")
@@ -272,6 +276,7 @@ def drain_ingest(
         "seconds": finished - started,
         "startup_seconds": started - launched,
         "cpu_seconds": cpu,
+        "servers_cpu_seconds": servers_cpu,
         "rss_mib": rss / 2**20,
         "min_share": min(shares) / max(sum(shares), 1),
         "exit_code": float(code),
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU {1e6 * cpu / count:5.1f} ms per 1,000{extra}"
                 )
 
+            assert mosquitto.process is not None
+            mosquitto_pid = mosquitto.process.pid
             msub: float | None = None
             bare5: float | None = None
             if not args.only_shared:
@@ -380,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 influxd,
                 count,
                 "bench-ingest",
+                broker_pid=mosquitto_pid,
                 workers=1,
                 group=None,
                 database="single",
@@ -389,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 "smartcity ingest --workers 1",
                 single["seconds"],
                 single["cpu_seconds"],
-                f"  (start-up {single['startup_seconds']:.1f}s apart; RSS {single['rss_mib']:.0f} MiB)",
+                f"  (start-up {single['startup_seconds']:.1f}s apart; RSS {single['rss_mib']:.0f} MiB; "
+                f"broker + influxd {1e6 * single['servers_cpu_seconds'] / count:.1f} ms per 1,000)",
             )
             single5: dict[str, float] | None = None
             if args.ingest_v5:
@@ -399,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                     influxd,
                     count,
                     "bench-ingest5",
+                    broker_pid=mosquitto_pid,
                     workers=1,
                     group=None,
                     database="single5",
@@ -414,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                     influxd,
                     count,
                     "bench-shared",
+                    broker_pid=mosquitto_pid,
                     workers=2,
                     group="bench",
                     database="shared",
@@ -423,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                     "smartcity ingest --workers 2",
                     shared["seconds"],
                     shared["cpu_seconds"],
-                    f"  (smaller share {shared['min_share']:.0%})",
+                    f"  (smaller share {shared['min_share']:.0%}; broker + influxd "
+                    f"{1e6 * shared['servers_cpu_seconds'] / count:.1f} ms per 1,000)",
                 )
             print()
             print(f"ingest / bare paho 3.1.1:    {bare / single['seconds']:.0%} (target >= 80%)")
