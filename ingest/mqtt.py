@@ -44,6 +44,8 @@ _new_message = partial(tuple.__new__, Message)
 
 READ_SIZE = 65536
 """Bytes asked of the kernel per read of the broker connection."""
+BUFFERED_PACKETS_PER_PASS = 500
+"""Packets paho's loop handles from the buffer before it writes and checks its keep-alive."""
 
 OUTGOING_QUEUE_LIMIT = 10_000
 """Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
@@ -78,6 +80,11 @@ class BufferedSocket:
         end = position + size
         self._position = end
         return buffer[position:end]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes in this buffer not yet read."""
+        return len(self._buffer) - self._position
 
     def pending(self) -> int:
         """Bytes received and not yet read (with those of a TLS layer underneath)."""
@@ -128,14 +135,23 @@ class BufferedClient(mqtt.Client):
                     raise
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Read packets while whole or partial packets wait in the buffer."""
+        """Read the packets already in the buffer, at most ``BUFFERED_PACKETS_PER_PASS``.
+
+        The bound matters: a broker sending a backlog refills the buffer as fast as it empties,
+        and paho only writes (acknowledgements, keep-alive pings) between two passes."""
         rc = super().loop_read(max_packets)
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            sock = self._sock
-            if not isinstance(sock, BufferedSocket) or sock.pending() <= 0:
+        reader = self._reader()
+        for _ in range(BUFFERED_PACKETS_PER_PASS):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or reader is None or reader.buffered <= 0:
                 break
             rc = super().loop_read(max_packets)
+            if self._reader() is not reader:  # the connection was closed or replaced
+                break
         return rc
+
+    def _reader(self) -> BufferedSocket | None:
+        sock = self._sock
+        return sock if isinstance(sock, BufferedSocket) else None
 
 
 class MqttConsumer:
