@@ -187,34 +187,39 @@ def main(argv: list[str] | None = None) -> int:
         ingest = start_ingest(
             Path(tmp) / "ingest", mosquitto.port, settings, "bench-steady", workers=args.workers
         )
-        wait_for(
-            lambda: ingest.metric("smartcity_ingest_broker_connected") == 1, timeout=60, what="ingest up"
-        )
-        poller = LatencyPoller(influxd.url, "steady")
-        publisher = PacedPublisher(mosquitto.port, rate, seconds)
-        load_start = os.getloadavg()[0]
-        rss_start = ingest.rss_bytes()
-        cpu_start = ingest.cpu_seconds()  # start-up apart: only what the readings cost
-        poller.start()
-        started = time.perf_counter()
-        publisher.start()
-        memory: list[tuple[float, int]] = []
-        while publisher.is_alive():
-            publisher.join(5.0)
-            memory.append((time.perf_counter() - started, ingest.rss_bytes()))
-        wait_for(
-            lambda: ingest.metric("smartcity_ingest_rows_written_total") >= publisher.acked,
-            timeout=120,
-            what="the last readings written",
-        )
-        time.sleep(WINDOW_S / 2)  # let the poller see the last ones (a benchmark, not a test)
-        poller.stop.set()
-        poller.join(10)
-        lag_p95 = _histogram_quantile(ingest, "smartcity_ingest_lag_observed_seconds", 0.95)
-        received_p95 = _histogram_quantile(ingest, "smartcity_ingest_lag_received_seconds", 0.95)
-        write_p95 = _histogram_quantile(ingest, "smartcity_ingest_store_write_seconds", 0.95)
-        cpu = ingest.cpu_seconds() - cpu_start
-        code = ingest.stop()
+        try:
+            wait_for(
+                lambda: ingest.metric("smartcity_ingest_broker_connected") == 1, timeout=60, what="ingest up"
+            )
+            poller = LatencyPoller(influxd.url, "steady")
+            publisher = PacedPublisher(mosquitto.port, rate, seconds)
+            load_start = os.getloadavg()[0]
+            rss_start = ingest.rss_bytes()
+            cpu_start = ingest.cpu_seconds()  # start-up apart: only what the readings cost
+            poller.start()
+            started = time.perf_counter()
+            publisher.start()
+            memory: list[tuple[float, int]] = []
+            while publisher.is_alive():
+                publisher.join(5.0)
+                memory.append((time.perf_counter() - started, ingest.rss_bytes()))
+            wait_for(
+                lambda: ingest.metric("smartcity_ingest_rows_written_total") >= publisher.acked,
+                timeout=120,
+                what="the last readings written",
+            )
+            time.sleep(WINDOW_S / 2)  # let the poller see the last ones (a benchmark, not a test)
+            poller.stop.set()
+            poller.join(10)
+            lag_p95 = _histogram_quantile(ingest, "smartcity_ingest_lag_observed_seconds", 0.95)
+            received_p95 = _histogram_quantile(ingest, "smartcity_ingest_lag_received_seconds", 0.95)
+            write_p95 = _histogram_quantile(ingest, "smartcity_ingest_store_write_seconds", 0.95)
+            cpu = ingest.cpu_seconds() - cpu_start
+            code = ingest.stop()
+        except BaseException:
+            # A failed run must not leave its ingestor behind (the servers go with the context).
+            ingest.process.kill()
+            raise
 
     publish_times = np.array([t for t, _ in poller.latencies])
     latencies = np.array([lat for t, lat in poller.latencies])
