@@ -133,6 +133,17 @@ def _process_tree(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time used so far by a process and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 @dataclass
 class IngestRun:
     """A ``smartcity ingest`` process of a benchmark (with its workers, if any)."""
@@ -172,13 +183,7 @@ class IngestRun:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time used so far by the process and its workers."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in _process_tree(self.process.pid):
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / ticks
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> int:
         """SIGTERM and wait."""

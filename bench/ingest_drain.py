@@ -8,6 +8,12 @@ broker queues the same backlog for each. Then each contender drains its session 
   broker and the loopback on this machine;
 * the baseline: a bare paho-mqtt subscriber, MQTT 3.1.1, persistent session, auto-ack, that only
   counts (the fastest plain Python subscriber); the same with MQTT 5 beside it;
+* two such subscribers, each a process of its own, on one shared subscription
+  (``$share/bare/...``): the strongest plain baseline for ``--workers 2``, and what the machine
+  permits two Python processes beside the broker (and, for ingest, influxd) on its cores;
+* the baseline again, reading the connection as the ingestor does (``ingest.mqtt.BufferedClient``:
+  a 64 KiB buffer, every buffered packet handled before the next ``select``): what paho itself
+  costs once its per-packet system calls are gone;
 * ``smartcity ingest --workers 1`` into a real influxd (its default MQTT 3.1.1 connection, and
   with ``SMARTCITY_INGEST__PROTOCOL=5``), timed until every reading is stored (a write InfluxDB
   1.x acknowledged is queryable), then checked with a count query;
@@ -24,6 +30,7 @@ the subscribers' drain alone.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import shutil
@@ -49,8 +56,10 @@ from bench.ingest_common import (
     register_session,
     servers,
     start_ingest,
+    tree_cpu_seconds,
     wait_for,
 )
+from ingest.mqtt import BufferedClient
 
 RECEIVED_SIGNS = ("held_messages", "queue_depth", "rows_written_total")
 """Metrics of which one is above 0 once an ingestor has received its first message."""
@@ -94,10 +103,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain_bare_paho(port: int, client_id: str, count: int, protocol: str) -> tuple[float, float]:
+def drain_bare_paho(
+    port: int, client_id: str, count: int, protocol: str, *, buffered: bool = False
+) -> tuple[float, float]:
     """Seconds (wall, CPU) for a paho-mqtt subscriber that only counts to receive ``count`` messages.
 
-    It runs in this process, idle otherwise, so the process CPU time is the subscriber's."""
+    It runs in this process, idle otherwise, so the process CPU time is the subscriber's. With
+    ``buffered``, it reads the connection as the ingestor does (``ingest.mqtt.BufferedClient``)."""
     received = 0
     done = threading.Event()
 
@@ -108,7 +120,7 @@ def drain_bare_paho(port: int, client_id: str, count: int, protocol: str) -> tup
             done.set()
 
     v5 = protocol == "5"
-    client = mqtt.Client(
+    client = (BufferedClient if buffered else mqtt.Client)(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -133,6 +145,75 @@ def drain_bare_paho(port: int, client_id: str, count: int, protocol: str) -> tup
     return elapsed, cpu
 
 
+def drain_bare_paho_shared(port: int, client_ids: list[str], count: int) -> tuple[float, float, float]:
+    """Seconds (wall, CPU) for bare MQTT 3.1.1 subscribers, one process each, on one shared
+    subscription to receive ``count`` messages between them, and the smaller one's share.
+
+    Each process imports and builds its client before the clock starts; its CPU is its own,
+    counted from its connection to the last message."""
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    stop = context.Event()
+    ready = [context.Event() for _ in client_ids]
+    received = [context.RawValue("q", 0) for _ in client_ids]
+    cpu = [context.RawValue("d", 0.0) for _ in client_ids]
+    processes = [
+        context.Process(
+            target=_shared_subscriber,
+            args=(port, client_id, (ready[index], go, stop), (received[index], cpu[index])),
+            name=f"bare-shared-{index}",
+        )
+        for index, client_id in enumerate(client_ids)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for event in ready:
+            if not event.wait(60):
+                raise TimeoutError("a shared bare subscriber did not start")
+        started = time.perf_counter()
+        go.set()
+        finished = wait_for(
+            lambda: sum(value.value for value in received) >= count,
+            timeout=900,
+            interval=0.002,
+            what="the shared bare subscribers' messages",
+        )
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(60)
+    shares = [value.value for value in received]
+    return finished - started, sum(value.value for value in cpu), min(shares) / max(sum(shares), 1)
+
+
+def _shared_subscriber(
+    port: int, client_id: str, events: tuple[Any, Any, Any], counters: tuple[Any, Any]
+) -> None:
+    ready, go, stop = events
+    received, cpu = counters
+    counted = 0
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal counted
+        counted += 1
+        received.value = counted
+        cpu.value = time.process_time() - cpu_before
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+    )
+    client.on_message = on_message
+    ready.set()
+    go.wait()
+    cpu_before = time.process_time()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    stop.wait()
+    client.disconnect()
+    client.loop_stop()
+
+
 def drain_ingest(
     workdir: Path,
     port: int,
@@ -140,6 +221,7 @@ def drain_ingest(
     count: int,
     client_id: str,
     *,
+    broker_pid: int,
     workers: int,
     group: str | None,
     database: str,
@@ -171,6 +253,7 @@ def drain_ingest(
             what="the first message received",
         )
         cpu_at_start = run.cpu_seconds()
+        servers_at_start = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid)
         finished = wait_for(
             lambda: run.metric("smartcity_ingest_rows_written_total") >= count,
             timeout=900,
@@ -178,6 +261,7 @@ def drain_ingest(
             what="every reading written",
         )
         cpu = run.cpu_seconds() - cpu_at_start
+        servers_cpu = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid) - servers_at_start
         rss = run.rss_bytes()
         shares = [
             _worker_metric(run.metrics_port + index, "smartcity_ingest_messages_total")
@@ -192,6 +276,7 @@ def drain_ingest(
         "seconds": finished - started,
         "startup_seconds": started - launched,
         "cpu_seconds": cpu,
+        "servers_cpu_seconds": servers_cpu,
         "rss_mib": rss / 2**20,
         "min_share": min(shares) / max(sum(shares), 1),
         "exit_code": float(code),
@@ -222,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-ingest-v5", dest="ingest_v5", action="store_false", help="skip ingest on MQTT 5"
     )
     parser.add_argument("--profile", action="store_true", help="record the single ingestor with py-spy")
+    parser.add_argument(
+        "--only-shared",
+        action="store_true",
+        help="only the two-process contenders: bare paho on a shared subscription, ingest --workers 1 and 2",
+    )
     args = parser.parse_args(argv)
     count = 50_000 if args.quick else args.readings
 
@@ -231,19 +321,28 @@ def main(argv: list[str] | None = None) -> int:
         count = messages.height
         size = float(messages.select(pl.col("payload").bin.size().mean()).item())
         print(f"backlog: {count} fleet messages (one reading each), {size:.0f} payload bytes on average")
+        print(f"load average at the start: {os.getloadavg()[0]:.1f} (uptime; {os.cpu_count()} cores)")
         with servers(workdir) as (mosquitto, influxd):
             sessions = {
                 "bench-msub": ("3.1.1", TOPIC),
                 "bench-bare311": ("3.1.1", TOPIC),
+                "bench-bare311-buffered": ("3.1.1", TOPIC),
                 "bench-bare5": ("5", TOPIC),
                 "bench-ingest": ("3.1.1", TOPIC),
             }
             if args.ingest_v5:
                 sessions["bench-ingest5"] = ("5", TOPIC)
+            if args.only_shared:
+                args.no_shared = False
+                args.ingest_v5 = False
+                for skipped in ("bench-msub", "bench-bare5", "bench-ingest5"):
+                    sessions.pop(skipped, None)
             if not args.no_shared:
                 # --workers 2: worker 0 keeps the client id, worker 1 adds "-1".
                 sessions["bench-shared"] = ("3.1.1", f"$share/bench/{TOPIC}")
                 sessions["bench-shared-1"] = ("3.1.1", f"$share/bench/{TOPIC}")
+                sessions["bench-bare-a"] = ("3.1.1", f"$share/bare/{TOPIC}")
+                sessions["bench-bare-b"] = ("3.1.1", f"$share/bare/{TOPIC}")
             for client_id, (protocol, topic) in sessions.items():
                 register_session(mosquitto.port, client_id, topic, protocol=protocol)
             published = publish_all(mosquitto.port, messages)
@@ -255,18 +354,40 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU {1e6 * cpu / count:5.1f} ms per 1,000{extra}"
                 )
 
-            msub, msub_cpu = drain_mosquitto_sub(mosquitto.port, "bench-msub", count)
-            line("mosquitto_sub (MQTT 3.1.1)", msub, msub_cpu)
+            assert mosquitto.process is not None
+            mosquitto_pid = mosquitto.process.pid
+            msub: float | None = None
+            bare5: float | None = None
+            if not args.only_shared:
+                msub, msub_cpu = drain_mosquitto_sub(mosquitto.port, "bench-msub", count)
+                line("mosquitto_sub (MQTT 3.1.1)", msub, msub_cpu)
             bare, bare_cpu = drain_bare_paho(mosquitto.port, "bench-bare311", count, "3.1.1")
             line("bare paho, MQTT 3.1.1 (baseline)", bare, bare_cpu)
-            bare5, bare5_cpu = drain_bare_paho(mosquitto.port, "bench-bare5", count, "5")
-            line("bare paho, MQTT 5", bare5, bare5_cpu)
+            buffered, buffered_cpu = drain_bare_paho(
+                mosquitto.port, "bench-bare311-buffered", count, "3.1.1", buffered=True
+            )
+            line("bare paho 3.1.1, buffered reading", buffered, buffered_cpu)
+            if not args.only_shared:
+                bare5, bare5_cpu = drain_bare_paho(mosquitto.port, "bench-bare5", count, "5")
+                line("bare paho, MQTT 5", bare5, bare5_cpu)
+            bare2: float | None = None
+            if not args.no_shared:
+                bare2, bare2_cpu, bare2_share = drain_bare_paho_shared(
+                    mosquitto.port, ["bench-bare-a", "bench-bare-b"], count
+                )
+                line(
+                    "two bare paho 3.1.1, shared sub",
+                    bare2,
+                    bare2_cpu,
+                    f"  (smaller share {bare2_share:.0%})",
+                )
             single = drain_ingest(
                 workdir,
                 mosquitto.port,
                 influxd,
                 count,
                 "bench-ingest",
+                broker_pid=mosquitto_pid,
                 workers=1,
                 group=None,
                 database="single",
@@ -276,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 "smartcity ingest --workers 1",
                 single["seconds"],
                 single["cpu_seconds"],
-                f"  (start-up {single['startup_seconds']:.1f}s apart; RSS {single['rss_mib']:.0f} MiB)",
+                f"  (start-up {single['startup_seconds']:.1f}s apart; RSS {single['rss_mib']:.0f} MiB; "
+                f"broker + influxd {1e6 * single['servers_cpu_seconds'] / count:.1f} ms per 1,000)",
             )
             single5: dict[str, float] | None = None
             if args.ingest_v5:
@@ -286,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                     influxd,
                     count,
                     "bench-ingest5",
+                    broker_pid=mosquitto_pid,
                     workers=1,
                     group=None,
                     database="single5",
@@ -301,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                     influxd,
                     count,
                     "bench-shared",
+                    broker_pid=mosquitto_pid,
                     workers=2,
                     group="bench",
                     database="shared",
@@ -310,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                     "smartcity ingest --workers 2",
                     shared["seconds"],
                     shared["cpu_seconds"],
-                    f"  (smaller share {shared['min_share']:.0%})",
+                    f"  (smaller share {shared['min_share']:.0%}; broker + influxd "
+                    f"{1e6 * shared['servers_cpu_seconds'] / count:.1f} ms per 1,000)",
                 )
             print()
             print(f"ingest / bare paho 3.1.1:    {bare / single['seconds']:.0%} (target >= 80%)")
@@ -318,13 +443,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"ingest CPU / bare paho CPU:  {single['cpu_seconds'] / bare_cpu:.2f}x per reading "
                 "(target <= 2x)"
             )
-            print(f"bare paho 5 / bare paho 3.1.1: {bare / bare5:.0%}")
+            if bare5 is not None:
+                print(f"bare paho 5 / bare paho 3.1.1: {bare / bare5:.0%}")
             if single5 is not None:
                 print(f"ingest MQTT 5 / ingest MQTT 3.1.1: {single['seconds'] / single5['seconds']:.0%}")
             if shared is not None:
                 ratio = single["seconds"] / shared["seconds"]
                 print(f"--workers 2 / --workers 1:  {ratio:.2f}x (target >= 1.6x)")
-            print(f"bare paho 3.1.1 / mosquitto_sub: {msub / bare:.0%}")
+            if bare2 is not None:
+                print(f"two bare paho (shared) / one: {bare / bare2:.2f}x (the machine's own limit)")
+            if shared is not None and bare2 is not None:
+                print(f"--workers 2 / two bare paho (shared): {bare2 / shared['seconds']:.0%}")
+            if msub is not None:
+                print(f"bare paho 3.1.1 / mosquitto_sub: {msub / bare:.0%}")
             print(f"load average at the end: {os.getloadavg()[0]:.1f} (uptime; {os.cpu_count()} cores)")
             if args.profile:
                 for found in workdir.glob("*.folded.txt"):

@@ -62,6 +62,9 @@ class IngestSettings(BaseModel):
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     """HTTP port of ``/metrics`` and ``/healthz``; 0 picks a free port, None serves nothing."""
     log_interval_s: float = Field(30.0, gt=0)
+    stall_after_s: float = Field(120.0, gt=0)
+    """``/healthz`` reports a worker whose batcher or writer made no progress for this long as
+    stalled (a store write gives up after ``store_timeout_s``, so only a stuck thread gets there)."""
     lorawan: LorawanSettings | None = None
     """The LoRaWAN input (examples/lorawan.toml): network-server topics read beside the native ones."""
     switch_interval_s: float = Field(0.0005, gt=0, le=0.1)

@@ -42,9 +42,116 @@ _PUBACK = struct.Struct("!BBH")
 _new_message = partial(tuple.__new__, Message)
 """``Message`` from a tuple without the Python-level ``__new__`` of a NamedTuple (per message)."""
 
+READ_SIZE = 65536
+"""Bytes asked of the kernel per read of the broker connection."""
+BUFFERED_PACKETS_PER_PASS = 500
+"""Packets paho's loop handles from the buffer before it writes and checks its keep-alive."""
+
 OUTGOING_QUEUE_LIMIT = 10_000
 """Dead-letter publications paho may queue while the broker is slow; beyond, the topic copy is
 skipped (the dead-letter file always has the record)."""
+
+
+class BufferedSocket:
+    """The broker connection read through a buffer of its own.
+
+    paho reads each packet with three or four ``recv`` calls (the type byte, the remaining
+    length a byte at a time, the rest) and goes back to ``select`` after every packet. Served
+    from a buffer filled by one large ``recv``, those calls cost no system call; ``pending``
+    tells paho that bytes wait in the buffer (the hook it has for TLS, whose buffer ``select``
+    cannot see either), so it never waits on the socket while a packet is already here.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._position = 0
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes: from the buffer, else from one read of ``READ_SIZE``."""
+        buffer, position = self._buffer, self._position
+        if position >= len(buffer):
+            # BlockingIOError, ssl errors and EOF (b"") reach paho as they are.
+            buffer = bytes(self._sock.recv(max(size, READ_SIZE)))
+            if len(buffer) <= size:
+                return buffer
+            self._buffer = buffer
+            position = 0
+        end = position + size
+        self._position = end
+        return buffer[position:end]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes in this buffer not yet read."""
+        return len(self._buffer) - self._position
+
+    def pending(self) -> int:
+        """Bytes received and not yet read (with those of a TLS layer underneath)."""
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._position + int(inner)
+
+    def send(self, data: bytes | bytearray) -> int:
+        """Send on the connection (unbuffered)."""
+        sent: int = self._sock.send(data)
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        # fileno (for select), setblocking, close...: the socket's own.
+        return getattr(self._sock, name)
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, reading the connection through ``BufferedSocket`` and handling every
+    packet already buffered before it goes back to ``select`` (once per read of the kernel
+    rather than once per message)."""
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if getattr(self, "_transport", "tcp") == "websockets":
+            return sock
+        return BufferedSocket(sock)
+
+    _per_topic_callbacks = False
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        """paho's, noting that per-topic callbacks are in use."""
+        self._per_topic_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        # Without per-topic callbacks paho would still decode the topic and walk its topic
+        # matcher for every message only to find none: call on_message directly.
+        on_message = self.on_message
+        if self._per_topic_callbacks or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read the packets already in the buffer, at most ``BUFFERED_PACKETS_PER_PASS``.
+
+        The bound matters: a broker sending a backlog refills the buffer as fast as it empties,
+        and paho only writes (acknowledgements, keep-alive pings) between two passes."""
+        rc = super().loop_read(max_packets)
+        reader = self._reader()
+        for _ in range(BUFFERED_PACKETS_PER_PASS):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or reader is None or reader.buffered <= 0:
+                break
+            rc = super().loop_read(max_packets)
+            if self._reader() is not reader:  # the connection was closed or replaced
+                break
+        return rc
+
+    def _reader(self) -> BufferedSocket | None:
+        sock = self._sock
+        return sock if isinstance(sock, BufferedSocket) else None
 
 
 class MqttConsumer:
@@ -80,7 +187,7 @@ class MqttConsumer:
                 f"ingest.shared_group {settings.shared_group!r}: the broker (mqtt.protocol 3.1.1, such "
                 "as the demo's embedded one) has no shared subscriptions"
             )
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,

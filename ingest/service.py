@@ -131,6 +131,8 @@ class Ingestor:
         problems: list[str] = []
         if not self.writer.alive:
             problems.append(f"writer stopped: {self.writer.failure!r}")
+        elif (stalled := self.writer.stalled_s) > self.settings.stall_after_s:
+            problems.append(f"stalled: no progress for {stalled:.0f}s")
         if not self.consumer.connected:
             problems.append("not connected to the broker")
         elif self.consumer.subscribe_error:

@@ -95,6 +95,8 @@ class Writer:
         self._thread = threading.Thread(
             target=self._run, args=(self._write_loop,), name="ingest-writer", daemon=True
         )
+        self._batcher_beat = time.monotonic()
+        self._busy_since: float | None = None
         self.failure: BaseException | None = None
         self.last_store_error: str | None = None
         """Why the last store write failed (shown by /healthz while the store is down)."""
@@ -122,6 +124,15 @@ class Writer:
     def alive(self) -> bool:
         """Whether the batcher and writer threads run."""
         return self._thread.is_alive() and self._batcher.is_alive()
+
+    @property
+    def stalled_s(self) -> float:
+        """Seconds without progress: since the batcher last went round its loop (it does at
+        least every ``batch_interval_s``, even idle), or since the writer took the batch it is
+        still on. A store write is bounded by its timeout, so a long stall means a stuck thread."""
+        now = time.monotonic()
+        busy = self._busy_since
+        return max(now - self._batcher_beat, 0.0 if busy is None else now - busy)
 
     @property
     def backlog(self) -> int:
@@ -159,7 +170,7 @@ class Writer:
         deadline: float | None = None
         stopping = False
         while not stopping:
-            now = time.monotonic()
+            now = self._batcher_beat = time.monotonic()
             timeout = interval if deadline is None else max(0.0, deadline - now)
             item: object
             if deadline is not None and timeout > 0 and inbox.empty():
@@ -211,10 +222,12 @@ class Writer:
                 item = _EMPTY
             if item is STOP:
                 break
+            self._busy_since = time.monotonic()
             if isinstance(item, Batch):
                 self._flush(item)
             if self.backlog and time.monotonic() >= self._next_store_try:
                 self._replay(budget_s=interval)
+            self._busy_since = None
         if self._held:
             log.warning(
                 "stopping with %d message(s) unacknowledged (store down and spool full): "

@@ -131,12 +131,16 @@ class FlakyStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.down = threading.Event()
+        self.flowing = threading.Event()
+        """Cleared, writes hang until it is set again (a wedged store connection)."""
+        self.flowing.set()
         self.writes: list[tuple[str, int]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
     def write(self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]) -> WriteReport:
+        self.flowing.wait()
         if self.down.is_set():
             raise StoreUnavailable("switched down by the test")
         self.writes.append((measurement, frame.height))
@@ -211,11 +215,15 @@ class IngestProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        """``smartcity ingest --workers N``."""
+        return [sys.executable, "-m", "smartcity.cli", "ingest", "--workers", str(self.workers)]
+
     def start(self) -> None:
         """Start the process and wait until it reports healthy."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "smartcity.cli", "ingest", "--workers", str(self.workers)],
+            self.command(),
             cwd=REPO,
             env=self.env,
             stdout=log,
@@ -238,6 +246,18 @@ class IngestProcess:
             # Not listening yet (a connection to a free port may even connect to itself).
             return False
         return True
+
+    def check_health(self) -> tuple[int, str]:
+        """``smartcity ingest --check-health`` with this process's settings: exit code, output."""
+        done = subprocess.run(
+            [*self.command(), "--check-health"],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, done.stdout + done.stderr
 
     def worker_metrics(self, index: int) -> str:
         """The ``/metrics`` page of worker ``index`` (of ``--workers N``)."""

@@ -105,3 +105,17 @@ def test_each_worker_gets_its_own_session_spool_dead_letter_and_metrics_port() -
     assert [w.deadletter_file.name for w in workers] == ["dl.jsonl", "dl-1.jsonl", "dl-2.jsonl"]
     assert [w.metrics_port for w in workers] == [9108, 9109, 9110]
     assert {w.subscription for w in workers} == {"$share/smartcity-ingest/smartcity/v1/+/+/+"}
+
+
+def test_the_health_check_needs_a_fixed_metrics_port_and_fails_when_no_worker_answers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.servers import free_port
+
+    assert main(["ingest", "--workers", "2", "--no-metrics", "--check-health"]) == 2
+    assert "metrics_port" in capsys.readouterr().err
+    port = free_port()
+    assert main(["ingest", "--workers", "2", "--metrics-port", str(port), "--check-health"]) == 1
+    out = capsys.readouterr().out
+    assert f"worker 0 (port {port}): no answer" in out
+    assert f"worker 1 (port {port + 1}): no answer" in out

@@ -288,3 +288,41 @@ def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost(
     assert "worker 1" in ingest.log() and "starting it again" in ingest.log()
     assert ingest.terminate() == 0, ingest.log()
     assert_store_holds_fleet(store, fleet)
+
+
+def test_the_health_check_covers_every_worker_down_or_stalled(
+    mosquitto: Mosquitto, influx: tuple[InfluxStore, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = influx
+    ingest = IngestProcess(tmp_path, mosquitto.port, env, workers=2)
+    ingest.start()
+    supervisor = ingest.process
+    assert supervisor is not None
+    code, output = ingest.check_health()
+    assert code == 0, output
+    assert "worker 0" in output and "worker 1" in output
+
+    # Stalled: worker 1 stops answering while worker 0 stays healthy.
+    stalled = ingest.worker_pids()[1]
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        code, output = ingest.check_health()
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    assert code == 1, output
+    assert "worker 1" in output and "no answer" in output
+    wait_until(lambda: ingest.check_health()[0] == 0, timeout=30, interval=0.5, what="healthy again")
+
+    # Down: worker 1 killed while the supervisor is held, so it cannot start it again yet.
+    os.kill(supervisor.pid, signal.SIGSTOP)
+    try:
+        down = ingest.worker_pids()[1]
+        os.kill(down, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{down}/cmdline").read_text(), timeout=10, what="worker 1 gone")
+        code, output = ingest.check_health()
+    finally:
+        os.kill(supervisor.pid, signal.SIGCONT)
+    assert code == 1, output
+    assert "worker 0 (port" in output and "worker 1 (port" in output and "no answer" in output
+    wait_until(lambda: ingest.check_health()[0] == 0, timeout=60, interval=0.5, what="worker 1 back")
+    assert ingest.terminate() == 0, ingest.log()

@@ -4,6 +4,8 @@ broker restart, the dead-letter, shared subscriptions, metrics and health."""
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -17,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.batch import REJECTED_MEASUREMENT
+from ingest.mqtt import READ_SIZE, BufferedSocket
 from sensors.frames import TAGS
 from storage.duckdb_store import DuckDBStore
 from tests.ingest_fixtures import (
@@ -256,3 +259,40 @@ def test_healthz_reports_a_broker_that_is_gone(
         assert "not connected to the broker" in answer.value.read().decode()
         mosquitto.start()
         wait_until(lambda: ingestor.health()[0], timeout=30, what="healthy again")
+
+
+def test_the_buffered_connection_hands_paho_whole_and_split_packets_in_order() -> None:
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    reader = BufferedSocket(ours)
+    with pytest.raises(BlockingIOError):
+        reader.recv(1)
+    # Two packets and the first byte of a third arrive in one segment.
+    broker.sendall(b"\x30\x03abc" + b"\x30\x02de" + b"\x30")
+    wait_until(lambda: reader.pending() > 0 or _readable(ours), timeout=5, what="bytes to arrive")
+    assert reader.recv(1) == b"\x30"
+    assert reader.pending() == 9, "the rest waits in the buffer, where select cannot see it"
+    assert [reader.recv(1), reader.recv(3)] == [b"\x03", b"abc"]
+    assert [reader.recv(1), reader.recv(1), reader.recv(2)] == [b"\x30", b"\x02", b"de"]
+    assert reader.recv(1) == b"\x30"
+    assert reader.pending() == 0
+    with pytest.raises(BlockingIOError):
+        reader.recv(1)  # the rest of the third packet is not here yet: paho tries again later
+    broker.sendall(b"\x01z" + b"x" * (2 * READ_SIZE))
+    wait_until(lambda: _readable(ours), timeout=5, what="the rest")
+    assert reader.recv(2) == b"\x01z"
+    received = b""
+    while len(received) < 2 * READ_SIZE:
+        try:
+            received += reader.recv(2 * READ_SIZE - len(received))
+        except BlockingIOError:
+            wait_until(lambda: _readable(ours), timeout=5, what="more bytes")
+    assert received == b"x" * (2 * READ_SIZE)
+    broker.close()
+    wait_until(lambda: _readable(ours), timeout=5, what="the end of the connection")
+    assert reader.recv(1) == b"", "the end of the connection reaches paho as it is"
+    reader.close()
+
+
+def _readable(sock: Any) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])

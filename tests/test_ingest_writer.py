@@ -198,6 +198,27 @@ def _probe_tables(tmp_path: Path, store: DuckDBStore) -> list:  # type: ignore[t
     return builder.take().tables
 
 
+def test_a_writer_stuck_on_one_batch_reports_how_long_it_made_no_progress(
+    tmp_path: Path, store: DuckDBStore
+) -> None:
+    rig = make_rig(tmp_path, store)
+    rig.send(reading(1))
+    wait_until(lambda: len(rig.acks.mids) == 1, timeout=10, what="the first batch acknowledged")
+    idle_since = time.monotonic()
+    wait_until(lambda: time.monotonic() - idle_since > 0.5, timeout=5, interval=0.05, what="idle time")
+    assert rig.writer.stalled_s < 0.4, "an idle writer is not stalled"
+
+    rig.store.flowing.clear()
+    rig.send(reading(2))
+    wait_until(lambda: rig.writer.stalled_s > 0.6, timeout=10, what="the stall to be reported")
+    assert len(rig.acks.mids) == 1
+
+    rig.store.flowing.set()
+    wait_until(lambda: len(rig.acks.mids) == 2, timeout=10, what="the second batch acknowledged")
+    wait_until(lambda: rig.writer.stalled_s < 0.4, timeout=5, what="the stall to end")
+    rig.stop()
+
+
 def test_the_spool_is_replayed_by_the_next_ingestor_after_a_restart(
     tmp_path: Path, store: DuckDBStore
 ) -> None:

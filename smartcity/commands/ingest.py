@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoint")
     parser.add_argument("--mqtt-host", help="broker host")
     parser.add_argument("--mqtt-port", type=int, help="broker port")
+    parser.add_argument(
+        "--check-health",
+        action="store_true",
+        help="do not ingest: ask every worker's /healthz (the same settings and --workers as the "
+        "running service) and exit 0 only if all of them are healthy (container health checks)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -105,9 +111,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"smartcity ingest: invalid option: {exc}", file=sys.stderr)
         return 2
     workers = worker_count(settings)
+    if args.check_health:
+        return check_health(settings, workers)
     if workers == 1:
         return run_ingestor(settings)
     return _supervise(settings, workers, logging.getLogger().level)
+
+
+def check_health(settings: Settings, workers: int) -> int:
+    """Print every worker's health; 0 when all are healthy, 1 when one is not, 2 when unknowable."""
+    from ingest.health import probe_workers
+
+    port = settings.ingest.metrics_port
+    if not port:
+        print(
+            "smartcity ingest --check-health: the workers' health is served on ingest.metrics_port, "
+            f"which is {port!r} (set a fixed port)",
+            file=sys.stderr,
+        )
+        return 2
+    answers = probe_workers(settings.ingest.metrics_host, port, workers)
+    for answer in answers:
+        print(answer)
+    return 0 if all(answer.healthy for answer in answers) else 1
 
 
 def worker_count(settings: Settings) -> int:
