@@ -1,0 +1,10 @@
+"""The soak benchmark: the whole platform on one machine, under a simulated fleet, measured.
+
+    python -m bench.soak [--store influxdb|duckdb] [--minutes 60] [--devices 4000]
+    python -m bench.soak --knee [--max-devices 160000] [--step-minutes 10]
+
+See docs/performance.md ("Soak") for what each figure means and docs/sizing.md for what an
+operator plans with. Modules: ``procstat`` (CPU and RSS from /proc), ``feed`` (the fleet
+publishers), ``probes`` (timed readings and faults), ``platform`` (the servers and
+``smartcity`` processes), ``dashboard`` (the 50 staff sessions), ``disk``, ``report``, ``run``.
+"""
