@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.soak.__main__ import write
-from bench.soak.report import breaks, latency
+from bench.soak.report import breaks, expected_refusals, latency
 from bench.soak.run import SoakConfig, run_soak
 
 
@@ -30,9 +30,9 @@ def test_a_tiny_soak_measures_every_part_and_loses_nothing(tmp_path: Path) -> No
     assert result.readings > 0
     assert sum(result.stored_rows.values()) == sum(result.expected_rows.values())
     assert result.lost == 0
-    # The only errors are the malformed payloads the fleet injects, each kept as a dead-letter.
-    assert result.ingest_metrics["smartcity_ingest_errors_total"] == result.malformed_injected
-    assert result.deadletters == result.malformed_injected
+    # The only errors are the payloads the fleet injects broken, each kept as a dead-letter.
+    assert result.ingest_metrics["smartcity_ingest_errors_total"] == expected_refusals(result)
+    assert result.deadletters == expected_refusals(result)
     assert not any(result.log_errors.values()), result.log_errors
     assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
     # Every probe kind was timed, on the real clock.

@@ -65,6 +65,21 @@ def influx_disk(influxd_dir: Path, url: str, database: str = "smartcity") -> lis
     return [FamilyDisk(family, raw, agg) for family, (raw, agg) in out.items()]
 
 
+AGGREGATE_WINDOWS = ("1m", "15m", "1h", "1d")
+
+
+def influx_aggregate_windows(influxd_dir: Path, url: str, database: str = "smartcity") -> dict[str, float]:
+    """The aggregates policy's bytes apportioned to each window (every family and level), and
+    to the rest (indices, anomalies, alert events) by values stored: which window the disk goes to."""
+    total = directory_bytes(influxd_dir / "data" / database / "aggregates") + directory_bytes(
+        influxd_dir / "wal" / database / "aggregates"
+    )
+    counts = {w: _influx_counts(url, database, "aggregates", f"_{w}(_commune)?$") for w in AGGREGATE_WINDOWS}
+    counts["other"] = max(_influx_counts(url, database, "aggregates", ".*") - sum(counts.values()), 0.0)
+    values = sum(counts.values()) or 1.0
+    return {name: total * count / values for name, count in counts.items()}
+
+
 def duckdb_disk(path: Path) -> list[FamilyDisk]:
     """Per family: the file's bytes apportioned by the storage blocks of its raw table and of
     its aggregate tables (``m.<family>_*``). Opens the file read-only: its owner must have exited."""

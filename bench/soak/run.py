@@ -21,7 +21,7 @@ import polars as pl
 
 from bench.ingest_common import REPO, IngestRun
 from bench.soak import dashboard as dashboard_load
-from bench.soak.disk import FAMILY_NAMES, FamilyDisk, duckdb_disk, influx_disk
+from bench.soak.disk import FAMILY_NAMES, FamilyDisk, duckdb_disk, influx_aggregate_windows, influx_disk
 from bench.soak.platform import DASHBOARD_USER, Platform, start_platform
 from bench.soak.probes import (
     PROBE_PREFIX,
@@ -99,6 +99,8 @@ class SoakResult:
     probes: ProbeResults
     dashboard: dashboard_load.DashboardStats | None
     disk: list[FamilyDisk]
+    aggregate_windows: dict[str, float]
+    """InfluxDB: the aggregates policy's bytes per window (``bench.soak.disk``)."""
     ingest_metrics: dict[str, float]
     deadletters: int
     malformed_injected: int
@@ -347,8 +349,10 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         exit_codes = platform.stop_services()
         stored = _stored_rows(platform)
         say("measuring the disk")
+        windows: dict[str, float] = {}
         if platform.influxd is not None:
             disk = influx_disk(platform.influxd.workdir, platform.influxd.url)
+            windows = influx_aggregate_windows(platform.influxd.workdir, platform.influxd.url)
         else:
             disk = duckdb_disk(Path(platform.env["SMARTCITY_STORE__DUCKDB__PATH"]))
         # One dead-letter file per ingest worker: deadletter.jsonl, deadletter-1.jsonl, ...
@@ -376,6 +380,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
             if load is not None
             else None,
             disk=disk,
+            aggregate_windows=windows,
             ingest_metrics=metrics,
             deadletters=deadletters,
             malformed_injected=faults.get("malformed", 0),
