@@ -44,12 +44,18 @@ class FeedSpec:
     faults: str = "default"
 
 
-def spread(messages: pl.DataFrame, period_s: float) -> pl.DataFrame:
+def spread(messages: pl.DataFrame, period_s: float, end_ns: int) -> pl.DataFrame:
     """Delay each device's messages by a fixed share of its period, so the fleet does not send
-    on one grid instant (real devices boot at random times): a steady rate, not a burst a period."""
+    on one grid instant (real devices boot at random times): a steady rate, not a burst a period.
+
+    Late deliveries due after the span (up to 30 simulated minutes: half an hour of wall time
+    at real time) go out at its end instead, still after the readings that followed them, so a
+    run lasts its span."""
     period_ns = int(period_s * 1e9)
     offset = (pl.col("topic").hash(seed=7) % period_ns).cast(pl.Int64)
-    return messages.with_columns(pl.col("send_ns") + offset).sort("send_ns", maintain_order=True)
+    return messages.with_columns(pl.min_horizontal(pl.col("send_ns") + offset, pl.lit(end_ns))).sort(
+        "send_ns", maintain_order=True
+    )
 
 
 def main(spec_path: Path) -> int:
@@ -72,7 +78,8 @@ def main(spec_path: Path) -> int:
         max_inflight=1000,
         max_queued=5000,
     )
-    messages = spread(build_messages(fleet, options), spec.period_s)
+    end_ns = int((start.timestamp() + spec.span_s + spec.period_s) * 1e9)
+    messages = spread(build_messages(fleet, options), spec.period_s, end_ns)
     send = messages["send_ns"]
     planned_s = (send.max() - send.min()) / 1e9 / spec.speedup if spec.speedup and len(send) else 0.0  # type: ignore[operator]
     expected = {family: frame.height for family, frame in fleet.frames.items()}

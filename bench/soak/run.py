@@ -265,6 +265,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
     )
     watcher = None
     load = None
+    feeds: list[tuple[Path, subprocess.Popen[bytes]]] = []
     exit_codes: dict[str, int | None] = {}
     try:
         if platform.influxd is not None:
@@ -392,6 +393,9 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         )
     finally:
         probes.stop()
+        for _, feed in feeds:
+            if feed.poll() is None:
+                feed.terminate()
         if load is not None and load.poll() is None:
             load.terminate()
         if watcher is not None:
