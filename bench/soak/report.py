@@ -27,6 +27,12 @@ def latency(result: SoakResult, kind: str) -> list[float]:
     return result.latencies.filter(pl.col("kind") == kind)["seconds"].to_list()
 
 
+def readings_per_s(result: SoakResult) -> float:
+    """The fleet's rate on the wall clock: its readings over the span it covers, at the speed-up
+    (the publication itself lasts a little longer: devices are spread over their period)."""
+    return result.readings / (result.config.span_s / result.config.speedup)
+
+
 def cpu_seconds(result: SoakResult) -> dict[str, float]:
     """CPU seconds of each component over the measured run."""
     return dict(result.samples[-1].cpu) if result.samples else {}
@@ -83,7 +89,7 @@ def breaks(result: SoakResult) -> list[str]:
 def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
     """Every table of one run."""
     c = result.config
-    rate = result.readings / result.feed_wall_s if result.feed_wall_s else 0.0
+    rate = readings_per_s(result)
     lines = [
         f"### Soak: {c.store}, {result.devices} devices, speed-up {c.speedup:g}, {c.minutes:g} min",
         "",
@@ -272,7 +278,7 @@ def knee_markdown(steps: list[tuple[int, SoakResult]], command: str) -> str:
         cores = cpu.get(busiest, 0.0) / result.wall_s if result.wall_s else 0.0
         verdict = breaks(result)
         lines.append(
-            f"| {devices} | {result.readings / max(result.feed_wall_s, 1):.0f} | "
+            f"| {devices} | {readings_per_s(result):.0f} | "
             f"{percentile(latency(result, 'stored'), 95):.2f} | "
             f"{percentile(latency(result, 'aggregated'), 95):.1f} | "
             f"{percentile(latency(result, 'alerted'), 95):.1f} | "
