@@ -326,15 +326,25 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         # Probe readings stop with the fleet (so ingest's count settles); faults in flight are
         # still timed until their alert arrives.
         probes.stop_publishing()
-        target = sum(expected.values()) + probes.results.sent_readings + probes.results.sent_faults
+        # Drained when every fleet reading is in the store (InfluxDB: counted there; DuckDB,
+        # whose file the platform owns: ingest's count of what it accepted), or when that count
+        # has not moved for drain_timeout_s.
+        target = sum(expected.values())
+        probe_rows = probes.results.sent_readings + probes.results.sent_faults
+
+        def drained() -> float:
+            if platform.influxd is not None:
+                return float(sum(_stored_rows(platform).values()))
+            return ingest.metric("smartcity_ingest_rows_written_total") - probe_rows
+
         last, idle = -1.0, time.monotonic()
         while time.monotonic() - idle < config.drain_timeout_s:
-            done = ingest.metric("smartcity_ingest_readings_total")
+            done = drained()
             if done >= target:
                 break
             if done != last:
                 last, idle = done, time.monotonic()
-            time.sleep(1)
+            time.sleep(2)
         settle = time.monotonic() + (config.alerts_interval_s or 60) + 30
         while probes.faults_pending() and time.monotonic() < settle:
             time.sleep(1)
