@@ -1,0 +1,118 @@
+"""``python -m bench.soak``: the soak run, or ``--knee``; tables printed and written with a plot."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.soak.report import breaks, knee_markdown, markdown, plot
+from bench.soak.run import SoakConfig, SoakResult, run_soak
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--store", choices=["influxdb", "duckdb"], default="influxdb")
+    parser.add_argument("--devices", type=int, default=SoakConfig.devices, help="fleet size (default 4000)")
+    parser.add_argument(
+        "--minutes", type=float, default=SoakConfig.minutes, help="wall minutes of load (default 60)"
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        default=SoakConfig.speedup,
+        help="simulated s per wall s (default 24: a day in an hour)",
+    )
+    parser.add_argument(
+        "--users", type=int, default=SoakConfig.users, help="dashboard staff sessions (default 50)"
+    )
+    parser.add_argument(
+        "--process-interval", type=float, help="processing.interval_s (default: the platform's, 60)"
+    )
+    parser.add_argument(
+        "--alerts-interval", type=float, help="alerts.interval_s (default: the platform's, 60)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=Path("var/soak"), help="results directory (default var/soak)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the servers' data under the results directory"
+    )
+    parser.add_argument(
+        "--knee", action="store_true", help="step the fleet at real time until something breaks"
+    )
+    parser.add_argument("--start-devices", type=int, default=5000, help="first knee step (default 5000)")
+    parser.add_argument("--max-devices", type=int, default=160_000, help="last knee step (default 160000)")
+    parser.add_argument(
+        "--step-minutes", type=float, default=10.0, help="wall minutes per knee step (default 10)"
+    )
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so every server and service the run started is stopped.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print, write; exit 1 when a run lost readings or logged errors (the knee: never)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    args = parse(argv)
+    command = "python -m bench.soak " + shlex.join(sys.argv[1:] if argv is None else argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = args.results / f"{stamp}-{args.store}{'-knee' if args.knee else ''}"
+    results.mkdir(parents=True, exist_ok=True)
+    config = SoakConfig(
+        store=args.store,
+        devices=args.devices,
+        minutes=args.minutes,
+        speedup=args.speedup,
+        users=args.users,
+        process_interval_s=args.process_interval,
+        alerts_interval_s=args.alerts_interval,
+    )
+    if args.knee:
+        steps: list[tuple[int, SoakResult]] = []
+        devices = args.start_devices
+        while devices <= args.max_devices:
+            step = replace(
+                config,
+                devices=devices,
+                minutes=args.step_minutes,
+                speedup=1.0,
+                workdir=results / f"data-{devices}" if args.keep else None,
+            )
+            result = run_soak(step)
+            steps.append((devices, result))
+            write(result, results / f"step-{devices}", command)
+            text = knee_markdown(steps, command)
+            (results / "knee.md").write_text(text)
+            print(text, flush=True)
+            if breaks(result):
+                break
+            devices *= 2
+        return 0
+    result = run_soak(replace(config, workdir=results / "data" if args.keep else None))
+    write(result, results, command)
+    return 1 if result.lost or sum(result.log_errors.values()) else 0
+
+
+def write(result: SoakResult, directory: Path, command: str) -> str:
+    """soak.md, soak.png and the probe latencies (parquet) in ``directory``; print the tables."""
+    directory.mkdir(parents=True, exist_ok=True)
+    plot(result, directory / "soak.png")
+    result.latencies.write_parquet(directory / "latencies.parquet")
+    text = markdown(result, command, "soak.png")
+    (directory / "soak.md").write_text(text)
+    print(text, flush=True)
+    print(f"written to {directory}", flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

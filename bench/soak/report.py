@@ -1,0 +1,290 @@
+"""A soak's figures: markdown tables, a PNG plot, and the knee's verdict."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from bench.soak.procstat import Sample
+from bench.soak.run import SoakResult
+
+LAG_LIMIT_S = 5.0
+CORE_LIMIT = 0.9
+MB = 1024 * 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` percentile (0-100, linear), NaN without values."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def latency(result: SoakResult, kind: str) -> list[float]:
+    """Probe latencies (s) of one kind: stored, aggregated, alerted."""
+    return result.latencies.filter(pl.col("kind") == kind)["seconds"].to_list()
+
+
+def readings_per_s(result: SoakResult) -> float:
+    """The fleet's rate on the wall clock: its readings over the span it covers, at the speed-up
+    (the publication itself lasts a little longer: devices are spread over their period)."""
+    return result.readings / (result.config.span_s / result.config.speedup)
+
+
+def cpu_seconds(result: SoakResult) -> dict[str, float]:
+    """CPU seconds of each component over the measured run."""
+    return dict(result.samples[-1].cpu) if result.samples else {}
+
+
+def rss_slope_mb_per_h(samples: list[Sample], name: str) -> float:
+    """Growth of a component's RSS over the second half of the run (least squares), MB/h:
+    the first half is warm-up (caches, imports, pools filling)."""
+    points = [(s.at, s.rss.get(name, 0)) for s in samples if s.rss.get(name)]
+    half = points[len(points) // 2 :]
+    if len(half) < 3 or half[-1][0] - half[0][0] < 300:
+        return float("nan")
+    at, rss = np.array(half, dtype=float).T
+    slope = np.polyfit(at, rss, 1)[0]
+    return float(slope * 3600 / MB)
+
+
+def _slope(samples: list[Sample], name: str) -> str:
+    slope = rss_slope_mb_per_h(samples, name)
+    return "n/a (run too short)" if np.isnan(slope) else f"{slope:+.0f}"
+
+
+def processing_interval(result: SoakResult) -> float:
+    """The processing schedule of the run, seconds."""
+    return result.config.process_interval_s or 60.0
+
+
+def breaks(result: SoakResult) -> list[str]:
+    """Why this run is past the knee (empty: it held)."""
+    found = []
+    stored = percentile(latency(result, "stored"), 95)
+    if stored > LAG_LIMIT_S:
+        found.append(f"ingest: publish -> stored p95 {stored:.1f} s > {LAG_LIMIT_S:g} s")
+    beyond = percentile(latency(result, "aggregated"), 95) - processing_interval(result)
+    if beyond > LAG_LIMIT_S:
+        found.append(
+            f"processing: minute aggregates p95 {beyond:.1f} s beyond its "
+            f"{processing_interval(result):g} s schedule"
+        )
+    for name, seconds in cpu_seconds(result).items():
+        cores = seconds / result.wall_s if result.wall_s else 0.0
+        if cores > CORE_LIMIT and name not in ("harness",):
+            found.append(f"{name}: {cores:.2f} cores busy (> {CORE_LIMIT})")
+    if result.feed_planned_s and result.feed_wall_s > result.feed_planned_s * 1.1 + 10:
+        found.append(
+            f"fleet: took {result.feed_wall_s:.0f} s to publish {result.feed_planned_s:.0f} s of load "
+            "(the broker's acknowledgements or the publishers fell behind)"
+        )
+    if result.lost:
+        found.append(f"{result.lost} readings lost")
+    return found
+
+
+def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
+    """Every table of one run."""
+    c = result.config
+    rate = readings_per_s(result)
+    lines = [
+        f"### Soak: {c.store}, {result.devices} devices, speed-up {c.speedup:g}, {c.minutes:g} min",
+        "",
+        f"`{command}`",
+        "",
+        f"- uptime before: `{result.uptime_before}`",
+        f"- uptime after: `{result.uptime_after}`",
+        f"- fleet: {result.devices} devices (every family, default faults), one reading per "
+        f"{c.period_s:g} s of simulated time, {result.sim_days:.3f} simulated days in "
+        f"{result.feed_wall_s:.0f} s: {result.readings} readings, {rate:.0f} readings/s of wall time "
+        f"(at real time: the load of {result.devices * c.speedup:.0f} devices)",
+        f"- processing every {processing_interval(result):g} s, "
+        f"alerts every {c.alerts_interval_s or 60:g} s, "
+        f"{c.users} dashboard sessions",
+        "",
+        "| latency | n | p50 | p95 | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, kind in (
+        ("publish -> stored (s)", "stored"),
+        ("reading -> in minute aggregates (s)", "aggregated"),
+        ("fault -> alert delivered (s)", "alerted"),
+    ):
+        values = latency(result, kind)
+        lines.append(
+            f"| {label} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} | "
+            f"{max(values) if values else float('nan'):.2f} |"
+        )
+    if result.dashboard is not None:
+        d = result.dashboard
+        lines.append(
+            f"| dashboard callbacks (ms) | {d.callbacks} | {d.p50_ms:.0f} | {d.p95_ms:.0f} | {d.max_ms:.0f} |"
+        )
+    lines += [
+        "",
+        "| component | CPU s | cores | CPU s / 1,000 readings | RSS start MB | RSS end MB | RSS max MB "
+        "| RSS slope MB/h (2nd half) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cpu = cpu_seconds(result)
+    first = result.samples[0].rss if result.samples else {}
+    last = result.samples[-2].rss if len(result.samples) > 1 else {}
+    for name, seconds in cpu.items():
+        peak = max((s.rss.get(name, 0) for s in result.samples), default=0)
+        lines.append(
+            f"| {name} | {seconds:.1f} | {seconds / result.wall_s:.2f} | "
+            f"{seconds / max(result.readings, 1) * 1000:.3f} | {first.get(name, 0) / MB:.0f} | "
+            f"{last.get(name, 0) / MB:.0f} | {peak / MB:.0f} | {_slope(result.samples, name)} |"
+        )
+    lines += ["", disk_table(result), "", counts_table(result)]
+    verdict = breaks(result)
+    lines += [
+        "",
+        "Knee criteria: "
+        + (
+            "; ".join(verdict)
+            if verdict
+            else "held (every lag p95 within limits, no core saturated, nothing lost)"
+        ),
+    ]
+    if plot:
+        lines += ["", f"![soak plot]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def disk_table(result: SoakResult) -> str:
+    """Bytes per device-day per family, and what a year leaves on disk (extrapolated)."""
+    c = result.config
+    per_family = result.devices / 5
+    days = result.sim_days or 1.0
+    if c.store == "influxdb":
+        raw_days, agg_days, rule = 30, 365, "InfluxDB retention: raw 30 days, aggregates 5 years"
+    else:
+        raw_days, agg_days, rule = 365, 365, "DuckDB: no retention, everything is kept"
+    lines = [
+        f"Disk ({c.store}; bytes apportioned to families, see bench/soak/disk.py; the year is "
+        f"extrapolated from {days:.3f} measured simulated days, {rule}):",
+        "",
+        "| family | raw B/device-day | aggregates B/device-day | kept after a year, MB per 1,000 devices |",
+        "|---|---:|---:|---:|",
+    ]
+    for disk in result.disk:
+        raw = disk.raw_bytes / per_family / days
+        agg = disk.aggregate_bytes / per_family / days
+        year = (raw * raw_days + agg * agg_days) * 1000 / MB
+        lines.append(f"| {disk.family} | {raw:,.0f} | {agg:,.0f} | {year:,.0f} |")
+    if result.aggregate_windows:
+        total = sum(result.aggregate_windows.values()) or 1.0
+        shares = ", ".join(f"{name} {size / total:.0%}" for name, size in result.aggregate_windows.items())
+        lines += ["", f"Aggregates by window (share of the aggregates policy's bytes): {shares}."]
+    return "\n".join(lines)
+
+
+def expected_refusals(result: SoakResult) -> int:
+    """Messages the decoder must refuse in whole (malformed) or in part (a field out of bounds):
+    each is an ingest error and a dead-letter by design."""
+    return result.faults.get("malformed", 0) + result.faults.get("out_of_bounds", 0)
+
+
+def counts_table(result: SoakResult) -> str:
+    """Errors, dead-letters and lost readings: zero expected (dead-letters: the malformed
+    payloads the fleet injected)."""
+    m = result.ingest_metrics
+    errors = sum(result.log_errors.values())
+    refused = expected_refusals(result)
+    rows = [
+        ("fleet readings expected in the store", sum(result.expected_rows.values())),
+        ("stored", sum(result.stored_rows.values())),
+        ("lost", result.lost),
+        (
+            "dead-letters (expected: payloads injected malformed or with a field out of bounds)",
+            f"{result.deadletters} ({refused})",
+        ),
+        ("ingest errors (expected: idem)", f"{int(m.get('smartcity_ingest_errors_total', 0))} ({refused})"),
+        (
+            "store failures / spooled batches",
+            f"{int(m.get('smartcity_ingest_store_failures_total', 0))} / "
+            f"{int(m.get('smartcity_ingest_spooled_batches_total', 0))}",
+        ),
+        ("rows the store refused", int(m.get("smartcity_ingest_store_rejected_rows_total", 0))),
+        ("ERROR lines in the logs", f"{errors} { ({k: v for k, v in result.log_errors.items() if v}) }"),
+        ("probe readings / faults sent", f"{result.probes.sent_readings} / {result.probes.sent_faults}"),
+        ("fleet alerts delivered", result.probes.fleet_alerts),
+        ("dashboard requests failed", result.dashboard.failures if result.dashboard else "-"),
+        ("exit codes", result.exit_codes),
+    ]
+    return "\n".join(["| count | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def plot(result: SoakResult, path: Path) -> None:
+    """RSS and CPU of each component, and the probe latencies, over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rss_axis, cpu_axis, lag_axis) = plt.subplots(3, 1, figsize=(10, 11), sharex=True)
+    samples = result.samples
+    minutes = [s.at / 60 for s in samples]
+    for name in samples[0].rss if samples else []:
+        rss_axis.plot(minutes, [s.rss.get(name, 0) / MB for s in samples], label=name)
+        cores = [0.0] + [
+            (b.cpu.get(name, 0) - a.cpu.get(name, 0)) / max(b.at - a.at, 1e-9)
+            for a, b in itertools.pairwise(samples)
+        ]
+        cpu_axis.plot(minutes, cores, label=name)
+    rss_axis.set_ylabel("RSS (MB)")
+    rss_axis.legend(fontsize="small", ncol=3)
+    cpu_axis.set_ylabel("CPU (cores)")
+    start = time.time() - result.wall_s
+    for kind in ("stored", "aggregated", "alerted"):
+        frame = result.latencies.filter(pl.col("kind") == kind)
+        if frame.height:
+            at = [(a - start) / 60 for a in frame["at"].to_list()]
+            lag_axis.scatter(at, frame["seconds"].to_list(), s=8, label=kind)
+    lag_axis.set_yscale("log")
+    lag_axis.set_ylabel("probe latency (s)")
+    lag_axis.set_xlabel("minutes")
+    lag_axis.legend(fontsize="small")
+    figure.suptitle(
+        f"soak {result.config.store}: {result.devices} devices, speed-up {result.config.speedup:g}; "
+        f"{result.uptime_before.split('load average:')[-1].strip()} load before"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def knee_markdown(steps: list[tuple[int, SoakResult]], command: str) -> str:
+    """One row per fleet step, and which part broke first."""
+    lines = [
+        "### Knee",
+        "",
+        f"`{command}`",
+        "",
+        "One reading per minute per device on the real clock (speed-up 1): a step of N devices is "
+        "N/60 readings per second of wall time, with N series in the store.",
+        "",
+        "| devices | readings/s | stored p95 s | aggregates p95 s | alert p95 s | callbacks p95 ms "
+        "| busiest component (cores) | lost | uptime after | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+    ]
+    for devices, result in steps:
+        cpu = cpu_seconds(result)
+        busiest = max((k for k in cpu if k != "harness"), key=lambda k: cpu[k], default="-")
+        cores = cpu.get(busiest, 0.0) / result.wall_s if result.wall_s else 0.0
+        verdict = breaks(result)
+        lines.append(
+            f"| {devices} | {readings_per_s(result):.0f} | "
+            f"{percentile(latency(result, 'stored'), 95):.2f} | "
+            f"{percentile(latency(result, 'aggregated'), 95):.1f} | "
+            f"{percentile(latency(result, 'alerted'), 95):.1f} | "
+            f"{result.dashboard.p95_ms if result.dashboard else float('nan'):.0f} | "
+            f"{busiest} ({cores:.2f}) | "
+            f"{result.lost} | `{result.uptime_after.split('load average:')[-1].strip()}` | "
+            f"{'; '.join(verdict) or 'held'} |"
+        )
+    return "\n".join(lines) + "\n"
