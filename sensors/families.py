@@ -40,6 +40,9 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     counter: bool = False
     """A cumulative counter (energy meter, error counters): only its increase is meaningful."""
+    ratio_of_counts: bool = False
+    """A ratio over a small count (the period over the people counted): it jumps between a few
+    values by nature, so a jump or a repeated value of it is no sign of a faulty device."""
     unit_code: str | None = None
     """UN/CEFACT common code, as FIWARE writes it in ``unitCode`` metadata."""
 
@@ -282,6 +285,7 @@ CAMERA = FamilySpec(
             0,
             86400,
             unit_code="SEC",
+            ratio_of_counts=True,
         ),
         FieldSpec("congested", "bool", "", "Whether the camera flags crowd congestion on the walkway"),
     ),

@@ -165,8 +165,13 @@ class Prepared:
         return spec
 
     def gauge_fields(self) -> list[str]:
-        """The fields checked for spikes, flatlines and stuck values: the numeric ones but counters."""
-        return [name for name in self.numeric_fields if not self.field_spec(name).counter]
+        """The fields checked for spikes, flatlines and stuck values: the numeric ones but counters
+        and ratios of counts."""
+        return [
+            name
+            for name in self.numeric_fields
+            if not (spec := self.field_spec(name)).counter and not spec.ratio_of_counts
+        ]
 
     def with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` (with a ``_dev`` column) with ``insee``, ``device_id`` and ``family`` added."""
