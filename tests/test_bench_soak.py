@@ -3,14 +3,53 @@ feeds it, times its probes and writes its tables, with nothing lost and no error
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from bench.soak import platform
 from bench.soak.__main__ import write
 from bench.soak.report import breaks, expected_refusals, latency
 from bench.soak.run import SoakConfig, run_soak
 
+INGEST_DELAY_S = 20
+"""Longer than a tiny fleet takes to be generated: its first readings would otherwise go out
+before ingest subscribes."""
 
-def test_a_tiny_soak_measures_every_part_and_loses_nothing(tmp_path: Path) -> None:
+LATE_START = """
+import os, sys, time, urllib.request
+url = "http://127.0.0.1:" + os.environ["SMARTCITY_DASHBOARD__PORT"] + "/login"
+while True:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        break
+    except OSError:
+        time.sleep(0.2)
+time.sleep(float(sys.argv[1]))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _ingest_starts_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start ``smartcity ingest`` well after the dashboards answer (which is when the platform
+    is taken as started): a fleet published before ingest subscribes reaches no subscriber and
+    is dropped by the broker, so the soak must wait for the subscription itself."""
+    spawn = platform._spawn
+
+    def late(workdir: Path, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        if name == "ingest":
+            command = [sys.executable, "-c", LATE_START, str(INGEST_DELAY_S), *command]
+        return spawn(workdir, name, command, env)
+
+    monkeypatch.setattr(platform, "_spawn", late)
+
+
+def test_a_tiny_soak_measures_every_part_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ingest_starts_late(monkeypatch)
     config = SoakConfig(
         store="influxdb",
         devices=45,
@@ -28,8 +67,11 @@ def test_a_tiny_soak_measures_every_part_and_loses_nothing(tmp_path: Path) -> No
 
     assert result.devices == 45
     assert result.readings > 0
-    assert sum(result.stored_rows.values()) == sum(result.expected_rows.values())
-    assert result.lost == 0
+    # On a shortfall, name the readings missing and what ingest says it holds.
+    shortfall = f"missing (family, device, time): {result.missing}; ingest: {result.ingest_metrics}"
+    assert sum(result.stored_rows.values()) == sum(result.expected_rows.values()), shortfall
+    assert result.lost == 0, shortfall
+    assert result.missing == []
     # The only errors are the payloads the fleet injects broken, each kept as a dead-letter.
     assert result.ingest_metrics["smartcity_ingest_errors_total"] == expected_refusals(result)
     assert result.deadletters == expected_refusals(result)

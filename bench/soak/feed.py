@@ -3,9 +3,10 @@
     python -m bench.soak.feed SPEC.json
 
 SPEC names the broker, the communes this publisher covers, the fleet size, the simulated span
-and the speed-up. It generates its part of the fleet (default faults), writes ``ready`` beside
-SPEC when it starts publishing, publishes, and writes the result (what was sent, what the store
-should hold) to ``SPEC.result.json``.
+and the speed-up. It generates its part of the fleet (default faults), writes the readings the
+store should hold (``family``, ``device_id``, ``time``) to ``SPEC.expected.parquet`` and
+``ready`` beside SPEC when it starts publishing, publishes, and writes the result (what was
+sent, what the store should hold) to ``SPEC.result.json``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def spread(messages: pl.DataFrame, period_s: float, end_ns: int) -> pl.DataFrame
     )
 
 
+def expected_keys(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """``family``, ``device_id``, ``time`` of every reading the store should hold: what names
+    the missing ones when a soak comes up short."""
+    return pl.concat(
+        [
+            frame.select(pl.lit(family).alias("family"), "device_id", "time")
+            for family, frame in frames.items()
+        ]
+    )
+
+
 def main(spec_path: Path) -> int:
     """Generate, publish, report."""
     spec = FeedSpec(**json.loads(spec_path.read_text()))
@@ -84,6 +96,7 @@ def main(spec_path: Path) -> int:
     planned_s = (send.max() - send.min()) / 1e9 / spec.speedup if spec.speedup and len(send) else 0.0  # type: ignore[operator]
     expected = {family: frame.height for family, frame in fleet.frames.items()}
     faults = dict(fleet.ground_truth.group_by("kind").len().iter_rows())
+    expected_keys(fleet.frames).write_parquet(spec_path.parent / (spec_path.stem + ".expected.parquet"))
     (spec_path.parent / (spec_path.stem + ".ready")).write_text(str(time.time()))
     started = time.monotonic()
     report = publish_messages(messages, options)

@@ -33,6 +33,7 @@ from bench.soak.probes import (
     start_mailbox,
 )
 from bench.soak.procstat import Sample, Sampler
+from ingest.health import probe_workers
 from sensors.communes import CommuneRegistry
 from storage.config import InfluxSettings
 from storage.influx import InfluxStore
@@ -110,6 +111,8 @@ class SoakResult:
     uptime_after: str
     faults: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    missing: list[tuple[str, str, str]] = field(default_factory=list)
+    """(family, device, ISO time) of fleet readings the store lacks, the first ``MISSING_SHOWN``."""
 
     @property
     def lost(self) -> int:
@@ -127,6 +130,9 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+MISSING_SHOWN = 50
+"""Missing readings named one by one when a soak comes up short."""
+
 INGEST_METRICS = (
     "smartcity_ingest_readings_total",
     "smartcity_ingest_rows_written_total",
@@ -135,7 +141,16 @@ INGEST_METRICS = (
     "smartcity_ingest_store_failures_total",
     "smartcity_ingest_spooled_batches_total",
     "smartcity_ingest_store_rejected_rows_total",
+    "smartcity_ingest_conflicting_readings_total",
+    "smartcity_ingest_spool_batches",
 )
+
+INGEST_HOLDING = (
+    "smartcity_ingest_spool_batches",
+    "smartcity_ingest_queue_depth",
+    "smartcity_ingest_held_messages",
+)
+"""Gauges of readings ingest holds and has not stored yet: the drain waits while any is above 0."""
 
 
 def _ingest(platform: Platform) -> IngestRun:
@@ -182,6 +197,13 @@ def _start_feeds(
     return feeds
 
 
+def ingest_subscribed(platform: Platform) -> bool:
+    """Every ingest worker answers ``/healthz`` 200, which it only does once subscribed: a
+    reading published before would reach no subscriber and be dropped by the broker."""
+    workers = (os.cpu_count() or 1) if "ingest" in platform.processes else 1
+    return all(h.healthy for h in probe_workers("127.0.0.1", platform.ingest_metrics_port, workers))
+
+
 def _wait(condition: Any, timeout: float, what: str, platform: Platform) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -217,6 +239,48 @@ def _stored_rows(platform: Platform) -> dict[str, int]:
     finally:
         connection.close()
     return counts
+
+
+def _stored_keys(platform: Platform, family: str, start: datetime, end: datetime) -> pl.DataFrame:
+    """``device_id``, ``time`` of the fleet rows of ``family`` stored between start and end."""
+    if platform.influxd is not None:
+        store = InfluxStore(InfluxSettings(url=platform.influxd.url))
+        try:
+            rows = store.read(family, start=start, end=end, fields=["received_at"])
+        finally:
+            store.close()
+        if rows.is_empty():
+            return pl.DataFrame(schema={"device_id": pl.String, "time": pl.Datetime("ns", "UTC")})
+        keys = rows.select("device_id", pl.col("time").cast(pl.Datetime("ns", "UTC")))
+    else:
+        import duckdb
+
+        connection = duckdb.connect(platform.env["SMARTCITY_STORE__DUCKDB__PATH"], read_only=True)
+        try:
+            pairs = connection.execute(f'SELECT device_id, epoch_ns(time) FROM m."{family}"').fetchall()
+        finally:
+            connection.close()
+        keys = pl.DataFrame(pairs, schema={"device_id": pl.String, "time": pl.Int64}, orient="row").select(
+            "device_id", pl.from_epoch("time", "ns").dt.replace_time_zone("UTC")
+        )
+    return keys.filter(~pl.col("device_id").str.starts_with(PROBE_PREFIX))
+
+
+def _missing(platform: Platform, specs: list[Path], families: list[str]) -> list[tuple[str, str, str]]:
+    """(family, device, ISO time) of the fleet readings the feeds published that the store lacks."""
+    paths = [path.with_suffix(".expected.parquet") for path in specs]
+    expected = pl.concat([pl.read_parquet(path) for path in paths if path.exists()])
+    found: list[tuple[str, str, str]] = []
+    for family in families:
+        wanted = expected.filter(pl.col("family") == family).select("device_id", "time")
+        if wanted.is_empty():
+            continue
+        start, end = wanted["time"].min(), wanted["time"].max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        stored = _stored_keys(platform, family, start, end + timedelta(microseconds=1))
+        lacking = wanted.join(stored, on=["device_id", "time"], how="anti").sort("time", "device_id")
+        found += [(family, device, at.isoformat()) for device, at in lacking.iter_rows()]
+    return found[:MISSING_SHOWN]
 
 
 def _log_errors(workdir: Path) -> dict[str, int]:
@@ -272,6 +336,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
             watcher = ProbeWatcher(InfluxStore(InfluxSettings(url=platform.influxd.url)), sightings)
             watcher.start()
         ingest = _ingest(platform)
+        _wait(lambda: ingest_subscribed(platform), 180, "ingest to subscribe", platform)
         feeds = _start_feeds(config, platform, workdir)
         say(f"generating the fleet in {len(feeds)} publisher(s)")
         _wait(
@@ -337,12 +402,14 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
                 return float(sum(_stored_rows(platform).values()))
             return ingest.metric("smartcity_ingest_rows_written_total") - probe_rows
 
+        # A batch in ingest's spool (a store write that timed out) is replayed after a back-off
+        # that may outlast the idle timeout: holding readings is not being idle.
         last, idle = -1.0, time.monotonic()
         while time.monotonic() - idle < config.drain_timeout_s:
             done = drained()
             if done >= target:
                 break
-            if done != last:
+            if done != last or any(ingest.metric(name) > 0 for name in INGEST_HOLDING):
                 last, idle = done, time.monotonic()
             time.sleep(2)
         settle = time.monotonic() + (config.alerts_interval_s or 60) + 30
@@ -359,6 +426,8 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
             watcher.stop()
         exit_codes = platform.stop_services()
         stored = _stored_rows(platform)
+        short = [f for f in FAMILY_NAMES if stored.get(f, 0) < expected.get(f, 0)]
+        missing = _missing(platform, [path for path, _ in feeds], short) if short else []
         say("measuring the disk")
         windows: dict[str, float] = {}
         if platform.influxd is not None:
@@ -400,6 +469,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
             uptime_before=uptime_before,
             uptime_after=uptime(),
             faults=faults,
+            missing=missing,
         )
     finally:
         probes.stop()
