@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import polars as pl
@@ -148,6 +148,11 @@ class Store(Protocol):
 
     def measurements(self) -> list[str]:
         """Names of the measurements that hold data."""
+        ...
+
+    def retention(self, measurement: str) -> timedelta | None:
+        """How long the store keeps rows of ``measurement`` (None: for ever, or not known).
+        Readers use it to ask an older range at a coarser resolution."""
         ...
 
     def health(self) -> Health:

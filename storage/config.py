@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MINUTE_RETENTION_DAYS = 35
+"""Minute aggregates outlive the raw readings (30 days) by a margin: a late window can still be
+recomputed from raw, and a month of minute charts stays readable."""
+
+_MINUTE_AGGREGATE = re.compile(r"_1m(_commune)?$")
+
+
+def is_minute_aggregate(measurement: str) -> bool:
+    """Whether a measurement holds minute aggregates (``air_quality_1m``, ``traffic_1m_commune``)."""
+    return _MINUTE_AGGREGATE.search(measurement) is not None
 
 
 class InfluxSettings(BaseModel):
@@ -27,10 +39,16 @@ class InfluxSettings(BaseModel):
     """2.x organisation, only needed by ``smartcity storage init`` to create buckets."""
     raw_retention_days: int = Field(30, ge=1)
     aggregate_retention_days: int = Field(5 * 365, ge=1)
+    minute_retention_days: int | None = Field(MINUTE_RETENTION_DAYS, ge=1)
+    """How long the minute aggregates (``*_1m``, ``*_1m_commune``) are kept, in a policy of their
+    own; None keeps them with the other aggregates. Docs/sizing.md: they outweigh the raw
+    readings and only the last days of them are read."""
     raw_retention_policy: str = "raw"
     """1.x retention policy (2.x: bucket ``<database>/<policy>``) of raw readings."""
     aggregate_retention_policy: str = "aggregates"
     """1.x retention policy (2.x: bucket ``<database>/<policy>``) of everything else."""
+    minute_retention_policy: str = "minute"
+    """1.x retention policy (2.x: bucket ``<database>/<policy>``) of the minute aggregates."""
     raw_measurements: list[str] = Field(
         default_factory=lambda: [
             "air_quality",
@@ -61,6 +79,9 @@ class DuckDBSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path = Path("var/smartcity.duckdb")
+    minute_retention_days: int | None = Field(MINUTE_RETENTION_DAYS, ge=1)
+    """How long the minute aggregates are kept (the store deletes older ones itself); None: for
+    ever. Everything else is kept for ever."""
 
 
 class StoreSettings(BaseModel):

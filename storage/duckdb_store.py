@@ -12,6 +12,10 @@ InfluxDB) and the rest appended. DuckDB's zone maps on ``time`` keep that check 
 arriving roughly in time order. Data goes in and out as Arrow, so polars frames cross without
 copies.
 
+Retention: minute aggregates older than ``minute_retention_days`` are deleted by the store
+itself (``sweep``, run by their writes at most hourly), as InfluxDB's ``minute`` policy drops
+them; everything else is kept.
+
 Threads: one process may share a ``DuckDBStore`` between ingest, processing and dashboards.
 Writes and schema changes are serialised by a lock (one write transaction at a time); reads run
 concurrently, each thread with its own DuckDB cursor on the same database (MVCC: a read sees the
@@ -21,8 +25,9 @@ last committed writes). DuckDB allows one process per file: two processes cannot
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +48,12 @@ from storage.base import (
     epoch_ns,
     tag_values,
 )
+from storage.config import is_minute_aggregate
 from storage.errors import StoreError, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, field_kind, prepare
+
+SWEEP_INTERVAL_S = 3600.0
+"""Shortest time between two retention sweeps of the minute aggregates."""
 
 _SQL_TYPES = {"float": "DOUBLE", "integer": "BIGINT", "boolean": "BOOLEAN", "string": "VARCHAR"}
 
@@ -71,8 +80,11 @@ class DuckDBStore:
 
     backend = "duckdb"
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, minute_retention_days: int | None = None) -> None:
         self.path = str(path)
+        self.minute_retention = timedelta(days=minute_retention_days) if minute_retention_days else None
+        """How long minute aggregates are kept (None: for ever); ``sweep`` deletes older ones."""
+        self._swept_at = 0.0
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -135,7 +147,32 @@ class DuckDBStore:
                 self._write_locked(measurement, schema, data, prepared.tags)
         report.written = data.height
         report.rejected.sort(key=lambda r: r.row)
+        due = time.monotonic() - self._swept_at >= SWEEP_INTERVAL_S
+        if self.minute_retention and due and is_minute_aggregate(measurement):
+            self.sweep()
         return report
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Delete the minute aggregates older than their retention (what InfluxDB's retention
+        policies do by themselves); the number of rows deleted. Writes of minute aggregates
+        call it at most every ``SWEEP_INTERVAL_S``."""
+        if self.minute_retention is None:
+            return 0
+        cutoff = epoch_ns((now or datetime.now(UTC)) - self.minute_retention)
+        deleted = 0
+        with self._lock:
+            if self._closed:
+                raise StoreError("the DuckDB store is closed")
+            self._swept_at = time.monotonic()
+            for measurement in [m for m in self._schemas if is_minute_aggregate(m)]:
+                statement = f"DELETE FROM {_table(measurement)} WHERE time < ?"
+                row = self._conn.execute(statement, [cutoff]).fetchone()
+                deleted += int(row[0]) if row else 0
+        return deleted
+
+    def retention(self, measurement: str) -> timedelta | None:
+        """How long ``measurement`` is kept (see ``storage.base.Store.retention``)."""
+        return self.minute_retention if is_minute_aggregate(measurement) else None
 
     @staticmethod
     def _drop_type_conflicts(

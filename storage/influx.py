@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -59,7 +59,7 @@ from storage.base import (
     epoch_ns,
     tag_values,
 )
-from storage.config import InfluxSettings
+from storage.config import InfluxSettings, is_minute_aggregate
 from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, prepare
 from storage.lineprotocol import Lines, line_expr
@@ -241,7 +241,25 @@ class InfluxStore:
             return None
         if measurement in self.settings.raw_measurements:
             return self.settings.raw_retention_policy
+        if self.settings.minute_retention_days and is_minute_aggregate(measurement):
+            return self.settings.minute_retention_policy
         return self.settings.aggregate_retention_policy
+
+    def policy_days(self, policy: str | None) -> int | None:
+        """Days a retention policy provisioned from the settings keeps (None: not one of them)."""
+        days = {
+            self.settings.aggregate_retention_policy: self.settings.aggregate_retention_days,
+            self.settings.minute_retention_policy: self.settings.minute_retention_days,
+            self.settings.raw_retention_policy: self.settings.raw_retention_days,
+        }
+        return days.get(policy) if policy else None
+
+    def retention(self, measurement: str) -> timedelta | None:
+        """How long ``measurement`` is kept (see ``storage.base.Store.retention``)."""
+        if self._fixed_policy:
+            return None  # the operator's own policy: its duration is theirs
+        days = self.policy_days(self.retention_policy(measurement))
+        return timedelta(days=days) if days else None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -569,11 +587,8 @@ class _Batch:
             column = conflict.group(1)
             return window.filter(pl.col(column).is_not_null())["__line"].to_list()
         if "beyond retention policy" in message:
-            days = (
-                self.store.settings.raw_retention_days
-                if self.params.get("rp") == self.store.settings.raw_retention_policy
-                else self.store.settings.aggregate_retention_days
-            )
+            policy = self.params.get("rp")
+            days = self.store.policy_days(policy) or self.store.settings.aggregate_retention_days
             # InfluxDB drops a point older than now minus the policy's duration.
             cutoff_ns = time.time_ns() - days * 86_400 * 1_000_000_000
             old = pl.col(TIME).dt.epoch("ns") < cutoff_ns

@@ -1,9 +1,12 @@
 """Provisioning an InfluxDB server for the platform (``smartcity storage init``). Idempotent.
 
 * 1.x: create the database, and the retention policies ``raw`` (raw readings, 30 days by
-  default) and ``aggregates`` (everything else, 5 years by default); an existing policy whose
-  duration differs from the settings is altered to match.
-* 2.x: create the buckets ``<database>/raw`` and ``<database>/aggregates`` with their retention,
+  default), ``minute`` (minute aggregates, 35 days by default, unless
+  ``minute_retention_days`` is None) and ``aggregates`` (everything else, 5 years by default);
+  an existing policy whose duration differs from the settings is altered to match. A new
+  ``minute`` policy receives the recent minute aggregates an older version kept in ``aggregates``.
+* 2.x: create the buckets ``<database>/raw``, ``<database>/minute`` and ``<database>/aggregates``
+  with their retention (nothing is copied into a new minute bucket),
   and the DBRP mappings (database ``<database>``, retention policy ``raw``/``aggregates``) that
   let the v1 API address them; uses influxdb-client, since only the 2.x API can do that.
 * 3.x: nothing to do: InfluxDB 3 creates the database at the first write (its retention is set
@@ -38,10 +41,13 @@ def policies(settings: InfluxSettings) -> list[Policy]:
     _, _, fixed = settings.database.partition("/")
     if fixed:
         return [Policy(fixed, settings.aggregate_retention_days)] if fixed != "autogen" else []
-    return [
+    found = [
         Policy(settings.raw_retention_policy, settings.raw_retention_days),
         Policy(settings.aggregate_retention_policy, settings.aggregate_retention_days),
     ]
+    if settings.minute_retention_days:
+        found.append(Policy(settings.minute_retention_policy, settings.minute_retention_days))
+    return found
 
 
 def _duration_days(text: str) -> float | None:
@@ -83,10 +89,30 @@ def _provision_v1(store: InfluxStore, settings: InfluxSettings) -> list[str]:
         if policy.name not in existing:
             store.query(f"CREATE RETENTION POLICY {target} DURATION {policy.days}d REPLICATION 1")
             done.append(f"created retention policy {policy.name!r} ({policy.days} days)")
+            upgrade = settings.aggregate_retention_policy in existing
+            if policy.name == settings.minute_retention_policy and upgrade:
+                done += _move_minute_aggregates(store, settings, policy.days)
         elif _duration_days(existing[policy.name]) != policy.days:
             store.query(f"ALTER RETENTION POLICY {target} DURATION {policy.days}d")
             done.append(f"changed retention policy {policy.name!r} to {policy.days} days")
     return done or [f"database {database!r} and its retention policies already in place"]
+
+
+def _move_minute_aggregates(store: InfluxStore, settings: InfluxSettings, days: int) -> list[str]:
+    """Copy the minute aggregates of the last ``days`` from the aggregates policy, where an older
+    version kept them, to their own policy, so charts keep their recent minutes after an upgrade.
+    The old copies stay in the aggregates policy until it expires them (InfluxQL cannot delete
+    from one policy only)."""
+    database = influxql.quote_ident(store.database)
+    source = f"{database}.{influxql.quote_ident(settings.aggregate_retention_policy)}"
+    target = f"{database}.{influxql.quote_ident(settings.minute_retention_policy)}"
+    answer = store.query_json(
+        f"SELECT * INTO {target}.:MEASUREMENT FROM {source}./_1m(_commune)?$/ "
+        f"WHERE time > now() - {days}d GROUP BY *"
+    )
+    copied = sum(int(row[1]) for series in answer for row in series.get("values") or [])
+    policy = settings.minute_retention_policy
+    return [f"copied {copied} minute aggregates of the last {days} days to {policy!r}"]
 
 
 def _provision_v2(settings: InfluxSettings) -> list[str]:  # pragma: no cover - no 2.x server here

@@ -113,3 +113,30 @@ def test_every_call_leaves_the_connection_ready_for_the_next() -> None:
         6.0,
     ]
     assert store.series("air_quality")["device_id"].to_list() == ["aq-1"]
+
+
+def test_minute_aggregates_older_than_their_retention_are_swept(tmp_path: Path) -> None:
+    settings = StoreSettings.model_validate({"duckdb": {"path": tmp_path / "city.duckdb"}})
+    store = open_store(settings)
+    assert isinstance(store, DuckDBStore)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def at(start: datetime, n: int) -> pl.DataFrame:
+        times = pl.datetime_range(start, start + timedelta(minutes=n - 1), "1m", time_unit="ns", eager=True)
+        return pl.DataFrame({TIME: times, "insee": "78498", "device_id": "a", "pm25_mean": 1.0})
+
+    old, recent = at(now - timedelta(days=40), 3), at(now - timedelta(days=1), 2)
+    store.write("air_quality_15m", old, tags=["insee", "device_id"])
+    store.write("air_quality_1m_commune", pl.concat([old, recent]), tags=["insee", "device_id"])
+    span = {"start": now - timedelta(days=60), "end": now}
+    # The write of a minute aggregate sweeps (at most hourly): what InfluxDB's policy would drop goes.
+    assert store.read("air_quality_1m_commune", **span).height == 2  # type: ignore[arg-type]
+    assert store.read("air_quality_15m", **span).height == 3  # type: ignore[arg-type]
+    store.write("air_quality_1m", old, tags=["insee", "device_id"])
+    assert store.read("air_quality_1m", **span).height == 3  # type: ignore[arg-type]
+    assert store.sweep() == 3
+    assert store.read("air_quality_1m", **span).height == 0  # type: ignore[arg-type]
+    assert store.retention("air_quality_1m") == timedelta(days=35)
+    assert store.retention("air_quality_15m") is None and store.retention("air_quality") is None
+    store.close()
+    assert DuckDBStore(":memory:").retention("air_quality_1m") is None  # a bare store keeps everything

@@ -304,3 +304,77 @@ def test_large_write_goes_in_batches_and_reads_back(shared_influxd: Influxd) -> 
     data = frame(60_000)
     assert store.write("air_quality", data, tags=["insee", "device_id"]).written == data.height
     wait_until(lambda: count(store, "air_quality") == data.height, timeout=10, what="60k rows readable")
+
+
+def _policy_counts(
+    store: InfluxStore, measurement: str, policies: tuple[str, ...] = ("raw", "minute", "aggregates")
+) -> dict[str, int]:
+    """Rows of ``measurement`` in each retention policy of the store's database."""
+    found = {}
+    for policy in policies:
+        series = store.query_json(
+            f'SELECT count(*) FROM "{store.database}"."{policy}"."{measurement}" WHERE time > 0'
+        )
+        found[policy] = int(series[0]["values"][0][1]) if series else 0
+    return found
+
+
+def test_minute_aggregates_live_in_a_shorter_policy_of_their_own(shared_influxd: Influxd) -> None:
+    store = open_influx(shared_influxd)
+    policies = {
+        row[0]: row[1]
+        for s in store.query_json(f'SHOW RETENTION POLICIES ON "{store.database}"')
+        for row in s["values"]
+    }
+    assert policies["minute"] == f"{35 * 24}h0m0s" and policies["aggregates"] == f"{5 * 365 * 24}h0m0s"
+    for measurement in ("air_quality_1m", "air_quality_1m_commune", "air_quality_15m"):
+        store.write(measurement, frame(4), tags=["insee", "device_id"])
+    assert _policy_counts(store, "air_quality_1m") == {"raw": 0, "minute": 4, "aggregates": 0}
+    assert _policy_counts(store, "air_quality_1m_commune") == {"raw": 0, "minute": 4, "aggregates": 0}
+    assert _policy_counts(store, "air_quality_15m") == {"raw": 0, "minute": 0, "aggregates": 4}
+    assert count(store, "air_quality_1m") == 4  # reads find them where writes put them
+    old = frame(3, start=NOW - timedelta(days=40))
+    refused = store.write("air_quality_1m", old, tags=["insee", "device_id"])
+    assert [r.row for r in refused.rejected] == [0, 1, 2] and "retention" in refused.rejected[0].reason
+    assert not store.write("air_quality_15m", old, tags=["insee", "device_id"]).rejected
+    assert store.retention("air_quality_1m") == timedelta(days=35)
+    assert store.retention("air_quality_15m") == timedelta(days=5 * 365)
+    assert store.retention("air_quality") == timedelta(days=30)
+
+
+def test_without_a_minute_retention_they_stay_with_the_aggregates(shared_influxd: Influxd) -> None:
+    store = open_influx(shared_influxd, minute_retention_days=None)
+    policies = {
+        row[0]
+        for s in store.query_json(f'SHOW RETENTION POLICIES ON "{store.database}"')
+        for row in s["values"]
+    }
+    assert "minute" not in policies
+    store.write("air_quality_1m", frame(4, start=NOW - timedelta(days=40)), tags=["insee", "device_id"])
+    assert _policy_counts(store, "air_quality_1m", ("raw", "aggregates")) == {"raw": 0, "aggregates": 4}
+    assert store.retention("air_quality_1m") == timedelta(days=5 * 365)
+
+
+def test_storage_init_moves_recent_minute_aggregates_of_an_older_layout(shared_influxd: Influxd) -> None:
+    settings = influx_settings(shared_influxd, minute_retention_days=None)
+    provision(settings)
+    before = InfluxStore(settings)
+    recent = frame(6, start=NOW - timedelta(days=2)).with_columns(
+        pl.lit(3, dtype=pl.Int64).alias("pm25_count")
+    )
+    old = frame(2, start=NOW - timedelta(days=100)).with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("pm25_count")
+    )
+    before.write("air_quality_1m_commune", pl.concat([old, recent]), tags=["insee", "device_id"])
+    before.write("air_quality_15m", recent, tags=["insee", "device_id"])
+
+    upgraded = settings.model_copy(update={"minute_retention_days": 35})
+    done = provision(upgraded)
+    assert "created retention policy 'minute' (35 days)" in done
+    assert "copied 6 minute aggregates of the last 35 days to 'minute'" in done
+    after = InfluxStore(upgraded)
+    moved = after.read("air_quality_1m_commune", start=NOW - timedelta(days=35), end=NOW + timedelta(days=1))
+    assert moved.sort(TIME, "device_id").equals(recent.sort(TIME, "device_id").select(moved.columns))
+    assert moved.schema["pm25_count"] == pl.Int64 and moved.schema["device_id"] == pl.String
+    assert _policy_counts(after, "air_quality_15m") == {"raw": 0, "minute": 0, "aggregates": 6}
+    assert any("already in place" in line for line in provision(upgraded))  # copied once

@@ -23,10 +23,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="create the database, retention policies or buckets (idempotent)",
         description=(
             "InfluxDB 1.x: create the database and the retention policies 'raw' (raw readings, "
-            "store.influxdb.raw_retention_days, default 30) and 'aggregates' (everything else, "
+            "store.influxdb.raw_retention_days, default 30), 'minute' (minute aggregates, "
+            "store.influxdb.minute_retention_days, default 35; a new one receives the recent minute "
+            "aggregates kept in 'aggregates' before) and 'aggregates' (everything else, "
             "store.influxdb.aggregate_retention_days, default 1825); an existing policy is altered "
-            "to the configured duration. InfluxDB 2.x: create the buckets <database>/raw and "
-            "<database>/aggregates and their DBRP mappings (needs store.influxdb.token and org). "
+            "to the configured duration. InfluxDB 2.x: create the buckets <database>/raw, "
+            "<database>/minute and <database>/aggregates and their DBRP mappings (needs "
+            "store.influxdb.token and org). "
             "InfluxDB 3.x: nothing (the database is created at the first write). DuckDB: create the "
             "file. Running it again changes nothing."
         ),
