@@ -48,20 +48,25 @@ def _influx_counts(url: str, database: str, policy: str, measurement: str) -> fl
     return total
 
 
+def _policy_bytes(influxd_dir: Path, database: str, policy: str) -> int:
+    """A retention policy's bytes on disk, TSM and WAL (0 when the policy does not exist)."""
+    return directory_bytes(influxd_dir / "data" / database / policy) + directory_bytes(
+        influxd_dir / "wal" / database / policy
+    )
+
+
 def influx_disk(influxd_dir: Path, url: str, database: str = "smartcity") -> list[FamilyDisk]:
     """Per family: the raw policy's bytes (TSM + WAL) apportioned by values stored, and the
-    aggregates policy's likewise (aggregates, indices and anomalies of the family)."""
+    aggregates and minute policies' likewise (aggregates, indices and anomalies of the family)."""
     out: dict[str, list[float]] = {family: [0.0, 0.0] for family in FAMILY_NAMES}
-    for slot, policy, pattern in ((0, "raw", "^{}$"), (1, "aggregates", "^{}_")):
-        total = directory_bytes(influxd_dir / "data" / database / policy) + directory_bytes(
-            influxd_dir / "wal" / database / policy
-        )
+    for slot, policy, pattern in ((0, "raw", "^{}$"), (1, "aggregates", "^{}_"), (1, "minute", "^{}_")):
+        total = _policy_bytes(influxd_dir, database, policy)
         counts = {
             family: _influx_counts(url, database, policy, pattern.format(family)) for family in FAMILY_NAMES
         }
         values = sum(counts.values()) or 1.0
         for family in FAMILY_NAMES:
-            out[family][slot] = total * counts[family] / values
+            out[family][slot] += total * counts[family] / values
     return [FamilyDisk(family, raw, agg) for family, (raw, agg) in out.items()]
 
 
@@ -70,14 +75,15 @@ AGGREGATE_WINDOWS = ("1m", "15m", "1h", "1d")
 
 def influx_aggregate_windows(influxd_dir: Path, url: str, database: str = "smartcity") -> dict[str, float]:
     """The aggregates policy's bytes apportioned to each window (every family and level), and
-    to the rest (indices, anomalies, alert events) by values stored: which window the disk goes to."""
-    total = directory_bytes(influxd_dir / "data" / database / "aggregates") + directory_bytes(
-        influxd_dir / "wal" / database / "aggregates"
-    )
+    to the rest (indices, anomalies, alert events) by values stored: which window the disk goes to.
+    The minute policy (docs/storage.md) holds only minute windows: all its bytes count for 1m."""
+    total = _policy_bytes(influxd_dir, database, "aggregates")
     counts = {w: _influx_counts(url, database, "aggregates", f"_{w}(_commune)?$") for w in AGGREGATE_WINDOWS}
     counts["other"] = max(_influx_counts(url, database, "aggregates", ".*") - sum(counts.values()), 0.0)
     values = sum(counts.values()) or 1.0
-    return {name: total * count / values for name, count in counts.items()}
+    windows = {name: total * count / values for name, count in counts.items()}
+    windows["1m"] += _policy_bytes(influxd_dir, database, "minute")
+    return windows
 
 
 def duckdb_disk(path: Path) -> list[FamilyDisk]:
