@@ -163,6 +163,26 @@ class CommuneData:
         where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
         return self._read(measurement, communes, span, where=where, fields=fields)
 
+    def kept_window(
+        self,
+        family: str,
+        span: TimeRange,
+        window: str,
+        *,
+        level: Level = "commune",
+        now: datetime | None = None,
+    ) -> str:
+        """``window``, or the next coarser resolution when the store no longer keeps ``window``'s
+        aggregates as far back as ``span.start`` (the minute aggregates are kept weeks, the
+        others years: ``Store.retention``)."""
+        now = now or datetime.now(UTC)
+        names = list(WINDOWS)
+        for name in names[names.index(window) :]:
+            kept = self.store.retention(catalogue.aggregate_measurement(family, name, level))
+            if kept is None or span.start >= now - kept:
+                return name
+        return names[-1]
+
     def readings(
         self,
         family: str,

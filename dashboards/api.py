@@ -24,7 +24,7 @@ from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbi
 from dashboards.auth import app_context
 from dashboards.timerange import WINDOWS, TimeRange, TimeRangeError
 from dashboards.tokens import TokenRefused, bearer_data
-from sensors.catalogue import STATISTICS, Level, statistics_of
+from sensors.catalogue import STATISTICS, Level, aggregate_measurement, statistics_of
 from sensors.families import family_spec
 from storage.errors import StoreError
 
@@ -249,6 +249,14 @@ def aggregates(data: CommuneData, family: str) -> pl.DataFrame:
         raise ApiError(400, f"unknown level {level!r}: expected commune or device")
     limits = app_context().settings.api
     span = _span(limits.max_days_by_window[every], f"every={every}")
+    coarser = data.kept_window(family, span, every, level=_level(level))
+    if coarser != every:
+        kept = data.store.retention(aggregate_measurement(family, every, _level(level)))
+        raise ApiError(
+            400,
+            f"aggregates at every={every} are kept {kept.days if kept else 0} days and this range starts "
+            f"earlier: use every={coarser} for it",
+        )
     codes = _communes(data)
     fields = _aggregate_fields(family)
     devices = _list("devices")

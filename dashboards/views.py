@@ -213,7 +213,7 @@ def family_chart(
     spec = family_spec(family)
     field_spec = spec.field(field) if spec else None
     unit = field_spec.unit if field_spec else ""
-    window = fitting_window(span.span, max_points)
+    window = data.kept_window(family, span, fitting_window(span.span, max_points))
     moment = now or span.end
     if field_spec is not None and field_spec.counter:
         return _counter_chart(
@@ -419,7 +419,7 @@ def device_chart(
         frame = data.readings(family, insee, span, device_id=device_id, fields=[field])
         value = field
     else:
-        window = fitting_window(span.span, max_points)
+        window = data.kept_window(family, span, fitting_window(span.span, max_points), level="device")
         value = f"{field}_increase" if field_spec is not None and field_spec.counter else f"{field}_mean"
         frame = data.aggregates(
             family,

@@ -230,3 +230,34 @@ def test_client_raises_with_the_servers_message(env: DashboardEnv) -> None:
         pytest.raises(Unauthorized, match="unknown or revoked"),
     ):
         stranger.communes()
+
+
+def test_minute_aggregates_past_their_retention_are_asked_coarser(
+    env: DashboardEnv, http: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboards.access import CommuneData
+    from dashboards.timerange import TimeRange, fitting_window
+    from dashboards.users import User
+
+    monkeypatch.setattr(env.store, "minute_retention", timedelta(days=35))
+    old = http.get(
+        f"/api/v1/aggregates/air_quality?communes={POISSY}&start=-40d&end=-39d&every=1m",
+        headers=bearer(env, "admin"),
+    )
+    assert old.status_code == 400
+    assert (
+        "every=1m are kept 35 days" in old.get_json()["error"] and "use every=15m" in old.get_json()["error"]
+    )
+    recent = http.get(
+        f"/api/v1/aggregates/air_quality?communes={POISSY}&start=-1d&every=1m", headers=bearer(env, "admin")
+    )
+    assert recent.status_code == 200
+    # The pages: a one-day range fits minute windows, unless that day is older than they are kept.
+    data = CommuneData(env.store, User("agent", frozenset([POISSY])), env.registry)
+    now = env.scenario.now
+    yesterday = TimeRange(now - timedelta(days=1), now)
+    a_year_ago = TimeRange(now - timedelta(days=366), now - timedelta(days=365))
+    assert fitting_window(a_year_ago.span, 2000) == "1m"
+    assert data.kept_window("air_quality", yesterday, "1m", now=now) == "1m"
+    assert data.kept_window("air_quality", a_year_ago, "1m", now=now) == "15m"
+    assert data.kept_window("air_quality", a_year_ago, "1h", now=now) == "1h"
