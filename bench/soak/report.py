@@ -82,7 +82,8 @@ def breaks(result: SoakResult) -> list[str]:
             "(the broker's acknowledgements or the publishers fell behind)"
         )
     if result.lost:
-        found.append(f"{result.lost} readings lost")
+        first = ", ".join(f"{device} at {at}" for _, device, at in result.missing[:3])
+        found.append(f"{result.lost} readings lost" + (f" (first: {first})" if first else ""))
     return found
 
 
