@@ -84,7 +84,7 @@ class DuckDBStore:
         self.path = str(path)
         self.minute_retention = timedelta(days=minute_retention_days) if minute_retention_days else None
         """How long minute aggregates are kept (None: for ever); ``sweep`` deletes older ones."""
-        self._swept_at = 0.0
+        self._swept_at = float("-inf")  # the first minute write sweeps
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
