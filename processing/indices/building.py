@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import polars as pl
 
+from processing.incremental import Dirty, IndexRunner, JobReport, day_range
 from processing.windows import PARIS
-from sensors.catalogue import IndexSpec, register_index
+from sensors.catalogue import IndexSpec, aggregate_measurement, register_index
 from sensors.families import Family
 
 BASELINE_WEEKS = 8
@@ -61,6 +62,21 @@ def building_energy_daily(daily: pl.DataFrame, history: pl.DataFrame | None = No
     )
 
 
+def update_building_energy_daily(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``building_energy_daily`` rows of the windows ``dirty`` names."""
+    source = aggregate_measurement("building", "1d")
+    for day in dirty.days():
+        day_start, day_end = day_range(day)
+        daily = runner.read(source, day_start, day_end, report)
+        if daily.is_empty() or "energy_increase" not in daily.columns:
+            continue
+        history = runner.read(source, day_start - timedelta(weeks=BASELINE_WEEKS, days=1), day_start, report)
+        usable = not history.is_empty() and "energy_increase" in history.columns
+        out = building_energy_daily(daily, history if usable else None)
+        report.windows += out.height
+        runner.write("building_energy_daily", out, ["insee", "device_id"], report)
+
+
 register_index(
     IndexSpec(
         name="building_energy_daily",
@@ -70,5 +86,6 @@ register_index(
         units={"energy_kwh": "kWh", "baseline_kwh": "kWh", "deviation": ""},
         staleness=timedelta(days=2),
         compute=building_energy_daily,
+        update=update_building_energy_daily,
     )
 )
