@@ -9,14 +9,14 @@ module sits below both the runner and the index modules, so neither reaches the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import polars as pl
 
-from processing.windows import MINUTE_NS, floor, from_ns, next_start, window_start
-from storage.base import TIME_DTYPE, epoch_ns
+from processing.windows import HOUR_NS, MINUTE_NS, WINDOW_WIDTHS, floor, from_ns, next_start
+from storage.base import epoch_ns
 
 
 @dataclass(slots=True)
@@ -46,17 +46,22 @@ class Dirty:
     new: pl.DataFrame | None = None
     """``time`` and ``received_at`` of the new readings (those of ``times``); None in a backfill."""
 
+    _minutes: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """The minutes (ns) holding new readings, in order."""
+
+    def __post_init__(self) -> None:
+        # Every window (a Paris day too) starts on a minute, and a minute of the fleet holds
+        # thousands of readings: the windows follow from these few numbers, in plain Python.
+        minutes = (self.times.cast(pl.Int64) // MINUTE_NS * MINUTE_NS).drop_nulls().unique().sort()
+        object.__setattr__(self, "_minutes", tuple(minutes.to_list()))
+
     def starts(self, window: str, spread: timedelta = timedelta(0)) -> set[int]:
         """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
-        if self.times.is_empty():
-            return set()
-        frame = self._minutes().to_frame("time")
-        starts = frame.select(window_start(pl.col("time"), window).unique())["time"]
-        result = set(starts.cast(pl.Int64).to_list())
+        result = _window_starts(self._minutes, window)
         if spread > timedelta(0):
             extra: set[int] = set()
             for start in list(result):
-                moment = datetime.fromtimestamp(start / 1e9, tz=UTC)
+                moment = from_ns(start)
                 limit = moment + spread
                 moment = next_start(moment, window)
                 while moment <= limit:
@@ -67,24 +72,27 @@ class Dirty:
 
     def days(self, spread: timedelta = timedelta(0)) -> list[datetime]:
         """The Paris days (their UTC start) holding dirty windows, in order."""
-        if self.times.is_empty():
-            return []
-        times = self._minutes()
-        if spread > timedelta(0):
-            times = pl.concat([times, (times + spread).cast(TIME_DTYPE)])
-        starts = times.to_frame("time").select(window_start(pl.col("time"), "1d").unique().sort())["time"]
-        return [datetime.fromtimestamp(int(ns) / 1e9, tz=UTC) for ns in starts.cast(pl.Int64)]
-
-    def _minutes(self) -> pl.Series:
-        """The minutes holding new readings: every window (a Paris day too) starts on a minute,
-        and a minute of the fleet holds thousands of readings."""
-        minutes = (self.times.cast(pl.Int64) // MINUTE_NS * MINUTE_NS).unique()
-        return minutes.cast(TIME_DTYPE).alias("time")
+        shifted = [m + _ns(spread) for m in self._minutes] if spread > timedelta(0) else []
+        return [from_ns(day) for day in sorted(_window_starts([*self._minutes, *shifted], "1d"))]
 
     def hour_spans(self) -> list[tuple[datetime, datetime]]:
         """The dirty hours as ``[start, end)`` runs of consecutive hours, cut at Paris midnight
         (so a run never holds more than a day of readings)."""
         return hour_spans(self.starts("1h"))
+
+
+def _window_starts(minutes: Sequence[int], window: str) -> set[int]:
+    """Start (ns) of every ``window`` holding one of ``minutes`` (ns)."""
+    if window != "1d":
+        step = _ns(WINDOW_WIDTHS[window])
+        return {minute // step * step for minute in minutes}
+    # A Paris day starts on a UTC hour (the offsets are whole hours): one floor per hour.
+    hours = {minute // HOUR_NS * HOUR_NS for minute in minutes}
+    return {epoch_ns(floor(from_ns(hour), "1d")) for hour in hours}
+
+
+def _ns(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1e9)
 
 
 def hour_spans(hours: Iterable[int]) -> list[tuple[datetime, datetime]]:

@@ -84,8 +84,8 @@ from processing.indices.air import (
 )
 from processing.indices.scales import POLLUTANTS
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, MINUTE_NS, WINDOWS, floor, from_ns, next_start, window_start
-from sensors.catalogue import LEVEL_TAGS, LEVELS, Level, aggregate_measurement, indices
+from processing.windows import HOUR_NS, MINUTE_NS, floor, from_ns, next_start, window_start
+from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store, epoch_ns
 
@@ -424,6 +424,9 @@ class Runner:
         kept = self._kept_hour("air_quality", hour, dirty, report)
         if kept.frame.is_empty():
             return _EMPTY_HOURLY
+        if kept.means is not None and kept.partials is not None and not kept.stale_minutes:
+            # The settle margin makes the hour dirty again with nothing read again in it.
+            return kept.means
         if kept.partials is None:
             kept.partials = slot_partials(kept.frame, POLLUTANTS, reporting_period_s=period)
         elif kept.stale_minutes:
@@ -434,7 +437,8 @@ class Runner:
                 [kept.partials.filter(~pl.col("slot").is_in(slots)), fresh], how="diagonal_relaxed"
             )
         kept.stale_minutes = set()
-        return means_from_partials(kept.partials, POLLUTANTS, reporting_period_s=period)
+        kept.means = means_from_partials(kept.partials, POLLUTANTS, reporting_period_s=period)
+        return kept.means
 
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
@@ -545,6 +549,8 @@ class _KeptHour:
     """Coverage-slot partials of the hourly means (air quality), once computed."""
     stale_minutes: set[int] = field(default_factory=set)
     """Minutes read again since ``partials`` were computed."""
+    means: pl.DataFrame | None = None
+    """The hourly means ``partials`` give, once computed."""
     checked: set[int] = field(default_factory=set)
     """Minutes ``run`` checked for readings the hour did not hold."""
 

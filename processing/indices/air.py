@@ -262,7 +262,9 @@ def update_eaqi_hourly(runner: IndexRunner, dirty: Dirty, report: JobReport) -> 
         # Always the same span of hourly means for a day (the day and the 24 hours before it),
         # whichever hours are dirty: a backfill computes exactly the same running means.
         hourly = runner.air_hourly_means(day_start - timedelta(hours=24), day_end, dirty, report)
-        if hourly.is_empty():
+        # Rows are those of hours with means: a day without any (the day after, which the spread
+        # reaches) has none, whatever the day before holds.
+        if within(hourly, day_start, day_end).is_empty():
             continue
         out = within(eaqi_from_hourly(hourly), day_start, day_end).filter(in_starts(hours))
         report.windows += out.height
