@@ -281,6 +281,7 @@ register_index(
         staleness=timedelta(days=2),
         compute=atmo_daily,
         update=update_atmo_daily,
+        rule_name="atmo",
     )
 )
 register_index(
@@ -293,5 +294,6 @@ register_index(
         staleness=timedelta(hours=3),
         compute=eaqi_hourly,
         update=update_eaqi_hourly,
+        rule_name="eaqi",
     )
 )
