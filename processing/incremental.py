@@ -123,6 +123,25 @@ def day_range(day: datetime) -> tuple[datetime, datetime]:
     return day, next_start(day, "1d")
 
 
+def day_and_history(
+    runner: IndexRunner,
+    measurement: str,
+    day: datetime,
+    report: JobReport,
+    *,
+    history: timedelta,
+    column: str,
+) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """Rows of ``measurement`` in the Paris day starting at ``day``, and in the ``history``
+    before it (None when none has ``column``); None when the day's rows lack ``column``."""
+    day_start, day_end = day_range(day)
+    rows = runner.read(measurement, day_start, day_end, report)
+    if rows.is_empty() or column not in rows.columns:
+        return None
+    past = runner.read(measurement, day_start - history, day_start, report)
+    return rows, past if not past.is_empty() and column in past.columns else None
+
+
 class IndexRunner(Protocol):
     """What an index's update function may ask of the runner (``processing.runner.Runner``)."""
 

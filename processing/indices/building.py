@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from processing.incremental import Dirty, IndexRunner, JobReport, day_range
+from processing.incremental import Dirty, IndexRunner, JobReport, day_and_history
 from processing.windows import PARIS
 from sensors.catalogue import IndexSpec, aggregate_measurement, register_index
 from sensors.families import Family
@@ -66,13 +66,11 @@ def update_building_energy_daily(runner: IndexRunner, dirty: Dirty, report: JobR
     """Recompute and write the ``building_energy_daily`` rows of the windows ``dirty`` names."""
     source = aggregate_measurement("building", "1d")
     for day in dirty.days():
-        day_start, day_end = day_range(day)
-        daily = runner.read(source, day_start, day_end, report)
-        if daily.is_empty() or "energy_increase" not in daily.columns:
+        history = timedelta(weeks=BASELINE_WEEKS, days=1)
+        found = day_and_history(runner, source, day, report, history=history, column="energy_increase")
+        if found is None:
             continue
-        history = runner.read(source, day_start - timedelta(weeks=BASELINE_WEEKS, days=1), day_start, report)
-        usable = not history.is_empty() and "energy_increase" in history.columns
-        out = building_energy_daily(daily, history if usable else None)
+        out = building_energy_daily(*found)
         report.windows += out.height
         runner.write("building_energy_daily", out, ["insee", "device_id"], report)
 

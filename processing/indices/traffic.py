@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from processing.incremental import Dirty, IndexRunner, JobReport, day_range, in_starts
+from processing.incremental import Dirty, IndexRunner, JobReport, day_and_history, in_starts
 from processing.windows import PARIS
 from sensors.catalogue import IndexSpec, aggregate_measurement, register_index
 from sensors.families import Family
@@ -137,14 +137,14 @@ def update_traffic_congestion(runner: IndexRunner, dirty: Dirty, report: JobRepo
     hours = dirty.starts("1h")
     source = aggregate_measurement("traffic", "1h")
     for day in dirty.days():
-        day_start, day_end = day_range(day)
-        hourly = runner.read(source, day_start, day_end, report)
-        if hourly.is_empty() or "averageVehicleSpeed_mean" not in hourly.columns:
+        found = day_and_history(
+            runner, source, day, report, history=PROFILE_HISTORY, column="averageVehicleSpeed_mean"
+        )
+        if found is None:
             continue
-        history = runner.read(source, day_start - PROFILE_HISTORY, day_start, report)
-        if history.is_empty() or "averageVehicleSpeed_mean" not in history.columns:
-            history = hourly.clear()
-        out = traffic_congestion(hourly, traffic_profile(history)).filter(in_starts(hours))
+        hourly, history = found
+        profile = traffic_profile(history if history is not None else hourly.clear())
+        out = traffic_congestion(hourly, profile).filter(in_starts(hours))
         report.windows += out.height
         runner.write("traffic_congestion", out, ["insee", "device_id"], report)
 
