@@ -29,7 +29,7 @@ from pydantic import (
 import processing.indices  # noqa: F401 - the index modules register themselves in the catalogue
 from alerts.durations import parse_duration
 from processing.windows import WINDOW_WIDTHS as WINDOWS
-from sensors.catalogue import indices, statistic_unit, statistics_of
+from sensors.catalogue import index_spec, indices, statistic_unit, statistics_of
 from sensors.communes import CommuneRegistry
 from sensors.families import FAMILIES, Family, family_spec
 
@@ -39,7 +39,12 @@ Language = Literal["fr", "en"]
 ConditionName = Literal["above", "below", "index_at_least", "anomaly", "offline"]
 AnomalyKind = Literal["out_of_bounds", "spike", "stuck", "drift", "offline"]
 
-INDEX_MEASUREMENTS = {"atmo": "atmo_daily", "eaqi": "eaqi_hourly"}
+INDEX_MEASUREMENTS: dict[str, str] = {
+    # What an index_at_least rule may name -> the index measurement (six-class indices only).
+    spec.rule_name: name
+    for name, spec in indices().items()
+    if spec.rule_name is not None
+}
 INDEX_CLASSES: dict[str, tuple[str, ...]] = {
     # Class names of the ATMO index (arrêté of 10 July 2020) and their EAQI equivalents; both
     # indices have six classes, so either vocabulary names the same class number.
@@ -199,7 +204,7 @@ class Rule(_Strict):
     condition: ConditionName
     measurement: str | None = None
     field: str | None = None
-    index: Literal["atmo", "eaqi"] | None = None
+    index: str | None = None
     kind: AnomalyKind | None = None
     raise_level: float | str | None = Field(None, alias="raise")
     clear_level: float | str | None = Field(None, alias="clear")
@@ -311,10 +316,13 @@ class Rule(_Strict):
                 )
 
     def _check_index(self, problem: Any) -> None:
-        if self.index is None:
-            problem("index", None, "'atmo' (daily ATMO index) or 'eaqi' (hourly European index)")
-        if self.family != Family.AIR_QUALITY.value:
-            problem("family", self.family, "'air_quality' for an index condition")
+        known = " or ".join(f"{key!r} ({measurement})" for key, measurement in INDEX_MEASUREMENTS.items())
+        if self.index not in INDEX_MEASUREMENTS:
+            problem("index", self.index, known)
+        else:
+            family = index_spec(INDEX_MEASUREMENTS[self.index]).family.value
+            if self.family != family:
+                problem("family", self.family, f"{family!r} for an index condition on {self.index!r}")
         try:
             raised = index_class(self.raise_level)
             object.__setattr__(self, "raise_level", float(raised))

@@ -72,32 +72,29 @@ from typing import Any
 
 import polars as pl
 
+import processing.indices  # noqa: F401 - the index modules register themselves in the catalogue
 from processing.aggregates import aggregate_all, spec_of
+from processing.incremental import Dirty, JobReport, day_range, hour_spans, in_starts, within
 from processing.indices.air import (
-    atmo_from_hourly,
-    eaqi_from_hourly,
     hourly_means,
     means_from_partials,
     slot_ns,
     slot_of,
     slot_partials,
 )
-from processing.indices.building import BASELINE_WEEKS, building_energy_daily
-from processing.indices.camera import camera_hourly
-from processing.indices.network import network_health
 from processing.indices.scales import POLLUTANTS
-from processing.indices.traffic import traffic_congestion, traffic_profile
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, MINUTE_NS, WINDOWS, floor, from_ns, next_start, window_start
-from sensors.catalogue import LEVEL_TAGS, LEVELS, Level, aggregate_measurement, indices
+from processing.windows import HOUR_NS, MINUTE_NS, floor, from_ns, next_start, window_start
+from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store, epoch_ns
+
+__all__ = ["Dirty", "Job", "JobReport", "RunReport", "Runner", "hour_spans"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HORIZON = timedelta(hours=24)
 DEFAULT_SETTLE = timedelta(minutes=15)
-PROFILE_HISTORY = timedelta(days=28)
 ANOMALY_CONTEXT = timedelta(hours=6)
 """Readings before the first dirty day given to the anomaly pass, so that rolling medians and
 flatlines have their past; anomalies starting in that context are left as they were."""
@@ -109,18 +106,6 @@ reading of the day before."""
 SUB_DAY_WINDOWS = tuple(w for w in WINDOWS if w != "1d")
 HOURLY_CACHE_EXTRA = timedelta(days=2)
 """Hourly means are kept this long past the horizon: a day's EAQI needs the 24 hours before it."""
-
-
-@dataclass(slots=True)
-class JobReport:
-    """What one job did in one run."""
-
-    job: str
-    windows: int = 0
-    rows_written: int = 0
-    rows_read: int = 0
-    seconds: float = 0.0
-    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -142,79 +127,6 @@ class RunReport:
     def failed(self) -> list[JobReport]:
         """Jobs that raised."""
         return [job for job in self.jobs if job.error is not None]
-
-
-@dataclass(frozen=True, slots=True)
-class Dirty:
-    """The observed times of new readings of one family: what must be recomputed."""
-
-    times: pl.Series
-    """Datetime("ns", "UTC") observed times; several readings in one window count once."""
-    arrivals: pl.DataFrame | None = None
-    """The readings observed within the horizon (``time``, ``received_at``) received after the
-    lowest threshold of the family's jobs, new to this job or not: what tells whether today's
-    throttled 1-day rows have pending readings. None in a backfill."""
-    backfill: bool = False
-    """Every window of the period is to be recomputed now, 1-day rows included."""
-    new: pl.DataFrame | None = None
-    """``time`` and ``received_at`` of the new readings (those of ``times``); None in a backfill."""
-
-    def starts(self, window: str, spread: timedelta = timedelta(0)) -> set[int]:
-        """Start (ns) of every ``window`` holding a new reading, or up to ``spread`` after one."""
-        if self.times.is_empty():
-            return set()
-        frame = self._minutes().to_frame("time")
-        starts = frame.select(window_start(pl.col("time"), window).unique())["time"]
-        result = set(starts.cast(pl.Int64).to_list())
-        if spread > timedelta(0):
-            extra: set[int] = set()
-            for start in list(result):
-                moment = datetime.fromtimestamp(start / 1e9, tz=UTC)
-                limit = moment + spread
-                moment = next_start(moment, window)
-                while moment <= limit:
-                    extra.add(epoch_ns(moment))
-                    moment = next_start(moment, window)
-            result |= extra
-        return result
-
-    def days(self, spread: timedelta = timedelta(0)) -> list[datetime]:
-        """The Paris days (their UTC start) holding dirty windows, in order."""
-        if self.times.is_empty():
-            return []
-        times = self._minutes()
-        if spread > timedelta(0):
-            times = pl.concat([times, (times + spread).cast(TIME_DTYPE)])
-        starts = times.to_frame("time").select(window_start(pl.col("time"), "1d").unique().sort())["time"]
-        return [datetime.fromtimestamp(int(ns) / 1e9, tz=UTC) for ns in starts.cast(pl.Int64)]
-
-    def _minutes(self) -> pl.Series:
-        """The minutes holding new readings: every window (a Paris day too) starts on a minute,
-        and a minute of the fleet holds thousands of readings."""
-        minutes = (self.times.cast(pl.Int64) // MINUTE_NS * MINUTE_NS).unique()
-        return minutes.cast(TIME_DTYPE).alias("time")
-
-    def hour_spans(self) -> list[tuple[datetime, datetime]]:
-        """The dirty hours as ``[start, end)`` runs of consecutive hours, cut at Paris midnight
-        (so a run never holds more than a day of readings)."""
-        return hour_spans(self.starts("1h"))
-
-
-def hour_spans(hours: Iterable[int]) -> list[tuple[datetime, datetime]]:
-    """Hour starts (ns) as ``[start, end)`` runs of consecutive hours, cut at Paris midnight."""
-    spans: list[tuple[datetime, datetime]] = []
-    for hour in sorted(hours):
-        start = from_ns(hour)
-        end = start + timedelta(hours=1)
-        if spans and spans[-1][1] == start and floor(start, "1d") != start:
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((start, end))
-    return spans
-
-
-def _in_starts(starts: set[int]) -> pl.Expr:
-    return pl.col("time").cast(pl.Int64).is_in(sorted(starts))
 
 
 JobFunc = Callable[["Runner", Dirty, JobReport], None]
@@ -289,9 +201,7 @@ class Runner:
         ]
         for family in self.families:
             jobs += [
-                Job(name, family, _INDEX_JOBS[name])
-                for name, spec in indices().items()
-                if spec.family == family
+                Job(name, family, spec.update) for name, spec in indices().items() if spec.family == family
             ]
         if self.anomalies:
             jobs += [Job(f"anomalies:{f}", f, _anomalies_job) for f in self.families]
@@ -401,6 +311,11 @@ class Runner:
         report.rows_read += frame.height
         return frame
 
+    def read_raw(self, family: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
+        """Raw readings of ``family`` in ``[start, end)``, with the previous reading of each
+        device's counters that an increase at ``start`` needs (``_read_raw``)."""
+        return _read_raw(self, family, start, end, report)
+
     def air_hourly_means(
         self, start: datetime, end: datetime, dirty: Dirty, report: JobReport
     ) -> pl.DataFrame:
@@ -509,6 +424,9 @@ class Runner:
         kept = self._kept_hour("air_quality", hour, dirty, report)
         if kept.frame.is_empty():
             return _EMPTY_HOURLY
+        if kept.means is not None and kept.partials is not None and not kept.stale_minutes:
+            # The settle margin makes the hour dirty again with nothing read again in it.
+            return kept.means
         if kept.partials is None:
             kept.partials = slot_partials(kept.frame, POLLUTANTS, reporting_period_s=period)
         elif kept.stale_minutes:
@@ -519,7 +437,8 @@ class Runner:
                 [kept.partials.filter(~pl.col("slot").is_in(slots)), fresh], how="diagonal_relaxed"
             )
         kept.stale_minutes = set()
-        return means_from_partials(kept.partials, POLLUTANTS, reporting_period_s=period)
+        kept.means = means_from_partials(kept.partials, POLLUTANTS, reporting_period_s=period)
+        return kept.means
 
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
@@ -630,6 +549,8 @@ class _KeptHour:
     """Coverage-slot partials of the hourly means (air quality), once computed."""
     stale_minutes: set[int] = field(default_factory=set)
     """Minutes read again since ``partials`` were computed."""
+    means: pl.DataFrame | None = None
+    """The hourly means ``partials`` give, once computed."""
     checked: set[int] = field(default_factory=set)
     """Minutes ``run`` checked for readings the hour did not hold."""
 
@@ -683,14 +604,6 @@ _EMPTY_HOURLY = pl.DataFrame(
 
 def _ns(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1e9)
-
-
-def _day_range(day: datetime) -> tuple[datetime, datetime]:
-    return day, next_start(day, "1d")
-
-
-def _within(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
-    return frame.filter((pl.col("time") >= start) & (pl.col("time") < end))
 
 
 def _counters(family: str) -> list[str]:
@@ -855,7 +768,7 @@ class _DailyRows:
         due, pending_after = _today_refresh(self.runner, self.job)
         if not due:
             return False
-        pending = _within(arrivals, today, next_start(today, "1d"))
+        pending = within(arrivals, today, next_start(today, "1d"))
         if pending_after is not None:
             pending = pending.filter(pl.col("received_at") > pending_after)
         if pending.is_empty():
@@ -880,7 +793,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     by_window = not dirty.backfill and not _counters(family)
     hours = _OpenHour(runner, report.job) if by_window else None
     for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
-        day_start, day_end = _day_range(day)
+        day_start, day_end = day_range(day)
         if day in due:
             # The day's p95 needs every reading of the day: read it once, whole, and take the
             # dirty shorter windows from the same frame.
@@ -995,8 +908,8 @@ def _within_windows(
     day, in a dirty window."""
     out: dict[Level, pl.DataFrame] = {}
     for level in LEVELS:
-        rows = _within(results[aggregate_measurement(family, window, level)], *span)
-        out[level] = rows if window == "1d" else rows.filter(_in_starts(starts[window]))
+        rows = within(results[aggregate_measurement(family, window, level)], *span)
+        out[level] = rows if window == "1d" else rows.filter(in_starts(starts[window]))
     return out
 
 
@@ -1006,97 +919,6 @@ def _write_windows(
     for level, out in rows.items():
         report.windows += out.height
         runner.write(aggregate_measurement(family, window, level), out, list(LEVEL_TAGS[level]), report)
-
-
-def _atmo_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    # From hourly means kept between runs: only the hours with new readings are read again.
-    for day in dirty.days():
-        day_start, day_end = _day_range(day)
-        hourly = runner.air_hourly_means(day_start, day_end, dirty, report)
-        if hourly.is_empty():
-            continue
-        out = _within(atmo_from_hourly(hourly), day_start, day_end)
-        report.windows += out.height
-        runner.write("atmo_daily", out, ["insee"], report)
-
-
-def _eaqi_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    # A reading weighs on the PM 24-hour running means of the 23 following hours too.
-    spread = timedelta(hours=23)
-    hours = dirty.starts("1h", spread)
-    for day in dirty.days(spread):
-        day_start, day_end = _day_range(day)
-        # Always the same span of hourly means for a day (the day and the 24 hours before it),
-        # whichever hours are dirty: a backfill computes exactly the same running means.
-        hourly = runner.air_hourly_means(day_start - timedelta(hours=24), day_end, dirty, report)
-        if hourly.is_empty():
-            continue
-        out = _within(eaqi_from_hourly(hourly), day_start, day_end).filter(_in_starts(hours))
-        report.windows += out.height
-        runner.write("eaqi_hourly", out, ["insee"], report)
-
-
-def _traffic_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    hours = dirty.starts("1h")
-    source = aggregate_measurement("traffic", "1h")
-    for day in dirty.days():
-        day_start, day_end = _day_range(day)
-        hourly = runner.read(source, day_start, day_end, report)
-        if hourly.is_empty() or "averageVehicleSpeed_mean" not in hourly.columns:
-            continue
-        history = runner.read(source, day_start - PROFILE_HISTORY, day_start, report)
-        if history.is_empty() or "averageVehicleSpeed_mean" not in history.columns:
-            history = hourly.clear()
-        out = traffic_congestion(hourly, traffic_profile(history)).filter(_in_starts(hours))
-        report.windows += out.height
-        runner.write("traffic_congestion", out, ["insee", "device_id"], report)
-
-
-def _building_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    source = aggregate_measurement("building", "1d")
-    for day in dirty.days():
-        day_start, day_end = _day_range(day)
-        daily = runner.read(source, day_start, day_end, report)
-        if daily.is_empty() or "energy_increase" not in daily.columns:
-            continue
-        history = runner.read(source, day_start - timedelta(weeks=BASELINE_WEEKS, days=1), day_start, report)
-        usable = not history.is_empty() and "energy_increase" in history.columns
-        out = building_energy_daily(daily, history if usable else None)
-        report.windows += out.height
-        runner.write("building_energy_daily", out, ["insee", "device_id"], report)
-
-
-def _camera_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    hours = dirty.starts("1h")
-    for start, end in dirty.hour_spans():
-        raw = runner.read("camera", start, end, report)
-        if raw.is_empty():
-            continue
-        out = camera_hourly(raw).filter(_in_starts(hours))
-        report.windows += out.height
-        runner.write("camera_hourly", out, ["insee", "device_id"], report)
-
-
-def _network_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
-    hours = dirty.starts("1h")
-    for start, end in dirty.hour_spans():
-        raw = _read_raw(runner, "network", start, end, report)
-        if raw.is_empty():
-            continue
-        out = _within(network_health(raw), start, end).filter(_in_starts(hours))
-        report.windows += out.height
-        runner.write("network_health", out, ["insee", "device_id"], report)
-
-
-_INDEX_JOBS: dict[str, JobFunc] = {
-    "atmo_daily": _atmo_job,
-    "eaqi_hourly": _eaqi_job,
-    "traffic_congestion": _traffic_job,
-    "building_energy_daily": _building_job,
-    "camera_hourly": _camera_job,
-    "network_health": _network_job,
-}
-"""How the runner keeps each index of the catalogue up to date (what it reads, which windows)."""
 
 
 def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
@@ -1119,7 +941,7 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     for day in sorted(days):
         # One day at a time, always with the same context before it, so that a day's anomalies
         # come out the same whichever run computes them (and memory stays one day's).
-        day_start, day_end = _day_range(day)
+        day_start, day_end = day_range(day)
         end = min(day_end + after, runner.now + timedelta(seconds=1))
         raw = runner.read(family, day_start - ANOMALY_CONTEXT, end, report)
         if raw.is_empty():

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from sensors.catalogue import WINDOWS
+
 PARIS: Final = "Europe/Paris"
 PARIS_TZ: Final = ZoneInfo(PARIS)
-WINDOWS: Final[tuple[str, ...]] = ("1m", "15m", "1h", "1d")
-"""The aggregate windows, finest first."""
 WINDOW_WIDTHS: Final[dict[str, timedelta]] = {
     "1m": timedelta(minutes=1),
     "15m": timedelta(minutes=15),

@@ -201,6 +201,13 @@ class IndexSpec:
     """How far back a reader looks for the latest row: a row older than this is stale."""
     compute: Callable[..., pl.DataFrame]
     """The pure function giving its rows (module of the index, docs/indices.md)."""
+    update: Callable[..., None]
+    """How the processing runner keeps its rows up to date: what it reads and which windows it
+    recomputes when new readings of ``family`` arrive (``processing.incremental.UpdateFunc``).
+    The runner runs every registered index through it, after the aggregates of its family."""
+    rule_name: str | None = None
+    """What alert rules call it (``index = "atmo"`` of an ``index_at_least`` rule): set for the
+    indices whose ``index`` field is a class of the six-class scale, None for the others."""
 
 
 _INDICES: dict[str, IndexSpec] = {}

@@ -14,8 +14,8 @@ from polars.testing import assert_frame_equal
 
 from processing.aggregates import Engine, aggregate, aggregate_all
 from processing.aggregates import compiled as compiled_engine
-from processing.windows import WINDOWS, floor, next_start, window_start, window_start_ns
-from sensors.catalogue import Level, aggregate_measurement
+from processing.windows import floor, next_start, window_start, window_start_ns
+from sensors.catalogue import WINDOWS, Level, aggregate_measurement
 from storage.base import TIME_DTYPE, epoch_ns
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -782,3 +782,58 @@ def test_a_spike_in_the_last_minute_of_a_day_is_found_once_the_next_day_begins(s
     clock.now = NEXT_DAY + timedelta(minutes=11)
     jobs_of(runner.run_once())
     assert last_minute_spikes(store) == 1
+
+
+def test_an_index_registered_in_the_catalogue_is_kept_up_to_date_by_the_runner(
+    store: DuckDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding an index is one module registering itself: the runner names none of them."""
+    from processing.incremental import Dirty, IndexRunner, in_starts, within
+    from sensors import catalogue
+    from sensors.families import Family
+
+    def readings_hourly(raw: pl.DataFrame) -> pl.DataFrame:
+        return (
+            raw.group_by(pl.col("time").dt.truncate("1h"), "insee")
+            .agg(pl.len().cast(pl.Int64).alias("readings"))
+            .sort("time", "insee")
+        )
+
+    def update(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+        hours = dirty.starts("1h")
+        for start, end in dirty.hour_spans():
+            out = within(readings_hourly(runner.read("air_quality", start, end, report)), start, end)
+            runner.write("toy_readings_hourly", out.filter(in_starts(hours)), ["insee"], report)
+
+    monkeypatch.setattr(catalogue, "_INDICES", dict(catalogue.indices()))
+    catalogue.register_index(
+        catalogue.IndexSpec(
+            name="toy_readings_hourly",
+            family=Family.AIR_QUALITY,
+            tags=("insee",),
+            shown=("readings",),
+            units={"readings": ""},
+            staleness=timedelta(hours=2),
+            compute=readings_hourly,
+            update=update,
+        )
+    )
+    clock = Clock(NOW)
+    minutes = [WINDOW + timedelta(minutes=m) for m in range(0, 60, 2)]
+    store.write(
+        "air_quality", air(minutes, [10.0] * 30, WINDOW + timedelta(hours=1)), tags=["insee", "device_id"]
+    )
+    runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+    report = runner.run_once()
+
+    assert "toy_readings_hourly" in [job.job for job in report.jobs]
+    assert read_all(store, "toy_readings_hourly")["readings"].to_list() == [30]
+    # A late reading makes its hour dirty again: the index follows, as the built-in ones do.
+    clock.now = NOW + timedelta(minutes=1)
+    late = air([WINDOW + timedelta(minutes=1)], [12.0], clock.now)
+    store.write("air_quality", late, tags=["insee", "device_id"])
+    runner.run_once()
+    assert read_all(store, "toy_readings_hourly")["readings"].to_list() == [31]
+    # Without the registration the runner has no such job.
+    monkeypatch.undo()
+    assert "toy_readings_hourly" not in [job.name for job in runner.jobs()]

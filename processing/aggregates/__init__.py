@@ -35,7 +35,7 @@ from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_meas
 
 Engine = Literal["auto", "polars", "compiled"]
 ENGINES: tuple[Engine, ...] = ("auto", "polars", "compiled")
-AUTO_COMPILED_ROWS = 100_000
+AUTO_COMPILED_ROWS = 20_000
 """From this many readings ``engine="auto"`` takes the compiled engine."""
 
 

@@ -22,9 +22,10 @@ group-bys with the catalogue's expressions, a slice of devices at a time.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -349,8 +350,7 @@ def _layout(
             rows = slice(at, at + time_ns.size)
             minute_cells(time_ns, codes[rows], day.base_ns, devices, minute[rows], per_cell)
 
-    with ThreadPoolExecutor(max_workers=len(hour_parts)) as pool:
-        list(pool.map(count_minutes, hour_parts))
+    _on_threads(count_minutes, hour_parts)
     minute_rows = per_cell.reshape(day.minutes, devices)
     commune_first = np.searchsorted(commune_of_device, np.arange(communes)).astype(np.int64)
     by_commune = np.add.reduceat(minute_rows, commune_first, axis=1)
@@ -402,6 +402,19 @@ def _hour_parts(day: _Day, times: pl.Series, parts: int) -> list[Chunks]:
     return [part for part in found if part]
 
 
+_Part = TypeVar("_Part")
+
+
+def _on_threads(task: Callable[[_Part], None], parts: Sequence[_Part]) -> None:
+    """``task`` of each part, each on a thread of its own; in this thread when there is one part
+    (an input of an hour or less), where starting a thread costs more than the task."""
+    if len(parts) == 1:
+        task(parts[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        list(pool.map(task, parts))
+
+
 def _span(part: Chunks) -> slice:
     """The rows a part of ``_hour_parts`` covers."""
     return slice(part[0][0], part[-1][0] + part[-1][1].size)
@@ -418,8 +431,7 @@ def _slots(
     def place(rows: slice) -> None:
         device_layout_slots(minute[rows], device[rows], devices, HOUR_STRETCH, fill, slot[rows])
 
-    with ThreadPoolExecutor(max_workers=len(spans)) as pool:
-        list(pool.map(place, spans))
+    _on_threads(place, spans)
     return slot
 
 

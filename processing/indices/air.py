@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from processing.incremental import Dirty, IndexRunner, JobReport, day_range, in_starts, within
 from processing.indices.scales import ATMO, EAQI, POLLUTANTS, Scale
 from processing.windows import window_start
 from sensors.catalogue import IndexSpec, register_index
@@ -238,6 +239,38 @@ def eaqi_from_hourly(hourly: pl.DataFrame, *, coverage: float = COVERAGE) -> pl.
     )
 
 
+def update_atmo_daily(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``atmo_daily`` rows of the windows ``dirty`` names."""
+    # From hourly means kept between runs: only the hours with new readings are read again.
+    for day in dirty.days():
+        day_start, day_end = day_range(day)
+        hourly = runner.air_hourly_means(day_start, day_end, dirty, report)
+        if hourly.is_empty():
+            continue
+        out = within(atmo_from_hourly(hourly), day_start, day_end)
+        report.windows += out.height
+        runner.write("atmo_daily", out, ["insee"], report)
+
+
+def update_eaqi_hourly(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``eaqi_hourly`` rows of the windows ``dirty`` names."""
+    # A reading weighs on the PM 24-hour running means of the 23 following hours too.
+    spread = timedelta(hours=23)
+    hours = dirty.starts("1h", spread)
+    for day in dirty.days(spread):
+        day_start, day_end = day_range(day)
+        # Always the same span of hourly means for a day (the day and the 24 hours before it),
+        # whichever hours are dirty: a backfill computes exactly the same running means.
+        hourly = runner.air_hourly_means(day_start - timedelta(hours=24), day_end, dirty, report)
+        # Rows are those of hours with means: a day without any (the day after, which the spread
+        # reaches) has none, whatever the day before holds.
+        if within(hourly, day_start, day_end).is_empty():
+            continue
+        out = within(eaqi_from_hourly(hourly), day_start, day_end).filter(in_starts(hours))
+        report.windows += out.height
+        runner.write("eaqi_hourly", out, ["insee"], report)
+
+
 register_index(
     IndexSpec(
         name="atmo_daily",
@@ -247,6 +280,8 @@ register_index(
         units={"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
         staleness=timedelta(days=2),
         compute=atmo_daily,
+        update=update_atmo_daily,
+        rule_name="atmo",
     )
 )
 register_index(
@@ -258,5 +293,7 @@ register_index(
         units={"index": "", **{f"sub_{p}": "" for p in ("pm25", "pm10", "no2", "o3", "so2")}},
         staleness=timedelta(hours=3),
         compute=eaqi_hourly,
+        update=update_eaqi_hourly,
+        rule_name="eaqi",
     )
 )

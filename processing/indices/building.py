@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import polars as pl
 
+from processing.incremental import Dirty, IndexRunner, JobReport, day_and_history
 from processing.windows import PARIS
-from sensors.catalogue import IndexSpec, register_index
+from sensors.catalogue import IndexSpec, aggregate_measurement, register_index
 from sensors.families import Family
 
 BASELINE_WEEKS = 8
@@ -61,6 +62,19 @@ def building_energy_daily(daily: pl.DataFrame, history: pl.DataFrame | None = No
     )
 
 
+def update_building_energy_daily(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``building_energy_daily`` rows of the windows ``dirty`` names."""
+    source = aggregate_measurement("building", "1d")
+    for day in dirty.days():
+        history = timedelta(weeks=BASELINE_WEEKS, days=1)
+        found = day_and_history(runner, source, day, report, history=history, column="energy_increase")
+        if found is None:
+            continue
+        out = building_energy_daily(*found)
+        report.windows += out.height
+        runner.write("building_energy_daily", out, ["insee", "device_id"], report)
+
+
 register_index(
     IndexSpec(
         name="building_energy_daily",
@@ -70,5 +84,6 @@ register_index(
         units={"energy_kwh": "kWh", "baseline_kwh": "kWh", "deviation": ""},
         staleness=timedelta(days=2),
         compute=building_energy_daily,
+        update=update_building_energy_daily,
     )
 )

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from processing.incremental import Dirty, IndexRunner, JobReport, in_starts
 from sensors.catalogue import IndexSpec, register_index
 from sensors.families import Family
 from storage.base import TIME_DTYPE
@@ -57,6 +58,18 @@ def camera_hourly(readings: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     return pl.concat([per_camera, commune.select(per_camera.columns)]).sort("time", "insee", "device_id")
 
 
+def update_camera_hourly(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``camera_hourly`` rows of the windows ``dirty`` names."""
+    hours = dirty.starts("1h")
+    for start, end in dirty.hour_spans():
+        raw = runner.read("camera", start, end, report)
+        if raw.is_empty():
+            continue
+        out = camera_hourly(raw).filter(in_starts(hours))
+        report.windows += out.height
+        runner.write("camera_hourly", out, ["insee", "device_id"], report)
+
+
 register_index(
     IndexSpec(
         name="camera_hourly",
@@ -66,5 +79,6 @@ register_index(
         units={"people": "", "elevated_temperature": "", "online_ratio": "", "tampered": ""},
         staleness=timedelta(hours=3),
         compute=camera_hourly,
+        update=update_camera_hourly,
     )
 )

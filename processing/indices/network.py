@@ -7,6 +7,7 @@ from datetime import timedelta
 import polars as pl
 
 from processing.aggregates import with_counter_increases
+from processing.incremental import Dirty, IndexRunner, JobReport, in_starts, within
 from sensors.catalogue import IndexSpec, register_index
 from sensors.families import Family
 from storage.base import TIME_DTYPE
@@ -65,6 +66,18 @@ def network_health(
     return pl.concat([per_device, commune.select(per_device.columns)]).sort("time", "insee", "device_id")
 
 
+def update_network_health(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``network_health`` rows of the windows ``dirty`` names."""
+    hours = dirty.starts("1h")
+    for start, end in dirty.hour_spans():
+        raw = runner.read_raw("network", start, end, report)
+        if raw.is_empty():
+            continue
+        out = within(network_health(raw), start, end).filter(in_starts(hours))
+        report.windows += out.height
+        runner.write("network_health", out, ["insee", "device_id"], report)
+
+
 register_index(
     IndexSpec(
         name="network_health",
@@ -74,5 +87,6 @@ register_index(
         units={"availability": "", "rx_margin_db": "dB", "error_rate": ""},
         staleness=timedelta(hours=3),
         compute=network_health,
+        update=update_network_health,
     )
 )

@@ -12,11 +12,14 @@ from datetime import timedelta
 
 import polars as pl
 
+from processing.incremental import Dirty, IndexRunner, JobReport, day_and_history, in_starts
 from processing.windows import PARIS
-from sensors.catalogue import IndexSpec, register_index
+from sensors.catalogue import IndexSpec, aggregate_measurement, register_index
 from sensors.families import Family
 
 COMMUNE = "_commune"
+PROFILE_HISTORY = timedelta(days=28)
+"""The past weeks a sensor's typical profile is learned from."""
 LABELS = ("fluide", "dense", "ralenti", "saturé", "bloqué")
 SPEED_RATIO_LEVELS = (0.8, 0.6, 0.4, 0.2)
 """Speed as a share of the typical speed at or above which the level is 0, 1, 2, 3 (else 4)."""
@@ -129,6 +132,23 @@ def traffic_congestion(hourly: pl.DataFrame, profile: pl.DataFrame) -> pl.DataFr
     )
 
 
+def update_traffic_congestion(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
+    """Recompute and write the ``traffic_congestion`` rows of the windows ``dirty`` names."""
+    hours = dirty.starts("1h")
+    source = aggregate_measurement("traffic", "1h")
+    for day in dirty.days():
+        found = day_and_history(
+            runner, source, day, report, history=PROFILE_HISTORY, column="averageVehicleSpeed_mean"
+        )
+        if found is None:
+            continue
+        hourly, history = found
+        profile = traffic_profile(history if history is not None else hourly.clear())
+        out = traffic_congestion(hourly, profile).filter(in_starts(hours))
+        report.windows += out.height
+        runner.write("traffic_congestion", out, ["insee", "device_id"], report)
+
+
 register_index(
     IndexSpec(
         name="traffic_congestion",
@@ -138,5 +158,6 @@ register_index(
         units={"level": "", "speed_ratio": "", "occupancy": "", "intensity": "véhicules"},
         staleness=timedelta(hours=1),
         compute=traffic_congestion,
+        update=update_traffic_congestion,
     )
 )
