@@ -10,7 +10,8 @@ writes them into a real influxd with its default batching (5,000 messages or 0.5
 * Validity: a run whose publisher sent less than 99 % of the asked readings, fell more than
   ``--max-behind`` seconds (default 1) behind its schedule, or was not acknowledged in full is
   refused: "INVALID RUN" and exit code 2, with no latency or memory figure. The publisher's own
-  CPU per 1,000 readings is printed with every run.
+  CPU per 1,000 readings, the time the broker held it back, and the broker's and influxd's CPU
+  are printed with every run.
 
 * Latency, measured from outside: a poller lists the air-quality readings of the last seconds in
   influxd five times a second; a reading's latency is the poll that first saw it minus its
@@ -38,7 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.ingest_common import provision_database, servers, start_ingest, wait_for
+from bench.ingest_common import provision_database, servers, start_ingest, tree_cpu_seconds, wait_for
 from bench.paced_publisher import PacedPublisher, PublisherReport, template_payload
 from simulator import FleetConfig, generate_fleet
 
@@ -110,6 +111,8 @@ class SteadyRun:
     ingest_exit_code: int
     ingest_cpu_s: float
     poller_cpu_s: float
+    broker_cpu_s: float
+    influxd_cpu_s: float
     load_start: float
     load_end: float
     latencies: np.ndarray[Any, np.dtype[np.float64]]
@@ -143,6 +146,7 @@ def run(
             load_start = os.getloadavg()[0]
             rss_start = ingest.rss_bytes()
             cpu_start = ingest.cpu_seconds()  # start-up apart: only what the readings cost
+            servers_cpu_start = _cpu(mosquitto), _cpu(influxd)
             poller.start()
             publisher.start()
             started = time.perf_counter()
@@ -162,6 +166,10 @@ def run(
                 for name in ("lag_observed_seconds", "lag_received_seconds", "store_write_seconds")
             }
             cpu = ingest.cpu_seconds() - cpu_start
+            broker_cpu, influxd_cpu = (
+                _cpu(mosquitto) - servers_cpu_start[0],
+                _cpu(influxd) - servers_cpu_start[1],
+            )
             code = ingest.stop()
         except BaseException:
             # A failed run must not leave its ingestor or publishers behind (the servers go
@@ -180,6 +188,8 @@ def run(
         ingest_exit_code=code,
         ingest_cpu_s=cpu,
         poller_cpu_s=poller.cpu_s,
+        broker_cpu_s=broker_cpu,
+        influxd_cpu_s=influxd_cpu,
         load_start=load_start,
         load_end=os.getloadavg()[0],
         latencies=latencies,
@@ -215,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     report = result.publisher
     print(report.summary())
     shortfall = report.shortfall(max_behind_s=args.max_behind)
+    print(_servers_cpu(result))
     if shortfall:
         print(
             f"INVALID RUN: the publisher did not hold the asked {rate:,.0f} readings/s ({shortfall}); "
@@ -269,6 +280,22 @@ def _figures(result: SteadyRun) -> str:
             f"peak {rss.max():.0f} MiB, slope {slope:+.2f} MiB/min over {times[-1] - times[0]:.1f} min"
         )
     return "\n".join(lines)
+
+
+def _servers_cpu(result: SteadyRun) -> str:
+    """The broker's and influxd's CPU over the run: when the publisher is held back, whether the
+    broker had a core to itself."""
+    per_1000 = 1e6 / max(result.publisher.sent, 1)
+    return (
+        f"broker CPU {result.broker_cpu_s:.1f}s ({result.broker_cpu_s / result.seconds:.0%} of one "
+        f"core, {result.broker_cpu_s * per_1000:.1f} ms per 1,000 readings); influxd CPU "
+        f"{result.influxd_cpu_s:.1f}s ({result.influxd_cpu_s / result.seconds:.0%} of one core, "
+        f"{result.influxd_cpu_s * per_1000:.1f} ms per 1,000 readings)"
+    )
+
+
+def _cpu(server: Any) -> float:
+    return tree_cpu_seconds(server.process.pid) if server.process else 0.0
 
 
 def _histogram_quantile(ingest: Any, name: str, q: float) -> float:
