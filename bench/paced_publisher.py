@@ -22,7 +22,7 @@ import multiprocessing.synchronize
 import queue
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TICK_S = 0.002
@@ -35,6 +35,10 @@ _PUBACK = 0x40
 _KEEPALIVE_S = 60
 _TS_DIGITS = 13
 """Epoch milliseconds have 13 digits until 2286, so a device's packet length never changes."""
+
+
+_Result = tuple[int, int, float, float, float, dict[str, int]]
+"""What one process sends back: sent, acked, worst lag, CPU, broker wait, sent per device."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class PublisherReport:
     readings, or a socket write that blocked), summed over them: when the publisher falls
     behind, this tells a broker that could not take the rate from a publisher that could not
     send it."""
+    sent_by_device: dict[str, int] = field(default_factory=dict)
+    """Readings sent per device topic."""
 
     @property
     def sent_rate(self) -> float:
@@ -121,7 +127,9 @@ class PacedPublisher:
         context = multiprocessing.get_context("spawn")
         self.rate = rate
         self.seconds = seconds
-        self._results: multiprocessing.queues.Queue[tuple[int, int, float, float, float]] = context.Queue()
+        self._results: multiprocessing.queues.Queue[tuple[int, int, float, float, float, dict[str, int]]] = (
+            context.Queue()
+        )
         self._ready: multiprocessing.queues.Queue[int] = context.Queue()
         self._go = context.Event()
         self._processes = [
@@ -175,6 +183,7 @@ class PacedPublisher:
                 behind_max_s=max(r[2] for r in results),
                 cpu_s=sum(r[3] for r in results),
                 broker_wait_s=sum(r[4] for r in results),
+                sent_by_device={topic: n for r in results for topic, n in r[5].items()},
             )
         return self.report
 
@@ -316,7 +325,12 @@ def _publish_share(share: _Share, ready: Any, go: multiprocessing.synchronize.Ev
             sock.sendall(b"\xe0\x00")
             sock.close()
     finally:
-        results.put((sent, acked, behind_max, cpu, waited))
+        # Round robin: the first ``sent % count`` devices sent one reading more than the rest.
+        by_device = {
+            topic: sent // len(devices) + (index < sent % len(devices))
+            for index, (topic, _) in enumerate(devices)
+        }
+        results.put((sent, acked, behind_max, cpu, waited, by_device))
 
 
 def _read_acks(sock: socket.socket, unread: bytes, acked: int) -> tuple[bytes, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -58,6 +59,7 @@ def test_the_publisher_stamps_each_reading_with_its_send_time_once_per_device_in
 
     assert report.shortfall() is None, report.summary()
     templates_by_topic = dict(devices)
+    assert Counter(topic for topic, _ in received) == report.sent_by_device
     keys = [(topic, payload["ts"]) for topic, payload in received]
     assert len(set(keys)) == len(keys)  # never two readings of one device at one instant
     assert {topic for topic, _ in received} == set(templates_by_topic)
