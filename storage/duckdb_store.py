@@ -15,7 +15,9 @@ copies.
 Threads: one process may share a ``DuckDBStore`` between ingest, processing and dashboards.
 Writes and schema changes are serialised by a lock (one write transaction at a time); reads run
 concurrently, each thread with its own DuckDB cursor on the same database (MVCC: a read sees the
-last committed writes). DuckDB allows one process per file: two processes cannot share a file.
+last committed writes), and never wait for that lock: the schema they need is published under a
+lock of its own, held only to copy or update it, once a write has committed. DuckDB allows one
+process per file: two processes cannot share a file.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        # Guards ``_schemas`` alone, never held across a query: readers must not queue behind a
+        # write transaction (ingest and processing write all the time in the demo's one process).
+        self._schema_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
         self._conn.execute("CREATE SCHEMA IF NOT EXISTS m")
@@ -112,7 +117,7 @@ class DuckDBStore:
     def _schema_copy(self, measurement: str) -> tuple[list[str], dict[str, str]] | None:
         if self._closed:
             raise StoreError("the DuckDB store is closed")
-        with self._lock:
+        with self._schema_lock:
             schema = self._schemas.get(measurement)
             return None if schema is None else (list(schema.tags), dict(schema.fields))
 
@@ -128,6 +133,7 @@ class DuckDBStore:
         with self._lock:
             if self._closed:
                 raise StoreError("the DuckDB store is closed")
+            # Only writers change a schema, and they hold ``_lock``: no copy needed here.
             schema = self._schemas.get(measurement) or _Schema()
             data, conflicts = self._drop_type_conflicts(measurement, schema, data, prepared.fields)
             report.rejected.extend(conflicts)
@@ -199,11 +205,12 @@ class DuckDBStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        schema.tags.extend(new_tags)
         dtypes = data.schema
-        for name in new_fields:
-            schema.fields[name] = field_kind(dtypes[name])
-        self._schemas[measurement] = schema
+        with self._schema_lock:
+            schema.tags.extend(new_tags)
+            for name in new_fields:
+                schema.fields[name] = field_kind(dtypes[name])
+            self._schemas[measurement] = schema
 
     @staticmethod
     def _merge(
@@ -343,7 +350,7 @@ class DuckDBStore:
 
     def measurements(self) -> list[str]:
         """Names of the measurements that hold data."""
-        with self._lock:
+        with self._schema_lock:
             names = sorted(self._schemas)
         cursor = self._cursor()
         return [n for n in names if cursor.execute(f"SELECT 1 FROM {_table(n)} LIMIT 1").fetchall()]
