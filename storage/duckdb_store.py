@@ -56,6 +56,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _to_frame(table: pa.Table, time_column: str) -> pl.DataFrame:
+    """A query's answer as polars, its nanosecond column as UTC times, with Arrow alone.
+
+    Not with polars operations: those run in polars' thread pool, which the processing jobs of
+    the same process keep busy, and a dashboard's small read would wait behind them.
+    """
+    index = table.schema.get_field_index(time_column)
+    times = table.column(index).cast(pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+    frame = pl.from_arrow(table.set_column(index, time_column, times), rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def _table(measurement: str) -> str:
     return f"m.{quote_ident(measurement)}"
 
@@ -283,20 +296,18 @@ class DuckDBStore:
         clauses = [f"{quote_ident(TIME)} >= ?", f"{quote_ident(TIME)} < ?"]
         clauses += self._where(tags, where, params)
         clauses.append("(" + " OR ".join(f"{quote_ident(f)} IS NOT NULL" for f in present) + ")")
-        columns = [quote_ident(c) for c in (TIME, *tags, *present)]
+        # The columns come out of DuckDB in their final order, a field never stored as nulls, so
+        # that no polars operation runs on the way out (see ``_to_frame``).
+        columns = [quote_ident(c) for c in (TIME, *tags)] + [
+            quote_ident(f) if f in stored_fields else f"CAST(NULL AS DOUBLE) AS {quote_ident(f)}"
+            for f in wanted
+        ]
         order = ", ".join(quote_ident(c) for c in (TIME, *tags))
         sql = (
             f"SELECT {', '.join(columns)} FROM {_table(measurement)} "
             f"WHERE {' AND '.join(clauses)} ORDER BY {order}"
         )
-        table = self._cursor().sql(sql, params=params).to_arrow_table()
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
-        missing = [f for f in wanted if f not in stored_fields]
-        if missing:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(f) for f in missing)
-        return frame.select(TIME, *tags, *wanted)
+        return _to_frame(self._cursor().sql(sql, params=params).to_arrow_table(), TIME)
 
     def arrivals(
         self,
@@ -338,15 +349,14 @@ class DuckDBStore:
         clauses = self._where(tags, where, params) or ["TRUE"]
         tag_sql = ", ".join(quote_ident(t) for t in tags)
         select = f"{tag_sql}, " if tags else ""
-        group = f" GROUP BY {tag_sql} ORDER BY {tag_sql}" if tags else ""
+        group = f" GROUP BY {tag_sql}" if tags else ""
+        order = f" ORDER BY {tag_sql}" if tags else ""
+        last = f"max({quote_ident(TIME)})"
         sql = (
-            f"SELECT {select}max({quote_ident(TIME)}) AS last_time FROM {_table(measurement)} "
-            f"WHERE {' AND '.join(clauses)}{group}"
+            f"SELECT {select}{last} AS last_time FROM {_table(measurement)} "
+            f"WHERE {' AND '.join(clauses)}{group} HAVING {last} IS NOT NULL{order}"
         )
-        frame = pl.from_arrow(self._cursor().sql(sql, params=params).to_arrow_table())
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.filter(pl.col("last_time").is_not_null())
-        return frame.with_columns(pl.col("last_time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+        return _to_frame(self._cursor().sql(sql, params=params).to_arrow_table(), "last_time")
 
     def measurements(self) -> list[str]:
         """Names of the measurements that hold data."""
