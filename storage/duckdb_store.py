@@ -64,9 +64,9 @@ def _to_frame(table: pa.Table, time_column: str) -> pl.DataFrame:
     """
     index = table.schema.get_field_index(time_column)
     times = table.column(index).cast(pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
-    frame = pl.from_arrow(table.set_column(index, time_column, times), rechunk=False)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    table = table.set_column(index, time_column, times)
+    # Column by column: ``pl.from_arrow`` converts the columns as tasks of that pool too.
+    return pl.DataFrame([pl.Series(name, table.column(name)) for name in table.column_names])
 
 
 def _table(measurement: str) -> str:
