@@ -19,7 +19,9 @@ them; everything else is kept.
 Threads: one process may share a ``DuckDBStore`` between ingest, processing and dashboards.
 Writes and schema changes are serialised by a lock (one write transaction at a time); reads run
 concurrently, each thread with its own DuckDB cursor on the same database (MVCC: a read sees the
-last committed writes). DuckDB allows one process per file: two processes cannot share a file.
+last committed writes), and never wait for that lock: the schema they need is published under a
+lock of its own, held only to copy or update it, once a write has committed. DuckDB allows one
+process per file: two processes cannot share a file.
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _to_frame(table: pa.Table, time_column: str) -> pl.DataFrame:
+    """A query's answer as polars, its nanosecond column as UTC times, with Arrow alone.
+
+    Not with polars operations: those run in polars' thread pool, which the processing jobs of
+    the same process keep busy, and a dashboard's small read would wait behind them.
+    """
+    index = table.schema.get_field_index(time_column)
+    times = table.column(index).cast(pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+    table = table.set_column(index, time_column, times)
+    # Column by column: ``pl.from_arrow`` converts the columns as tasks of that pool too.
+    return pl.DataFrame([pl.Series(name, table.column(name)) for name in table.column_names])
+
+
 def _table(measurement: str) -> str:
     return f"m.{quote_ident(measurement)}"
 
@@ -92,6 +107,9 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        # Guards ``_schemas`` alone, never held across a query: readers must not queue behind a
+        # write transaction (ingest and processing write all the time in the demo's one process).
+        self._schema_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
         self._conn.execute("CREATE SCHEMA IF NOT EXISTS m")
@@ -124,7 +142,7 @@ class DuckDBStore:
     def _schema_copy(self, measurement: str) -> tuple[list[str], dict[str, str]] | None:
         if self._closed:
             raise StoreError("the DuckDB store is closed")
-        with self._lock:
+        with self._schema_lock:
             schema = self._schemas.get(measurement)
             return None if schema is None else (list(schema.tags), dict(schema.fields))
 
@@ -140,6 +158,7 @@ class DuckDBStore:
         with self._lock:
             if self._closed:
                 raise StoreError("the DuckDB store is closed")
+            # Only writers change a schema, and they hold ``_lock``: no copy needed here.
             schema = self._schemas.get(measurement) or _Schema()
             data, conflicts = self._drop_type_conflicts(measurement, schema, data, prepared.fields)
             report.rejected.extend(conflicts)
@@ -236,11 +255,12 @@ class DuckDBStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        schema.tags.extend(new_tags)
         dtypes = data.schema
-        for name in new_fields:
-            schema.fields[name] = field_kind(dtypes[name])
-        self._schemas[measurement] = schema
+        with self._schema_lock:
+            schema.tags.extend(new_tags)
+            for name in new_fields:
+                schema.fields[name] = field_kind(dtypes[name])
+            self._schemas[measurement] = schema
 
     @staticmethod
     def _merge(
@@ -313,20 +333,18 @@ class DuckDBStore:
         clauses = [f"{quote_ident(TIME)} >= ?", f"{quote_ident(TIME)} < ?"]
         clauses += self._where(tags, where, params)
         clauses.append("(" + " OR ".join(f"{quote_ident(f)} IS NOT NULL" for f in present) + ")")
-        columns = [quote_ident(c) for c in (TIME, *tags, *present)]
+        # The columns come out of DuckDB in their final order, a field never stored as nulls, so
+        # that no polars operation runs on the way out (see ``_to_frame``).
+        columns = [quote_ident(c) for c in (TIME, *tags)] + [
+            quote_ident(f) if f in stored_fields else f"CAST(NULL AS DOUBLE) AS {quote_ident(f)}"
+            for f in wanted
+        ]
         order = ", ".join(quote_ident(c) for c in (TIME, *tags))
         sql = (
             f"SELECT {', '.join(columns)} FROM {_table(measurement)} "
             f"WHERE {' AND '.join(clauses)} ORDER BY {order}"
         )
-        table = self._cursor().sql(sql, params=params).to_arrow_table()
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(pl.col(TIME).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
-        missing = [f for f in wanted if f not in stored_fields]
-        if missing:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(f) for f in missing)
-        return frame.select(TIME, *tags, *wanted)
+        return _to_frame(self._cursor().sql(sql, params=params).to_arrow_table(), TIME)
 
     def arrivals(
         self,
@@ -368,19 +386,18 @@ class DuckDBStore:
         clauses = self._where(tags, where, params) or ["TRUE"]
         tag_sql = ", ".join(quote_ident(t) for t in tags)
         select = f"{tag_sql}, " if tags else ""
-        group = f" GROUP BY {tag_sql} ORDER BY {tag_sql}" if tags else ""
+        group = f" GROUP BY {tag_sql}" if tags else ""
+        order = f" ORDER BY {tag_sql}" if tags else ""
+        last = f"max({quote_ident(TIME)})"
         sql = (
-            f"SELECT {select}max({quote_ident(TIME)}) AS last_time FROM {_table(measurement)} "
-            f"WHERE {' AND '.join(clauses)}{group}"
+            f"SELECT {select}{last} AS last_time FROM {_table(measurement)} "
+            f"WHERE {' AND '.join(clauses)}{group} HAVING {last} IS NOT NULL{order}"
         )
-        frame = pl.from_arrow(self._cursor().sql(sql, params=params).to_arrow_table())
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.filter(pl.col("last_time").is_not_null())
-        return frame.with_columns(pl.col("last_time").cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+        return _to_frame(self._cursor().sql(sql, params=params).to_arrow_table(), "last_time")
 
     def measurements(self) -> list[str]:
         """Names of the measurements that hold data."""
-        with self._lock:
+        with self._schema_lock:
             names = sorted(self._schemas)
         cursor = self._cursor()
         return [n for n in names if cursor.execute(f"SELECT 1 FROM {_table(n)} LIMIT 1").fetchall()]

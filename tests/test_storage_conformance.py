@@ -76,6 +76,15 @@ def test_round_trip_keeps_values_and_dtypes(store: Store) -> None:
     assert_frame_equal(got, expected)
 
 
+def test_fields_come_in_the_order_asked_with_a_never_stored_one_as_nulls(store: Store) -> None:
+    store.write("air_quality", readings(10), tags=TAGS)
+    got = read_all(store, "air_quality", fields=["state", "never_stored", "pm25"])
+    assert got.columns == [TIME, "device_id", "insee", "state", "never_stored", "pm25"]
+    assert got.schema["never_stored"] == pl.Float64 and got["never_stored"].null_count() == got.height
+    assert got.height == 10 and got[TIME].is_sorted()
+    assert got.schema[TIME] == TIME_DTYPE
+
+
 def test_floats_round_trip_exactly(store: Store) -> None:
     values = [0.1, 1 / 3, 1e-300, 1.7976931348623157e308, -2.5e-7, 123456789.12345679, 0.0]
     frame = pl.DataFrame(

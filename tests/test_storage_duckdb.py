@@ -98,6 +98,48 @@ def test_threads_write_and_read_side_by_side(tmp_path: Path) -> None:
     assert store.series("m").height == 4
 
 
+def test_reads_answer_while_a_write_is_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard's read must not queue behind ingest's or processing's write transaction: it
+    answers at once with what is committed, new columns and rows appearing once the write is."""
+    store = DuckDBStore(tmp_path / "open-write.duckdb")
+    store.write("m", rows("a", 2, v=[1.0, 2.0]), tags=["insee", "device_id"])
+    merging, release = threading.Event(), threading.Event()
+    merge = DuckDBStore._merge
+
+    def held_merge(*args: object, **kwargs: object) -> None:
+        merge(*args, **kwargs)  # type: ignore[arg-type]
+        merging.set()
+        assert release.wait(60), "the test never let the write finish"
+
+    monkeypatch.setattr(DuckDBStore, "_merge", staticmethod(held_merge))
+    writer = threading.Thread(
+        target=store.write,
+        args=("m", rows("b", 3, w=[7.0, 8.0, 9.0])),
+        kwargs={"tags": ["insee", "device_id"]},
+    )
+    writer.start()
+    try:
+        assert merging.wait(60), "the write never reached its merge"
+        answers: list[pl.DataFrame] = []
+        reader = threading.Thread(
+            target=lambda: answers.extend(
+                [store.read("m", **WINDOW), store.series("m")]  # type: ignore[arg-type]
+            )
+        )
+        reader.start()
+        reader.join(60)
+        assert answers, "the read waited for the open write transaction"
+        during, series = answers
+        assert during.height == 2 and "w" not in during.columns
+        assert series.get_column("device_id").to_list() == ["a"]
+    finally:
+        release.set()
+        writer.join(60)
+    after = store.read("m", **WINDOW)  # type: ignore[arg-type]
+    assert after.height == 5 and after.get_column("w").drop_nulls().to_list() == [7.0, 8.0, 9.0]
+    store.close()
+
+
 def test_every_call_leaves_the_connection_ready_for_the_next() -> None:
     """The dashboards check health, list measurements and merge duplicates on the same thread as
     they read; a half-read DuckDB result would make the next read fail."""
