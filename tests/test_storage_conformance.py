@@ -290,6 +290,18 @@ def test_field_type_conflict_refuses_only_the_rows_carrying_it(store: Store) -> 
     assert read_all(store, "m").height == 18
 
 
+def test_a_field_carried_only_by_refused_rows_is_not_stored(store: Store) -> None:
+    store.write("m", readings(3), tags=TAGS)
+    # The one row carrying "extra" is refused for its pm25 (an integer; the store holds floats).
+    later = readings(3, start=T0 + HOUR).with_columns(
+        pl.when(pl.int_range(0, 3) == 1).then(pl.lit(1, dtype=pl.Int64)).alias("pm25"),
+        pl.when(pl.int_range(0, 3) == 1).then(pl.lit(2.5)).alias("extra"),
+    )
+    report = store.write("m", later, tags=TAGS)
+    assert [r.row for r in report.rejected] == [1]
+    assert "extra" not in read_all(store, "m").columns
+
+
 def test_health_answers_with_backend_and_version(store: Store) -> None:
     health = store.health()
     assert health.ok, health.detail
