@@ -34,6 +34,7 @@ dump of every worker's threads beside them, and its log tail printed.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import resource
@@ -343,7 +344,8 @@ class _StallWatch(threading.Thread):
                 f"{now - started:7.1f}s "
                 + " | ".join(" ".join(f"{value:.0f}" for value in sample) for sample in samples)
             )
-            total = sum(sample[0] for sample in samples)
+            # A worker that does not answer (not started, restarting) counts as no progress.
+            total = sum(sample[0] for sample in samples if not math.isnan(sample[0]))
             if total != rows:
                 rows, progress_at = total, now
             elif total < self._count and now - progress_at >= STALL_S and now - dumped_at >= 15:
