@@ -25,7 +25,7 @@ from simulator import FleetConfig, generate_fleet
 from simulator.publisher import PublishOptions, build_messages, publish_messages
 from storage.config import InfluxSettings
 from storage.provision import provision
-from tests.servers import Influxd, Mosquitto, free_port
+from tests.servers import Influxd, Mosquitto, free_listening_ports
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "smartcity/v1/+/+/+"
@@ -207,7 +207,7 @@ def start_ingest(
 ) -> IngestRun:
     """Start ``python -m smartcity.cli ingest --workers N`` against the benchmark's servers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_ports(workers)
+    port = free_listening_ports(workers)
     env = {
         **os.environ,
         "SMARTCITY_MQTT__PORT": str(mqtt_port),
@@ -251,26 +251,6 @@ def start_ingest(
             stderr=subprocess.DEVNULL,
         )
     return IngestRun(process, port, log_path, profiler, workers)
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports."""
-    for _ in range(100):
-        first = free_port()
-        if all(_port_free(first + i) for i in range(1, count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for(condition: object, *, timeout: float, interval: float = 0.05, what: str = "") -> float:

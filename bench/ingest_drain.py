@@ -25,16 +25,22 @@ the subscribers' drain alone.
 
     .venv/bin/python -m bench.ingest_drain            # 200,000 readings
     .venv/bin/python -m bench.ingest_drain --quick    # 50,000
+
+Every ingest contender's log, the broker's log and a per-worker progress timeline are kept (in
+``--logs``, printed at the end); a drain that makes no progress for ``STALL_S`` gets a py-spy
+dump of every worker's threads beside them, and its log tail printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -60,6 +66,18 @@ from bench.ingest_common import (
     wait_for,
 )
 from ingest.mqtt import BufferedClient
+
+STALL_S = 5.0
+"""A drain with no reading written for this long is reported as stalled (threads dumped)."""
+PROGRESS_METRICS = (
+    "smartcity_ingest_rows_written_total",
+    "smartcity_ingest_messages_total",
+    "smartcity_ingest_queue_depth",
+    "smartcity_ingest_held_messages",
+    "smartcity_ingest_acked_messages_total",
+    "smartcity_ingest_broker_connected",
+)
+"""What the progress timeline records per worker, twice a second."""
 
 RECEIVED_SIGNS = ("held_messages", "queue_depth", "rows_written_total")
 """Metrics of which one is above 0 once an ingestor has received its first message."""
@@ -227,6 +245,7 @@ def drain_ingest(
     database: str,
     profile: bool,
     protocol: str = "3.1.1",
+    logs: Path | None = None,
 ) -> dict[str, float]:
     """Seconds for ``smartcity ingest --workers N`` to store ``count`` readings, with CPU and memory."""
     settings = provision_database(influxd, database)
@@ -254,12 +273,17 @@ def drain_ingest(
         )
         cpu_at_start = run.cpu_seconds()
         servers_at_start = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid)
-        finished = wait_for(
-            lambda: run.metric("smartcity_ingest_rows_written_total") >= count,
-            timeout=900,
-            interval=0.05,
-            what="every reading written",
-        )
+        watch = _StallWatch(run, workers, count, logs / client_id if logs else None)
+        watch.start()
+        try:
+            finished = wait_for(
+                lambda: run.metric("smartcity_ingest_rows_written_total") >= count,
+                timeout=900,
+                interval=0.05,
+                what="every reading written",
+            )
+        finally:
+            watch.stop()
         cpu = run.cpu_seconds() - cpu_at_start
         servers_cpu = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid) - servers_at_start
         rss = run.rss_bytes()
@@ -270,6 +294,15 @@ def drain_ingest(
         stored = count_stored(influxd, database)
     finally:
         code = run.stop()
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run.log_path, logs / f"{client_id}.log")
+    if watch.stalls:
+        print(f"  {client_id}: no reading written for {STALL_S:.0f}s+ at {', '.join(watch.stalls)}")
+        if logs is not None:
+            print(f"  logs, timeline and thread dumps: {logs}/{client_id}*")
+            tail = (logs / f"{client_id}.log").read_text(errors="replace").splitlines()[-40:]
+            print("\n".join("    " + line for line in tail))
     if stored != count:
         raise RuntimeError(f"{stored} readings in influxd for {count} published")
     return {
@@ -281,6 +314,83 @@ def drain_ingest(
         "min_share": min(shares) / max(sum(shares), 1),
         "exit_code": float(code),
     }
+
+
+class _StallWatch(threading.Thread):
+    """Records each worker's progress twice a second; dumps every worker's threads (py-spy)
+    when no reading has been written for ``STALL_S``."""
+
+    def __init__(self, run: Any, workers: int, count: int, prefix: Path | None) -> None:
+        super().__init__(name="stall-watch", daemon=True)
+        self._run = run
+        self._workers = workers
+        self._count = count
+        self._prefix = prefix
+        self._done = threading.Event()
+        self.stalls: list[str] = []
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(30)
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        rows, progress_at, dumped_at = -1.0, started, 0.0
+        lines: list[str] = []
+        while not self._done.wait(0.5):
+            now = time.perf_counter()
+            samples = [self._sample(self._run.metrics_port + index) for index in range(self._workers)]
+            lines.append(
+                f"{now - started:7.1f}s "
+                + " | ".join(" ".join(f"{value:.0f}" for value in sample) for sample in samples)
+            )
+            # A worker that does not answer (not started, restarting) counts as no progress.
+            total = sum(sample[0] for sample in samples if not math.isnan(sample[0]))
+            if total != rows:
+                rows, progress_at = total, now
+            elif total < self._count and now - progress_at >= STALL_S and now - dumped_at >= 15:
+                dumped_at = now
+                self.stalls.append(f"{now - started:.1f}s ({total:.0f} rows)")
+                self._dump(f"{now - started:.1f}s")
+        if self._prefix is not None:
+            self._prefix.parent.mkdir(parents=True, exist_ok=True)
+            header = "time, per worker: " + " ".join(
+                name.removeprefix("smartcity_ingest_") for name in PROGRESS_METRICS
+            )
+            self._prefix.with_name(self._prefix.name + ".timeline.txt").write_text(
+                "\n".join([header, *lines]) + "\n"
+            )
+
+    def _sample(self, port: int) -> list[float]:
+        try:
+            return [_worker_metric(port, name) for name in PROGRESS_METRICS]
+        except OSError:
+            return [float("nan")] * len(PROGRESS_METRICS)
+
+    def _dump(self, when: str) -> None:
+        if self._prefix is None:
+            return
+        py_spy = Path(sys.executable).parent / "py-spy"
+        if not py_spy.exists():
+            return
+        from bench.ingest_common import _process_tree
+
+        self._prefix.parent.mkdir(parents=True, exist_ok=True)
+        with self._prefix.with_name(self._prefix.name + ".stacks.txt").open("a") as out:
+            # Who holds the workers' metrics ports (a worker that cannot bind its port restarts).
+            ports = range(self._run.metrics_port, self._run.metrics_port + self._workers)
+            out.write(f"=== at {when}, sockets on the metrics ports {list(ports)}\n")
+            out.flush()
+            selector = " or ".join(f"sport = :{port}" for port in ports)
+            subprocess.run(
+                ["ss", "-tanp", f"( {selector} )"], stdout=out, stderr=out, timeout=30, check=False
+            )
+            for pid in _process_tree(self._run.process.pid):
+                out.write(f"=== at {when}, pid {pid}\n")
+                out.flush()
+                subprocess.run(
+                    [str(py_spy), "dump", "--pid", str(pid)], stdout=out, stderr=out, timeout=60, check=False
+                )
 
 
 def _worker_metric(port: int, name: str) -> float:
@@ -311,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
         "--only-shared",
         action="store_true",
         help="only the two-process contenders: bare paho on a shared subscription, ingest --workers 1 and 2",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path(tempfile.gettempdir())
+        / "bench-ingest-logs"
+        / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        help="where the ingest and broker logs, progress timelines and stall dumps are kept",
     )
     args = parser.parse_args(argv)
     count = 50_000 if args.quick else args.readings
@@ -392,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                 group=None,
                 database="single",
                 profile=args.profile,
+                logs=args.logs,
             )
             line(
                 "smartcity ingest --workers 1",
@@ -414,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                     database="single5",
                     profile=False,
                     protocol="5",
+                    logs=args.logs,
                 )
                 line("smartcity ingest --workers 1, MQTT 5", single5["seconds"], single5["cpu_seconds"])
             shared: dict[str, float] | None = None
@@ -429,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                     group="bench",
                     database="shared",
                     profile=False,
+                    logs=args.logs,
                 )
                 line(
                     "smartcity ingest --workers 2",
@@ -457,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
             if msub is not None:
                 print(f"bare paho 3.1.1 / mosquitto_sub: {msub / bare:.0%}")
             print(f"load average at the end: {os.getloadavg()[0]:.1f} (uptime; {os.cpu_count()} cores)")
+            args.logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(mosquitto.log_path, args.logs / "mosquitto.log")
+            print(f"logs: {args.logs}")
             if args.profile:
                 for found in workdir.glob("*.folded.txt"):
                     shutil.copy(found, Path("/tmp") / found.name)

@@ -8,14 +8,51 @@ enough; the lock only keeps a render from seeing a half-created label set.
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 LabelValues = tuple[str, ...]
+
+EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_port_range() -> range | None:
+    """The ports the kernel gives outgoing connections (Linux), or None where unknown."""
+    try:
+        low, high = (int(part) for part in EPHEMERAL_PORTS_FILE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return range(low, high + 1)
+
+
+class MetricsPortUnavailable(OSError):
+    """The metrics port cannot be listened on; the message says why and what to do."""
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> MetricsPortUnavailable:
+    message = f"cannot serve /metrics and /healthz on {host}:{port}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRINUSE:
+        message += (
+            " (another process listens there, or an outgoing connection used this port as its "
+            "local port less than a minute ago: its TIME_WAIT holds the port for 60 s"
+        )
+        ephemeral = ephemeral_port_range()
+        if ephemeral is not None and port in ephemeral:
+            message += (
+                f"; {port} is in the kernel's range for outgoing connections "
+                f"{ephemeral.start}-{ephemeral.stop - 1}: choose ingest.metrics_port below it"
+            )
+        message += ")"
+    return MetricsPortUnavailable(exc.errno, message)
 
 
 def _escape(value: str) -> str:
@@ -316,7 +353,21 @@ class MetricsServer:
                 # Scrapes every few seconds would drown the ingestor's own log.
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        ephemeral = ephemeral_port_range()
+        if port and ephemeral is not None and port in ephemeral:
+            log.warning(
+                "metrics port %d is in the kernel's range for outgoing connections (%d-%d): any "
+                "connection of this machine may hold it, and a restarted worker may then not bind "
+                "it for a minute; choose ingest.metrics_port below %d",
+                port,
+                ephemeral.start,
+                ephemeral.stop - 1,
+                ephemeral.start,
+            )
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise _bind_failure(host, port, exc) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ingest-metrics", daemon=True)
 

@@ -31,7 +31,7 @@ from simulator import Fleet, FleetConfig, generate_fleet
 from simulator.publisher import PublishOptions, PublishReport, build_messages, publish_messages
 from storage.base import Store, WriteReport
 from storage.errors import StoreUnavailable
-from tests.servers import REPO, free_port, wait_until
+from tests.servers import REPO, free_listening_ports, wait_until
 
 FLEET_START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 """Recent, so InfluxDB's raw retention (30 days) keeps it, and in the past, as real readings are."""
@@ -197,7 +197,7 @@ class IngestProcess:
     def __init__(self, workdir: Path, mqtt_port: int, env: dict[str, str], *, workers: int = 1) -> None:
         self.workdir = workdir
         self.workers = workers
-        self.metrics_port = free_port()
+        self.metrics_port = free_listening_ports(workers)
         """Worker ``i``'s metrics are on ``metrics_port + i``."""
         self.log_path = workdir / "ingest.log"
         self.env = {

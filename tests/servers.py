@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -14,6 +15,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from ingest.metrics import ephemeral_port_range
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_listening_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive free ports for servers started later (a worker's
+    metrics port), below the kernel's range for outgoing connections: a port of that range may
+    become the local port of any connection meanwhile, and its TIME_WAIT then keeps the server
+    from binding it for a minute."""
+    ephemeral = ephemeral_port_range()
+    high = ephemeral.start if ephemeral is not None else 32768
+    for _ in range(200):
+        first = random.randrange(10000, high - count)
+        if all(_bindable(first + offset) for offset in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports between 10000 and {high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(

@@ -119,3 +119,44 @@ def test_the_health_check_needs_a_fixed_metrics_port_and_fails_when_no_worker_an
     out = capsys.readouterr().out
     assert f"worker 0 (port {port}): no answer" in out
     assert f"worker 1 (port {port + 1}): no answer" in out
+
+
+def _port_held_by_a_closed_connection() -> int:
+    """A port whose only socket is an outgoing connection's TIME_WAIT (the client closed first),
+    as a metrics scrape or any connection of the machine may leave for a minute."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2])
+        port: int = client.getsockname()[1]
+        accepted, _ = listener.accept()
+        client.close()
+        accepted.close()
+    return port
+
+
+def test_a_metrics_port_held_by_a_closed_connection_is_named_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that cannot listen on its metrics port exits (the supervisor starts it again): the
+    operator must learn which port and why, not only "Address already in use"."""
+    monkeypatch.setenv("SMARTCITY_STORE__DUCKDB__PATH", str(tmp_path / "store.duckdb"))
+    port = _port_held_by_a_closed_connection()
+    code = main(
+        [
+            "ingest",
+            "--workers",
+            "1",
+            "--metrics-port",
+            str(port),
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--deadletter-file",
+            str(tmp_path / "deadletter.jsonl"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"127.0.0.1:{port}" in err
+    assert "TIME_WAIT" in err
+    assert "range for outgoing connections" in err

@@ -264,6 +264,8 @@ def test_two_workers_drain_a_backlog_each_taking_a_share_storing_every_reading_o
     assert min(shares) > messages.height // 4, f"one worker did almost nothing: {shares}"
     # Each worker kept its own dead-letter file and spool (worker 0 the configured ones).
     assert (tmp_path / "spool").is_dir() and (tmp_path / "spool-1").is_dir()
+    # Workers log like a single ingestor: no line per store request at INFO.
+    assert "HTTP Request" not in ingest.log()
 
 
 def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost(

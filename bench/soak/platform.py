@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.ingest_common import REPO, free_ports
+from bench.ingest_common import REPO
 from storage.config import InfluxSettings
 from storage.provision import provision
-from tests.servers import Influxd, Mosquitto, free_port, wait_until
+from tests.servers import Influxd, Mosquitto, free_listening_ports, free_port, wait_until
 
 EXAMPLES = REPO / "examples"
 DASHBOARD_USER = "soak-staff"
@@ -126,7 +126,7 @@ def start_platform(
     rules = soak_rules(mailbox_url, probe_rule)
     (data / "alerts.toml").write_text(rules, "utf-8")
     (data / "devices.csv").write_text((EXAMPLES / "devices.csv").read_text("utf-8"), "utf-8")
-    metrics_port = free_ports(8)
+    metrics_port = free_listening_ports(8)
     dashboard_port = free_port()
     env = {
         **os.environ,
