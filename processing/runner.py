@@ -654,7 +654,10 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
     return pl.concat([previous.sort("time", maintain_order=True), raw], how="diagonal_relaxed")
 
 
-_NOTHING_NEW = Dirty(pl.Series("time", [], dtype=TIME_DTYPE))
+def _nothing_new() -> Dirty:
+    # Built on use, not at import: a Dirty sorts its times on polars' thread pool, and a pool
+    # started at import in a process that then forks (gunicorn's master) deadlocks its children.
+    return Dirty(pl.Series("time", [], dtype=TIME_DTYPE))
 
 
 class _OpenHour:
@@ -827,7 +830,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
                         hours.computed(hour)
     if hours is not None:
         for hour in hours.overdue():
-            frame, _ = runner.recent_hour(family, hour, _NOTHING_NEW, report)
+            frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
             _aggregate_window(runner, family, "1h", frame, hour=hour, starts={"1h": {hour}}, report=report)
             hours.computed(hour)
     daily.done()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -189,3 +190,27 @@ def test_add_user_with_an_epci_or_departements(
     assert main(["dashboard", "list-users"]) == 0
     listed = capsys.readouterr().out
     assert "gpseo\tcommunes=epci:200059889\t" in listed and "cd92\tcommunes=departement:92\t" in listed
+
+
+MASTER_BEFORE_FORK = """
+import os
+import smartcity.cli as cli
+from dashboards.users import UserDirectory
+args = cli.build_parser().parse_args(["dashboard"])
+settings = cli.load_settings(args.config)
+UserDirectory(settings.dashboard.users_file).all()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(",".join(n for n in names if n.startswith("polars-") and n[7:].isdigit()))
+"""
+
+
+def test_the_master_starts_no_polars_thread_pool_before_gunicorn_forks_its_workers(
+    users_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A forked worker inherits polars' pool as started but without its threads: its first
+    # parallel polars call waits for ever (every API answer hung so, once).
+    assert add_user(monkeypatch, "admin", "*", "correct horse battery") == 0
+    found = subprocess.run(
+        [sys.executable, "-c", MASTER_BEFORE_FORK], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert found.stdout.strip() == "", f"polars threads in the master: {found.stdout.strip()}"
