@@ -35,18 +35,20 @@ from dashboards.pages.common import (
     table,
     tabs,
 )
+from dashboards.presence import presence
 from dashboards.timerange import fitting_window
 from dashboards.views import (
     alert_summary,
     atmo_chart,
-    device_status,
     family_chart,
     field_label,
+    listed_devices,
     recent_alerts,
     recent_anomalies,
     scope_text,
     severity_text,
     show_message,
+    with_lateness,
 )
 from sensors.families import Family, family_spec
 from storage.base import TIME
@@ -157,8 +159,8 @@ def status_panel(
 ) -> list[Component]:
     """Device status, anomalies and alerts of the commune, as tables."""
     span = span_of(range_key, now)
-    devices = device_status(data, insee, now, settings.online_after_periods)
-    listed = listed_devices(devices, settings.status_rows)
+    devices = presence(data, [insee], now, settings.online_after_periods)
+    listed = with_lateness(data, insee, listed_devices(devices, settings.status_rows), now)
     device_rows = [
         [
             dcc.Link(row["device_id"], href=device_href(insee, row["device_id"])),
@@ -205,14 +207,6 @@ def status_panel(
             "commune-alerts",
         ),
     ]
-
-
-def listed_devices(devices: pl.DataFrame, limit: int) -> pl.DataFrame:
-    """The devices the status table lists: all of them when they fit in ``limit``, else the
-    offline ones first (they are what staff look for), then online ones, in table order."""
-    if devices.height <= limit:
-        return devices
-    return devices.sort(pl.col("online"), maintain_order=True).head(limit)
 
 
 def devices_caption(devices: pl.DataFrame, listed: int, lang: Language) -> str:
