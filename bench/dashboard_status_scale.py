@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from dashboards.users import User
 from sensors.communes import CommuneRegistry
 from sensors.families import Family
 from storage.base import Store
-from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, raw_frame
+from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, write_raw
 
 COMMUNES = [POISSY, MONTROUGE, CONFLANS]
 
@@ -42,16 +42,9 @@ COMMUNES = [POISSY, MONTROUGE, CONFLANS]
 def fill(store: Store, devices: int, now: datetime, hours: float) -> None:
     """``hours`` of raw readings of ``devices`` devices per family and commune."""
     for number, family in enumerate(Family):
-        frame = raw_frame(
-            family.value,
-            COMMUNES,
-            devices_per_commune=devices,
-            start=now - timedelta(hours=hours),
-            end=now,
-            period=timedelta(minutes=1),
-            seed=number,
+        write_raw(
+            store, family.value, COMMUNES, devices_per_commune=devices, now=now, hours=hours, seed=number
         )
-        store.write(family.value, frame, tags=["insee", "device_id"])
 
 
 def _cpu_of(pid: int) -> float:
