@@ -373,9 +373,9 @@ def with_lateness(data: CommuneData, insee: str, devices: pl.DataFrame, now: dat
         return devices.with_columns(pl.lit(None, dtype=pl.Float64).alias("lateness_s"))
     recent = TimeRange(now - timedelta(hours=1), now + timedelta(minutes=1))
     lateness = []
-    for (family,), shown in devices.group_by("family", maintain_order=True):
-        ids = shown.get_column("device_id").unique().sort().to_list()
-        raw = data.readings(str(family), insee, recent, fields=["received_at"], device_id=ids)
+    for family in devices.get_column("family").unique().sort().to_list():
+        ids = devices.filter(pl.col("family") == family).get_column("device_id").to_list()
+        raw = data.readings(family, insee, recent, fields=["received_at"], device_id=ids)
         if raw.is_empty() or "received_at" not in raw.columns:
             continue
         lateness.append(
