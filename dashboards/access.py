@@ -189,13 +189,13 @@ class CommuneData:
         insee: str,
         span: TimeRange,
         *,
-        device_id: str | None = None,
+        device_id: str | Sequence[str] | None = None,
         fields: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Raw readings of one commune (optionally one device)."""
+        """Raw readings of one commune (optionally of one device, or of some)."""
         if family_spec(family) is None:
             raise BadQuery(f"unknown family {family!r}: expected one of {', '.join(f.value for f in Family)}")
-        where: dict[str, str | Sequence[str]] = {"device_id": device_id} if device_id else {}
+        where: dict[str, str | Sequence[str]] = {} if device_id is None else {"device_id": device_id}
         return self._read(family, [insee], span, where=where, fields=fields)
 
     def index(

@@ -163,7 +163,20 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
     for page in (overview, commune, device, alerts, epci):
         page.register_callbacks(app)
     install_security(app, settings)
+    set_up_before_serving(app)
     return app
+
+
+def set_up_before_serving(app: dash.Dash) -> None:
+    """Run Dash's first-request set-up now (its assets, scripts, and the pages' router callback).
+
+    Dash runs it as ``before_request`` hooks that mark themselves done before they are: the first
+    concurrent requests of a threaded worker raced it (a 500 on ``/login``, callbacks not found).
+    """
+    with app.server.test_request_context("/"):
+        for hook in list(app.server.before_request_funcs.get(None, [])):
+            if getattr(hook, "__name__", "") in {"_setup_server", "router_sync"}:
+                hook()
 
 
 def shell() -> Component:

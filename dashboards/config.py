@@ -51,6 +51,10 @@ class DashboardSettings(BaseModel):
     """Most points one chart trace carries: the screen shows no more."""
     online_after_periods: float = Field(3.0, gt=0)
     """A device is shown offline when silent for this many of its reporting periods."""
+    status_rows: int = Field(100, ge=10, le=10_000)
+    """Most devices the commune page's status table lists (offline ones first); its caption says
+    how many more there are. A table of every device of a large commune is too heavy to build
+    and send at each refresh."""
     alert_rules_file: Path | None = None
     """The alert rules (docs/alerts.md): charts draw the levels of the rules comparing them."""
     topology_file: Path | None = None

@@ -354,19 +354,28 @@ def atmo_chart(data: CommuneData, insee: str, span: TimeRange, lang: Language) -
     return Chart(figure, frame, "1d")
 
 
-def device_status(data: CommuneData, insee: str, now: datetime, online_after_periods: float) -> pl.DataFrame:
-    """Each device of the commune: family, last seen, silence, online, and its recent lateness.
+def listed_devices(devices: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """The devices a table lists: all of them when they fit in ``limit``, else the offline ones
+    first (they are what staff look for), then online ones, in table order."""
+    if devices.height <= limit:
+        return devices
+    return devices.sort(pl.col("online"), maintain_order=True).head(limit)
 
-    Lateness is how long readings took to arrive (``received_at - time``), median over the
-    last hour of raw readings.
+
+def with_lateness(data: CommuneData, insee: str, devices: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """``devices`` (rows of ``presence``) plus ``lateness_s``: how long their readings took to
+    arrive (``received_at - time``), median over the last hour of raw readings.
+
+    Only these devices' readings are read, so the cost follows the rows shown, not the commune's
+    fleet.
     """
-    devices = presence(data, [insee], now, online_after_periods)
     if devices.is_empty():
         return devices.with_columns(pl.lit(None, dtype=pl.Float64).alias("lateness_s"))
     recent = TimeRange(now - timedelta(hours=1), now + timedelta(minutes=1))
     lateness = []
     for family in devices.get_column("family").unique().sort().to_list():
-        raw = data.readings(family, insee, recent, fields=["received_at"])
+        ids = devices.filter(pl.col("family") == family).get_column("device_id").to_list()
+        raw = data.readings(family, insee, recent, fields=["received_at"], device_id=ids)
         if raw.is_empty() or "received_at" not in raw.columns:
             continue
         lateness.append(

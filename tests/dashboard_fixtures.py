@@ -181,6 +181,29 @@ def raw_frame(
     )
 
 
+def write_raw(
+    store: Store,
+    family: str,
+    communes: Sequence[str],
+    *,
+    devices_per_commune: int,
+    now: datetime,
+    hours: float,
+    seed: int = 3,
+) -> None:
+    """``hours`` of raw readings, one a minute, of ``devices_per_commune`` devices, up to ``now``."""
+    raw = raw_frame(
+        family,
+        communes,
+        devices_per_commune=devices_per_commune,
+        start=now - timedelta(hours=hours),
+        end=now,
+        period=timedelta(seconds=60),
+        seed=seed,
+    )
+    store.write(family, raw, tags=["insee", "device_id"])
+
+
 def anomaly_frame(rows: Sequence[tuple[str, str, str, str, str, datetime, float, float]]) -> pl.DataFrame:
     """``anomalies`` rows from (insee, family, device_id, field, kind, start, observed, expected)."""
     return pl.DataFrame(
@@ -256,15 +279,14 @@ def fill_store(
                     tags=["insee", "device_id"],
                 )
         if devices_per_commune:
-            raw = raw_frame(
+            write_raw(
+                store,
                 family.value,
                 communes,
                 devices_per_commune=devices_per_commune,
-                start=now - timedelta(hours=raw_hours),
-                end=now,
-                period=timedelta(seconds=60),
+                now=now,
+                hours=raw_hours,
             )
-            store.write(family.value, raw, tags=["insee", "device_id"])
     today = paris_day_start(now)
     day_starts = [(today - timedelta(days=d)).astimezone(UTC) for d in range(days, -1, -1)]
     atmo = atmo_frame(communes, day_starts)

@@ -7,6 +7,7 @@ from typing import Any
 
 import dash
 import plotly.graph_objects as go
+import polars as pl
 from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
@@ -16,7 +17,7 @@ from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
 from dashboards.export import spreadsheet_csv
-from dashboards.i18n import Language, format_datetime, format_duration, t, unit_decimals
+from dashboards.i18n import Language, format_datetime, format_duration, format_number, t, unit_decimals
 from dashboards.links import device_href
 from dashboards.pages.common import (
     aria,
@@ -34,18 +35,20 @@ from dashboards.pages.common import (
     table,
     tabs,
 )
+from dashboards.presence import presence
 from dashboards.timerange import fitting_window
 from dashboards.views import (
     alert_summary,
     atmo_chart,
-    device_status,
     family_chart,
     field_label,
+    listed_devices,
     recent_alerts,
     recent_anomalies,
     scope_text,
     severity_text,
     show_message,
+    with_lateness,
 )
 from sensors.families import Family, family_spec
 from storage.base import TIME
@@ -156,7 +159,8 @@ def status_panel(
 ) -> list[Component]:
     """Device status, anomalies and alerts of the commune, as tables."""
     span = span_of(range_key, now)
-    devices = device_status(data, insee, now, settings.online_after_periods)
+    devices = presence(data, [insee], now, settings.online_after_periods)
+    listed = with_lateness(data, insee, listed_devices(devices, settings.status_rows), now)
     device_rows = [
         [
             dcc.Link(row["device_id"], href=device_href(insee, row["device_id"])),
@@ -166,7 +170,7 @@ def status_panel(
             format_duration(row["lateness_s"], lang),
             presence_cell(row, lang),
         ]
-        for row in devices.iter_rows(named=True)
+        for row in listed.iter_rows(named=True)
     ]
     anomalies = recent_anomalies(data, insee, span)
     anomaly_rows = [anomaly_cells(row, lang, insee=insee) for row in anomalies.iter_rows(named=True)]
@@ -185,7 +189,7 @@ def status_panel(
     c = "commune."
     return [
         table(
-            t(lang, c + "devices"),
+            devices_caption(devices, listed.height, lang),
             [t(lang, c + k) for k in ("device", "family", "last_seen", "silent", "lateness", "status")],
             device_rows,
             "commune-devices",
@@ -203,6 +207,20 @@ def status_panel(
             "commune-alerts",
         ),
     ]
+
+
+def devices_caption(devices: pl.DataFrame, listed: int, lang: Language) -> str:
+    """The status table's caption: says how many devices are not listed, if any."""
+    if listed >= devices.height:
+        return t(lang, "commune.devices")
+    offline = devices.height - int(devices.get_column("online").sum())
+    return t(
+        lang,
+        "commune.devices_shown",
+        shown=format_number(listed, lang, 0),
+        total=format_number(devices.height, lang, 0),
+        offline=format_number(offline, lang, 0),
+    )
 
 
 def export_csv(
