@@ -120,6 +120,8 @@ def test_overview_shows_the_users_communes_with_their_atmo_class(
     # A MapLibre map (no tiles: basemap "none" in the tests), with its text alternative.
     expect(page.locator("#overview-map .maplibregl-canvas")).to_be_visible()
     expect(page.locator("#overview-map-alt")).to_contain_text("Poissy — ")
+    # MapLibre names its canvas in English ("Map") whatever the page's language.
+    expect(page.locator("#overview-map .maplibregl-canvas")).to_have_attribute("aria-label", "Carte")
 
 
 def test_admin_overview_and_commune_page_with_stored_data(
