@@ -15,7 +15,7 @@ from typing import Protocol
 
 import polars as pl
 
-from processing.windows import HOUR_NS, MINUTE_NS, WINDOW_WIDTHS, floor, from_ns, next_start
+from processing.windows import HOUR_NS, MINUTE_NS, WINDOW_WIDTHS, duration_ns, floor, from_ns, next_start
 from storage.base import epoch_ns
 
 
@@ -72,7 +72,7 @@ class Dirty:
 
     def days(self, spread: timedelta = timedelta(0)) -> list[datetime]:
         """The Paris days (their UTC start) holding dirty windows, in order."""
-        shifted = [m + _ns(spread) for m in self._minutes] if spread > timedelta(0) else []
+        shifted = [m + duration_ns(spread) for m in self._minutes] if spread > timedelta(0) else []
         return [from_ns(day) for day in sorted(_window_starts([*self._minutes, *shifted], "1d"))]
 
     def hour_spans(self) -> list[tuple[datetime, datetime]]:
@@ -84,15 +84,11 @@ class Dirty:
 def _window_starts(minutes: Sequence[int], window: str) -> set[int]:
     """Start (ns) of every ``window`` holding one of ``minutes`` (ns)."""
     if window != "1d":
-        step = _ns(WINDOW_WIDTHS[window])
+        step = duration_ns(WINDOW_WIDTHS[window])
         return {minute // step * step for minute in minutes}
     # A Paris day starts on a UTC hour (the offsets are whole hours): one floor per hour.
     hours = {minute // HOUR_NS * HOUR_NS for minute in minutes}
     return {epoch_ns(floor(from_ns(hour), "1d")) for hour in hours}
-
-
-def _ns(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1e9)
 
 
 def hour_spans(hours: Iterable[int]) -> list[tuple[datetime, datetime]]:

@@ -84,7 +84,7 @@ from processing.indices.air import (
 )
 from processing.indices.scales import POLLUTANTS
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, MINUTE_NS, floor, from_ns, next_start, window_start
+from processing.windows import HOUR_NS, MINUTE_NS, duration_ns, floor, from_ns, next_start, window_start
 from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store, epoch_ns
@@ -486,7 +486,7 @@ class Runner:
             return None
         # Readings received after the watermark are new; so are those received shortly before
         # the last run that may have reached the store only after it.
-        return min(found[0], found[1] - _ns(self.settle))
+        return min(found[0], found[1] - duration_ns(self.settle))
 
     def _arrivals_threshold(
         self, jobs: Sequence[Job], marks: dict[str, tuple[int, int] | None]
@@ -602,10 +602,6 @@ _EMPTY_HOURLY = pl.DataFrame(
 )
 
 
-def _ns(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1e9)
-
-
 def _counters(family: str) -> list[str]:
     spec = spec_of(family)
     return [name for name in spec.numeric_fields if (field := spec.field(name)) is not None and field.counter]
@@ -715,7 +711,7 @@ def _today_refresh(runner: Runner, job: str) -> tuple[bool, int | None]:
         return True, None
     if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
         return False, None
-    return True, min(refreshed[0], refreshed[1] - _ns(runner.settle))
+    return True, min(refreshed[0], refreshed[1] - duration_ns(runner.settle))
 
 
 class _DailyRows:

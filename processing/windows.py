@@ -120,6 +120,11 @@ def next_start(start: datetime, window: str) -> datetime:
     return start.astimezone(UTC) + timedelta(minutes=_FIXED_MINUTES[window])
 
 
+def duration_ns(delta: timedelta) -> int:
+    """``delta`` in nanoseconds (window widths and margins beside times held as ns)."""
+    return int(delta.total_seconds() * 1e9)
+
+
 def from_ns(ns: int) -> datetime:
     """The aware UTC datetime of nanoseconds since the epoch (to the microsecond)."""
     return _EPOCH + timedelta(microseconds=ns // 1000)
