@@ -33,7 +33,11 @@ def demote_request_logs() -> None:
             logger.addFilter(RequestLogsAtDebug())
 
 
-def configure_logging(level: str) -> None:
-    """The root logger at ``level`` with the command line's format; request logs at DEBUG."""
-    logging.basicConfig(level=level, format=FORMAT)
+def configure_logging(level: int | str, *, process: str | None = None) -> None:
+    """The root logger at ``level`` with the command line's format; request logs at DEBUG.
+
+    ``process`` names the process in every line (a worker among several writing one log).
+    """
+    line = FORMAT if process is None else FORMAT.replace("%(name)s", f"{process} %(name)s")
+    logging.basicConfig(level=level, format=line)
     demote_request_logs()

@@ -232,12 +232,9 @@ def _supervise(settings: Settings, workers: int, log_level: int) -> int:
 def _worker_main(settings: Settings, index: int, log_level: int) -> None:
     """Entry point of one worker process (spawned, so nothing is shared with the supervisor)."""
     _stop_with_parent()
-    from smartcity.logs import demote_request_logs
+    from smartcity.logs import configure_logging
 
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s"
-    )
-    demote_request_logs()  # one line per store write would drown the worker's own log
+    configure_logging(log_level, process=f"worker-{index}")
     sys.exit(run_ingestor(settings))
 
 
