@@ -77,22 +77,13 @@ def opened(kind: str, directory: Path) -> Iterator[tuple[Store, int | None]]:
         store.close()
         return
     from storage.influx import InfluxStore
-    from storage.provision import provision
-    from tests.conftest import _start
-    from tests.servers import Influxd
-    from tests.storage_fixtures import influx_settings
+    from tests.storage_fixtures import provisioned_influxd
 
-    influxd = Influxd(directory)
-    _start(influxd)
-    try:
-        settings = influx_settings(influxd)
-        provision(settings)
+    with provisioned_influxd(directory) as (influxd, settings):
         influx = InfluxStore(settings)
         assert influxd.process is not None
         yield influx, influxd.process.pid
         influx.close()
-    finally:
-        influxd.kill()
 
 
 def panel(data: CommuneData, settings: DashboardSettings) -> str:

@@ -491,16 +491,9 @@ def filled_influxd(directory: Path, fill: Callable[[Store], object]) -> Iterator
     Yields the ``SMARTCITY_STORE__*`` environment variables of a dashboard reading it.
     """
     from storage.influx import InfluxStore
-    from storage.provision import provision
-    from tests.conftest import _start
-    from tests.servers import Influxd
-    from tests.storage_fixtures import influx_settings
+    from tests.storage_fixtures import provisioned_influxd
 
-    influxd = Influxd(directory)
-    _start(influxd)
-    try:
-        settings = influx_settings(influxd)
-        provision(settings)
+    with provisioned_influxd(directory) as (_, settings):
         store = InfluxStore(settings)
         fill(store)
         store.close()
@@ -509,8 +502,6 @@ def filled_influxd(directory: Path, fill: Callable[[Store], object]) -> Iterator
             "SMARTCITY_STORE__INFLUXDB__URL": settings.url,
             "SMARTCITY_STORE__INFLUXDB__DATABASE": settings.database,
         }
-    finally:
-        influxd.kill()
 
 
 @contextmanager

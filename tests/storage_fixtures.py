@@ -58,6 +58,21 @@ def open_influx(server: Influxd, **overrides: object) -> InfluxStore:
 
 
 @contextlib.contextmanager
+def provisioned_influxd(directory: Path) -> Iterator[tuple[Influxd, InfluxSettings]]:
+    """A real influxd in ``directory`` with a provisioned database, killed on exit."""
+    from tests.conftest import _start
+
+    server = Influxd(directory)
+    _start(server)
+    try:
+        settings = influx_settings(server)
+        provision(settings)
+        yield server, settings
+    finally:
+        server.kill()
+
+
+@contextlib.contextmanager
 def open_test_store(request: pytest.FixtureRequest) -> Iterator[Store]:
     """The store named by ``request.param``, empty, closed after the test."""
     kind = request.param
