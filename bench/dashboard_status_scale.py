@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dash._utils import to_json
 
+from bench.soak import procstat
 from dashboards.access import CommuneData
 from dashboards.config import DashboardSettings
 from dashboards.pages.commune import status_panel
@@ -47,22 +48,17 @@ def fill(store: Store, devices: int, now: datetime, hours: float) -> None:
         )
 
 
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(call: Callable[[], object], repeats: int, server_pid: int | None) -> tuple[float, float, float]:
     """Median wall ms, CPU ms of this process and of the server per call."""
     call()
     walls = []
-    cpu0, server0 = time.process_time(), _cpu_of(server_pid) if server_pid else 0.0
+    cpu0, server0 = time.process_time(), procstat.cpu_seconds(server_pid, tree=False) if server_pid else 0.0
     for _ in range(repeats):
         begin = time.perf_counter()
         call()
         walls.append(time.perf_counter() - begin)
     cpu = (time.process_time() - cpu0) / repeats
-    server = ((_cpu_of(server_pid) - server0) / repeats) if server_pid else 0.0
+    server = ((procstat.cpu_seconds(server_pid, tree=False) - server0) / repeats) if server_pid else 0.0
     return statistics.median(walls) * 1e3, cpu * 1e3, server * 1e3
 
 

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.soak import procstat
 from simulator import FleetConfig, generate_fleet
 from simulator.publisher import PublishOptions, build_messages, publish_messages
 from storage.config import InfluxSettings
@@ -123,27 +124,6 @@ def count_stored(influxd: Influxd, database: str) -> int:
     return total
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (``smartcity ingest --workers N`` runs its workers as children)."""
-    found = [pid]
-    for member in found:
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{member}/task").iterdir():
-                found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time used so far by a process and its descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in _process_tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 @dataclass
 class IngestRun:
     """A ``smartcity ingest`` process of a benchmark (with its workers, if any)."""
@@ -174,7 +154,7 @@ class IngestRun:
     def rss_bytes(self) -> int:
         """Resident memory of the largest process of the tree."""
         largest = 0
-        for pid in _process_tree(self.process.pid):
+        for pid in procstat.process_tree(self.process.pid):
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -183,7 +163,7 @@ class IngestRun:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time used so far by the process and its workers."""
-        return tree_cpu_seconds(self.process.pid)
+        return procstat.cpu_seconds(self.process.pid)
 
     def stop(self) -> int:
         """SIGTERM and wait."""

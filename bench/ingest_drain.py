@@ -62,9 +62,9 @@ from bench.ingest_common import (
     register_session,
     servers,
     start_ingest,
-    tree_cpu_seconds,
     wait_for,
 )
+from bench.soak import procstat
 from ingest.mqtt import BufferedClient
 
 STALL_S = 5.0
@@ -271,8 +271,9 @@ def drain_ingest(
             interval=0.01,
             what="the first message received",
         )
+        server_pids = (broker_pid, influxd.process.pid)
         cpu_at_start = run.cpu_seconds()
-        servers_at_start = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid)
+        servers_at_start = sum(procstat.cpu_seconds(pid) for pid in server_pids)
         watch = _StallWatch(run, workers, count, logs / client_id if logs else None)
         watch.start()
         try:
@@ -285,7 +286,7 @@ def drain_ingest(
         finally:
             watch.stop()
         cpu = run.cpu_seconds() - cpu_at_start
-        servers_cpu = tree_cpu_seconds(broker_pid) + tree_cpu_seconds(influxd.process.pid) - servers_at_start
+        servers_cpu = sum(procstat.cpu_seconds(pid) for pid in server_pids) - servers_at_start
         rss = run.rss_bytes()
         shares = [
             _worker_metric(run.metrics_port + index, "smartcity_ingest_messages_total")
@@ -373,8 +374,6 @@ class _StallWatch(threading.Thread):
         py_spy = Path(sys.executable).parent / "py-spy"
         if not py_spy.exists():
             return
-        from bench.ingest_common import _process_tree
-
         self._prefix.parent.mkdir(parents=True, exist_ok=True)
         with self._prefix.with_name(self._prefix.name + ".stacks.txt").open("a") as out:
             # Who holds the workers' metrics ports (a worker that cannot bind its port restarts).
@@ -385,7 +384,7 @@ class _StallWatch(threading.Thread):
             subprocess.run(
                 ["ss", "-tanp", f"( {selector} )"], stdout=out, stderr=out, timeout=30, check=False
             )
-            for pid in _process_tree(self._run.process.pid):
+            for pid in procstat.process_tree(self._run.process.pid):
                 out.write(f"=== at {when}, pid {pid}\n")
                 out.flush()
                 subprocess.run(

@@ -39,8 +39,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.ingest_common import provision_database, servers, start_ingest, tree_cpu_seconds, wait_for
+from bench.ingest_common import provision_database, servers, start_ingest, wait_for
 from bench.paced_publisher import PacedPublisher, PublisherReport, template_payload
+from bench.soak import procstat
 from simulator import FleetConfig, generate_fleet
 
 POLL_S = 0.2
@@ -305,7 +306,7 @@ def _servers_cpu(result: SteadyRun) -> str:
 
 
 def _cpu(server: Any) -> float:
-    return tree_cpu_seconds(server.process.pid) if server.process else 0.0
+    return procstat.cpu_seconds(server.process.pid) if server.process else 0.0
 
 
 def _histogram_quantile(ingest: Any, name: str, q: float) -> float:
