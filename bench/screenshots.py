@@ -24,6 +24,7 @@ PAGES = {
     "overview": ("/", "#overview-table"),
     "commune": (f"/commune/{POISSY}", "#commune-chart-alt .chart-summary"),
     "device": (f"/device/{POISSY}/air-{POISSY}-0", "#device-chart-alt .chart-summary"),
+    "alerts": ("/alerts", "#alerts-list"),
     "statement": ("/accessibilite", "h2"),
     "forbidden": (f"/commune/{MONTROUGE}", "#forbidden"),
 }

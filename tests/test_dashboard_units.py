@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from alerts.actions import ActionError
 from dashboards.access import BadQuery, CommuneData, Forbidden
 from dashboards.auth import load_secret_key
 from dashboards.basemap import basemap
@@ -16,6 +17,7 @@ from dashboards.config import DashboardSettings
 from dashboards.downsample import m4
 from dashboards.i18n import format_datetime, format_number, format_quantity, t
 from dashboards.pages import overview
+from dashboards.pages.alerts import parse_until
 from dashboards.pages.common import parse_day
 from dashboards.timerange import TimeRange, TimeRangeError, fitting_window, parse_time
 from dashboards.users import (
@@ -284,3 +286,13 @@ def test_typed_days_french_or_iso() -> None:
     assert parse_day("05/12/2026") == "2026-12-05"
     assert parse_day(" 2026-12-05 ") == "2026-12-05"
     assert parse_day("31/02/2026") is None and parse_day("demain") is None and parse_day(None) is None
+
+
+def test_a_silence_ends_at_the_paris_time_typed_french_or_iso() -> None:
+    paris_evening = datetime(2026, 12, 6, 17, 30, tzinfo=UTC)  # 18:30 in Paris (winter, UTC+1)
+    assert parse_until("06/12/2026 18:30") == paris_evening
+    assert parse_until(" 2026-12-06  18:30 ") == paris_evening
+    assert parse_until("2026-12-06T18:30") == paris_evening
+    for wrong in ("12/06/2026, 06:30 PM", "demain", "31/02/2026 10:00", "", None):
+        with pytest.raises(ActionError):
+            parse_until(wrong)

@@ -26,8 +26,10 @@ PATH = "/alerts"
 RANGES = ("24h", "7d", "30d")
 ALL = "*"
 SEVERITIES = ("critical", "warning", "info")
-LOCAL_INPUT = "%Y-%m-%dT%H:%M"
-"""What an ``<input type=datetime-local>`` holds (read as Paris time)."""
+UNTIL_FORMATS = ("%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
+"""How the end of a silence may be typed (Paris time): as French writes it, or ISO 8601."""
+UNTIL_SHOWN = {"fr": "%d/%m/%Y %H:%M", "en": "%Y-%m-%d %H:%M"}
+"""How the proposed end is written, as each language writes dates elsewhere on the pages."""
 
 
 def layout(commune: str = "", **_: Any) -> Component:
@@ -40,7 +42,7 @@ def layout(commune: str = "", **_: Any) -> Component:
     ]
     chosen = commune if any(c.insee == commune for c in communes) else ALL
     own = [{"label": f"{c.name} ({c.insee})", "value": c.insee} for c in communes]
-    default_until = (utc_now().astimezone(PARIS) + timedelta(hours=2)).strftime(LOCAL_INPUT)
+    default_until = (utc_now().astimezone(PARIS) + timedelta(hours=2)).strftime(UNTIL_SHOWN[lang])
     return html.Main(
         [
             html.H1(t(lang, "alert_desk.title")),
@@ -121,11 +123,14 @@ def layout(commune: str = "", **_: Any) -> Component:
                     html.Div(
                         [
                             html.Label(t(lang, "alert_desk.silence_until"), htmlFor="alerts-silence-until"),
-                            # The browser's own date-and-time field: keyboard-usable; Dash passes the type on.
+                            # Typed, as the range's days are: a browser's date-time field writes the
+                            # browser's language (12/06/2026, 10:58 AM on a French page).
                             dcc.Input(
                                 id="alerts-silence-until",
-                                type="datetime-local",  # type: ignore[arg-type]
+                                type="text",
                                 value=default_until,
+                                autoComplete="off",
+                                className="until-input",
                             ),
                         ],
                         className="field-picker",
@@ -291,12 +296,14 @@ def alerts_panel(
     )
 
 
-def parse_local(text: str | None) -> datetime:
-    """A ``datetime-local`` value, read as Paris time; ``ActionError`` when it is not one."""
-    try:
-        return datetime.strptime(str(text or ""), LOCAL_INPUT).replace(tzinfo=PARIS)
-    except ValueError:
-        raise ActionError("the end of the silence must be a date and time", "date") from None
+def parse_until(text: str | None) -> datetime:
+    """A typed end of silence (``06/12/2026 18:30`` or ISO) in Paris time; ``ActionError`` if not one."""
+    for pattern in UNTIL_FORMATS:
+        try:
+            return datetime.strptime(" ".join(str(text or "").split()), pattern).replace(tzinfo=PARIS)
+        except ValueError:
+            continue
+    raise ActionError("the end of the silence must be a date and time", "date")
 
 
 def register_callbacks(app: dash.Dash) -> None:
@@ -390,7 +397,7 @@ def register_callbacks(app: dash.Dash) -> None:
     ) -> tuple[str, int]:
         lang = current_language()
         try:
-            end = parse_local(until)
+            end = parse_until(until)
             action = alert_desk.silence(
                 current_data(),
                 str(insee or ""),
