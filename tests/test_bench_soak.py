@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench.soak import platform
 from bench.soak.__main__ import write
-from bench.soak.report import breaks, expected_refusals, latency
+from bench.soak.report import breaks, disk_table, expected_refusals, latency
 from bench.soak.run import SoakConfig, run_soak
 
 INGEST_DELAY_S = 20
@@ -46,24 +47,25 @@ def _ingest_starts_late(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(platform, "_spawn", late)
 
 
+TINY = SoakConfig(
+    store="influxdb",
+    devices=45,
+    minutes=0.5,
+    speedup=24,
+    users=0,
+    process_interval_s=3,
+    alerts_interval_s=3,
+    fault_every_s=10,
+    sample_every_s=1,
+    drain_timeout_s=60,  # generous: the drain ends as soon as every reading is stored
+)
+
+
 def test_a_tiny_soak_measures_every_part_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _ingest_starts_late(monkeypatch)
-    config = SoakConfig(
-        store="influxdb",
-        devices=45,
-        minutes=0.5,
-        speedup=24,
-        users=0,
-        process_interval_s=3,
-        alerts_interval_s=3,
-        fault_every_s=10,
-        sample_every_s=1,
-        drain_timeout_s=60,  # generous: the drain ends as soon as every reading is stored
-        workdir=tmp_path / "data",
-    )
-    result = run_soak(config, progress=False)
+    result = run_soak(replace(TINY, workdir=tmp_path / "data"), progress=False)
 
     assert result.devices == 45
     assert result.readings > 0
@@ -92,3 +94,18 @@ def test_a_tiny_soak_measures_every_part_and_loses_nothing(
     assert "| ingest |" in text and "| process |" in text
     assert (tmp_path / "results" / "soak.png").stat().st_size > 10_000
     assert (tmp_path / "results" / "soak.md").read_text() == text
+
+
+def test_a_soak_of_one_family_still_times_every_probe(tmp_path: Path) -> None:
+    """The probes are devices of their own (air-quality readings, network faults): a fleet of
+    traffic counters alone still has its lags measured, and is sized as traffic alone."""
+    result = run_soak(replace(TINY, families=("traffic",), workdir=tmp_path / "data"), progress=False)
+
+    assert result.devices == 45
+    assert {family for family, rows in result.expected_rows.items() if rows} == {"traffic"}
+    assert result.stored_rows == result.expected_rows, result.missing
+    for kind in ("stored", "aggregated", "alerted"):
+        assert latency(result, kind), kind
+    disk = disk_table(result)
+    assert "| traffic |" in disk
+    assert "| air_quality |" not in disk and "| network |" not in disk

@@ -10,14 +10,36 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench.soak.disk import FAMILY_NAMES
 from bench.soak.report import breaks, knee_markdown, markdown, plot
 from bench.soak.run import SoakConfig, SoakResult, run_soak
+
+
+def families(text: str) -> tuple[str, ...]:
+    """``--families``: comma-separated family names, known ones only, in contract order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FAMILY_NAMES]
+    known = "known: " + ", ".join(FAMILY_NAMES)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no family given; {known}")
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))}; {known}"
+        )
+    return tuple(name for name in FAMILY_NAMES if name in names)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--store", choices=["influxdb", "duckdb"], default="influxdb")
+    parser.add_argument(
+        "--families",
+        type=families,
+        default=SoakConfig.families,
+        help="comma-separated families the fleet is made of, in equal numbers "
+        f"(default: all five, {','.join(FAMILY_NAMES)}); the probes run whatever this says",
+    )
     parser.add_argument("--devices", type=int, default=SoakConfig.devices, help="fleet size (default 4000)")
     parser.add_argument(
         "--minutes", type=float, default=SoakConfig.minutes, help="wall minutes of load (default 60)"
@@ -65,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m bench.soak " + shlex.join(sys.argv[1:] if argv is None else argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results = args.results / f"{stamp}-{args.store}{'-knee' if args.knee else ''}"
+    only = "" if args.families == SoakConfig.families else "-" + "+".join(args.families)
+    results = args.results / f"{stamp}-{args.store}{only}{'-knee' if args.knee else ''}"
     results.mkdir(parents=True, exist_ok=True)
     config = SoakConfig(
         store=args.store,
         devices=args.devices,
+        families=args.families,
         minutes=args.minutes,
         speedup=args.speedup,
         users=args.users,

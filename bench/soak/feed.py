@@ -2,7 +2,7 @@
 
     python -m bench.soak.feed SPEC.json
 
-SPEC names the broker, the communes this publisher covers, the fleet size, the simulated span
+SPEC names the broker, the communes and families this publisher covers, the fleet size, the simulated span
 and the speed-up. It generates its part of the fleet (default faults), writes the readings the
 store should hold (``family``, ``device_id``, ``time``) to ``SPEC.expected.parquet`` and
 ``ready`` beside SPEC when it starts publishing, publishes, and writes the result (what was
@@ -32,6 +32,7 @@ class FeedSpec:
     host: str
     port: int
     communes: list[str]
+    families: list[str]
     devices_per_family: int
     period_s: float
     start: str
@@ -76,6 +77,7 @@ def main(spec_path: Path) -> int:
     start = datetime.fromisoformat(spec.start)
     config = FleetConfig(
         communes=spec.communes,
+        families=spec.families,
         devices_per_family=spec.devices_per_family,
         period_s=spec.period_s,
         seed=spec.seed,

@@ -9,11 +9,28 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bench.soak.disk import FAMILY_NAMES
 from bench.soak.procstat import Sample
-from bench.soak.run import SoakResult
+from bench.soak.run import SoakConfig, SoakResult
+from dashboards.config import DashboardSettings
 
+# The knee's rules, all here: docs/performance.md ("Soak") and docs/sizing.md cite them.
 LAG_LIMIT_S = 5.0
+"""publish -> stored p95, and the minute aggregates' p95 beyond their schedule, that break a step."""
 CORE_LIMIT = 0.9
+"""A component busier than this share of a core on average breaks a step."""
+FLEET_SLOWDOWN = 1.1
+"""The fleet falls behind when its publication takes longer than this times its schedule (plus
+``FLEET_SLACK_S``): the broker's acknowledgements or the publishers could not keep the rate."""
+FLEET_SLACK_S = 10.0
+DASHBOARD_LAG_LIMIT_S = 5.0
+"""Dashboard callbacks p95 that breaks a step: a wait staff notice on every refresh."""
+DASHBOARD_REFRESH_S = float(DashboardSettings().refresh_s)
+"""How often a staff session refreshes its page (the pages' ``dcc.Interval``, the platform's
+default, which the soak keeps): each refresh fires at least one callback."""
+MIN_CALLBACK_SHARE = 0.5
+"""A step whose sessions made fewer callbacks than this share of one per session per refresh
+has no dashboard figure to judge: it is invalid for the dashboards, not held."""
 MB = 1024 * 1024
 
 
@@ -76,7 +93,7 @@ def breaks(result: SoakResult) -> list[str]:
         cores = seconds / result.wall_s if result.wall_s else 0.0
         if cores > CORE_LIMIT and name not in ("harness",):
             found.append(f"{name}: {cores:.2f} cores busy (> {CORE_LIMIT})")
-    if result.feed_planned_s and result.feed_wall_s > result.feed_planned_s * 1.1 + 10:
+    if result.feed_planned_s and result.feed_wall_s > result.feed_planned_s * FLEET_SLOWDOWN + FLEET_SLACK_S:
         found.append(
             f"fleet: took {result.feed_wall_s:.0f} s to publish {result.feed_planned_s:.0f} s of load "
             "(the broker's acknowledgements or the publishers fell behind)"
@@ -84,7 +101,62 @@ def breaks(result: SoakResult) -> list[str]:
     if result.lost:
         first = ", ".join(f"{device} at {at}" for _, device, at in result.missing[:3])
         found.append(f"{result.lost} readings lost" + (f" (first: {first})" if first else ""))
+    d = result.dashboard
+    if d is not None and d.callbacks and d.p95_ms > DASHBOARD_LAG_LIMIT_S * 1000:
+        found.append(
+            f"dashboards: callbacks p95 {d.p95_ms / 1000:.1f} s > {DASHBOARD_LAG_LIMIT_S:g} s "
+            f"under {result.config.users} sessions"
+        )
     return found
+
+
+def expected_callbacks(config: SoakConfig) -> float:
+    """The fewest callbacks the sessions make over a run that keeps up: one per session per
+    refresh (a refresh fires at least one)."""
+    return config.users * config.minutes * 60 / DASHBOARD_REFRESH_S
+
+
+def dashboard_invalid(result: SoakResult) -> list[str]:
+    """Why the run's dashboard figure cannot be judged (empty: it can, or no sessions ran)."""
+    users = result.config.users
+    if not users:
+        return []
+    d = result.dashboard
+    if d is None:
+        return ["the sessions wrote no statistics (see dashboard-load.log)"]
+    found = []
+    floor = expected_callbacks(result.config) * MIN_CALLBACK_SHARE
+    if d.callbacks < floor:
+        found.append(
+            f"{d.callbacks} callbacks, fewer than {floor:.0f} ({MIN_CALLBACK_SHARE:.0%} of one per "
+            f"session every {DASHBOARD_REFRESH_S:g} s)"
+        )
+    if d.failures:
+        found.append(f"{d.failures} dashboard requests failed")
+    return found
+
+
+def verdict(result: SoakResult) -> str:
+    """The step's verdict in a line: what broke, else whether the dashboards could be judged,
+    else held."""
+    broken = breaks(result)
+    invalid = dashboard_invalid(result)
+    if broken:
+        return (
+            "broke: " + "; ".join(broken) + ("; dashboards invalid: " + "; ".join(invalid) if invalid else "")
+        )
+    if invalid:
+        return "invalid for dashboards: " + "; ".join(invalid) + " (every other rule held)"
+    return "held"
+
+
+def families_text(config: SoakConfig) -> str:
+    """Which families the fleet was made of, for the reports."""
+    if set(config.families) == set(FAMILY_NAMES):
+        return "all five families in equal numbers"
+    if len(config.families) == 1:
+        return f"{config.families[0]} only"
+    return ", ".join(config.families) + " in equal numbers"
 
 
 def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
@@ -92,13 +164,14 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
     c = result.config
     rate = readings_per_s(result)
     lines = [
-        f"### Soak: {c.store}, {result.devices} devices, speed-up {c.speedup:g}, {c.minutes:g} min",
+        f"### Soak: {c.store}, {result.devices} devices ({', '.join(c.families)}), "
+        f"speed-up {c.speedup:g}, {c.minutes:g} min",
         "",
         f"`{command}`",
         "",
         f"- uptime before: `{result.uptime_before}`",
         f"- uptime after: `{result.uptime_after}`",
-        f"- fleet: {result.devices} devices (every family, default faults), one reading per "
+        f"- fleet: {result.devices} devices ({families_text(c)}, default faults), one reading per "
         f"{c.period_s:g} s of simulated time, {result.sim_days:.3f} simulated days in "
         f"{result.feed_wall_s:.0f} s: {result.readings} readings, {rate:.0f} readings/s of wall time "
         f"(at real time: the load of {result.devices * c.speedup:.0f} devices)",
@@ -141,14 +214,15 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
             f"{last.get(name, 0) / MB:.0f} | {peak / MB:.0f} | {_slope(result.samples, name)} |"
         )
     lines += ["", disk_table(result), "", counts_table(result)]
-    verdict = breaks(result)
+    judged = verdict(result)
     lines += [
         "",
         "Knee criteria: "
         + (
-            "; ".join(verdict)
-            if verdict
-            else "held (every lag p95 within limits, no core saturated, nothing lost)"
+            judged
+            if judged != "held"
+            else "held (every lag p95 within limits, dashboard callbacks included, no core "
+            "saturated, nothing lost)"
         ),
     ]
     if plot:
@@ -159,7 +233,7 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
 def disk_table(result: SoakResult) -> str:
     """Bytes per device-day per family, and what a year leaves on disk (extrapolated)."""
     c = result.config
-    per_family = result.devices / 5
+    per_family = result.devices / len(c.families)
     days = result.sim_days or 1.0
     if c.store == "influxdb":
         raw_days, agg_days, rule = 30, 365, "InfluxDB retention: raw 30 days, aggregates 5 years"
@@ -172,7 +246,8 @@ def disk_table(result: SoakResult) -> str:
         "| family | raw B/device-day | aggregates B/device-day | kept after a year, MB per 1,000 devices |",
         "|---|---:|---:|---:|",
     ]
-    for disk in result.disk:
+    # A family outside the fleet holds only probe readings, if any: no per-device figure.
+    for disk in (d for d in result.disk if d.family in c.families):
         raw = disk.raw_bytes / per_family / days
         agg = disk.aggregate_bytes / per_family / days
         year = (raw * raw_days + agg * agg_days) * 1000 / MB
@@ -267,25 +342,33 @@ def knee_markdown(steps: list[tuple[int, SoakResult]], command: str) -> str:
         f"`{command}`",
         "",
         "One reading per minute per device on the real clock (speed-up 1): a step of N devices is "
-        "N/60 readings per second of wall time, with N series in the store.",
+        "N/60 readings per second of wall time, with N series in the store. "
+        f"Fleet: {families_text(steps[0][1].config) if steps else '-'}.",
+        "",
+        f"A step breaks when publish -> stored p95 or the minute aggregates' p95 beyond their "
+        f"schedule pass {LAG_LIMIT_S:g} s, dashboard callbacks p95 passes "
+        f"{DASHBOARD_LAG_LIMIT_S:g} s, a component averages more than {CORE_LIMIT:g} core, the "
+        "fleet falls behind its schedule or a reading is lost; it is invalid for the dashboards "
+        f"when the sessions made fewer than {MIN_CALLBACK_SHARE:.0%} of one callback per session "
+        f"every {DASHBOARD_REFRESH_S:g} s, or a request failed.",
         "",
         "| devices | readings/s | stored p95 s | aggregates p95 s | alert p95 s | callbacks p95 ms "
-        "| busiest component (cores) | lost | uptime after | verdict |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "| callbacks | busiest component (cores) | lost | uptime after | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for devices, result in steps:
         cpu = cpu_seconds(result)
         busiest = max((k for k in cpu if k != "harness"), key=lambda k: cpu[k], default="-")
         cores = cpu.get(busiest, 0.0) / result.wall_s if result.wall_s else 0.0
-        verdict = breaks(result)
         lines.append(
             f"| {devices} | {readings_per_s(result):.0f} | "
             f"{percentile(latency(result, 'stored'), 95):.2f} | "
             f"{percentile(latency(result, 'aggregated'), 95):.1f} | "
             f"{percentile(latency(result, 'alerted'), 95):.1f} | "
             f"{result.dashboard.p95_ms if result.dashboard else float('nan'):.0f} | "
+            f"{result.dashboard.callbacks if result.dashboard else '-'} | "
             f"{busiest} ({cores:.2f}) | "
             f"{result.lost} | `{result.uptime_after.split('load average:')[-1].strip()}` | "
-            f"{'; '.join(verdict) or 'held'} |"
+            f"{verdict(result)} |"
         )
     return "\n".join(lines) + "\n"

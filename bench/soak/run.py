@@ -38,7 +38,6 @@ from sensors.communes import CommuneRegistry
 from storage.config import InfluxSettings
 from storage.influx import InfluxStore
 
-FAMILIES_COUNT = len(FAMILY_NAMES)
 PUBLISHER_RATE = 1500.0
 """Messages per second one publisher process is given: more processes beyond it."""
 
@@ -50,6 +49,9 @@ class SoakConfig:
     store: str = "influxdb"
     devices: int = 4000
     """Fleet size (rounded up to a whole number of devices per family and commune)."""
+    families: tuple[str, ...] = tuple(FAMILY_NAMES)
+    """The families the fleet's devices are of, in equal numbers (the probes are not the fleet's:
+    they publish air-quality readings and network faults whatever this says)."""
     minutes: float = 60.0
     """Wall-clock minutes of fleet publication."""
     speedup: float = 24.0
@@ -71,7 +73,7 @@ class SoakConfig:
     def devices_per_family(self) -> int:
         """Devices of each family in each commune."""
         communes = len(CommuneRegistry.load().codes)
-        return max(1, math.ceil(self.devices / (communes * FAMILIES_COUNT)))
+        return max(1, math.ceil(self.devices / (communes * len(self.families))))
 
     @property
     def span_s(self) -> float:
@@ -165,7 +167,7 @@ def _start_feeds(
     config: SoakConfig, platform: Platform, workdir: Path
 ) -> list[tuple[Path, subprocess.Popen[bytes]]]:
     communes = sorted(CommuneRegistry.load().codes)
-    devices = config.devices_per_family * len(communes) * FAMILIES_COUNT
+    devices = config.devices_per_family * len(communes) * len(config.families)
     publishers = min(len(communes), max(1, math.ceil(config.readings_per_s(devices) / PUBLISHER_RATE)))
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     # Replayed faster than the clock, the fleet covers a past span (ending now) and never
@@ -177,6 +179,7 @@ def _start_feeds(
             "host": "127.0.0.1",
             "port": platform.mosquitto.port,
             "communes": communes[index::publishers],
+            "families": list(config.families),
             "devices_per_family": config.devices_per_family,
             "period_s": config.period_s,
             "start": start.isoformat(),

@@ -1,0 +1,197 @@
+"""The soak's command line (``--families``) and the knee's verdict on a step, from made-up
+results: no server, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import polars as pl
+import pytest
+
+from bench.soak.__main__ import parse
+from bench.soak.dashboard import DashboardStats
+from bench.soak.disk import FAMILY_NAMES, FamilyDisk
+from bench.soak.probes import ProbeResults
+from bench.soak.procstat import Sample
+from bench.soak.report import (
+    DASHBOARD_LAG_LIMIT_S,
+    DASHBOARD_REFRESH_S,
+    MIN_CALLBACK_SHARE,
+    breaks,
+    dashboard_invalid,
+    disk_table,
+    expected_callbacks,
+    knee_markdown,
+    markdown,
+    verdict,
+)
+from bench.soak.run import SoakConfig, SoakResult
+
+STEP = SoakConfig(minutes=10, speedup=1.0, users=50)
+ENOUGH = int(STEP.users * STEP.minutes * 60 / DASHBOARD_REFRESH_S)
+"""One callback per session per refresh over the step: what sessions that keep up make at least."""
+
+
+def _result(config: SoakConfig = STEP, dashboard: DashboardStats | None = None, **changes: Any) -> SoakResult:
+    """A step that held on every count: fast probes, idle components, nothing lost."""
+    latencies = pl.DataFrame(
+        [("stored", 1.0, 0.5), ("aggregated", 2.0, 61.0), ("alerted", 3.0, 38.0)],
+        schema={"kind": pl.String, "at": pl.Float64, "seconds": pl.Float64},
+        orient="row",
+    )
+    families = {family: 100 if family in config.families else 0 for family in FAMILY_NAMES}
+    result = SoakResult(
+        config=config,
+        devices=config.devices,
+        readings=1000,
+        expected_rows=families,
+        stored_rows=dict(families),
+        wall_s=600.0,
+        feed_wall_s=600.0,
+        feed_planned_s=600.0,
+        samples=[Sample(at=600.0, cpu={"ingest": 60.0, "harness": 590.0}, rss={"ingest": 1 << 20})],
+        latencies=latencies,
+        probes=ProbeResults(),
+        dashboard=dashboard or DashboardStats(callbacks=ENOUGH, p50_ms=100, p95_ms=900, max_ms=2000),
+        disk=[FamilyDisk(family, 1e6, 2e6) for family in FAMILY_NAMES],
+        aggregate_windows={},
+        ingest_metrics={},
+        deadletters=0,
+        malformed_injected=0,
+        log_errors={},
+        exit_codes={},
+        uptime_before="load average: 0.10, 0.10, 0.10",
+        uptime_after="load average: 0.20, 0.20, 0.20",
+    )
+    return replace(result, **changes)
+
+
+# --- --families ------------------------------------------------------------------------------
+
+
+def test_the_fleet_is_of_every_family_by_default() -> None:
+    assert parse([]).families == tuple(FAMILY_NAMES)
+
+
+def test_families_name_the_fleet_in_contract_order_without_repeats() -> None:
+    args = parse(["--families", "network, air_quality,network", "--knee"])
+
+    assert args.families == ("air_quality", "network")
+    assert args.knee
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("air_quality,parking", "unknown family 'parking'"), (",", "no family given"), ("AQ", "'AQ'")],
+)
+def test_an_unknown_family_is_refused_naming_the_known_ones(
+    value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse(["--families", value])
+
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert "--families" in error and said in error
+    assert "known: " + ", ".join(FAMILY_NAMES) in error
+
+
+def test_one_family_gets_the_whole_fleet() -> None:
+    every = SoakConfig(devices=4000)
+    alone = SoakConfig(devices=4000, families=("traffic",))
+
+    assert alone.devices_per_family == every.devices_per_family * len(FAMILY_NAMES)
+
+
+def test_the_report_says_which_families_ran_and_sizes_only_theirs() -> None:
+    # A simulated day (an hour at speed-up 24) of 1,000 camera devices.
+    result = _result(replace(STEP, devices=1000, families=("camera",), minutes=60, speedup=24))
+
+    text = markdown(result, "python -m bench.soak --families camera")
+    disk = disk_table(result)
+
+    assert "camera only" in text
+    assert "all five" not in text
+    # Bytes per device-day over camera's 1,000 devices (not a fifth of them), camera's row only:
+    # the other families hold at most probe readings.
+    assert "| camera | 1,000 | 2,000 |" in disk
+    assert not [family for family in FAMILY_NAMES if family != "camera" and f"| {family} |" in disk]
+    assert "camera only" in knee_markdown([(1000, result)], "python -m bench.soak --knee")
+
+
+def test_the_report_of_the_whole_fleet_says_all_five() -> None:
+    assert "all five families" in markdown(_result(), "python -m bench.soak")
+
+
+# --- the knee's verdict ----------------------------------------------------------------------
+
+
+def test_a_step_within_every_limit_holds() -> None:
+    result = _result()
+
+    assert breaks(result) == []
+    assert dashboard_invalid(result) == []
+    assert verdict(result) == "held"
+
+
+def test_slow_dashboard_callbacks_break_the_step() -> None:
+    slow = DashboardStats(callbacks=ENOUGH, p50_ms=800, p95_ms=DASHBOARD_LAG_LIMIT_S * 1000 + 100)
+    result = _result(dashboard=slow)
+
+    assert breaks(result) == ["dashboards: callbacks p95 5.1 s > 5 s under 50 sessions"]
+    assert verdict(result).startswith("broke: dashboards: callbacks p95 5.1 s")
+
+
+def test_callbacks_at_the_limit_still_hold() -> None:
+    at_limit = DashboardStats(callbacks=ENOUGH, p95_ms=DASHBOARD_LAG_LIMIT_S * 1000)
+
+    assert verdict(_result(dashboard=at_limit)) == "held"
+
+
+def test_too_few_callbacks_make_the_step_invalid_for_dashboards_not_held() -> None:
+    floor = expected_callbacks(STEP) * MIN_CALLBACK_SHARE
+    few = DashboardStats(callbacks=int(floor) - 1, p95_ms=300)
+    result = _result(dashboard=few)
+
+    assert expected_callbacks(STEP) == ENOUGH
+    assert breaks(result) == []
+    assert verdict(result).startswith(f"invalid for dashboards: {int(floor) - 1} callbacks, fewer than 500")
+    assert verdict(_result(dashboard=replace(few, callbacks=int(floor)))) == "held"
+
+
+def test_failed_requests_or_no_statistics_make_the_dashboards_invalid() -> None:
+    failed = DashboardStats(callbacks=ENOUGH, p95_ms=300, failures=3)
+
+    assert dashboard_invalid(_result(dashboard=failed)) == ["3 dashboard requests failed"]
+    nothing = replace(_result(), dashboard=None)
+    assert "wrote no statistics" in verdict(nothing)
+
+
+def test_without_sessions_the_dashboards_are_not_judged() -> None:
+    result = replace(_result(replace(STEP, users=0)), dashboard=None)
+
+    assert verdict(result) == "held"
+
+
+def test_a_broken_step_also_says_its_dashboards_were_invalid() -> None:
+    result = _result(
+        dashboard=DashboardStats(callbacks=3, p95_ms=200),
+        stored_rows={**dict.fromkeys(FAMILY_NAMES, 100), "traffic": 90},
+    )
+
+    said = verdict(result)
+    assert said.startswith("broke: 10 readings lost")
+    assert "dashboards invalid: 3 callbacks" in said
+
+
+def test_the_knee_table_gives_each_step_its_verdict() -> None:
+    held = _result()
+    slow = _result(dashboard=DashboardStats(callbacks=ENOUGH, p95_ms=6000))
+
+    table = knee_markdown([(5000, held), (10000, slow)], "python -m bench.soak --knee")
+
+    rows = [line for line in table.splitlines() if line.startswith("| 5000 ") or line.startswith("| 10000 ")]
+    assert rows[0].endswith("| held |")
+    assert f"| {ENOUGH} |" in rows[0]  # the callbacks the p95 rests on
+    assert "broke: dashboards: callbacks p95 6.0 s > 5 s" in rows[1]
