@@ -245,10 +245,11 @@ class DuckDBStore:
             reason = f"field type conflict: {name!r} is {stored} in {measurement!r}, got {kind}"
             rejected += [RejectedRow(row=r, reason=reason) for r in bad[ROW].to_list()]
             data = data.filter(pl.col(name).is_null()).drop(name)
+        if not rejected:
+            return data, rejected  # ``prepare`` left no row without a field
         # A field only the refused rows carried must not become a column: InfluxDB never
         # learns of it, and reads would answer it as a column of nulls.
-        if rejected:
-            data = data.drop([f for f in fields if f in data.columns and data[f].null_count() == data.height])
+        data = data.drop([f for f in fields if f in data.columns and data[f].null_count() == data.height])
         remaining = [f for f in fields if f in data.columns]
         if remaining and data.height:
             data = data.filter(pl.any_horizontal(pl.col(f).is_not_null() for f in remaining))
