@@ -19,14 +19,15 @@ Incremental and correct under late data:
 What a run reads follows what arrived, not the size of the day:
 
 * 1 min, 15 min and 1 h aggregates: each dirty window is computed from its own readings only
-  (a new minute: that minute, its quarter, its hour), every device of them (a commune window
-  needs all its devices). The open hour's 1-hour rows (a p95 over up to an hour of the fleet)
-  are recomputed at most every ``hour_refresh`` (5 minutes by default, never more than
-  ``settle``), and once more after the hour closes (``_OpenHour``); the minute's and quarter's
-  rows follow every run. The raw readings of the latest hours (from the hour ``settle`` ago)
-  are kept between runs (``Runner.recent_hour``): a run reads again only the minutes holding
-  a reading the kept hour does not hold yet, so a new minute of the fleet reads that minute.
-  Older hours (late data) are read whole.
+  (a new minute: that minute, its quarter, its hour; the minute and the quarter in one pass over
+  the quarter's readings), every device of them (a commune window needs all its devices). The
+  open hour's 1-hour rows (a p95 over up to an hour of the fleet) are recomputed at most every
+  ``hour_refresh`` (5 minutes by default, never more than ``settle``), and once more after the
+  hour closes (``_OpenHour``); the minute's and quarter's rows follow every run. The raw
+  readings of the latest hours (from the hour ``settle`` ago) are kept between runs
+  (``Runner.recent_hour``): a run reads again only the minutes holding a reading the kept hour
+  does not hold yet, so a new minute of the fleet reads that minute. Older hours (late data)
+  are read whole.
 * Families with counters (energy meter, error counters), camera and network hours: the dirty
   hours are read, as runs of consecutive hours cut at Paris midnight. Counters also need each
   device's previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full
@@ -878,7 +879,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     if hours is not None:
         for hour in hours.overdue():
             frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
-            _aggregate_window(runner, family, "1h", frame, hour=hour, starts={"1h": {hour}}, report=report)
+            _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts={"1h": {hour}}, report=report)
             hours.computed(hour)
     daily.done()
 
@@ -893,8 +894,8 @@ def _aggregate_hour(
     starts: dict[str, set[int]],
     hours: _OpenHour | None,
 ) -> None:
-    """The windows of one hour holding readings new to the kept hour, each from its own readings:
-    the new minute's, its quarter's, the hour's (``Runner.recent_hour``); the hour's own rows
+    """The windows of one hour holding readings new to the kept hour (``Runner.recent_hour``):
+    the new minute's and its quarter's, from the quarter's readings; the hour's, from the hour's,
     when ``hours`` says they are due.
 
     The settle margin makes the readings of the last minutes before the previous run new again
@@ -909,41 +910,39 @@ def _aggregate_hour(
     if not minutes:
         return
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
-    windows = Dirty(touched)
-    for window in SUB_DAY_WINDOWS:
-        if window == "1h" and hours is not None:
-            if not hours.due(hour):
-                hours.skipped(hour)
-                continue
-            hours.computed(hour)
-        rows = frame
-        wanted = {window: windows.starts(window)}
-        if window != "1h":
-            rows = frame.filter(
-                window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(wanted[window]))
-            )
-        _aggregate_window(runner, family, window, rows, hour=hour, starts=wanted, report=report)
+    new_minutes = Dirty(touched)
+    wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
+    # The minutes' and the quarters' windows in one pass over the quarters' readings (the
+    # minutes' readings are among them): one engine call, not one per window.
+    quarters = frame.filter(window_start(pl.col("time"), "15m").cast(pl.Int64).is_in(sorted(wanted["15m"])))
+    _aggregate_windows(runner, family, ["1m", "15m"], quarters, hour=hour, starts=wanted, report=report)
+    if hours is not None:
+        if not hours.due(hour):
+            hours.skipped(hour)
+            return
+        hours.computed(hour)
+    _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts=wanted, report=report)
 
 
-def _aggregate_window(
+def _aggregate_windows(
     runner: Runner,
     family: str,
-    window: str,
+    windows: list[str],
     rows: pl.DataFrame,
     *,
     hour: int,
     starts: dict[str, set[int]],
     report: JobReport,
 ) -> None:
-    """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``window`` and write
+    """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``windows`` and write
     the windows of ``starts``."""
     if rows.is_empty():
         return
-    results = aggregate_all(rows, family, windows=[window])
+    results = aggregate_all(rows, family, windows=windows)
     span = (from_ns(hour), from_ns(hour + HOUR_NS))
-    _write_windows(
-        runner, family, window, _within_windows(results, family, window, span=span, starts=starts), report
-    )
+    for window in windows:
+        rows_of = _within_windows(results, family, window, span=span, starts=starts)
+        _write_windows(runner, family, window, rows_of, report)
 
 
 def _within_windows(
