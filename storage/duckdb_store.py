@@ -325,8 +325,13 @@ class DuckDBStore:
             join = " AND ".join(f"t.{k} = b.{k}" for k in keys)
             # The time bounds let DuckDB skip the table's row groups outside the batch.
             in_range = f"t.{quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)}"
+            # A null keeps the stored value; a field with a value on every row of the batch is
+            # set as it is, so DuckDB need not read the stored column.
             sets = ", ".join(
-                f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
+                f"{quote_ident(f)} = b.{quote_ident(f)}"
+                if batch.column(f).null_count == 0
+                else f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})"
+                for f in fields
             )
             # One MERGE: a batch's rows are unique per (tags, time) (storage.frames.prepare), so
             # each matches at most one stored row; new rows go in by name.
