@@ -10,9 +10,11 @@ first run reads what the settle margin and ATMO/EAQI need), then times ten new m
 seconds and their median and mean.
 
     .venv/bin/python -m bench.processing_minutes                     # this checkout
-    PYTHONPATH=/path/to/other/checkout .venv/bin/python -m bench.processing_minutes   # another
+    cd /path/to/other/checkout && PYTHONPATH=. /path/to/this/.venv/bin/python -m bench.processing_minutes
 
-Run the two alternately (A, B, A, B) so that both see the same load.
+The other checkout's code runs only from its own directory: ``python -m`` puts the current
+directory first on the path, ahead of ``PYTHONPATH``. Run the two alternately (A, B, A, B) so
+that both see the same load.
 """
 
 from __future__ import annotations

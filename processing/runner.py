@@ -19,14 +19,15 @@ Incremental and correct under late data:
 What a run reads follows what arrived, not the size of the day:
 
 * 1 min, 15 min and 1 h aggregates: each dirty window is computed from its own readings only
-  (a new minute: that minute, its quarter, its hour), every device of them (a commune window
-  needs all its devices). The open hour's 1-hour rows (a p95 over up to an hour of the fleet)
-  are recomputed at most every ``hour_refresh`` (5 minutes by default, never more than
-  ``settle``), and once more after the hour closes (``_OpenHour``); the minute's and quarter's
-  rows follow every run. The raw readings of the latest hours (from the hour ``settle`` ago)
-  are kept between runs (``Runner.recent_hour``): a run reads again only the minutes holding
-  a reading the kept hour does not hold yet, so a new minute of the fleet reads that minute.
-  Older hours (late data) are read whole.
+  (a new minute: that minute, its quarter, its hour; the minute and the quarter in one pass over
+  the quarter's readings), every device of them (a commune window needs all its devices). The
+  open hour's 1-hour rows (a p95 over up to an hour of the fleet) are recomputed at most every
+  ``hour_refresh`` (5 minutes by default, never more than ``settle``), and once more after the
+  hour closes (``_OpenHour``); the minute's and quarter's rows follow every run. The raw
+  readings of the latest hours (from the hour ``settle`` ago) are kept between runs
+  (``Runner.recent_hour``): a run reads again only the minutes holding a reading the kept hour
+  does not hold yet, so a new minute of the fleet reads that minute. Older hours (late data)
+  are read whole.
 * Families with counters (energy meter, error counters), camera and network hours: the dirty
   hours are read, as runs of consecutive hours cut at Paris midnight. Counters also need each
   device's previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full
@@ -87,7 +88,7 @@ from processing.watermarks import Watermarks
 from processing.windows import HOUR_NS, MINUTE_NS, duration_ns, floor, from_ns, next_start, window_start
 from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
-from storage.base import TIME_DTYPE, Store, epoch_ns
+from storage.base import TIME_DTYPE, Store, Write, WriteReport, epoch_ns
 
 __all__ = ["Dirty", "Job", "JobReport", "RunReport", "Runner", "hour_spans"]
 
@@ -191,6 +192,9 @@ class Runner:
         # Watermarks as the run began, and those it sets (written once, at its end).
         self._marks: dict[str, tuple[int, int]] = {}
         self._marks_out: dict[str, int] = {}
+        # A run's results, with the report of the job that made each, until the run stores them
+        # with its watermarks in one ``Store.write_many`` (None: outside a run, written at once).
+        self._pending: list[tuple[Write, JobReport]] | None = None
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -212,6 +216,13 @@ class Runner:
     def run_once(self) -> RunReport:
         """Process what arrived since each job's watermark; return what was done."""
         self._start_run()
+        self._pending = []
+        try:
+            return self._run_jobs()
+        finally:
+            self._pending = None
+
+    def _run_jobs(self) -> RunReport:
         report = RunReport()
         jobs = self.jobs()
         # Read before any job runs: a job moves only its own watermark, so these stay the
@@ -241,8 +252,35 @@ class Runner:
             known = [int(v) for v in (seen["received_at"].max(), mark) if v is not None]  # type: ignore[arg-type]
             if job_report.error is None and known:
                 self.set_mark(job.name, max(known))
-        self._save_marks()
+        self._store_pending(with_marks=True)
+        self._marks_out = {}
         return report
+
+    def _store_pending(self, *, with_marks: bool = False) -> None:
+        """Store the results the run holds in one ``Store.write_many``, with the run's watermarks
+        at its end (they move only with the results). When the store fails, the jobs whose
+        results were in it fail, their watermarks stay, and the next run redoes them."""
+        pending, self._pending = self._pending or [], []
+        marks = self.watermarks.write_of(self._marks_out, now=self._now) if with_marks else None
+        writes = [write for write, _ in pending] + ([marks] if marks is not None else [])
+        if not writes:
+            return
+        try:
+            results = self.store.write_many(writes)
+        except Exception as exc:
+            log.exception("processing run: storing its results failed")
+            jobs = {job.name: job for job in self.jobs()}
+            for failed in {id(job): job for _, job in pending}.values():
+                failed.error = failed.error or f"{type(exc).__name__}: {exc}"
+                self._forget(jobs[failed.job])
+                self._marks_out = {
+                    key: mark
+                    for key, mark in self._marks_out.items()
+                    if key != failed.job and not key.startswith(f"{failed.job}/")
+                }
+            return
+        for (write, job), result in zip(pending, results, strict=False):
+            _count_written(write.measurement, result, job)
 
     def backfill(self, start: datetime, end: datetime, *, jobs: Sequence[str] | None = None) -> RunReport:
         """Recompute every window of ``[start, end)`` from the stored readings, whatever the watermarks."""
@@ -306,6 +344,8 @@ class Runner:
     ) -> pl.DataFrame:
         """Rows of ``measurement`` in ``[start, end)`` (``fields`` only, when given), counted in
         ``report``."""
+        if self._pending:
+            self._store_pending()  # a job may read what an earlier one wrote (indices, aggregates)
         where = {"insee": self.communes} if self.communes is not None else None
         frame = self.store.read(measurement, start=start, end=end, where=where, fields=fields)
         report.rows_read += frame.height
@@ -447,10 +487,10 @@ class Runner:
         frame = frame.filter(pl.any_horizontal(pl.col(fields).is_not_null())) if fields else frame
         if frame.is_empty():
             return
-        result = self.store.write(measurement, frame, tags=list(tags))
-        report.rows_written += result.written
-        for rejected in result.rejected[:5]:
-            log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
+        if self._pending is not None:
+            self._pending.append((Write(measurement, frame, list(tags)), report))
+            return
+        _count_written(measurement, self.store.write(measurement, frame, tags=list(tags)), report)
 
     def mark(self, key: str) -> tuple[int, int] | None:
         """The watermark ``key`` and the time of the run that set it, as this run began."""
@@ -531,9 +571,15 @@ class Runner:
             # stays, so the next run retries its windows.
             log.exception("processing job %s failed", job.name)
             report.error = f"{type(exc).__name__}: {exc}"
-            self._recent = {key: kept for key, kept in self._recent.items() if key[0] != job.family}
+            self._forget(job)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _forget(self, job: Job) -> None:
+        """Drop what a failed job's family kept between runs, so that the next run reads, and
+        recomputes, its hours whole."""
+        self._recent = {key: kept for key, kept in self._recent.items() if key[0] != job.family}
+        self._hour_refreshed.pop(job.name, None)
 
 
 @dataclass(slots=True)
@@ -553,6 +599,12 @@ class _KeptHour:
     """The hourly means ``partials`` give, once computed."""
     checked: set[int] = field(default_factory=set)
     """Minutes ``run`` checked for readings the hour did not hold."""
+
+
+def _count_written(measurement: str, result: WriteReport, report: JobReport) -> None:
+    report.rows_written += result.written
+    for rejected in result.rejected[:5]:
+        log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
 
 
 def _unseen_minutes(frame: pl.DataFrame, dirty: Dirty, minutes: set[int]) -> set[int]:
@@ -827,7 +879,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     if hours is not None:
         for hour in hours.overdue():
             frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
-            _aggregate_window(runner, family, "1h", frame, hour=hour, starts={"1h": {hour}}, report=report)
+            _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts={"1h": {hour}}, report=report)
             hours.computed(hour)
     daily.done()
 
@@ -842,8 +894,8 @@ def _aggregate_hour(
     starts: dict[str, set[int]],
     hours: _OpenHour | None,
 ) -> None:
-    """The windows of one hour holding readings new to the kept hour, each from its own readings:
-    the new minute's, its quarter's, the hour's (``Runner.recent_hour``); the hour's own rows
+    """The windows of one hour holding readings new to the kept hour (``Runner.recent_hour``):
+    the new minute's and its quarter's, from the quarter's readings; the hour's, from the hour's,
     when ``hours`` says they are due.
 
     The settle margin makes the readings of the last minutes before the previous run new again
@@ -858,41 +910,39 @@ def _aggregate_hour(
     if not minutes:
         return
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
-    windows = Dirty(touched)
-    for window in SUB_DAY_WINDOWS:
-        if window == "1h" and hours is not None:
-            if not hours.due(hour):
-                hours.skipped(hour)
-                continue
-            hours.computed(hour)
-        rows = frame
-        wanted = {window: windows.starts(window)}
-        if window != "1h":
-            rows = frame.filter(
-                window_start(pl.col("time"), window).cast(pl.Int64).is_in(sorted(wanted[window]))
-            )
-        _aggregate_window(runner, family, window, rows, hour=hour, starts=wanted, report=report)
+    new_minutes = Dirty(touched)
+    wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
+    # The minutes' and the quarters' windows in one pass over the quarters' readings (the
+    # minutes' readings are among them): one engine call, not one per window.
+    quarters = frame.filter(window_start(pl.col("time"), "15m").cast(pl.Int64).is_in(sorted(wanted["15m"])))
+    _aggregate_windows(runner, family, ["1m", "15m"], quarters, hour=hour, starts=wanted, report=report)
+    if hours is not None:
+        if not hours.due(hour):
+            hours.skipped(hour)
+            return
+        hours.computed(hour)
+    _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts=wanted, report=report)
 
 
-def _aggregate_window(
+def _aggregate_windows(
     runner: Runner,
     family: str,
-    window: str,
+    windows: list[str],
     rows: pl.DataFrame,
     *,
     hour: int,
     starts: dict[str, set[int]],
     report: JobReport,
 ) -> None:
-    """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``window`` and write
+    """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``windows`` and write
     the windows of ``starts``."""
     if rows.is_empty():
         return
-    results = aggregate_all(rows, family, windows=[window])
+    results = aggregate_all(rows, family, windows=windows)
     span = (from_ns(hour), from_ns(hour + HOUR_NS))
-    _write_windows(
-        runner, family, window, _within_windows(results, family, window, span=span, starts=starts), report
-    )
+    for window in windows:
+        rows_of = _within_windows(results, family, window, span=span, starts=starts)
+        _write_windows(runner, family, window, rows_of, report)
 
 
 def _within_windows(

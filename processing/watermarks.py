@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from processing.windows import from_ns
-from storage.base import TIME_DTYPE, Store, epoch_ns
+from storage.base import TIME_DTYPE, Store, Write, epoch_ns
 
 MEASUREMENT = "_watermarks"
 LOOKBACK = timedelta(days=400)
@@ -79,8 +79,16 @@ class Watermarks:
 
     def set_many(self, marks: dict[str, int], *, now: datetime | None = None) -> None:
         """``set`` for several jobs, in one write."""
+        write = self.write_of(marks, now=now)
+        if write is not None:
+            self.store.write(write.measurement, write.frame, tags=write.tags)
+
+    @staticmethod
+    def write_of(marks: dict[str, int], *, now: datetime | None = None) -> Write | None:
+        """The store write ``set_many`` makes (None when ``marks`` is empty), for a writer that
+        stores it with its results in one ``Store.write_many``."""
         if not marks:
-            return
+            return None
         now = now or datetime.now(UTC)
         day = datetime(now.year, now.month, now.day, tzinfo=UTC)
         row = pl.DataFrame(
@@ -97,7 +105,7 @@ class Watermarks:
                 "updated_at": pl.Int64,
             },
         )
-        self.store.write(MEASUREMENT, row, tags=["job"])
+        return Write(MEASUREMENT, row, ["job"])
 
     def all(self, *, now: datetime | None = None) -> dict[str, datetime]:
         """Every job's watermark as a UTC datetime, for reports."""

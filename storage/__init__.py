@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.base import Health, RejectedRow, Store, WriteReport
+from storage.base import Health, RejectedRow, Store, Write, WriteReport
 from storage.config import DuckDBSettings, InfluxSettings, StoreSettings
 from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
 
@@ -17,6 +17,7 @@ __all__ = [
     "StoreError",
     "StoreSettings",
     "StoreUnavailable",
+    "Write",
     "WriteRejected",
     "WriteReport",
     "open_store",

@@ -84,6 +84,15 @@ class WriteReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Write:
+    """One frame of a ``Store.write_many``: the arguments of a ``Store.write``."""
+
+    measurement: str
+    frame: pl.DataFrame
+    tags: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """Whether the store answers, and what it is."""
 
@@ -103,6 +112,18 @@ class Store(Protocol):
         Raises ``StoreUnavailable`` when nothing could be written for a reason that may pass,
         ``StoreAuthError`` on refused credentials. Rows the store refuses individually are
         reported in the result; the others are written.
+        """
+        ...
+
+    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
+        """Write several frames, each as ``write`` would, in order; one report per frame.
+
+        Every frame is checked before anything is written: a frame ``write`` would refuse as a
+        whole (``WriteRejected``) refuses them all. A writer with several results to store at
+        once (a processing run) calls it to pay the store's per-write cost once: DuckDB writes
+        them in one transaction (all or, when one raises, none); InfluxDB, which has no
+        transactions, sends each frame as ``write`` does, and a failure part way leaves the
+        frames before it written (as the same ``write`` calls would).
         """
         ...
 

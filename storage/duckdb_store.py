@@ -36,6 +36,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.base import (
     RECEIVED_AT,
@@ -44,6 +45,7 @@ from storage.base import (
     Health,
     RejectedRow,
     TagFilter,
+    Write,
     WriteReport,
     check_arrivals_query,
     empty_arrivals,
@@ -88,6 +90,14 @@ class _Schema:
     def __init__(self) -> None:
         self.tags: list[str] = []
         self.fields: dict[str, str] = {}
+
+    @classmethod
+    def copy_of(cls, schema: _Schema | None) -> _Schema:
+        """A copy that a write may change (a new one when ``schema`` is None)."""
+        copy = cls()
+        if schema is not None:
+            copy.tags, copy.fields = list(schema.tags), dict(schema.fields)
+        return copy
 
 
 class DuckDBStore:
@@ -150,26 +160,51 @@ class DuckDBStore:
 
     def write(self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]) -> WriteReport:
         """Write rows (see ``storage.base.Store.write``)."""
-        prepared = prepare(measurement, frame, tags)
-        report = WriteReport(rejected=list(prepared.rejected))
-        data = prepared.frame
-        if data.height == 0:
-            return report
+        return self.write_many([Write(measurement, frame, tags)])[0]
+
+    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
+        """Write several frames in one transaction: all of them or, when one raises, none (see
+        ``storage.base.Store.write_many``)."""
+        prepared = [prepare(w.measurement, w.frame, w.tags) for w in writes]
+        reports = [WriteReport(rejected=list(p.rejected)) for p in prepared]
+        if not any(p.frame.height for p in prepared):
+            return reports
         with self._lock:
             if self._closed:
                 raise StoreError("the DuckDB store is closed")
-            # Only writers change a schema, and they hold ``_lock``: no copy needed here.
-            schema = self._schemas.get(measurement) or _Schema()
-            data, conflicts = self._drop_type_conflicts(measurement, schema, data, prepared.fields)
-            report.rejected.extend(conflicts)
-            if data.height:
-                self._write_locked(measurement, schema, data, prepared.tags)
-        report.written = data.height
-        report.rejected.sort(key=lambda r: r.row)
+            # Schemas as the transaction changes them, published only once it has committed.
+            # Only writers change a schema, and they hold ``_lock``: reading them needs no copy.
+            changed: dict[str, _Schema] = {}
+            conn = self._conn
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for write, ready, report in zip(writes, prepared, reports, strict=True):
+                    if ready.frame.height == 0:
+                        continue
+                    measurement = write.measurement
+                    schema = changed.get(measurement) or self._schemas.get(measurement)
+                    exists = schema is not None
+                    schema = _Schema.copy_of(schema)
+                    data, conflicts = self._drop_type_conflicts(
+                        measurement, schema, ready.frame, ready.fields
+                    )
+                    report.rejected.extend(conflicts)
+                    if data.height:
+                        self._write_locked(measurement, schema, data, ready.tags, exists=exists)
+                        changed[measurement] = schema
+                    report.written = data.height
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            with self._schema_lock:
+                self._schemas.update(changed)
+        for report in reports:
+            report.rejected.sort(key=lambda r: r.row)
         due = time.monotonic() - self._swept_at >= SWEEP_INTERVAL_S
-        if self.minute_retention and due and is_minute_aggregate(measurement):
+        if self.minute_retention and due and any(is_minute_aggregate(w.measurement) for w in writes):
             self.sweep()
-        return report
+        return reports
 
     def sweep(self, now: datetime | None = None) -> int:
         """Delete the minute aggregates older than their retention (what InfluxDB's retention
@@ -210,10 +245,11 @@ class DuckDBStore:
             reason = f"field type conflict: {name!r} is {stored} in {measurement!r}, got {kind}"
             rejected += [RejectedRow(row=r, reason=reason) for r in bad[ROW].to_list()]
             data = data.filter(pl.col(name).is_null()).drop(name)
+        if not rejected:
+            return data, rejected  # ``prepare`` left no row without a field
         # A field only the refused rows carried must not become a column: InfluxDB never
         # learns of it, and reads would answer it as a column of nulls.
-        if rejected:
-            data = data.drop([f for f in fields if f in data.columns and data[f].null_count() == data.height])
+        data = data.drop([f for f in fields if f in data.columns and data[f].null_count() == data.height])
         remaining = [f for f in fields if f in data.columns]
         if remaining and data.height:
             data = data.filter(pl.any_horizontal(pl.col(f).is_not_null() for f in remaining))
@@ -221,7 +257,11 @@ class DuckDBStore:
             data = data.clear()
         return data, rejected
 
-    def _write_locked(self, measurement: str, schema: _Schema, data: pl.DataFrame, tags: list[str]) -> None:
+    def _write_locked(
+        self, measurement: str, schema: _Schema, data: pl.DataFrame, tags: list[str], *, exists: bool
+    ) -> None:
+        """Write ``data`` inside the open transaction, adding its new columns to the table and
+        to ``schema`` (the caller's copy, published after the commit)."""
         conn = self._conn
         table = _table(measurement)
         fields = [c for c in data.columns if c not in (ROW, TIME, *tags)]
@@ -234,55 +274,64 @@ class DuckDBStore:
         data = data.drop(ROW).with_columns(
             pl.col(TIME).dt.epoch("ns"), *(pl.lit("").alias(t) for t in schema.tags if t not in tags)
         )
-        all_tags = [*schema.tags, *new_tags]
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            if measurement not in self._schemas:
-                conn.execute(f"CREATE TABLE {table} ({quote_ident(TIME)} BIGINT NOT NULL)")
-            position = len(schema.tags) + len(schema.fields)
-            for tag in new_tags:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(tag)} VARCHAR DEFAULT ''")
-                position += 1
-                conn.execute(
-                    "INSERT INTO main.smartcity_columns VALUES (?, ?, 'tag', ?)", [measurement, tag, position]
-                )
-            for name in new_fields:
-                kind = field_kind(data.schema[name])
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {_SQL_TYPES[kind]}")
-                position += 1
-                conn.execute(
-                    "INSERT INTO main.smartcity_columns VALUES (?, ?, ?, ?)",
-                    [measurement, name, kind, position],
-                )
-            self._merge(conn, table, data.to_arrow(), all_tags, fields)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if not exists:
+            conn.execute(f"CREATE TABLE {table} ({quote_ident(TIME)} BIGINT NOT NULL)")
+        position = len(schema.tags) + len(schema.fields)
+        for tag in new_tags:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(tag)} VARCHAR DEFAULT ''")
+            position += 1
+            conn.execute(
+                "INSERT INTO main.smartcity_columns VALUES (?, ?, 'tag', ?)", [measurement, tag, position]
+            )
+            schema.tags.append(tag)
         dtypes = data.schema
-        with self._schema_lock:
-            schema.tags.extend(new_tags)
-            for name in new_fields:
-                schema.fields[name] = field_kind(dtypes[name])
-            self._schemas[measurement] = schema
+        for name in new_fields:
+            kind = field_kind(dtypes[name])
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {_SQL_TYPES[kind]}")
+            position += 1
+            conn.execute(
+                "INSERT INTO main.smartcity_columns VALUES (?, ?, ?, ?)", [measurement, name, kind, position]
+            )
+            schema.fields[name] = kind
+        self._merge(conn, table, data.to_arrow(), schema.tags, fields, stored=exists)
 
     @staticmethod
     def _merge(
-        conn: duckdb.DuckDBPyConnection, table: str, batch: pa.Table, tags: list[str], fields: list[str]
+        conn: duckdb.DuckDBPyConnection,
+        table: str,
+        batch: pa.Table,
+        tags: list[str],
+        fields: list[str],
+        *,
+        stored: bool,
     ) -> None:
         conn.register("smartcity_batch", batch)
         try:
             keys = [quote_ident(k) for k in (*tags, TIME)]
-            # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection
-            # and refuses the next statement.
-            low, high = conn.execute(
-                f"SELECT min({quote_ident(TIME)}), max({quote_ident(TIME)}) FROM smartcity_batch"
-            ).fetchall()[0]
+            times = pc.min_max(batch.column(TIME))
+            low, high = times["min"].as_py(), times["max"].as_py()
+            # A batch whose time range holds no stored row (a new minute's rows) is appended:
+            # the zone maps on ``time`` answer that without reading the table.
+            overlaps = (
+                stored
+                and conn.execute(
+                    f"SELECT 1 FROM {table} "
+                    f"WHERE {quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)} LIMIT 1"
+                ).fetchall()
+            )
+            if not overlaps:
+                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM smartcity_batch")
+                return
             join = " AND ".join(f"t.{k} = b.{k}" for k in keys)
             # The time bounds let DuckDB skip the table's row groups outside the batch.
             in_range = f"t.{quote_ident(TIME)} BETWEEN {int(low)} AND {int(high)}"
+            # A null keeps the stored value; a field with a value on every row of the batch is
+            # set as it is, so DuckDB need not read the stored column.
             sets = ", ".join(
-                f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})" for f in fields
+                f"{quote_ident(f)} = b.{quote_ident(f)}"
+                if batch.column(f).null_count == 0
+                else f"{quote_ident(f)} = COALESCE(b.{quote_ident(f)}, t.{quote_ident(f)})"
+                for f in fields
             )
             # One MERGE: a batch's rows are unique per (tags, time) (storage.frames.prepare), so
             # each matches at most one stored row; new rows go in by name.

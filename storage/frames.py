@@ -20,6 +20,7 @@ hold:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,27 +86,27 @@ def check_name(kind: str, name: str) -> None:
         raise WriteRejected(f"measurement name {name!r} starts with '#'")
 
 
-def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> PreparedFrame:
-    """Check and normalise ``frame`` (see the module docstring); raise ``WriteRejected`` when the
-    frame as a whole is unusable (no ``time`` column, an unsupported dtype, a bad name)."""
+@functools.lru_cache(maxsize=256)
+def _normalising(
+    measurement: str, schema: tuple[tuple[str, pl.DataType], ...], tags: tuple[str, ...]
+) -> tuple[list[str], list[str], list[pl.Expr]]:
+    """The tags, the fields and the expressions that normalise a frame of ``schema``: the same
+    for every write of a writer's frames, so they are built once."""
     check_name("measurement", measurement)
-    if TIME not in frame.columns:
-        raise WriteRejected(f"the frame has no {TIME!r} column (columns: {', '.join(frame.columns)})")
+    columns = dict(schema)
     tag_list = list(dict.fromkeys(tags))
-    missing = [t for t in tag_list if t not in frame.columns]
+    missing = [t for t in tag_list if t not in columns]
     if missing:
         raise WriteRejected(f"tag column(s) {', '.join(missing)} not in the frame")
-    field_list = [c for c in frame.columns if c != TIME and c not in tag_list]
+    field_list = [c for c in columns if c != TIME and c not in tag_list]
     for name in tag_list:
         check_name("tag", name)
     for name in field_list:
         check_name("field", name)
-
-    schema = frame.schema  # built anew at every access: once, not once per column
-    exprs: list[pl.Expr] = [_time_expr(schema[TIME]).alias(TIME)]
+    exprs: list[pl.Expr] = [_time_expr(columns[TIME]).alias(TIME)]
     exprs += [pl.col(t).cast(pl.String).fill_null("").alias(t) for t in tag_list]
     for name in field_list:
-        dtype = _field_dtype(name, schema[name])
+        dtype = _field_dtype(name, columns[name])
         expr = pl.col(name).cast(dtype)
         if dtype == pl.Float64:
             # NaN and infinities have no line-protocol form: they mean "no value".
@@ -114,21 +115,44 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
             # InfluxDB's CSV answers cannot tell "" from no value: both stores read "" as null.
             expr = pl.when(expr != "").then(expr)
         exprs.append(expr.alias(name))
+    return tag_list, field_list, exprs
+
+
+def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> PreparedFrame:
+    """Check and normalise ``frame`` (see the module docstring); raise ``WriteRejected`` when the
+    frame as a whole is unusable (no ``time`` column, an unsupported dtype, a bad name)."""
+    if TIME not in frame.columns:
+        check_name("measurement", measurement)
+        raise WriteRejected(f"the frame has no {TIME!r} column (columns: {', '.join(frame.columns)})")
+    cached = _normalising(measurement, tuple(frame.schema.items()), tuple(tags))
+    tag_list, field_list, exprs = list(cached[0]), list(cached[1]), cached[2]
     out = frame.with_row_index(ROW).select(pl.col(ROW), *exprs)
 
+    keys = [*tag_list, TIME]
+    no_field = pl.all_horizontal(pl.col(f).is_null() for f in field_list) if field_list else pl.lit(True)
     reasons: list[tuple[pl.Expr, str]] = [(pl.col(TIME).is_null(), "no time")]
-    for t in tag_list:
-        # A cheap literal scan first: the exact pattern only runs on frames that need it.
-        if not out.select(pl.col(t).str.contains_any(["\n", "\r", "\\"]).any()).item():
-            continue
-        bad = pl.col(t).str.contains(r"[\r\n]|\\([,= ]|$)")
-        reasons.append((bad, f"tag {t!r} has a line break, or a backslash at its end or before , = or space"))
-    if field_list:
-        reasons.append((pl.all_horizontal(pl.col(f).is_null() for f in field_list), "no field value"))
-    else:
-        reasons.append((pl.lit(True), "no field value"))
+    # Every check of a clean frame in one pass: a cheap literal scan of the tags (the exact
+    # pattern only runs on frames that need it), refusals, duplicates (hashes, much cheaper than
+    # the keys: a collision only costs the merge below, which is right in any case) and empty
+    # tags. Frames with refusals are checked again after them.
+    checks = out.select(
+        pl.any_horizontal(pl.col(TIME).is_null(), no_field).any().alias("refused"),
+        pl.struct(keys).hash().is_duplicated().any().alias("duplicated"),
+        *(
+            pl.col(t).str.contains_any(["\n", "\r", "\\"]).any().alias(f"suspect{i}")
+            for i, t in enumerate(tag_list)
+        ),
+        *((pl.col(t) != "").any().alias(f"carried{i}") for i, t in enumerate(tag_list)),
+    ).row(0, named=True)
+    for i, t in enumerate(tag_list):
+        if checks[f"suspect{i}"]:
+            bad = pl.col(t).str.contains(r"[\r\n]|\\([,= ]|$)")
+            reasons.append(
+                (bad, f"tag {t!r} has a line break, or a backslash at its end or before , = or space")
+            )
+    reasons.append((no_field, "no field value"))
     rejected: list[RejectedRow] = []
-    if out.select(pl.any_horizontal(condition for condition, _ in reasons).any()).item():
+    if checks["refused"] or any(checks[f"suspect{i}"] for i in range(len(tag_list))):
         reason = pl.lit(None, dtype=pl.String)
         for condition, text in reversed(reasons):
             reason = pl.when(condition).then(pl.lit(text)).otherwise(reason)
@@ -136,11 +160,15 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
         refused = flagged.filter(pl.col("__reason").is_not_null())
         rejected = [RejectedRow(row=r, reason=why) for r, why in refused.select(ROW, "__reason").iter_rows()]
         out = flagged.filter(pl.col("__reason").is_null()).drop("__reason")
+    if rejected:
+        checks.update(
+            out.select(
+                pl.struct(keys).hash().is_duplicated().any().alias("duplicated"),
+                *((pl.col(t) != "").any().alias(f"carried{i}") for i, t in enumerate(tag_list)),
+            ).row(0, named=True)
+        )
 
-    keys = [*tag_list, TIME]
-    # Hashes are compared first (much cheaper than the keys): a collision only costs the merge
-    # below, which is right in any case.
-    if out.height > 1 and out.select(pl.struct(keys).hash().is_duplicated().any()).item():
+    if out.height > 1 and checks["duplicated"]:
         out = out.group_by(keys, maintain_order=True).agg(
             pl.col(ROW).last(), *(pl.col(f).last(ignore_nulls=True) for f in field_list)
         )
@@ -148,7 +176,7 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
     # Columns empty on every remaining row carry nothing: a store would otherwise create a
     # field with a type guessed from nothing, or a tag key InfluxDB would never see.
     empty = [f for f in field_list if out.height == 0 or out[f].null_count() == out.height]
-    empty_tags = [t for t in tag_list if out.height == 0 or not (out[t] != "").any()]
+    empty_tags = [t for i, t in enumerate(tag_list) if out.height == 0 or not checks[f"carried{i}"]]
     if empty or empty_tags:
         out = out.drop(empty, *empty_tags)
         field_list = [f for f in field_list if f not in empty]

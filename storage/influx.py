@@ -53,6 +53,7 @@ from storage.base import (
     Health,
     RejectedRow,
     TagFilter,
+    Write,
     WriteReport,
     check_arrivals_query,
     empty_arrivals,
@@ -61,7 +62,7 @@ from storage.base import (
 )
 from storage.config import InfluxSettings, is_minute_aggregate
 from storage.errors import QueryError, StoreAuthError, StoreError, StoreUnavailable, WriteRejected
-from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, prepare
+from storage.frames import KIND_DTYPES, ROW, PreparedFrame, check_read_range, empty_frame, prepare
 from storage.lineprotocol import Lines, line_expr
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,15 @@ class InfluxStore:
 
     def write(self, measurement: str, frame: pl.DataFrame, *, tags: Sequence[str]) -> WriteReport:
         """Write rows (see ``storage.base.Store.write``)."""
-        prepared = prepare(measurement, frame, tags)
+        return self._write_prepared(measurement, prepare(measurement, frame, tags))
+
+    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
+        """Write several frames, each checked before any is sent (see
+        ``storage.base.Store.write_many``)."""
+        prepared = [prepare(w.measurement, w.frame, w.tags) for w in writes]
+        return [self._write_prepared(w.measurement, ready) for w, ready in zip(writes, prepared, strict=True)]
+
+    def _write_prepared(self, measurement: str, prepared: PreparedFrame) -> WriteReport:
         report = WriteReport(rejected=list(prepared.rejected))
         data = prepared.frame
         if data.height == 0:

@@ -22,8 +22,9 @@ from simulator.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
 from smartcity.commands.process import build_runner
 from smartcity.settings import Settings
-from storage.base import TIME_DTYPE, Store
+from storage.base import TIME_DTYPE, Store, Write, WriteReport
 from storage.duckdb_store import DuckDBStore
+from storage.errors import StoreUnavailable
 from tests.storage_fixtures import open_test_store, shared_influxd
 
 __all__ = ["shared_influxd"]  # one influxd for the module; each test gets its own database
@@ -115,6 +116,46 @@ def test_a_run_without_new_readings_touches_nothing_and_reruns_are_idempotent(st
     runner.backfill(WINDOW, WINDOW + timedelta(hours=1))
     assert read_all(store, "air_quality_1m").equals(before)
     assert Watermarks(store).get("aggregates:air_quality", now=clock.now) == int(WINDOW.timestamp() * 1e9)
+
+
+class _WritesDown:
+    """The store, except that its writes fail while ``down`` (InfluxDB unreachable, a full disk)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = True
+
+    def write_many(self, writes: list[Write]) -> list[WriteReport]:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return self.store.write_many(writes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_run_whose_results_cannot_be_stored_fails_and_the_next_run_redoes_it(store: DuckDBStore) -> None:
+    store.write(
+        "air_quality",
+        air([WINDOW + timedelta(minutes=m) for m in range(30)], [float(m) for m in range(30)], WINDOW),
+        tags=["insee", "device_id"],
+    )
+    flaky = _WritesDown(store)
+    runner = Runner(flaky, families=["air_quality"], anomalies=False, clock=Clock(NOW))  # type: ignore[arg-type]
+    report = runner.run_once()
+    # EAQI has no rows to write here (pm25 alone, no 24-hour running mean yet): it did not fail.
+    assert {job.job for job in report.failed} == {"aggregates:air_quality", "atmo_daily"}
+    assert all("connection refused" in (job.error or "") for job in report.failed)
+    # Nothing was stored, the watermarks included: the results and their watermarks go together.
+    assert store.measurements() == ["air_quality"]
+    assert Watermarks(store).all(now=NOW) == {}
+
+    flaky.down = False
+    assert not runner.run_once().failed
+    expected = aggregate(read_all(store, "air_quality"), "air_quality", "1m")
+    assert read_all(store, "air_quality_1m")["pm25_mean"].to_list() == expected["pm25_mean"].to_list()
+    assert not read_all(store, "atmo_daily").is_empty()
+    assert Watermarks(store).get("aggregates:air_quality", now=NOW) == int(WINDOW.timestamp() * 1e9)
 
 
 def test_backfill_reaches_readings_older_than_the_horizon(store: DuckDBStore) -> None:

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from storage.base import TIME, TIME_DTYPE, Store
-from storage.errors import QueryError
+from storage.base import TIME, TIME_DTYPE, Store, Write
+from storage.errors import QueryError, WriteRejected
 from tests.storage_fixtures import STORE_KINDS, open_test_store, shared_influxd
 
 __all__ = ["shared_influxd"]
@@ -174,6 +174,36 @@ def test_duplicates_inside_one_batch_merge_in_order(store: Store) -> None:
     )
     store.write("m", frame, tags=TAGS)
     assert read_all(store, "m").select("a", "b").rows() == [(3.0, 2)]
+
+
+def test_write_many_stores_each_frame_as_write_would_in_order(store: Store) -> None:
+    minute = readings(6)
+    commune = pl.DataFrame({TIME: [T0, T0 + HOUR], "insee": ["1", "2"], "mean": [1.5, None]})
+    # The same (tags, time) written twice in one call: the later frame wins field by field, and a
+    # field it brings joins the measurement created earlier in the same call.
+    again = minute.head(2).select(TIME, *TAGS, pl.lit(9.0).alias("pm25"), pl.lit(7).alias("extra"))
+    reports = store.write_many(
+        [
+            Write("one", minute, TAGS),
+            Write("per_commune", commune, ["insee"]),
+            Write("one", again, TAGS),
+        ]
+    )
+    assert [r.written for r in reports] == [6, 1, 2]
+    assert [[r.row for r in report.rejected] for report in reports] == [[], [1], []]
+    got = read_all(store, "one")
+    assert got.height == 6
+    assert got["pm25"].to_list() == [9.0, 9.0, *minute["pm25"].to_list()[2:]]
+    assert got["count"].to_list() == minute["count"].to_list()
+    assert got["extra"].to_list() == [7, 7, None, None, None, None]
+    assert read_all(store, "per_commune").select("insee", "mean").rows() == [("1", 1.5)]
+
+
+def test_write_many_refusing_one_frame_as_a_whole_writes_none(store: Store) -> None:
+    with pytest.raises(WriteRejected, match="no 'time' column"):
+        store.write_many([Write("m", readings(3), TAGS), Write("m", readings(3).drop(TIME), TAGS)])
+    assert read_all(store, "m").is_empty()
+    assert store.write_many([]) == []
 
 
 def test_out_of_order_writes_read_sorted(store: Store) -> None:

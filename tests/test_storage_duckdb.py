@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from storage import StoreSettings, open_store
-from storage.base import TIME
+from storage.base import TIME, Write
 from storage.duckdb_store import DuckDBStore
 from storage.errors import StoreError, WriteRejected
 
@@ -38,6 +38,37 @@ def test_the_file_keeps_data_and_schema_across_a_restart(tmp_path: Path) -> None
     assert got.schema["no2"] == pl.Int64
     assert got.height == 5
     assert reopened.measurements() == ["air_quality"]
+    reopened.close()
+
+
+def test_write_many_is_one_transaction_schema_changes_included(tmp_path: Path) -> None:
+    path = tmp_path / "city.duckdb"
+    store = DuckDBStore(path)
+    tags = ["insee", "device_id"]
+    store.write("m", rows("a", 2, pm25=[1.0, 2.0]), tags=tags)
+    batch = [
+        Write("m", rows("a", 2, pm25=[5.0, 6.0], no2=[1, 2]), tags),  # an update and a new field
+        Write("new", rows("b", 1, x=[1.0]), tags),  # a new measurement
+        Write("m", pl.DataFrame({TIME: [T0], "insee": [1.0]}), []),
+    ]
+    # The third frame carries "insee" as a field, which is a tag of "m": the store refuses it
+    # once the first two are written in the transaction, and none of the three stays.
+    with pytest.raises(WriteRejected, match="'insee' is a tag"):
+        store.write_many(batch)
+    assert store.read("m", **WINDOW)["pm25"].to_list() == [1.0, 2.0]  # type: ignore[arg-type]
+    assert store.read("m", **WINDOW).columns == [TIME, "device_id", "insee", "pm25"]  # type: ignore[arg-type]
+    assert store.measurements() == ["m"]
+    # What the failed transaction would have added to the schema is not known after it either:
+    # "no2" may come as a string, "new" may hold an integer "x".
+    reports = store.write_many(
+        [Write("m", rows("a", 1, no2=["high"]), tags), Write("new", rows("b", 1, x=[3]), tags)]
+    )
+    assert [r.written for r in reports] == [1, 1]
+    store.close()
+    reopened = DuckDBStore(path)
+    got = reopened.read("m", **WINDOW)  # type: ignore[arg-type]
+    assert got.select("pm25", "no2").rows() == [(1.0, "high"), (2.0, None)]
+    assert reopened.read("new", **WINDOW).schema["x"] == pl.Int64  # type: ignore[arg-type]
     reopened.close()
 
 

@@ -114,7 +114,8 @@ tag_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="
 
 
 @settings(max_examples=200, deadline=None)
-@given(key=tag_text.filter(lambda s: s != "time" and not s.startswith("__")), value=tag_text)
+# "v" is the frame's field: a tag of that name would replace it, leaving a row without a field.
+@given(key=tag_text.filter(lambda s: s not in ("time", "v") and not s.startswith("__")), value=tag_text)
 def test_tags_parse_back_as_influxdb_parses_them(key: str, value: str) -> None:
     frame = pl.DataFrame({"time": [T0], key: [value], "v": [1.0]})
     line = lines_of(frame, [key])[0]
