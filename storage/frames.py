@@ -118,6 +118,15 @@ def _normalising(
     return tag_list, field_list, exprs
 
 
+def _kept_rows_checks(keys: list[str], tag_list: list[str]) -> list[pl.Expr]:
+    """Whether rows repeat a key (``duplicated``) and which tags carry a value (``carried<i>``):
+    asked of every frame, and again of a frame's rows left after refusals."""
+    return [
+        pl.struct(keys).hash().is_duplicated().any().alias("duplicated"),
+        *((pl.col(t) != "").any().alias(f"carried{i}") for i, t in enumerate(tag_list)),
+    ]
+
+
 def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> PreparedFrame:
     """Check and normalise ``frame`` (see the module docstring); raise ``WriteRejected`` when the
     frame as a whole is unusable (no ``time`` column, an unsupported dtype, a bad name)."""
@@ -137,12 +146,11 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
     # tags. Frames with refusals are checked again after them.
     checks = out.select(
         pl.any_horizontal(pl.col(TIME).is_null(), no_field).any().alias("refused"),
-        pl.struct(keys).hash().is_duplicated().any().alias("duplicated"),
         *(
             pl.col(t).str.contains_any(["\n", "\r", "\\"]).any().alias(f"suspect{i}")
             for i, t in enumerate(tag_list)
         ),
-        *((pl.col(t) != "").any().alias(f"carried{i}") for i, t in enumerate(tag_list)),
+        *_kept_rows_checks(keys, tag_list),
     ).row(0, named=True)
     for i, t in enumerate(tag_list):
         if checks[f"suspect{i}"]:
@@ -161,12 +169,7 @@ def prepare(measurement: str, frame: pl.DataFrame, tags: Sequence[str]) -> Prepa
         rejected = [RejectedRow(row=r, reason=why) for r, why in refused.select(ROW, "__reason").iter_rows()]
         out = flagged.filter(pl.col("__reason").is_null()).drop("__reason")
     if rejected:
-        checks.update(
-            out.select(
-                pl.struct(keys).hash().is_duplicated().any().alias("duplicated"),
-                *((pl.col(t) != "").any().alias(f"carried{i}") for i, t in enumerate(tag_list)),
-            ).row(0, named=True)
-        )
+        checks.update(out.select(*_kept_rows_checks(keys, tag_list)).row(0, named=True))
 
     if out.height > 1 and checks["duplicated"]:
         out = out.group_by(keys, maintain_order=True).agg(
