@@ -19,9 +19,10 @@ class ProcessingSettings(BaseModel):
     """Readings received up to this long before a job's watermark are looked at again, for
     those that reached the store after later ones (ingest batches, spool replays)."""
     day_refresh_s: float = Field(3600.0, gt=0)
-    """How stale today's 1-day aggregate rows may get: they need the whole day of readings (for
-    the p95), so they are recomputed at most this often while the day is open, and once more
-    when it closes (``settle_s`` after midnight). Shorter windows and the indices follow every run."""
+    """How stale the 1-day aggregate rows may get: they need the whole day of readings (for the
+    p95), so a day with new readings (today, or an earlier day whose late readings arrive) has
+    them recomputed at most this often, and once more when it closes (``settle_s`` after
+    midnight). Shorter windows and the indices follow every run."""
     hour_refresh_s: float = Field(300.0, ge=0)
     """How stale the open hour's 1-hour aggregate rows may get: their p95 needs every reading
     of the hour, so they are recomputed at most this often while the hour is open (a new minute
@@ -29,6 +30,10 @@ class ProcessingSettings(BaseModel):
     ``settle_s`` (a larger value counts as ``settle_s``); 0 recomputes them at every run."""
     anomalies: bool = True
     """Run the anomaly pass."""
+    anomaly_refresh_s: float = Field(900.0, gt=0)
+    """How stale the anomalies may get: the pass reads each day it checks whole (and six hours
+    before it), so it runs at most this often, over the days holding readings received since
+    its last run and today (for silent devices). Threshold alerts do not wait for it."""
     threads: int | None = Field(None, ge=1)
     """Threads the aggregates and the anomaly pass use at once; None: the cores this process may
     run on."""

@@ -34,11 +34,13 @@ What a run reads follows what arrived, not the size of the day:
   day reads the hour before midnight), and for a device with no reading there, its last
   reading of the counter earlier in the day, so increases come out as a full recompute gives
   them.
-* 1-day aggregate rows need the whole day (a p95 does not compose). A closed day (ended at
-  least ``settle`` ago) is read whole and recomputed when it is dirty, and once when it closes;
-  today's rows are recomputed, whole, at most every ``day_refresh`` (1 hour by default) when
-  readings arrived since their last refresh: that is how stale today's daily rows may get.
-  A day row is always computed from every reading of the day, never patched.
+* 1-day aggregate rows need the whole day (a p95 does not compose). A day with readings
+  received since their last refresh (today, or a closed day whose late readings arrive) is
+  read whole and recomputed at most every ``day_refresh`` (1 hour by default): that is how
+  stale a daily row may get, and what keeps a backlog of yesterday draining all morning from
+  reading yesterday at every run. A closed day (ended at least ``settle`` ago) is recomputed
+  once more when it closes. A day row is always computed from every reading of the day, never
+  patched (``_Refresh``, ``_DailyRows``).
 * ATMO and EAQI need device hourly means with their coverage rule (processing.indices.air).
   The stored ``air_quality_1h_commune`` aggregates cannot give them (a commune mean over every
   reading is not the worst device's hourly mean, and a reading count is not the minutes
@@ -48,16 +50,18 @@ What a run reads follows what arrived, not the size of the day:
   the minutes read again are recomputed.
   ATMO of a day and EAQI of a day (with the 24 hours before it) are then recomputed from the
   kept hours at every run, as cheap as a group-by of a few thousand rows.
-* The anomaly pass reads each dirty day (and today) whole, with its context: see
-  ``_anomalies_job``.
+* The anomaly pass reads each day it checks whole, with its context (``_anomalies_job``), so
+  it runs at most every ``anomaly_refresh`` (15 minutes by default): over the days holding
+  readings received since its last pass, and today (silence is only seen by looking). The
+  other jobs' results are stored before it starts.
 
 Results equal a full recompute (``backfill``) of the same readings: the same rows, counts,
 p95, classes and times; means computed by a polars group-by may differ in the last bit
 (polars sums a group in an order that depends on the frame around it).
 
 Finding what arrived is one ``Store.arrivals`` query per family and run, from the lowest
-threshold its jobs need: each job's watermark or settle margin, and for an aggregates job whose
-today's 1-day rows are due, the arrivals since their last refresh. A job that never ran needs
+threshold its jobs need: each job's watermark or settle margin, and for a job whose days are
+due for a refresh (``_Refresh``), the arrivals since its last refresh. A job that never ran needs
 the whole horizon. ``RunReport.arrivals_read`` counts the rows it returned: about ``settle``
 of readings per run, where reading the horizon cost 16 million rows for 2,000 stations.
 """
@@ -101,6 +105,7 @@ ANOMALY_CONTEXT = timedelta(hours=6)
 flatlines have their past; anomalies starting in that context are left as they were."""
 DEFAULT_DAY_REFRESH = timedelta(hours=1)
 DEFAULT_HOUR_REFRESH = timedelta(minutes=5)
+DEFAULT_ANOMALY_REFRESH = timedelta(minutes=15)
 COUNTER_LOOKBACK = timedelta(hours=1)
 """Readings before a day that counters need: the first increase of the day needs the last
 reading of the day before."""
@@ -140,9 +145,10 @@ class Job:
     name: str
     family: str
     run: JobFunc
-    refreshes_today: bool = False
-    """Whether the job throttles today's 1-day rows (``_DailyRows``): the arrivals read must then
-    also reach back to the last refresh of today's rows, not only to the job's watermark."""
+    refresh: timedelta | None = None
+    """How often the job recomputes the days its readings fall in, when it throttles them (the
+    1-day rows, the anomaly pass: each reads its days whole): the arrivals read must then also
+    reach back to its last refresh, not only to the job's watermark (``_Refresh``)."""
 
 
 class Runner:
@@ -158,6 +164,7 @@ class Runner:
         settle: timedelta = DEFAULT_SETTLE,
         day_refresh: timedelta = DEFAULT_DAY_REFRESH,
         hour_refresh: timedelta = DEFAULT_HOUR_REFRESH,
+        anomaly_refresh: timedelta = DEFAULT_ANOMALY_REFRESH,
         anomalies: bool = True,
         anomaly_options: dict[str, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -173,6 +180,7 @@ class Runner:
         # A restarted runner knows which hours' rows are stale only through the settle margin
         # (``_OpenHour``): they may not wait longer than it.
         self.hour_refresh = min(hour_refresh, settle)
+        self.anomaly_refresh = anomaly_refresh
         self.anomalies = anomalies
         self.anomaly_options = dict(anomaly_options or {})
         self.clock = clock
@@ -201,14 +209,16 @@ class Runner:
     def jobs(self) -> list[Job]:
         """Every job, in the order they must run (indices read the aggregates)."""
         jobs: list[Job] = [
-            Job(f"aggregates:{f}", f, _aggregates_job, refreshes_today=True) for f in self.families
+            Job(f"aggregates:{f}", f, _aggregates_job, refresh=self.day_refresh) for f in self.families
         ]
         for family in self.families:
             jobs += [
                 Job(name, family, spec.update) for name, spec in indices().items() if spec.family == family
             ]
         if self.anomalies:
-            jobs += [Job(f"anomalies:{f}", f, _anomalies_job) for f in self.families]
+            jobs += [
+                Job(f"anomalies:{f}", f, _anomalies_job, refresh=self.anomaly_refresh) for f in self.families
+            ]
         return jobs
 
     # -- runs ----------------------------------------------------------------------------------
@@ -229,7 +239,13 @@ class Runner:
         # values each job would have read when its turn came.
         marks = {job.name: self.mark(job.name) for job in jobs}
         arrivals: dict[str, pl.DataFrame] = {}
+        stored_before_anomalies = False
         for job in jobs:
+            if job.run is _anomalies_job and not stored_before_anomalies:
+                # A due anomaly pass reads whole days: what the other jobs computed is stored
+                # first, not held behind it (their watermarks still move with the run's end).
+                self._store_pending()
+                stored_before_anomalies = True
             if job.family not in arrivals:
                 # One read per family, from the lowest threshold any of its jobs needs.
                 family_jobs = [j for j in jobs if j.family == job.family]
@@ -533,8 +549,8 @@ class Runner:
     ) -> int | None:
         """The lowest ``received_at`` threshold the ``jobs`` of one family need (None: all).
 
-        Each job needs the readings new to it; a job that throttles today's 1-day rows also
-        needs today's readings received since their last refresh, when one is due.
+        Each job needs the readings new to it; a job that throttles its days also needs the
+        readings received since their last refresh, when one is due.
         """
         thresholds: list[int] = []
         for job in jobs:
@@ -542,8 +558,8 @@ class Runner:
             if after is None:
                 return None
             thresholds.append(after)
-            if job.refreshes_today:
-                due, pending_after = _today_refresh(self, job.name)
+            if job.refresh is not None:
+                due, pending_after = _Refresh(self, job.name, job.refresh).due()
                 if due and pending_after is None:
                     return None
                 if due and pending_after is not None:
@@ -750,35 +766,67 @@ class _OpenHour:
         return sorted(hour for hour in self.pending if hour not in self._done and self.due(hour))
 
 
-def _open_day_key(job: str) -> str:
-    return f"{job}/open-day"
+class _Refresh:
+    """When a job that reads its days whole (the 1-day rows, the anomaly pass) recomputes them:
+    at most every ``every``, the days holding readings received since its last refresh, late
+    readings of a closed day as much as today's. A day read whole at every run would cost, at
+    every run, a day of the fleet: a backlog of yesterday draining all day, or today by evening.
 
+    Its state is the watermark ``<job>/refreshed``: the latest arrival the last refresh saw, and
+    when it ran. Readings received since are pending, and the run's arrivals read reaches back
+    to them when a refresh is due (``Runner._arrivals_threshold``).
+    """
 
-def _today_refresh(runner: Runner, job: str) -> tuple[bool, int | None]:
-    """Whether today's 1-day rows of ``job`` may be refreshed in this run (``day_refresh`` has
-    passed since the last refresh), and the ``received_at`` above which today's readings are
-    pending for it (None: every reading of today, as none was ever refreshed)."""
-    refreshed = runner.mark(_open_day_key(job))
-    if refreshed is None:
-        return True, None
-    if runner.now - from_ns(refreshed[1]) < runner.day_refresh:
-        return False, None
-    return True, min(refreshed[0], refreshed[1] - duration_ns(runner.settle))
+    def __init__(self, runner: Runner, job: str, every: timedelta) -> None:
+        self.runner = runner
+        self.key = f"{job}/refreshed"
+        self.every = every
+
+    def due(self) -> tuple[bool, int | None]:
+        """Whether a refresh may run now, and the ``received_at`` above which readings are
+        pending for it (None: every reading, as none was ever refreshed)."""
+        refreshed = self.runner.mark(self.key)
+        if refreshed is None:
+            return True, None
+        if self.runner.now - from_ns(refreshed[1]) < self.every:
+            return False, None
+        return True, min(refreshed[0], refreshed[1] - duration_ns(self.runner.settle))
+
+    def pending(self, dirty: Dirty) -> pl.DataFrame | None:
+        """The arrivals (``time``, ``received_at``) a refresh running now covers: None when
+        none is due, empty when one is due and nothing arrived since the last."""
+        due, after = self.due()
+        if not due:
+            return None
+        arrivals = (
+            dirty.arrivals
+            if dirty.arrivals is not None
+            else pl.DataFrame(schema={"time": TIME_DTYPE, "received_at": pl.Int64})
+        )
+        return arrivals if after is None else arrivals.filter(pl.col("received_at") > after)
+
+    def update(self, dirty: Dirty) -> tuple[str, int]:
+        """The watermark a refresh running now sets: what it saw, as of now."""
+        latest = dirty.arrivals["received_at"].max() if dirty.arrivals is not None else None
+        previous = self.runner.mark(self.key)
+        if latest is None:
+            return self.key, previous[0] if previous is not None else 0
+        return self.key, int(latest)  # type: ignore[arg-type]
 
 
 class _DailyRows:
     """Which days' 1-day rows a job recomputes in this run (the module docstring has the rules).
 
-    Two entries of ``_watermarks`` hold its state: ``<job>/open-day`` (the arrivals processed by
-    the last refresh of today's row, and when it ran) and ``<job>/closed-days`` (the last closed
-    day whose row was recomputed after it closed).
+    Two entries of ``_watermarks`` hold its state: ``<job>/refreshed`` (``_Refresh``: the last
+    refresh of the days with new readings) and ``<job>/closed-days`` (the last closed day whose
+    row was recomputed after it closed).
     """
 
     def __init__(self, runner: Runner, job: str, dirty: Dirty) -> None:
         self.runner = runner
         self.dirty = dirty
         self.job = job
-        self.open_key = _open_day_key(job)
+        self.refresh = _Refresh(runner, job, runner.day_refresh)
         self.closed_key = f"{job}/closed-days"
         self._updates: list[tuple[str, int]] = []
 
@@ -788,8 +836,7 @@ class _DailyRows:
             return self.dirty.days()
         runner, marks = self.runner, self.runner.watermarks
         now = runner.now
-        # Closed: past its end by the settle margin, so its row is final (unless late data).
-        days = {day for day in self.dirty.days() if next_start(day, "1d") + runner.settle <= now}
+        days: set[datetime] = set()
         last_closed = floor(floor(now - runner.settle, "1d") - timedelta(hours=1), "1d")
         finalised = marks.get(self.closed_key, now=now)
         if finalised is None or finalised < epoch_ns(last_closed):
@@ -807,25 +854,13 @@ class _DailyRows:
                     days.add(day)
                 day = next_start(day, "1d")
             self._updates.append((self.closed_key, epoch_ns(last_closed)))
-        today = floor(now, "1d")
-        if today not in days and self._today_due(today):
-            days.add(today)
+        pending = self.refresh.pending(self.dirty)
+        if pending is not None and not pending.is_empty():
+            # A device's clock ahead of Paris may stamp tomorrow: its day is computed once it comes.
+            today = floor(now, "1d")
+            days |= {day for day in Dirty(pending["time"]).days() if day <= today}
+            self._updates.append(self.refresh.update(self.dirty))
         return sorted(days)
-
-    def _today_due(self, today: datetime) -> bool:
-        arrivals = self.dirty.arrivals
-        if arrivals is None or arrivals.is_empty():
-            return False
-        due, pending_after = _today_refresh(self.runner, self.job)
-        if not due:
-            return False
-        pending = within(arrivals, today, next_start(today, "1d"))
-        if pending_after is not None:
-            pending = pending.filter(pl.col("received_at") > pending_after)
-        if pending.is_empty():
-            return False
-        self._updates.append((self.open_key, int(arrivals["received_at"].max())))  # type: ignore[arg-type]
-        return True
 
     def done(self) -> None:
         """Record the refreshes of this run (call it once every row is written)."""
@@ -981,12 +1016,20 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     # A spike is judged with the readings after it: those of a day's last minutes come after
     # midnight, so the first readings of a day make the day before dirty too, and its pass reads them.
     after = timedelta(seconds=SIDE * FAMILIES[Family(family)].reporting_period_s)
-    days = sorted(set(dirty.days()) | set(Dirty((dirty.times - after).cast(TIME_DTYPE)).days()))
-    today = floor(runner.now, "1d")
+    refresh = _Refresh(runner, report.job, runner.anomaly_refresh)
+    if dirty.backfill:
+        times = dirty.times
+    else:
+        # A pass reads its days whole: it runs every anomaly_refresh, not at every run.
+        pending = refresh.pending(dirty)
+        if pending is None:
+            return
+        times = pending["time"]
+    days = set(Dirty(times).days()) | set(Dirty((times - after).cast(TIME_DTYPE)).days())
     # Silence is only seen by looking: the current day is always checked, new data or not. A
     # backfill recomputes its period and nothing else: split into day tasks, each would redo today.
-    if not dirty.backfill and today not in days:
-        days.append(today)
+    if not dirty.backfill:
+        days.add(floor(runner.now, "1d"))
     for day in sorted(days):
         # One day at a time, always with the same context before it, so that a day's anomalies
         # come out the same whichever run computes them (and memory stays one day's).
@@ -1009,6 +1052,8 @@ def _anomalies_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
         report.windows += out.height
         tags = [c for c in ("insee", "family", "device_id", "field", "kind") if c in out.columns]
         runner.write("anomalies", out, tags, report)
+    if not dirty.backfill:
+        runner.set_mark(*refresh.update(dirty))
 
 
 def _owned_by_day(found: pl.DataFrame, day_start: datetime, day_end: datetime) -> pl.DataFrame:

@@ -590,9 +590,13 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     jobs_of(runner.run_once())
     assert count_today() == stored_today() > first
 
-    # Readings of the evening wait for the next refresh... which the day's close brings.
-    evening = DAY + timedelta(hours=23, minutes=50)
-    write_all(store, fleet(["air_quality"], evening, NEXT_DAY))
+    # The last readings of the evening wait for the next refresh... which the day's close brings.
+    evening = DAY + timedelta(hours=23, minutes=20)
+    write_all(store, fleet(["air_quality"], evening, evening + timedelta(minutes=30)))
+    clock.now = evening + timedelta(minutes=30)
+    jobs_of(runner.run_once())
+    assert count_today() == stored_today()
+    write_all(store, fleet(["air_quality"], evening + timedelta(minutes=30), NEXT_DAY))
     clock.now = NEXT_DAY + timedelta(minutes=1)
     jobs_of(runner.run_once())
     refreshed = count_today()
@@ -601,6 +605,41 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     jobs_of(runner.run_once())
     assert count_today() == stored_today()
     clock.now += timedelta(minutes=1)  # and only once
+    assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
+
+
+def test_a_closed_days_late_readings_refresh_its_daily_row_at_most_every_day_refresh(
+    store: DuckDBStore,
+) -> None:
+    """A gateway draining yesterday's backlog all morning: yesterday's 1-day rows follow its
+    readings once per day_refresh, not by reading the whole of yesterday at every run."""
+    write_all(store, fleet(["air_quality"], DAY, DAY + timedelta(hours=6)))
+    clock = Clock(NEXT_DAY + timedelta(hours=2))
+    refresh = timedelta(minutes=30)
+    runner = Runner(store, families=["air_quality"], anomalies=False, day_refresh=refresh, clock=clock)
+    jobs_of(runner.run_once())
+
+    def count_yesterday() -> int:
+        return int(day_row(store, DAY)["pm25_count"])
+
+    def stored_yesterday() -> int:
+        return read_between(store, "air_quality", DAY, NEXT_DAY).filter(insee="78498").height
+
+    first = count_yesterday()
+    assert first == stored_yesterday()
+    backlog = DAY + timedelta(hours=6)
+    for minute in (1, 2, 29):  # the backlog keeps coming, the row waits for day_refresh
+        write_all(store, fleet(["air_quality"], backlog, backlog + timedelta(minutes=10)))
+        backlog += timedelta(minutes=10)
+        clock.now = NEXT_DAY + timedelta(hours=2, minutes=minute)
+        report = jobs_of(runner.run_once())["aggregates:air_quality"]
+        assert count_yesterday() == first, minute
+        # Only the late readings' own windows were read: an hour at most, not the day.
+        assert 0 < report.rows_read <= stored_yesterday() / 4, minute
+    clock.now = NEXT_DAY + timedelta(hours=2) + refresh
+    jobs_of(runner.run_once())
+    assert count_yesterday() == stored_yesterday() > first
+    clock.now += timedelta(minutes=1)  # nothing new: nothing read again
     assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
 
 
@@ -779,18 +818,22 @@ def test_incremental_runs_end_where_a_backfill_does(tmp_path: Path) -> None:
         reference.close()
 
 
-def test_day_refresh_is_a_setting_with_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "600")
-    assert Settings().processing.day_refresh_s == 600.0
+@pytest.mark.parametrize("name", ["day_refresh", "anomaly_refresh"])
+def test_refresh_periods_are_settings_with_a_clear_error(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    variable = f"SMARTCITY_PROCESSING__{name.upper()}_S"
+    monkeypatch.setenv(variable, "600")
+    assert getattr(Settings().processing, f"{name}_s") == 600.0
     # ...and it reaches the runner `smartcity process` builds.
     monkeypatch.setenv("SMARTCITY_STORE__DUCKDB__PATH", str(tmp_path / "store.duckdb"))
     runner = build_runner(argparse.Namespace(family=None, no_anomalies=False), Settings())
     try:
-        assert runner.day_refresh == timedelta(minutes=10)
+        assert getattr(runner, name) == timedelta(minutes=10)
     finally:
         runner.store.close()
-    monkeypatch.setenv("SMARTCITY_PROCESSING__DAY_REFRESH_S", "0")
-    with pytest.raises(ValidationError, match="day_refresh_s"):
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(ValidationError, match=f"{name}_s"):
         Settings()
 
 
@@ -820,9 +863,41 @@ def test_a_spike_in_the_last_minute_of_a_day_is_found_once_the_next_day_begins(s
     assert last_minute_spikes(store) == 0  # not judged yet
 
     write_all(store, {"air_quality": air_quality.filter(pl.col("time") >= NEXT_DAY)})
-    clock.now = NEXT_DAY + timedelta(minutes=11)
+    clock.now = NEXT_DAY + runner.anomaly_refresh
     jobs_of(runner.run_once())
     assert last_minute_spikes(store) == 1
+
+
+def test_the_anomaly_pass_runs_every_anomaly_refresh_over_what_arrived_since(store: DuckDBStore) -> None:
+    """The pass reads its days whole: it runs once per anomaly_refresh, not at every run, and
+    then finds what arrived in between."""
+    start = DAY + timedelta(hours=8)
+    frames = fleet(["air_quality"], DAY, start + timedelta(minutes=10))
+    spike_at = start + timedelta(minutes=2)
+    spiked = (pl.col("device_id") == frames["air_quality"]["device_id"].min()) & (pl.col("time") == spike_at)
+    air_quality = frames["air_quality"].with_columns(
+        pl.when(spiked).then(pl.col("pm25") + 400).otherwise("pm25").alias("pm25")
+    )
+    clock = Clock(start)
+    runner = Runner(store, families=["air_quality"], anomaly_refresh=timedelta(minutes=15), clock=clock)
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") < start)})
+    assert jobs_of(runner.run_once())["anomalies:air_quality"].rows_read > 0
+
+    def spikes() -> int:
+        found = read_all(store, "anomalies")
+        if "kind" not in found.columns:
+            return 0
+        return found.filter(pl.col("kind") == "spike", pl.col("time") == spike_at).height
+
+    write_all(store, {"air_quality": air_quality.filter(pl.col("time") >= start)})
+    clock.now = start + timedelta(minutes=11)
+    report = jobs_of(runner.run_once())
+    assert report["anomalies:air_quality"].rows_read == 0  # not due: the day is not read
+    assert report["aggregates:air_quality"].rows_read > 0  # while the minutes follow
+    assert spikes() == 0
+    clock.now = start + timedelta(minutes=15)
+    jobs_of(runner.run_once())
+    assert spikes() == 1
 
 
 def test_an_index_registered_in_the_catalogue_is_kept_up_to_date_by_the_runner(

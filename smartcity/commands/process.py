@@ -65,6 +65,7 @@ def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
         settle=timedelta(seconds=config.settle_s),
         day_refresh=timedelta(seconds=config.day_refresh_s),
         hour_refresh=timedelta(seconds=config.hour_refresh_s),
+        anomaly_refresh=timedelta(seconds=config.anomaly_refresh_s),
         anomalies=config.anomalies and not args.no_anomalies,
     )
 
