@@ -330,11 +330,16 @@ class Runner:
             started = time.monotonic()
             try:
                 report = self.run_once()
+                slowest = max(report.jobs, key=lambda job: job.seconds, default=None)
+                # The run's time and its slowest job: what an operator watching the lag asks first.
                 log.info(
-                    "processing run: %d rows written by %d jobs, %d failed",
+                    "processing run: %.2f s, %d rows read, %d written by %d jobs, %d failed%s",
+                    time.monotonic() - started,
+                    sum(job.rows_read for job in report.jobs),
                     report.rows_written,
                     len(report.jobs),
                     len(report.failed),
+                    f"; slowest {slowest.job} {slowest.seconds:.2f} s" if slowest else "",
                 )
             except Exception:
                 # One bad run (store down) must not stop the scheduler: the next run catches up.

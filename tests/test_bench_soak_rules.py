@@ -22,11 +22,13 @@ from bench.soak.report import (
     dashboard_invalid,
     disk_table,
     expected_callbacks,
+    kept_mb,
     knee_markdown,
     markdown,
     verdict,
 )
 from bench.soak.run import SoakConfig, SoakResult
+from storage.config import DuckDBSettings, InfluxSettings
 
 STEP = SoakConfig(minutes=10, speedup=1.0, users=50)
 ENOUGH = int(STEP.users * STEP.minutes * 60 / DASHBOARD_REFRESH_S)
@@ -195,3 +197,21 @@ def test_the_knee_table_gives_each_step_its_verdict() -> None:
     assert rows[0].endswith("| held |")
     assert f"| {ENOUGH} |" in rows[0]  # the callbacks the p95 rests on
     assert "broke: dashboards: callbacks p95 6.0 s > 5 s" in rows[1]
+
+
+# --- what retention keeps ------------------------------------------------------------------------
+def test_a_year_on_disk_follows_each_retention_policy() -> None:
+    """Minute aggregates go after 35 days and raw readings after 30 in InfluxDB, so a year keeps
+    far less than 365 days of everything; DuckDB drops only the minute aggregates."""
+    mb = 1024 * 1024
+    day = FamilyDisk("air_quality", raw_bytes=3 * mb, aggregate_bytes=5 * mb, minute_bytes=4 * mb)
+    influx, duck = InfluxSettings(), DuckDBSettings()
+    assert influx.minute_retention_days and duck.minute_retention_days
+
+    year = kept_mb(day, 1.0, "influxdb", 1)
+    assert year == 3 * influx.raw_retention_days + 4 * influx.minute_retention_days + 1 * 365
+    assert year < 8 * 365 / 4  # not "a year of everything"
+    five = kept_mb(day, 1.0, "influxdb", 5)
+    assert five - year == 1 * 4 * 365  # only the coarse aggregates keep growing
+    assert kept_mb(day, 1.0, "duckdb", 1) == 3 * 365 + 4 * duck.minute_retention_days + 1 * 365
+    assert kept_mb(day, 2.0, "duckdb", 1) == kept_mb(day, 1.0, "duckdb", 1) / 2

@@ -26,6 +26,8 @@ class FamilyDisk:
     family: str
     raw_bytes: float
     aggregate_bytes: float
+    minute_bytes: float = 0.0
+    """The part of ``aggregate_bytes`` in 1-minute windows, which retention drops first."""
 
 
 def directory_bytes(path: Path) -> int:
@@ -58,16 +60,21 @@ def _policy_bytes(influxd_dir: Path, database: str, policy: str) -> int:
 def influx_disk(influxd_dir: Path, url: str, database: str = "smartcity") -> list[FamilyDisk]:
     """Per family: the raw policy's bytes (TSM + WAL) apportioned by values stored, and the
     aggregates and minute policies' likewise (aggregates, indices and anomalies of the family)."""
-    out: dict[str, list[float]] = {family: [0.0, 0.0] for family in FAMILY_NAMES}
-    for slot, policy, pattern in ((0, "raw", "^{}$"), (1, "aggregates", "^{}_"), (1, "minute", "^{}_")):
+    out: dict[str, list[float]] = {family: [0.0, 0.0, 0.0] for family in FAMILY_NAMES}
+    for slots, policy, pattern in (
+        ((0,), "raw", "^{}$"),
+        ((1,), "aggregates", "^{}_"),
+        ((1, 2), "minute", "^{}_"),
+    ):
         total = _policy_bytes(influxd_dir, database, policy)
         counts = {
             family: _influx_counts(url, database, policy, pattern.format(family)) for family in FAMILY_NAMES
         }
         values = sum(counts.values()) or 1.0
         for family in FAMILY_NAMES:
-            out[family][slot] += total * counts[family] / values
-    return [FamilyDisk(family, raw, agg) for family, (raw, agg) in out.items()]
+            for slot in slots:
+                out[family][slot] += total * counts[family] / values
+    return [FamilyDisk(family, raw, agg, minute) for family, (raw, agg, minute) in out.items()]
 
 
 AGGREGATE_WINDOWS = ("1m", "15m", "1h", "1d")
@@ -114,5 +121,6 @@ def duckdb_disk(path: Path) -> list[FamilyDisk]:
     for family in FAMILY_NAMES:
         raw = blocks.get(family, 0)
         agg = sum(n for table, n in blocks.items() if table.startswith(family + "_"))
-        found.append(FamilyDisk(family, size * raw / total, size * agg / total))
+        minute = sum(n for table, n in blocks.items() if table in (f"{family}_1m", f"{family}_1m_commune"))
+        found.append(FamilyDisk(family, size * raw / total, size * agg / total, size * minute / total))
     return found

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from bench.soak.disk import FAMILY_NAMES
+from bench.soak.disk import FAMILY_NAMES, FamilyDisk
 from bench.soak.procstat import Sample
 from bench.soak.run import SoakConfig, SoakResult
 from dashboards.config import DashboardSettings
+from storage.config import DuckDBSettings, InfluxSettings
 
 # The knee's rules, all here: docs/performance.md ("Soak") and docs/sizing.md cite them.
 LAG_LIMIT_S = 5.0
@@ -230,28 +232,63 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _kept_days(store: str) -> tuple[float, float, float]:
+    """Days the default retention keeps raw readings, minute aggregates and the other
+    aggregates (inf: for ever), from the store settings' defaults."""
+    if store == "influxdb":
+        influx = InfluxSettings()
+        minute = influx.minute_retention_days or influx.aggregate_retention_days
+        return influx.raw_retention_days, minute, influx.aggregate_retention_days
+    return math.inf, DuckDBSettings().minute_retention_days or math.inf, math.inf
+
+
+def kept_mb(disk: FamilyDisk, per_device_days: float, store: str, years: int) -> float:
+    """MB one device of the family leaves on disk after ``years`` of the default retention,
+    from its bytes over ``per_device_days`` measured device-days (extrapolated)."""
+    raw_days, minute_days, agg_days = _kept_days(store)
+    span = 365.0 * years
+    raw = disk.raw_bytes / per_device_days
+    minute = disk.minute_bytes / per_device_days
+    other = (disk.aggregate_bytes - disk.minute_bytes) / per_device_days
+    return (raw * min(raw_days, span) + minute * min(minute_days, span) + other * min(agg_days, span)) / MB
+
+
+def _retention_words(store: str) -> str:
+    raw_days, minute_days, agg_days = _kept_days(store)
+
+    def days(value: float) -> str:
+        return "for ever" if math.isinf(value) else f"{value:,.0f} days"
+
+    return (
+        f"{store} default retention: raw {days(raw_days)}, minute aggregates "
+        f"{days(minute_days)}, other aggregates {days(agg_days)}"
+    )
+
+
 def disk_table(result: SoakResult) -> str:
-    """Bytes per device-day per family, and what a year leaves on disk (extrapolated)."""
+    """Bytes per device-day per family, and what one and five years leave on disk (extrapolated)."""
     c = result.config
     per_family = result.devices / len(c.families)
     days = result.sim_days or 1.0
-    if c.store == "influxdb":
-        raw_days, agg_days, rule = 30, 365, "InfluxDB retention: raw 30 days, aggregates 5 years"
-    else:
-        raw_days, agg_days, rule = 365, 365, "DuckDB: no retention, everything is kept"
     lines = [
-        f"Disk ({c.store}; bytes apportioned to families, see bench/soak/disk.py; the year is "
-        f"extrapolated from {days:.3f} measured simulated days, {rule}):",
+        f"Disk ({c.store}; bytes apportioned to families, see bench/soak/disk.py; a year and five "
+        f"years are extrapolated from {days:.3f} measured simulated days, {_retention_words(c.store)}):",
         "",
-        "| family | raw B/device-day | aggregates B/device-day | kept after a year, MB per 1,000 devices |",
-        "|---|---:|---:|---:|",
+        "| family | raw B/device-day | aggregates B/device-day | of which 1-minute | "
+        "kept after a year, MB per 1,000 devices | after five years |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     # A family outside the fleet holds only probe readings, if any: no per-device figure.
     for disk in (d for d in result.disk if d.family in c.families):
-        raw = disk.raw_bytes / per_family / days
-        agg = disk.aggregate_bytes / per_family / days
-        year = (raw * raw_days + agg * agg_days) * 1000 / MB
-        lines.append(f"| {disk.family} | {raw:,.0f} | {agg:,.0f} | {year:,.0f} |")
+        device_days = per_family * days
+        raw = disk.raw_bytes / device_days
+        agg = disk.aggregate_bytes / device_days
+        minute = disk.minute_bytes / device_days
+        year = kept_mb(disk, device_days, c.store, 1) * 1000
+        five = kept_mb(disk, device_days, c.store, 5) * 1000
+        lines.append(
+            f"| {disk.family} | {raw:,.0f} | {agg:,.0f} | {minute:,.0f} | {year:,.0f} | {five:,.0f} |"
+        )
     if result.aggregate_windows:
         total = sum(result.aggregate_windows.values()) or 1.0
         shares = ", ".join(f"{name} {size / total:.0%}" for name, size in result.aggregate_windows.items())
