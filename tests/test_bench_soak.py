@@ -8,12 +8,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from bench.soak import platform
 from bench.soak.__main__ import write
 from bench.soak.report import breaks, disk_table, expected_refusals, latency
 from bench.soak.run import SoakConfig, run_soak
+from bench.soak.territory import soak_codes
 
 INGEST_DELAY_S = 20
 """Longer than a tiny fleet takes to be generated: its first readings would otherwise go out
@@ -96,12 +98,19 @@ def test_a_tiny_soak_measures_every_part_and_loses_nothing(
     assert (tmp_path / "results" / "soak.md").read_text() == text
 
 
-def test_a_soak_of_one_family_still_times_every_probe(tmp_path: Path) -> None:
+def test_a_soak_of_one_family_over_more_communes_still_times_every_probe(tmp_path: Path) -> None:
     """The probes are devices of their own (air-quality readings, network faults): a fleet of
-    traffic counters alone still has its lags measured, and is sized as traffic alone."""
-    result = run_soak(replace(TINY, families=("traffic",), workdir=tmp_path / "data"), progress=False)
+    traffic counters alone still has its lags measured, and is sized as traffic alone. Spread
+    over 15 communes (``--communes``), every process serves them: ingest stores every reading of
+    the six communes the shipped registry does not have."""
+    config = replace(TINY, families=("traffic",), communes=15, workdir=tmp_path / "data")
+    result = run_soak(config, progress=False)
 
     assert result.devices == 45
+    expected = pl.concat(pl.read_parquet(path) for path in (tmp_path / "data").glob("feed*.expected.parquet"))
+    communes = {device.split("-")[1] for device in expected["device_id"]}
+    assert communes == set(soak_codes(tmp_path / "data" / "communes.csv"))
+    assert len(communes) == 15
     assert {family for family, rows in result.expected_rows.items() if rows} == {"traffic"}
     assert result.stored_rows == result.expected_rows, result.missing
     for kind in ("stored", "aggregated", "alerted"):

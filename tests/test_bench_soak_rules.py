@@ -4,6 +4,7 @@ results: no server, no clock."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -28,6 +29,8 @@ from bench.soak.report import (
     verdict,
 )
 from bench.soak.run import SoakConfig, SoakResult
+from bench.soak.territory import TerritoryTooSmall, available, registry_text, write_registry
+from sensors.communes import CommuneRegistry
 from storage.config import DuckDBSettings, InfluxSettings
 
 STEP = SoakConfig(minutes=10, speedup=1.0, users=50)
@@ -215,3 +218,26 @@ def test_a_year_on_disk_follows_each_retention_policy() -> None:
     assert five - year == 1 * 4 * 365  # only the coarse aggregates keep growing
     assert kept_mb(day, 1.0, "duckdb", 1) == 3 * 365 + 4 * duck.minute_retention_days + 1 * 365
     assert kept_mb(day, 2.0, "duckdb", 1) == kept_mb(day, 1.0, "duckdb", 1) / 2
+
+
+# --- --communes ------------------------------------------------------------------------------------
+def test_more_communes_spread_the_fleet_and_keep_the_registrys_nine_first(tmp_path: Path) -> None:
+    shipped = CommuneRegistry.load().codes
+    path = write_registry(tmp_path / "communes.csv", 40)
+    registry = CommuneRegistry.load(path)
+
+    assert len(registry.codes) == 40
+    assert set(shipped) <= set(registry.codes)
+    assert {code[:2] for code in registry.codes} <= {"78", "92"}
+    assert SoakConfig(devices=4000, communes=40).devices_per_family * 40 * len(FAMILY_NAMES) >= 4000
+    assert (
+        SoakConfig(devices=4000, communes=40).devices_per_family < SoakConfig(devices=4000).devices_per_family
+    )
+    assert parse(["--communes", "40"]).communes == 40
+
+
+def test_more_communes_than_the_departements_hold_is_refused_by_name() -> None:
+    with pytest.raises(SystemExit):
+        parse(["--communes", str(available() + 1)])
+    with pytest.raises(TerritoryTooSmall, match="78 and 92 have"):
+        registry_text(available() + 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.soak.disk import FAMILY_NAMES
 from bench.soak.report import breaks, knee_markdown, markdown, plot
 from bench.soak.run import SoakConfig, SoakResult, run_soak
+from bench.soak.territory import available
 
 
 def families(text: str) -> tuple[str, ...]:
@@ -29,6 +30,17 @@ def families(text: str) -> tuple[str, ...]:
     return tuple(name for name in FAMILY_NAMES if name in names)
 
 
+def communes(text: str) -> int:
+    """``--communes``: a count the soak's départements hold."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of communes") from None
+    if not 1 <= count <= available():
+        raise argparse.ArgumentTypeError(f"{count}: give 1 to {available()} (the communes of 78 and 92)")
+    return count
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
@@ -41,6 +53,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default: all five, {','.join(FAMILY_NAMES)}); the probes run whatever this says",
     )
     parser.add_argument("--devices", type=int, default=SoakConfig.devices, help="fleet size (default 4000)")
+    parser.add_argument(
+        "--communes",
+        type=communes,
+        help=f"spread the fleet over this many communes of Yvelines and Hauts-de-Seine (at most "
+        f"{available()}; the registry's nine first), as a fleet of that size would be (default: "
+        "the registry's nine)",
+    )
     parser.add_argument(
         "--minutes", type=float, default=SoakConfig.minutes, help="wall minutes of load (default 60)"
     )
@@ -99,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         users=args.users,
         process_interval_s=args.process_interval,
         alerts_interval_s=args.alerts_interval,
+        communes=args.communes,
     )
     if args.knee:
         steps: list[tuple[int, SoakResult]] = []

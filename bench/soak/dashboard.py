@@ -33,10 +33,21 @@ class DashboardStats:
 
 
 def start_load(
-    base_url: str, users: int, duration: float, out: Path, *, user: str, password: str, log: Path
+    base_url: str,
+    users: int,
+    duration: float,
+    out: Path,
+    *,
+    user: str,
+    password: str,
+    log: Path,
+    communes_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the sessions in a child process; ``read_stats(out)`` once it exits."""
+    """Start the sessions in a child process, on the communes of ``communes_file`` (None: the
+    shipped registry's) in turn; ``read_stats(out)`` once it exits."""
     env = {**os.environ, "SOAK_DASHBOARD_USER": user, "SOAK_DASHBOARD_PASSWORD": password}
+    if communes_file is not None:
+        env["SMARTCITY_COMMUNES_FILE"] = str(communes_file)
     with log.open("ab") as sink:
         return subprocess.Popen(
             [

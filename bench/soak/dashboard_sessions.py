@@ -29,7 +29,7 @@ def load(base_url: str, users: int, duration: float) -> DashboardStats:
         base_url,
         os.environ["SOAK_DASHBOARD_USER"],
         os.environ["SOAK_DASHBOARD_PASSWORD"],
-        list(CommuneRegistry.load().codes),
+        list(CommuneRegistry.load(os.environ.get("SMARTCITY_COMMUNES_FILE")).codes),
         users=users,
         duration=duration,
     )

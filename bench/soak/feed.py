@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sensors.communes import CommuneRegistry
 from simulator.faults import FaultRates
 from simulator.fleet import FleetConfig, generate_fleet
 from simulator.publisher import PublishOptions, build_messages, publish_messages
@@ -44,6 +45,8 @@ class FeedSpec:
     client_id: str
     seed: int = 42
     faults: str = "default"
+    communes_file: str | None = None
+    """The commune registry the communes are in (None: the shipped one)."""
 
 
 def spread(messages: pl.DataFrame, period_s: float, end_ns: int) -> pl.DataFrame:
@@ -82,6 +85,7 @@ def main(spec_path: Path) -> int:
         period_s=spec.period_s,
         seed=spec.seed,
         faults=FaultRates.parse(spec.faults),
+        registry=CommuneRegistry.load(spec.communes_file) if spec.communes_file else None,
     )
     fleet = generate_fleet(config, start, start + timedelta(seconds=spec.span_s))
     options = PublishOptions(

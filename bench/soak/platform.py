@@ -26,12 +26,14 @@ EXAMPLES = REPO / "examples"
 DASHBOARD_USER = "soak-staff"
 
 
-def soak_rules(mailbox_url: str, probe_rule: str) -> str:
-    """examples/alerts.toml delivering to ``mailbox_url``, without its offline rules, plus the
-    probe rule. The fleet replays a past day: every device would look offline on the real clock."""
+def soak_rules(mailbox_url: str, probe_rule: str, *, offline: bool = False) -> str:
+    """examples/alerts.toml delivering to ``mailbox_url``, plus the probe rule; its offline
+    rules only when ``offline``: a fleet replaying a past day would look offline on the real
+    clock, one at real time (the knee) is watched as in production (a silence check of every
+    device of the fleet at every evaluation)."""
     text = (EXAMPLES / "alerts.toml").read_text("utf-8").replace("http://127.0.0.1:8099/", mailbox_url)
     head, *rules = text.split("\n[[rules]]\n")
-    kept = [rule for rule in rules if 'condition = "offline"' not in rule]
+    kept = [rule for rule in rules if offline or 'condition = "offline"' not in rule]
     return "\n[[rules]]\n".join([head, *kept]) + "\n" + probe_rule
 
 
@@ -53,6 +55,8 @@ class Platform:
     dashboard_password: str
     ingest_metrics_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    communes_file: Path | None = None
+    """The commune registry every process reads (None: the shipped one)."""
 
     @property
     def components(self) -> dict[str, int]:
@@ -115,15 +119,18 @@ def start_platform(
     process_interval_s: float | None,
     alerts_interval_s: float | None,
     sightings: Path,
+    communes_file: Path | None = None,
+    offline_rules: bool = False,
 ) -> Platform:
-    """Start the servers and every service; return when the dashboards answer."""
+    """Start the servers and every service, serving the communes of ``communes_file`` (None: the
+    shipped registry's); return when the dashboards answer."""
     workdir.mkdir(parents=True, exist_ok=True)
     mosquitto = Mosquitto(workdir / "mosquitto")
     mosquitto.start()
     influxd = None
     data = workdir / "var"
     data.mkdir(exist_ok=True)
-    rules = soak_rules(mailbox_url, probe_rule)
+    rules = soak_rules(mailbox_url, probe_rule, offline=offline_rules)
     (data / "alerts.toml").write_text(rules, "utf-8")
     (data / "devices.csv").write_text((EXAMPLES / "devices.csv").read_text("utf-8"), "utf-8")
     metrics_port = free_listening_ports(8)
@@ -147,6 +154,8 @@ def start_platform(
         "SMARTCITY_DASHBOARD__SECRET_KEY": secrets.token_hex(16),
         **{name: webhook_secret for name in secret_names(rules)},
     }
+    if communes_file is not None:
+        env["SMARTCITY_COMMUNES_FILE"] = str(communes_file)
     if process_interval_s:
         env["SMARTCITY_PROCESSING__INTERVAL_S"] = str(process_interval_s)
     if alerts_interval_s:
@@ -190,7 +199,15 @@ def start_platform(
         capture_output=True,
     )
     platform = Platform(
-        workdir, store, mosquitto, influxd, env, f"http://127.0.0.1:{dashboard_port}", password, metrics_port
+        workdir,
+        store,
+        mosquitto,
+        influxd,
+        env,
+        f"http://127.0.0.1:{dashboard_port}",
+        password,
+        metrics_port,
+        communes_file=communes_file,
     )
     if store == "influxdb":
         commands = {

@@ -173,7 +173,8 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
         "",
         f"- uptime before: `{result.uptime_before}`",
         f"- uptime after: `{result.uptime_after}`",
-        f"- fleet: {result.devices} devices ({families_text(c)}, default faults), one reading per "
+        f"- fleet: {result.devices} devices ({families_text(c)}, default faults) over "
+        f"{c.commune_count} communes, one reading per "
         f"{c.period_s:g} s of simulated time, {result.sim_days:.3f} simulated days in "
         f"{result.feed_wall_s:.0f} s: {result.readings} readings, {rate:.0f} readings/s of wall time "
         f"(at real time: the load of {result.devices * c.speedup:.0f} devices)",

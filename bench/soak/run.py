@@ -33,6 +33,7 @@ from bench.soak.probes import (
     start_mailbox,
 )
 from bench.soak.procstat import Sample, Sampler
+from bench.soak.territory import soak_codes, write_registry
 from ingest.health import probe_workers
 from sensors.communes import CommuneRegistry
 from storage.config import InfluxSettings
@@ -68,12 +69,19 @@ class SoakConfig:
     """Ingest is taken as drained when its count has not moved for this long."""
     workdir: Path | None = None
     """Where the servers keep their data; a temporary directory (removed) when None."""
+    communes: int | None = None
+    """Communes of Yvelines and Hauts-de-Seine the fleet spreads over (``bench.soak.territory``);
+    None: the shipped registry's nine."""
+
+    @property
+    def commune_count(self) -> int:
+        """Communes the fleet spreads over."""
+        return self.communes or len(CommuneRegistry.load().codes)
 
     @property
     def devices_per_family(self) -> int:
         """Devices of each family in each commune."""
-        communes = len(CommuneRegistry.load().codes)
-        return max(1, math.ceil(self.devices / (communes * len(self.families))))
+        return max(1, math.ceil(self.devices / (self.commune_count * len(self.families))))
 
     @property
     def span_s(self) -> float:
@@ -166,7 +174,7 @@ def _ingest(platform: Platform) -> IngestRun:
 def _start_feeds(
     config: SoakConfig, platform: Platform, workdir: Path
 ) -> list[tuple[Path, subprocess.Popen[bytes]]]:
-    communes = sorted(CommuneRegistry.load().codes)
+    communes = soak_codes(platform.communes_file)
     devices = config.devices_per_family * len(communes) * len(config.families)
     publishers = min(len(communes), max(1, math.ceil(config.readings_per_s(devices) / PUBLISHER_RATE)))
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -186,6 +194,7 @@ def _start_feeds(
             "span_s": config.span_s,
             "speedup": config.speedup,
             "client_id": f"soak-feed-{index}",
+            "communes_file": str(platform.communes_file) if platform.communes_file else None,
         }
         path = workdir / f"feed{index}.json"
         path.write_text(json.dumps(spec))
@@ -329,6 +338,8 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         process_interval_s=config.process_interval_s,
         alerts_interval_s=config.alerts_interval_s,
         sightings=sightings,
+        communes_file=write_registry(workdir / "communes.csv", config.communes) if config.communes else None,
+        offline_rules=config.speedup == 1,
     )
     watcher = None
     load = None
@@ -364,6 +375,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
                 user=DASHBOARD_USER,
                 password=platform.dashboard_password,
                 log=workdir / "dashboard-load.log",
+                communes_file=platform.communes_file,
             )
             sampler.pids["load"] = load.pid
         sampler.start()
