@@ -26,8 +26,10 @@ What a run reads follows what arrived, not the size of the day:
   hour closes (``_OpenHour``); the minute's and quarter's rows follow every run. The raw
   readings of the latest hours (from the hour ``settle`` ago) are kept between runs
   (``Runner.recent_hour``): a run reads again only the minutes holding a reading the kept hour
-  does not hold yet, so a new minute of the fleet reads that minute. Older hours (late data)
-  are read whole.
+  does not hold yet, so a new minute of the fleet reads that minute. An older hour (late data)
+  is read whole, and kept while run after run reads it, so a backlog being drained (a gateway
+  flushing the hours it held) reads each reading once. The settle margin's readings count as
+  new only when the previous run's arrivals did not hold them (``_not_seen_before``).
 * Families with counters (energy meter, error counters), camera and network hours: the dirty
   hours are read, as runs of consecutive hours cut at Paris midnight. Counters also need each
   device's previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full
@@ -191,6 +193,9 @@ class Runner:
         # Device hourly means of air_quality by hour start (ns), with the run that computed
         # them: valid until a reading of their hour arrives, which makes the hour dirty.
         self._hourly: dict[int, tuple[int, pl.DataFrame]] = {}
+        # The arrivals (``time``, ``received_at``) each family's last run read, with its number:
+        # what tells the settle margin's stragglers from readings already processed.
+        self._arrived_before: dict[str, tuple[int, pl.DataFrame]] = {}
         # Raw readings of the latest hours by (family, hour start), refreshed minute by minute.
         self._recent: dict[tuple[str, int], _KeptHour] = {}
         # By job: the open hour whose 1-hour rows were last computed, and when, and the hours
@@ -260,6 +265,7 @@ class Runner:
             mark = found[0] if found else None
             threshold = self._new_after(found)
             new = seen if threshold is None else seen.filter(pl.col("received_at") > threshold)
+            new = self._not_seen_before(job.family, found, new)
             dirty = Dirty(new["time"], arrivals=seen, new=new)
             job_report = self._run_job(job, dirty)
             report.jobs.append(job_report)
@@ -270,7 +276,47 @@ class Runner:
                 self.set_mark(job.name, max(known))
         self._store_pending(with_marks=True)
         self._marks_out = {}
+        self._arrived_before = {family: (self._run, seen) for family, seen in arrivals.items()}
         return report
+
+    def _not_seen_before(self, family: str, found: tuple[int, int] | None, new: pl.DataFrame) -> pl.DataFrame:
+        """``new`` without the readings of the settle margin that the previous run already gave
+        this job.
+
+        The margin makes every reading received up to ``settle`` before the last run new again,
+        for the few written to the store after it. Recomputing all of them costs ``settle`` of
+        readings at every run: little at real time, where the kept hours hold them
+        (``recent_hour``), but every window of a backlog being drained (a gateway flushing a
+        day) or of a replay. A reading of the margin is a straggler when the previous run's
+        arrivals did not hold it: counted by ``time`` and ``received_at``, as ``_unseen_minutes``
+        does. Only when the previous run of this runner set the job's watermark (it ran, and its
+        results were stored); otherwise the whole margin stays new.
+        """
+        before = self._arrived_before.get(family)
+        if (
+            found is None
+            or before is None
+            or before[0] != self._run - 1
+            or found[1] != epoch_ns(self._previous_now)
+        ):
+            return new
+        mark = found[0]
+        again = new.filter(pl.col("received_at") <= mark)
+        if again.is_empty():
+            return new
+        keys = ["time", "received_at"]
+        lowest = again["received_at"].min()
+        previously = (
+            before[1].filter(pl.col("received_at").is_between(lowest, mark)).group_by(keys).len("before")
+        )
+        unseen = (
+            again.group_by(keys)
+            .len("now")
+            .join(previously, on=keys, how="left")
+            .filter(pl.col("before").is_null() | (pl.col("before") < pl.col("now")))
+            .select(keys)
+        )
+        return pl.concat([new.filter(pl.col("received_at") > mark), again.join(unseen, on=keys, how="semi")])
 
     def _store_pending(self, *, with_marks: bool = False) -> None:
         """Store the results the run holds in one ``Store.write_many``, with the run's watermarks
@@ -396,10 +442,10 @@ class Runner:
         ]
         period = FAMILIES[Family.AIR_QUALITY].reporting_period_s
         recent_from = self._recent_from()
-        for hour in stale:
-            if hour >= recent_from:
-                self._hourly[hour] = (self._run, self._recent_means(hour, dirty, report, period))
-        for span_start, span_end in hour_spans(hour for hour in stale if hour < recent_from):
+        kept = {hour for hour in stale if hour >= recent_from or ("air_quality", hour) in self._recent}
+        for hour in kept:
+            self._hourly[hour] = (self._run, self._recent_means(hour, dirty, report, period))
+        for span_start, span_end in hour_spans(hour for hour in stale if hour not in kept):
             raw = self.read("air_quality", span_start, span_end, report)
             means = (
                 _EMPTY_HOURLY if raw.is_empty() else hourly_means(raw, POLLUTANTS, reporting_period_s=period)
@@ -424,8 +470,9 @@ class Runner:
         again only its minutes holding a new reading (``dirty``) it does not hold yet: a minute
         with no new reading holds what it held when it was read, as the arrivals and their
         settle margin say (the same rule that lets a run recompute only its dirty windows).
-        Older hours are read whole. A job that fails drops its family's kept hours, so that the
-        next run reads, and recomputes, them whole.
+        An older hour is read whole, and kept while run after run reads it (a backlog being
+        drained). A job that fails drops its family's kept hours, so that the next run reads,
+        and recomputes, them whole.
         """
         kept = self._kept_hour(family, hour, dirty, report)
         return kept.frame, kept.minutes
@@ -441,11 +488,10 @@ class Runner:
     def _kept_hour(self, family: str, hour: int, dirty: Dirty, report: JobReport) -> _KeptHour:
         key = (family, hour)
         kept = self._recent.get(key)
-        if kept is None or hour < self._recent_from():
+        if kept is None:
             frame = self.read(family, from_ns(hour), from_ns(hour + HOUR_NS), report)
             kept = _KeptHour(frame, self._run, None)
-            if hour >= self._recent_from():
-                self._recent[key] = kept
+            self._recent[key] = kept
             return kept
         already = set() if kept.run != self._run else kept.minutes
         if already is None:
@@ -538,7 +584,13 @@ class Runner:
         oldest = epoch_ns(self._now - self.horizon - HOURLY_CACHE_EXTRA)
         self._hourly = {hour: kept for hour, kept in self._hourly.items() if hour >= oldest}
         recent_from = self._recent_from()
-        self._recent = {key: kept for key, kept in self._recent.items() if key[1] >= recent_from}
+        # An older hour the previous run read stays too: a backlog being drained (a gateway
+        # flushing yesterday) fills it minute by minute, run after run, as the clock fills today's.
+        self._recent = {
+            key: kept
+            for key, kept in self._recent.items()
+            if key[1] >= recent_from or kept.run >= self._run - 1
+        }
 
     def _new_after(self, found: tuple[int, int] | None) -> int | None:
         """The ``received_at`` above which readings are new to a job whose watermark and last

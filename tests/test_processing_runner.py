@@ -429,6 +429,48 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
     assert day_row(store, day) == daily_before
 
 
+def test_a_backlog_drained_run_after_run_reads_each_reading_once(any_store: Store) -> None:
+    """A gateway flushing the readings it held for hours, ten minutes of them a minute: each run
+    reads what arrived, not again every reading of the settle margin (15 minutes of arrivals:
+    the whole backlog so far), and a straggler (received before the last run, stored after it)
+    still reaches its windows."""
+    store = any_store
+    clock = Clock(floor(datetime.now(UTC), "1m"))
+    hour = floor(clock.now - timedelta(hours=5), "1h")  # within the horizon and influxd's retention
+    backlog = fleet(["air_quality"], hour, hour + timedelta(hours=1), devices=4)["air_quality"]
+    runner = Runner(store, families=["air_quality"], anomalies=False, clock=clock)
+    straggler = backlog.filter(
+        (pl.col("time") == hour + timedelta(minutes=25)) & (pl.col("device_id") == pl.col("device_id").max())
+    )
+    for step in range(6):
+        start = hour + timedelta(minutes=10 * step)
+        chunk = backlog.filter(pl.col("time").is_between(start, start + timedelta(minutes=10), closed="left"))
+        chunk = chunk.join(straggler, on=["time", "device_id"], how="anti")
+        received = int(clock.now.timestamp() * 1e9)
+        write_all(store, {"air_quality": chunk.with_columns(received_at=pl.lit(received))})
+        if step == 3:
+            # Received with the chunk before, stored only now.
+            late = straggler.with_columns(received_at=pl.lit(received - 60_000_000_000))
+            write_all(store, {"air_quality": late})
+        clock.now += timedelta(minutes=1)
+        read = jobs_of(runner.run_once())["aggregates:air_quality"].rows_read
+        if step >= 2:  # the hour is kept: the first runs read it whole (and the day, once)
+            minute = backlog.filter(pl.col("time") == straggler["time"].item()).height
+            assert read == chunk.height + (minute if step == 3 else 0), step
+
+    raw = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
+    assert raw.height == backlog.height
+    for window in ("1m", "15m", "1h"):
+        stored = read_between(store, f"air_quality_{window}_commune", hour, hour + timedelta(hours=1))
+        expected = expected_windows(raw, window, hour, hour + timedelta(hours=1))
+        assert_frame_equal(
+            stored.select(expected.columns).sort("time", "insee"),
+            expected.sort("time", "insee"),
+            check_exact=False,
+            rel_tol=1e-12,
+        )
+
+
 def test_a_run_reads_the_arrival_times_of_new_readings_only(any_store: Store) -> None:
     store = any_store
     # Yesterday at noon, Paris time: no Paris midnight within the runs, whose closing of a day
