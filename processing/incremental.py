@@ -161,6 +161,13 @@ class IndexRunner(Protocol):
         """Raw readings of ``[start, end)``, with each device's previous counter reading."""
         ...
 
+    def dirty_hours(
+        self, family: str, dirty: Dirty, report: JobReport
+    ) -> list[tuple[datetime, datetime, pl.DataFrame]]:
+        """``[start, end)`` and the readings of each span of dirty hours, previous counter
+        readings in front, from what the runner keeps between runs where it can."""
+        ...
+
     def write(self, measurement: str, frame: pl.DataFrame, tags: Sequence[str], report: JobReport) -> None:
         """Write ``frame`` (nothing when empty), counted in ``report``."""
         ...

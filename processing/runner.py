@@ -30,12 +30,12 @@ What a run reads follows what arrived, not the size of the day:
   is read whole, and kept while run after run reads it, so a backlog being drained (a gateway
   flushing the hours it held) reads each reading once. The settle margin's readings count as
   new only when the previous run's arrivals did not hold them (``_not_seen_before``).
-* Families with counters (energy meter, error counters), camera and network hours: the dirty
-  hours are read, as runs of consecutive hours cut at Paris midnight. Counters also need each
-  device's previous reading: the hour before the run is read (``COUNTER_LOOKBACK``, as a full
-  day reads the hour before midnight), and for a device with no reading there, its last
-  reading of the counter earlier in the day, so increases come out as a full recompute gives
-  them.
+* Families with counters (energy meter, error counters) need each device's previous reading
+  for the increase of its first reading in a window: a window's readings are aggregated after
+  each device's last readings before them, from the kept hour and the hour before it (kept
+  too), and for a device with no reading there, its last reading of the counter earlier in the
+  day (``_counter_prefix``), so increases come out as a full recompute gives them. A backfill
+  reads whole days from the hour before midnight (``COUNTER_LOOKBACK``).
 * 1-day aggregate rows need the whole day (a p95 does not compose). A day with readings
   received since their last refresh (today, or a closed day whose late readings arrive) is
   read whole and recomputed at most every ``day_refresh`` (1 hour by default): that is how
@@ -418,6 +418,42 @@ class Runner:
         report.rows_read += frame.height
         return frame
 
+    def read_devices(
+        self,
+        family: str,
+        start: datetime,
+        end: datetime,
+        report: JobReport,
+        *,
+        devices: Sequence[str],
+        fields: Sequence[str],
+    ) -> pl.DataFrame:
+        """``fields`` of the readings of ``devices`` in ``[start, end)``, counted in ``report``."""
+        where: dict[str, list[str]] = {"device_id": sorted(set(devices))}
+        if self.communes is not None:
+            where["insee"] = list(self.communes)
+        frame = self.store.read(family, start=start, end=end, where=where, fields=list(fields))
+        report.rows_read += frame.height
+        return frame
+
+    def dirty_hours(
+        self, family: str, dirty: Dirty, report: JobReport
+    ) -> list[tuple[datetime, datetime, pl.DataFrame]]:
+        """The readings of each span of dirty hours, with each device's previous counter
+        readings in front: in a run, hour by hour from the kept hours (``recent_hour``: what
+        the aggregates job already read costs nothing more); in a backfill, runs of
+        consecutive hours read whole."""
+        if dirty.backfill:
+            return [
+                (start, end, self.read_raw(family, start, end, report)) for start, end in dirty.hour_spans()
+            ]
+        hours = []
+        for hour in sorted(dirty.starts("1h")):
+            frame, _ = self.recent_hour(family, hour, dirty, report)
+            rows = _with_counter_prefix(self, family, hour, frame, report)
+            hours.append((from_ns(hour), from_ns(hour + HOUR_NS), rows))
+        return hours
+
     def read_raw(self, family: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
         """Raw readings of ``family`` in ``[start, end)``, with the previous reading of each
         device's counters that an increase at ``start`` needs (``_read_raw``)."""
@@ -516,8 +552,9 @@ class Runner:
         return kept
 
     def keep_recent(self, family: str, raw: pl.DataFrame) -> None:
-        """Keep the latest hours of ``raw`` (every reading of them, as just read in this run)."""
-        first = self._recent_from()
+        """Keep the latest hours of ``raw`` (every reading of them, as just read in this run),
+        and for counters the hour before them, whose last readings their first increases need."""
+        first = self._recent_from() - (HOUR_NS if _counters(family) else 0)
         if raw.is_empty():
             return
         hours = raw.select((pl.col("time").cast(pl.Int64) // HOUR_NS * HOUR_NS).unique())[:, 0]
@@ -933,7 +970,7 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     due = daily.due()
     # Window by window from kept hours; a counter's increase needs each device's previous
     # reading, which the hour-span reads below bring along.
-    by_window = not dirty.backfill and not _counters(family)
+    by_window = not dirty.backfill
     hours = _OpenHour(runner, report.job) if by_window else None
     for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
         day_start, day_end = day_range(day)
@@ -971,7 +1008,8 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     if hours is not None:
         for hour in hours.overdue():
             frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
-            _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts={"1h": {hour}}, report=report)
+            rows = _with_counter_prefix(runner, family, hour, frame, report)
+            _aggregate_windows(runner, family, ["1h"], rows, hour=hour, starts={"1h": {hour}}, report=report)
             hours.computed(hour)
     daily.done()
 
@@ -1006,14 +1044,108 @@ def _aggregate_hour(
     wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
     # The minutes' and the quarters' windows in one pass over the quarters' readings (the
     # minutes' readings are among them): one engine call, not one per window.
-    quarters = frame.filter(window_start(pl.col("time"), "15m").cast(pl.Int64).is_in(sorted(wanted["15m"])))
+    quarter = window_start(pl.col("time"), "15m").cast(pl.Int64)
+    counters = _counters(family)
+    if counters:
+        # An increase needs each device's previous reading: every reading from the first wanted
+        # quarter on (none missing between two wanted quarters), after the last ones before it.
+        first = min(wanted["15m"])
+        last = max(wanted["15m"]) + 15 * MINUTE_NS
+        before = pl.concat(
+            [_counter_prefix(runner, family, hour, frame, report), frame.filter(quarter < first)],
+            how="diagonal_relaxed",
+        )
+        quarters = pl.concat(
+            [
+                _last_counter_readings(before, counters),
+                frame.filter(quarter.is_between(first, last, closed="left")),
+            ],
+            how="diagonal_relaxed",
+        )
+    else:
+        quarters = frame.filter(quarter.is_in(sorted(wanted["15m"])))
     _aggregate_windows(runner, family, ["1m", "15m"], quarters, hour=hour, starts=wanted, report=report)
     if hours is not None:
         if not hours.due(hour):
             hours.skipped(hour)
             return
         hours.computed(hour)
-    _aggregate_windows(runner, family, ["1h"], frame, hour=hour, starts=wanted, report=report)
+    _aggregate_windows(
+        runner,
+        family,
+        ["1h"],
+        _with_counter_prefix(runner, family, hour, frame, report),
+        hour=hour,
+        starts=wanted,
+        report=report,
+    )
+
+
+def _with_counter_prefix(
+    runner: Runner, family: str, hour: int, frame: pl.DataFrame, report: JobReport
+) -> pl.DataFrame:
+    """The kept hour ``frame``, after what its counters' first increases need (nothing for a
+    family without counters)."""
+    if not _counters(family) or frame.is_empty():
+        return frame
+    return pl.concat([_counter_prefix(runner, family, hour, frame, report), frame], how="diagonal_relaxed")
+
+
+def _counter_prefix(
+    runner: Runner, family: str, hour: int, frame: pl.DataFrame, report: JobReport
+) -> pl.DataFrame:
+    """Each device's last reading of each counter before the hour starting at ``hour`` (ns), as
+    ``_read_raw`` finds it for a span starting there: in the hour before (kept between runs
+    like the hour itself), or, for a device with none there, earlier in the day. ``frame`` is
+    the hour's readings: only its devices are looked for earlier."""
+    counters = _counters(family)
+    start = from_ns(hour)
+    earlier, _ = runner.recent_hour(family, hour - HOUR_NS, _nothing_new(), report)
+    found = _last_counter_readings(earlier, counters)
+    earliest = floor(start, "1d") - COUNTER_LOOKBACK
+    present = [c for c in counters if c in frame.columns]
+    if start - COUNTER_LOOKBACK <= earliest or not present:
+        return found
+    device = ["insee", "device_id"]
+    unknown = pl.concat(
+        [
+            frame.filter(pl.col(c).is_not_null())
+            .select(device)
+            .unique()
+            .join(
+                earlier.filter(pl.col(c).is_not_null()).select(device).unique()
+                if c in earlier.columns
+                else pl.DataFrame(schema={name: pl.String for name in device}),
+                on=device,
+                how="anti",
+            )
+            for c in present
+        ]
+    ).unique()
+    if unknown.is_empty():
+        return found
+    lookback_start = start - COUNTER_LOOKBACK
+    devices = unknown["device_id"].to_list()
+    older = runner.read_devices(family, earliest, lookback_start, report, devices=devices, fields=present)
+    if older.is_empty():
+        return found
+    previous = _last_counter_readings(older, present).join(unknown, on=device, how="semi")
+    # Every such reading is older than the hour before: in front of it, time order holds.
+    return pl.concat([previous.sort("time", maintain_order=True), found], how="diagonal_relaxed")
+
+
+def _last_counter_readings(frame: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
+    """Each device's last reading carrying each counter of ``frame`` (one row per device and
+    counter, the same row once when it is the last for several), in time order."""
+    device = ["insee", "device_id"]
+    present = [c for c in counters if c in frame.columns]
+    if frame.is_empty() or not present:
+        return frame.clear()
+    last = [
+        frame.filter(pl.col(c).is_not_null()).sort("time").group_by(device).agg(pl.all().last())
+        for c in present
+    ]
+    return pl.concat(last, how="diagonal_relaxed").unique(keep="first").sort("time", maintain_order=True)
 
 
 def _aggregate_windows(

@@ -429,6 +429,45 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
     assert day_row(store, day) == daily_before
 
 
+@pytest.mark.parametrize("family", ["network", "building"])
+def test_a_new_minute_of_counters_reads_only_that_minute(any_store: Store, family: str) -> None:
+    """Error counters and energy meters: a minute's increases need each device's previous
+    reading, which the kept hours hold, so a new minute reads that minute, not its hour and the
+    hour before it; and its windows equal a recompute from every reading of the day."""
+    store = any_store
+    day = floor(datetime.now(UTC) - timedelta(days=1), "1d")
+    now = day + timedelta(hours=20, minutes=30)
+    write_all(store, fleet([family], day - timedelta(hours=1), now))
+    clock = Clock(now)
+    runner = Runner(store, families=[family], anomalies=False, clock=clock)
+    jobs_of(runner.run_once())
+
+    for step in range(3):
+        minute = now + timedelta(minutes=step)
+        write_all(store, fleet([family], minute, minute + timedelta(minutes=1)))
+        clock.now = minute + timedelta(minutes=2)
+        jobs = jobs_of(runner.run_once())
+        in_minute = read_between(store, family, minute, minute + timedelta(minutes=1))
+        assert jobs[f"aggregates:{family}"].rows_read == in_minute.height, step
+        # Its indices take the hours the aggregates job kept (network_health reads nothing;
+        # building_energy_daily reads the day's hourly aggregates): no hour of raw readings.
+        hour_of_readings = read_between(store, family, floor(minute, "1h"), minute).height
+        indices = {name: job.rows_read for name, job in jobs.items() if not name.startswith("aggregates")}
+        assert indices and all(read < hour_of_readings for read in indices.values()), indices
+
+        raw = read_between(store, family, day - timedelta(hours=1), minute + timedelta(minutes=1))
+        for window in ("1m", "15m"):
+            start = floor(minute, window)
+            stored = read_between(store, f"{family}_{window}_commune", start, start + timedelta(minutes=1))
+            expected = aggregate(raw, family, window, "commune").filter(pl.col("time") == start)
+            assert_frame_equal(
+                stored.select(expected.columns).sort("insee"),
+                expected.sort("insee"),
+                check_exact=False,
+                rel_tol=1e-12,
+            )
+
+
 def test_a_backlog_drained_run_after_run_reads_each_reading_once(any_store: Store) -> None:
     """A gateway flushing the readings it held for hours, ten minutes of them a minute: each run
     reads what arrived, not again every reading of the settle margin (15 minutes of arrivals:

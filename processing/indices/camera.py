@@ -61,8 +61,7 @@ def camera_hourly(readings: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 def update_camera_hourly(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
     """Recompute and write the ``camera_hourly`` rows of the windows ``dirty`` names."""
     hours = dirty.starts("1h")
-    for start, end in dirty.hour_spans():
-        raw = runner.read("camera", start, end, report)
+    for _, _, raw in runner.dirty_hours("camera", dirty, report):
         if raw.is_empty():
             continue
         out = camera_hourly(raw).filter(in_starts(hours))

@@ -69,8 +69,7 @@ def network_health(
 def update_network_health(runner: IndexRunner, dirty: Dirty, report: JobReport) -> None:
     """Recompute and write the ``network_health`` rows of the windows ``dirty`` names."""
     hours = dirty.starts("1h")
-    for start, end in dirty.hour_spans():
-        raw = runner.read_raw("network", start, end, report)
+    for start, end, raw in runner.dirty_hours("network", dirty, report):
         if raw.is_empty():
             continue
         out = within(network_health(raw), start, end).filter(in_starts(hours))
