@@ -345,6 +345,16 @@ def day_row(store: Store, day: datetime) -> dict[str, Any]:
     return rows.row(0, named=True)
 
 
+def counted_in_day_row(store: Store, day: datetime) -> int:
+    """The readings the commune 78498's 1-day row of ``day`` was computed from."""
+    return int(day_row(store, day)["pm25_count"])
+
+
+def stored_in_day(store: Store, day: datetime) -> int:
+    """The readings of the commune 78498 stored for ``day``."""
+    return read_between(store, "air_quality", day, day + timedelta(days=1)).filter(insee="78498").height
+
+
 def expected_windows(raw: pl.DataFrame, window: str, start: datetime, end: datetime) -> pl.DataFrame:
     return aggregate(raw, "air_quality", window, "commune").filter(
         (pl.col("time") >= start) & (pl.col("time") < end)
@@ -654,37 +664,31 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     runner = Runner(store, families=["air_quality"], anomalies=False, day_refresh=refresh, clock=clock)
     jobs_of(runner.run_once())
 
-    def count_today() -> int:
-        return int(day_row(store, DAY)["pm25_count"])
-
-    def stored_today() -> int:
-        return read_between(store, "air_quality", DAY, NEXT_DAY).filter(insee="78498").height
-
-    first = count_today()
-    assert first == stored_today()
+    first = counted_in_day_row(store, DAY)
+    assert first == stored_in_day(store, DAY)
     write_all(store, fleet(["air_quality"], start, start + timedelta(minutes=1)))
     for minutes in (2, 29):  # new readings, but the row was refreshed less than 30 min ago
         clock.now = start + timedelta(minutes=minutes)
         jobs_of(runner.run_once())
-        assert count_today() == first, minutes
+        assert counted_in_day_row(store, DAY) == first, minutes
     clock.now = start + refresh
     jobs_of(runner.run_once())
-    assert count_today() == stored_today() > first
+    assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY) > first
 
     # The last readings of the evening wait for the next refresh... which the day's close brings.
     evening = DAY + timedelta(hours=23, minutes=20)
     write_all(store, fleet(["air_quality"], evening, evening + timedelta(minutes=30)))
     clock.now = evening + timedelta(minutes=30)
     jobs_of(runner.run_once())
-    assert count_today() == stored_today()
+    assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY)
     write_all(store, fleet(["air_quality"], evening + timedelta(minutes=30), NEXT_DAY))
     clock.now = NEXT_DAY + timedelta(minutes=1)
     jobs_of(runner.run_once())
-    refreshed = count_today()
-    assert refreshed < stored_today()
+    refreshed = counted_in_day_row(store, DAY)
+    assert refreshed < stored_in_day(store, DAY)
     clock.now = NEXT_DAY + runner.settle  # closed: the settle margin after midnight has passed
     jobs_of(runner.run_once())
-    assert count_today() == stored_today()
+    assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY)
     clock.now += timedelta(minutes=1)  # and only once
     assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
 
@@ -700,26 +704,20 @@ def test_a_closed_days_late_readings_refresh_its_daily_row_at_most_every_day_ref
     runner = Runner(store, families=["air_quality"], anomalies=False, day_refresh=refresh, clock=clock)
     jobs_of(runner.run_once())
 
-    def count_yesterday() -> int:
-        return int(day_row(store, DAY)["pm25_count"])
-
-    def stored_yesterday() -> int:
-        return read_between(store, "air_quality", DAY, NEXT_DAY).filter(insee="78498").height
-
-    first = count_yesterday()
-    assert first == stored_yesterday()
+    first = counted_in_day_row(store, DAY)
+    assert first == stored_in_day(store, DAY)
     backlog = DAY + timedelta(hours=6)
     for minute in (1, 2, 29):  # the backlog keeps coming, the row waits for day_refresh
         write_all(store, fleet(["air_quality"], backlog, backlog + timedelta(minutes=10)))
         backlog += timedelta(minutes=10)
         clock.now = NEXT_DAY + timedelta(hours=2, minutes=minute)
         report = jobs_of(runner.run_once())["aggregates:air_quality"]
-        assert count_yesterday() == first, minute
+        assert counted_in_day_row(store, DAY) == first, minute
         # Only the late readings' own windows were read: an hour at most, not the day.
-        assert 0 < report.rows_read <= stored_yesterday() / 4, minute
+        assert 0 < report.rows_read <= stored_in_day(store, DAY) / 4, minute
     clock.now = NEXT_DAY + timedelta(hours=2) + refresh
     jobs_of(runner.run_once())
-    assert count_yesterday() == stored_yesterday() > first
+    assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY) > first
     clock.now += timedelta(minutes=1)  # nothing new: nothing read again
     assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
 
