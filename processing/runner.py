@@ -408,31 +408,19 @@ class Runner:
         end: datetime,
         report: JobReport,
         fields: Sequence[str] | None = None,
+        *,
+        devices: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Rows of ``measurement`` in ``[start, end)`` (``fields`` only, when given), counted in
-        ``report``."""
+        """Rows of ``measurement`` in ``[start, end)`` (``fields`` only, and of ``devices``
+        only, when given), counted in ``report``."""
         if self._pending:
             self._store_pending()  # a job may read what an earlier one wrote (indices, aggregates)
-        where = {"insee": self.communes} if self.communes is not None else None
-        frame = self.store.read(measurement, start=start, end=end, where=where, fields=fields)
-        report.rows_read += frame.height
-        return frame
-
-    def read_devices(
-        self,
-        family: str,
-        start: datetime,
-        end: datetime,
-        report: JobReport,
-        *,
-        devices: Sequence[str],
-        fields: Sequence[str],
-    ) -> pl.DataFrame:
-        """``fields`` of the readings of ``devices`` in ``[start, end)``, counted in ``report``."""
-        where: dict[str, list[str]] = {"device_id": sorted(set(devices))}
+        where: dict[str, list[str]] = {}
         if self.communes is not None:
             where["insee"] = list(self.communes)
-        frame = self.store.read(family, start=start, end=end, where=where, fields=list(fields))
+        if devices is not None:
+            where["device_id"] = sorted(set(devices))
+        frame = self.store.read(measurement, start=start, end=end, where=where or None, fields=fields)
         report.rows_read += frame.height
         return frame
 
@@ -782,34 +770,46 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
     if not counters:
         return runner.read(family, start, end, report)
     raw = runner.read(family, start - COUNTER_LOOKBACK, end, report)
-    earliest = floor(start, "1d") - COUNTER_LOOKBACK
     present = [c for c in counters if c in raw.columns]
-    if raw.is_empty() or start - COUNTER_LOOKBACK <= earliest or not present:
+    if raw.is_empty() or not present:
         return raw
-    device = ["insee", "device_id"]
-    before, inside = raw.filter(pl.col("time") < start), raw.filter(pl.col("time") >= start)
-    unknown = pl.concat(
-        [
-            inside.filter(pl.col(c).is_not_null())
-            .select(device)
-            .unique()
-            .join(before.filter(pl.col(c).is_not_null()).select(device).unique(), on=device, how="anti")
-            for c in present
-        ]
-    )
-    if unknown.is_empty():
-        return raw
-    older = runner.read(family, earliest, start - COUNTER_LOOKBACK, report, fields=present)
-    if older.is_empty():
-        return raw
-    last = [
-        older.filter(pl.col(c).is_not_null()).sort("time").group_by(device).agg(pl.all().last())
-        for c in present
-        if c in older.columns
-    ]
-    previous = pl.concat(last, how="diagonal_relaxed").unique(keep="first").join(unknown.unique(), on=device)
+    inside, before = raw.filter(pl.col("time") >= start), raw.filter(pl.col("time") < start)
+    previous = _earlier_in_day(runner, family, start, report, inside=inside, before=before, counters=present)
     # Every such reading is older than the lookback: in front of ``raw``, time order holds.
-    return pl.concat([previous.sort("time", maintain_order=True), raw], how="diagonal_relaxed")
+    return raw if previous.is_empty() else pl.concat([previous, raw], how="diagonal_relaxed")
+
+
+def _earlier_in_day(
+    runner: Runner,
+    family: str,
+    start: datetime,
+    report: JobReport,
+    *,
+    inside: pl.DataFrame,
+    before: pl.DataFrame,
+    counters: Sequence[str],
+) -> pl.DataFrame:
+    """Each counter's last reading, earlier in the day than the lookback before ``start``, of
+    the devices that carry it in ``inside`` (readings from ``start`` on) but not in ``before``
+    (the lookback's): what their first increase after a silence needs. Empty when none."""
+    device = ["insee", "device_id"]
+    earliest = floor(start, "1d") - COUNTER_LOOKBACK
+    if start - COUNTER_LOOKBACK <= earliest or not counters:
+        return inside.clear()
+
+    def carrying(frame: pl.DataFrame, counter: str) -> pl.DataFrame:
+        if counter not in frame.columns:
+            return pl.DataFrame(schema=dict.fromkeys(device, pl.String))
+        return frame.filter(pl.col(counter).is_not_null()).select(device).unique()
+
+    unknown = pl.concat(
+        [carrying(inside, c).join(carrying(before, c), on=device, how="anti") for c in counters]
+    ).unique()
+    if unknown.is_empty():
+        return inside.clear()
+    devices = unknown["device_id"].to_list()
+    older = runner.read(family, earliest, start - COUNTER_LOOKBACK, report, fields=counters, devices=devices)
+    return _last_counter_readings(older, counters).join(unknown, on=device, how="semi")
 
 
 def _nothing_new() -> Dirty:
@@ -1099,39 +1099,14 @@ def _counter_prefix(
     like the hour itself), or, for a device with none there, earlier in the day. ``frame`` is
     the hour's readings: only its devices are looked for earlier."""
     counters = _counters(family)
-    start = from_ns(hour)
     earlier, _ = runner.recent_hour(family, hour - HOUR_NS, _nothing_new(), report)
     found = _last_counter_readings(earlier, counters)
-    earliest = floor(start, "1d") - COUNTER_LOOKBACK
     present = [c for c in counters if c in frame.columns]
-    if start - COUNTER_LOOKBACK <= earliest or not present:
-        return found
-    device = ["insee", "device_id"]
-    unknown = pl.concat(
-        [
-            frame.filter(pl.col(c).is_not_null())
-            .select(device)
-            .unique()
-            .join(
-                earlier.filter(pl.col(c).is_not_null()).select(device).unique()
-                if c in earlier.columns
-                else pl.DataFrame(schema={name: pl.String for name in device}),
-                on=device,
-                how="anti",
-            )
-            for c in present
-        ]
-    ).unique()
-    if unknown.is_empty():
-        return found
-    lookback_start = start - COUNTER_LOOKBACK
-    devices = unknown["device_id"].to_list()
-    older = runner.read_devices(family, earliest, lookback_start, report, devices=devices, fields=present)
-    if older.is_empty():
-        return found
-    previous = _last_counter_readings(older, present).join(unknown, on=device, how="semi")
+    previous = _earlier_in_day(
+        runner, family, from_ns(hour), report, inside=frame, before=earlier, counters=present
+    )
     # Every such reading is older than the hour before: in front of it, time order holds.
-    return pl.concat([previous.sort("time", maintain_order=True), found], how="diagonal_relaxed")
+    return found if previous.is_empty() else pl.concat([previous, found], how="diagonal_relaxed")
 
 
 def _last_counter_readings(frame: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
