@@ -1046,13 +1046,15 @@ def _aggregate_hour(
     # minutes' readings are among them): one engine call, not one per window.
     quarter = window_start(pl.col("time"), "15m").cast(pl.Int64)
     counters = _counters(family)
-    if counters:
+    # The counters' previous readings, found once for the quarters and the hour (it may read).
+    prefix = _counter_prefix(runner, family, hour, frame, report) if counters else None
+    if prefix is not None:
         # An increase needs each device's previous reading: every reading from the first wanted
         # quarter on (none missing between two wanted quarters), after the last ones before it.
         first = min(wanted["15m"])
         last = max(wanted["15m"]) + 15 * MINUTE_NS
         before = pl.concat(
-            [_counter_prefix(runner, family, hour, frame, report), frame.filter(quarter < first)],
+            [prefix, frame.filter(quarter < first)],
             how="diagonal_relaxed",
         )
         quarters = pl.concat(
@@ -1070,15 +1072,8 @@ def _aggregate_hour(
             hours.skipped(hour)
             return
         hours.computed(hour)
-    _aggregate_windows(
-        runner,
-        family,
-        ["1h"],
-        _with_counter_prefix(runner, family, hour, frame, report),
-        hour=hour,
-        starts=wanted,
-        report=report,
-    )
+    rows = frame if prefix is None else pl.concat([prefix, frame], how="diagonal_relaxed")
+    _aggregate_windows(runner, family, ["1h"], rows, hour=hour, starts=wanted, report=report)
 
 
 def _with_counter_prefix(
