@@ -42,7 +42,8 @@ What a run reads follows what arrived, not the size of the day:
   stale a daily row may get, and what keeps a backlog of yesterday draining all morning from
   reading yesterday at every run. A closed day (ended at least ``settle`` ago) is recomputed
   once more when it closes. A day row is always computed from every reading of the day, never
-  patched (``_Refresh``, ``_DailyRows``).
+  patched (``_Refresh``, ``_DailyRows``). They are a job of their own (``aggregates_1d:<family>``),
+  run with the indices computed from them (``IndexSpec.from_daily_rows``) and the anomaly pass.
 * ATMO and EAQI need device hourly means with their coverage rule (processing.indices.air).
   The stored ``air_quality_1h_commune`` aggregates cannot give them (a commune mean over every
   reading is not the worst device's hourly mean, and a reading count is not the minutes
@@ -54,8 +55,13 @@ What a run reads follows what arrived, not the size of the day:
   kept hours at every run, as cheap as a group-by of a few thousand rows.
 * The anomaly pass reads each day it checks whole, with its context (``_anomalies_job``), so
   it runs at most every ``anomaly_refresh`` (15 minutes by default): over the days holding
-  readings received since its last pass, and today (silence is only seen by looking). The
-  other jobs' results are stored before it starts.
+  readings received since its last pass, and today (silence is only seen by looking).
+
+The jobs that read whole days (``Job.whole_days``) run after the others, whose results are
+stored before they start. ``run_forever`` runs them in a loop of their own, in a thread, every
+``whole_days_interval``: a pass over the day so far reads a day of the fleet, which takes
+minutes for a large one, and the minute aggregates do not wait for it. ``run_once`` and
+``backfill`` run every job in turn.
 
 Results equal a full recompute (``backfill``) of the same readings: the same rows, counts,
 p95, classes and times; means computed by a polars group-by may differ in the last bit
@@ -71,11 +77,12 @@ of readings per run, where reading the horizon cost 16 million rows for 2,000 st
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 import polars as pl
 
@@ -151,6 +158,14 @@ class Job:
     """How often the job recomputes the days its readings fall in, when it throttles them (the
     1-day rows, the anomaly pass: each reads its days whole): the arrivals read must then also
     reach back to its last refresh, not only to the job's watermark (``_Refresh``)."""
+    whole_days: bool = False
+    """Reads whole days (the 1-day rows, the indices computed from them, the anomaly pass): run
+    after the others, and by ``run_forever`` in a loop of their own (``Part``)."""
+
+
+Part = Literal["all", "incremental", "whole_days"]
+"""Which jobs a runner runs: every one; those that follow what arrived minute by minute (the 1
+min, 15 min and 1 h aggregates and the indices); or those that read whole days (``Job.whole_days``)."""
 
 
 class Runner:
@@ -169,8 +184,11 @@ class Runner:
         anomaly_refresh: timedelta = DEFAULT_ANOMALY_REFRESH,
         anomalies: bool = True,
         anomaly_options: dict[str, Any] | None = None,
+        part: Part = "all",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        if part not in get_args(Part):
+            raise ValueError(f"part must be one of {', '.join(get_args(Part))}, not {part!r}")
         self.store = store
         self.families = [Family(f).value for f in (families or [f.value for f in FAMILIES])]
         # Only these communes' readings are read (None: all). Right for every job but the
@@ -185,6 +203,7 @@ class Runner:
         self.anomaly_refresh = anomaly_refresh
         self.anomalies = anomalies
         self.anomaly_options = dict(anomaly_options or {})
+        self.part = part
         self.clock = clock
         self.watermarks = Watermarks(store)
         self._now = clock()
@@ -212,19 +231,50 @@ class Runner:
     # -- jobs ----------------------------------------------------------------------------------
 
     def jobs(self) -> list[Job]:
-        """Every job, in the order they must run (indices read the aggregates)."""
-        jobs: list[Job] = [
-            Job(f"aggregates:{f}", f, _aggregates_job, refresh=self.day_refresh) for f in self.families
+        """The jobs of this runner's ``part``, in the order they must run (indices read the
+        aggregates; those that read whole days come last)."""
+        every: list[Job] = [Job(f"aggregates:{f}", f, _aggregates_job) for f in self.families]
+        for family in self.families:
+            every += [
+                Job(name, family, spec.update)
+                for name, spec in indices().items()
+                if spec.family == family and not spec.from_daily_rows
+            ]
+        every += [
+            Job(f"aggregates_1d:{f}", f, _daily_job, refresh=self.day_refresh, whole_days=True)
+            for f in self.families
         ]
         for family in self.families:
-            jobs += [
-                Job(name, family, spec.update) for name, spec in indices().items() if spec.family == family
+            every += [
+                Job(name, family, spec.update, whole_days=True)
+                for name, spec in indices().items()
+                if spec.family == family and spec.from_daily_rows
             ]
         if self.anomalies:
-            jobs += [
-                Job(f"anomalies:{f}", f, _anomalies_job, refresh=self.anomaly_refresh) for f in self.families
+            every += [
+                Job(f"anomalies:{f}", f, _anomalies_job, refresh=self.anomaly_refresh, whole_days=True)
+                for f in self.families
             ]
-        return jobs
+        if self.part == "all":
+            return every
+        return [job for job in every if job.whole_days == (self.part == "whole_days")]
+
+    def with_part(self, part: Part) -> Runner:
+        """A runner of the same store and settings that runs ``part`` of the jobs."""
+        return Runner(
+            self.store,
+            families=self.families,
+            communes=self.communes,
+            horizon=self.horizon,
+            settle=self.settle,
+            day_refresh=self.day_refresh,
+            hour_refresh=self.hour_refresh,
+            anomaly_refresh=self.anomaly_refresh,
+            anomalies=self.anomalies,
+            anomaly_options=self.anomaly_options,
+            part=part,
+            clock=self.clock,
+        )
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -244,13 +294,13 @@ class Runner:
         # values each job would have read when its turn came.
         marks = {job.name: self.mark(job.name) for job in jobs}
         arrivals: dict[str, pl.DataFrame] = {}
-        stored_before_anomalies = False
+        stored_before_whole_days = False
         for job in jobs:
-            if job.run is _anomalies_job and not stored_before_anomalies:
-                # A due anomaly pass reads whole days: what the other jobs computed is stored
-                # first, not held behind it (their watermarks still move with the run's end).
+            if job.whole_days and not stored_before_whole_days:
+                # Jobs that read whole days may take long: what the others computed is stored
+                # first, not held behind them (their watermarks still move with the run's end).
                 self._store_pending()
-                stored_before_anomalies = True
+                stored_before_whole_days = True
             if job.family not in arrivals:
                 # One read per family, from the lowest threshold any of its jobs needs.
                 family_jobs = [j for j in jobs if j.family == job.family]
@@ -371,7 +421,36 @@ class Runner:
         return report
 
     def run_forever(self, interval_s: float, *, stop: Callable[[], bool] = lambda: False) -> None:
-        """``run_once`` every ``interval_s`` seconds until ``stop()`` is true."""
+        """``run_once`` every ``interval_s`` seconds until ``stop()`` is true.
+
+        A runner of every job runs them in two loops (``with_part``): the jobs that follow what
+        arrived, every ``interval_s``, and in a thread of its own, those that read whole days,
+        every ``whole_days_interval``: a pass over the day so far may take minutes, and the
+        minute aggregates must not wait for it.
+        """
+        if self.part != "all":
+            self._loop(interval_s, stop)
+            return
+        slow = self.with_part("whole_days")
+        thread = threading.Thread(
+            target=slow._loop,
+            args=(max(interval_s, self.whole_days_interval.total_seconds()), stop),
+            name="processing-whole-days",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            self.with_part("incremental")._loop(interval_s, stop)
+        finally:
+            thread.join()
+
+    @property
+    def whole_days_interval(self) -> timedelta:
+        """How often ``run_forever`` runs the jobs that read whole days: as often as the first
+        of them may refresh its days (each throttles itself, ``_Refresh``)."""
+        return min(self.day_refresh, self.anomaly_refresh) if self.anomalies else self.day_refresh
+
+    def _loop(self, interval_s: float, stop: Callable[[], bool]) -> None:
         while not stop():
             started = time.monotonic()
             try:
@@ -379,7 +458,8 @@ class Runner:
                 slowest = max(report.jobs, key=lambda job: job.seconds, default=None)
                 # The run's time and its slowest job: what an operator watching the lag asks first.
                 log.info(
-                    "processing run: %.2f s, %d rows read, %d written by %d jobs, %d failed%s",
+                    "processing run (%s): %.2f s, %d rows read, %d written by %d jobs, %d failed%s",
+                    self.part,
                     time.monotonic() - started,
                     sum(job.rows_read for job in report.jobs),
                     report.rows_written,
@@ -389,7 +469,7 @@ class Runner:
                 )
             except Exception:
                 # One bad run (store down) must not stop the scheduler: the next run catches up.
-                log.exception("processing run failed; retrying at the next interval")
+                log.exception("processing run (%s) failed; retrying at the next interval", self.part)
             deadline = started + interval_s
             while not stop() and time.monotonic() < deadline:
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -966,8 +1046,10 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     family = next(f for f in runner.families if report.job.endswith(f":{f}"))
     starts = {window: dirty.starts(window) for window in SUB_DAY_WINDOWS}
     spans = dirty.hour_spans()
-    daily = _DailyRows(runner, report.job, dirty)
-    due = daily.due()
+    # A backfill reads its days whole and takes their 1-day rows from the same read; a run
+    # leaves them to ``_daily_job``, which throttles them.
+    daily = _DailyRows(runner, report.job, dirty) if dirty.backfill else None
+    due = daily.due() if daily is not None else []
     # Window by window from kept hours; a counter's increase needs each device's previous
     # reading, which the hour-span reads below bring along.
     by_window = not dirty.backfill
@@ -1011,6 +1093,23 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
             rows = _with_counter_prefix(runner, family, hour, frame, report)
             _aggregate_windows(runner, family, ["1h"], rows, hour=hour, starts={"1h": {hour}}, report=report)
             hours.computed(hour)
+
+
+def _daily_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
+    """The 1-day rows of the days ``_DailyRows`` says are due, each from the day read whole (a
+    p95 does not compose). A backfill's come from the aggregates job, which reads whole days."""
+    if dirty.backfill:
+        return
+    family = report.job.split(":", 1)[1]
+    daily = _DailyRows(runner, report.job, dirty)
+    for day in daily.due():
+        day_start, day_end = day_range(day)
+        raw = _read_raw(runner, family, day_start, day_end, report)
+        if raw.is_empty():
+            continue
+        results = aggregate_all(raw, family, windows=["1d"])
+        rows = _within_windows(results, family, "1d", span=(day_start, day_end), starts={})
+        _write_windows(runner, family, "1d", rows, report)
     daily.done()
 
 

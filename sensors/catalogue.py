@@ -205,6 +205,9 @@ class IndexSpec:
     """How the processing runner keeps its rows up to date: what it reads and which windows it
     recomputes when new readings of ``family`` arrive (``processing.incremental.UpdateFunc``).
     The runner runs every registered index through it, after the aggregates of its family."""
+    from_daily_rows: bool = False
+    """Computed from the 1-day aggregate rows: the runner runs it after them, in the loop of the
+    jobs that read whole days (``processing.runner``), not at every run."""
     rule_name: str | None = None
     """What alert rules call it (``index = "atmo"`` of an ``index_at_least`` rule): set for the
     indices whose ``index`` field is a class of the six-class scale, None for the others."""

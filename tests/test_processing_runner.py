@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from smartcity.settings import Settings
 from storage.base import TIME_DTYPE, Store, Write, WriteReport
 from storage.duckdb_store import DuckDBStore
 from storage.errors import StoreUnavailable
+from tests.servers import wait_until
 from tests.storage_fixtures import open_test_store, shared_influxd
 
 __all__ = ["shared_influxd"]  # one influxd for the module; each test gets its own database
@@ -144,7 +146,11 @@ def test_a_run_whose_results_cannot_be_stored_fails_and_the_next_run_redoes_it(s
     runner = Runner(flaky, families=["air_quality"], anomalies=False, clock=Clock(NOW))  # type: ignore[arg-type]
     report = runner.run_once()
     # EAQI has no rows to write here (pm25 alone, no 24-hour running mean yet): it did not fail.
-    assert {job.job for job in report.failed} == {"aggregates:air_quality", "atmo_daily"}
+    assert {job.job for job in report.failed} == {
+        "aggregates:air_quality",
+        "aggregates_1d:air_quality",
+        "atmo_daily",
+    }
     assert all("connection refused" in (job.error or "") for job in report.failed)
     # Nothing was stored, the watermarks included: the results and their watermarks go together.
     assert store.measurements() == ["air_quality"]
@@ -645,7 +651,9 @@ def test_late_readings_into_a_closed_day_correct_its_daily_row(store: DuckDBStor
     jobs = jobs_of(runner.run_once())
 
     raw = read_between(store, "air_quality", yesterday, DAY)
-    assert jobs["aggregates:air_quality"].rows_read == raw.height  # the day's p95 needs the day
+    assert jobs["aggregates_1d:air_quality"].rows_read == raw.height  # the day's p95 needs the day
+    # The shorter windows read the late readings' hour, not the day.
+    assert 0 < jobs["aggregates:air_quality"].rows_read <= raw.height / 12
     stored = pl.DataFrame([day_row(store, yesterday)])
     expected = expected_windows(raw, "1d", yesterday, DAY).filter(pl.col("insee") == "78498")
     assert stored.select(expected.columns).equals(expected)
@@ -690,7 +698,7 @@ def test_todays_daily_row_is_refreshed_after_day_refresh_and_when_the_day_closes
     jobs_of(runner.run_once())
     assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY)
     clock.now += timedelta(minutes=1)  # and only once
-    assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
+    assert jobs_of(runner.run_once())["aggregates_1d:air_quality"].rows_read == 0
 
 
 def test_a_closed_days_late_readings_refresh_its_daily_row_at_most_every_day_refresh(
@@ -711,15 +719,17 @@ def test_a_closed_days_late_readings_refresh_its_daily_row_at_most_every_day_ref
         write_all(store, fleet(["air_quality"], backlog, backlog + timedelta(minutes=10)))
         backlog += timedelta(minutes=10)
         clock.now = NEXT_DAY + timedelta(hours=2, minutes=minute)
-        report = jobs_of(runner.run_once())["aggregates:air_quality"]
+        jobs = jobs_of(runner.run_once())
         assert counted_in_day_row(store, DAY) == first, minute
+        assert jobs["aggregates_1d:air_quality"].rows_read == 0, minute
         # Only the late readings' own windows were read: an hour at most, not the day.
-        assert 0 < report.rows_read <= stored_in_day(store, DAY) / 4, minute
+        assert 0 < jobs["aggregates:air_quality"].rows_read <= stored_in_day(store, DAY) / 4, minute
     clock.now = NEXT_DAY + timedelta(hours=2) + refresh
     jobs_of(runner.run_once())
     assert counted_in_day_row(store, DAY) == stored_in_day(store, DAY) > first
     clock.now += timedelta(minutes=1)  # nothing new: nothing read again
-    assert jobs_of(runner.run_once())["aggregates:air_quality"].rows_read == 0
+    jobs = jobs_of(runner.run_once())
+    assert jobs["aggregates:air_quality"].rows_read == jobs["aggregates_1d:air_quality"].rows_read == 0
 
 
 def test_the_open_hours_rows_are_refreshed_after_hour_refresh_and_once_the_hour_closes(
@@ -977,6 +987,79 @@ def test_the_anomaly_pass_runs_every_anomaly_refresh_over_what_arrived_since(sto
     clock.now = start + timedelta(minutes=15)
     jobs_of(runner.run_once())
     assert spikes() == 1
+
+
+def test_minute_aggregates_keep_coming_while_a_pass_over_whole_days_runs(
+    store: DuckDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_forever`` runs the jobs that read whole days in a loop of their own: an anomaly pass
+    over a large day (held here until the test lets it go) does not hold the minute aggregates
+    of what arrives meanwhile."""
+    import processing.anomalies
+
+    detect = processing.anomalies.detect_anomalies
+    entered, release = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        entered.set()
+        release.wait(timeout=120)
+        return detect(*args, **kwargs)
+
+    monkeypatch.setattr(processing.anomalies, "detect_anomalies", held)
+    start = floor(datetime.now(UTC), "1m") - timedelta(minutes=30)
+    write_all(store, fleet(["air_quality"], start, start + timedelta(minutes=20)))
+    stop = threading.Event()
+    loops = threading.Thread(
+        target=Runner(store, families=["air_quality"]).run_forever, args=(0.05,), kwargs={"stop": stop.is_set}
+    )
+    loops.start()
+    later = start + timedelta(minutes=25)
+
+    def later_rows() -> int:
+        return store.read("air_quality_1m_commune", start=later, end=later + timedelta(minutes=1)).height
+
+    try:
+        wait_until(entered.is_set, timeout=60, what="the anomaly pass")
+        arrived = fleet(["air_quality"], later, later + timedelta(minutes=1))["air_quality"]
+        now_ns = int(datetime.now(UTC).timestamp() * 1e9)
+        write_all(store, {"air_quality": arrived.with_columns(received_at=pl.lit(now_ns))})
+        wait_until(lambda: later_rows() > 0, timeout=60, what="the new minute's aggregates")
+        assert not release.is_set()  # the pass is still held: the minute did not wait for it
+    finally:
+        release.set()
+        stop.set()
+        loops.join(timeout=120)
+    assert not loops.is_alive()
+    assert later_rows() == 2  # one row per commune
+
+
+def test_the_two_loops_together_compute_what_one_run_does(tmp_path: Path) -> None:
+    frames = fleet(list(RAW), DAY + timedelta(hours=6), DAY + timedelta(hours=8))
+    clock = Clock(DAY + timedelta(hours=8, minutes=1))
+    one, split = DuckDBStore(tmp_path / "one.duckdb"), DuckDBStore(tmp_path / "split.duckdb")
+    try:
+        write_all(one, frames)
+        write_all(split, frames)
+        jobs_of(Runner(one, clock=clock).run_once())
+        runner = Runner(split, clock=clock)
+        incremental, whole_days = runner.with_part("incremental"), runner.with_part("whole_days")
+        assert not any(job.whole_days for job in incremental.jobs())
+        assert {job.name for job in whole_days.jobs()} >= {"aggregates_1d:building", "building_energy_daily"}
+        jobs_of(incremental.run_once())
+        jobs_of(whole_days.run_once())
+        got, want = outputs(split), outputs(one)
+        assert sorted(got) == sorted(want)
+        assert {"air_quality_1m", "air_quality_1d", "building_energy_daily", "atmo_daily"} <= set(got)
+        for name in want:
+            assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-12, abs_tol=0.0)
+    finally:
+        one.close()
+        split.close()
+
+
+def test_an_unknown_part_of_the_jobs_is_a_clear_error(store: DuckDBStore) -> None:
+    with pytest.raises(ValueError, match="part must be one of all, incremental, whole_days, not 'daily'"):
+        Runner(store, part="daily")  # type: ignore[arg-type]
 
 
 def test_an_index_registered_in_the_catalogue_is_kept_up_to_date_by_the_runner(

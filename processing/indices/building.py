@@ -85,5 +85,6 @@ register_index(
         staleness=timedelta(days=2),
         compute=building_energy_daily,
         update=update_building_energy_daily,
+        from_daily_rows=True,
     )
 )
