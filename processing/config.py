@@ -22,7 +22,8 @@ class ProcessingSettings(BaseModel):
     """How stale the 1-day aggregate rows may get: they need the whole day of readings (for the
     p95), so a day with new readings (today, or an earlier day whose late readings arrive) has
     them recomputed at most this often, and once more when it closes (``settle_s`` after
-    midnight). Shorter windows and the indices follow every run."""
+    midnight). Shorter windows and the indices follow every run. The jobs that read whole
+    days run in a loop of their own, every ``min(day_refresh_s, anomaly_refresh_s)``."""
     hour_refresh_s: float = Field(300.0, ge=0)
     """How stale the open hour's 1-hour aggregate rows may get: their p95 needs every reading
     of the hour, so they are recomputed at most this often while the hour is open (a new minute
