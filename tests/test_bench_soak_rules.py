@@ -3,6 +3,7 @@ results: no server, no clock."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from bench.soak.__main__ import parse
 from bench.soak.dashboard import DashboardStats
 from bench.soak.disk import FAMILY_NAMES, FamilyDisk
-from bench.soak.probes import ProbeResults
+from bench.soak.probes import ProbeResults, Probes
 from bench.soak.procstat import Sample
 from bench.soak.report import (
     DASHBOARD_LAG_LIMIT_S,
@@ -241,3 +242,15 @@ def test_more_communes_than_the_departements_hold_is_refused_by_name() -> None:
         parse(["--communes", str(available() + 1)])
     with pytest.raises(TerritoryTooSmall, match="78 and 92 have"):
         registry_text(available() + 1)
+
+
+def test_one_alert_message_raising_two_fault_probes_times_both() -> None:
+    """An evaluation that finds two faults (the first stored just after the evaluation before)
+    sends them in one message: both are delivered, neither waits for a later message."""
+    now = time.time()
+    first, second = "soak-probe-net-f0037-1796569756", "soak-probe-net-f0038-1796569816"
+    probes = Probes("127.0.0.1", 1883, _pending_faults={first: now - 63.0, second: now - 3.0})
+    probes.on_message({"alerts": [{"scope": f"78498/{first}"}, {"scope": f"78498/{second}"}]})
+    assert sorted(round(seconds) for _, seconds in probes.results.alerted) == [3, 63]
+    assert probes.faults_pending() == 0
+    assert probes.results.fleet_alerts == 0

@@ -144,11 +144,13 @@ class Probes:
         now = time.time()
         text = json.dumps(message)
         with self._lock:
-            for device, sent in list(self._pending_faults.items()):
-                if device in text:
-                    self.results.alerted.append((now, now - sent))
-                    del self._pending_faults[device]
-                    return
+            # One message may raise several probes: an evaluation that finds two faults (the
+            # first stored just after the evaluation before) sends them together.
+            named = [device for device in self._pending_faults if device in text]
+            for device in named:
+                self.results.alerted.append((now, now - self._pending_faults.pop(device)))
+            if named:
+                return
         if PROBE_PREFIX not in text:
             self.results.fleet_alerts += 1
 
