@@ -439,10 +439,9 @@ class Runner:
             daemon=True,
         )
         thread.start()
-        try:
-            self.with_part("incremental")._loop(interval_s, stop)
-        finally:
-            thread.join()
+        self.with_part("incremental")._loop(interval_s, stop)
+        # Left by an interrupt instead (stop() still false), the daemon thread dies with the process.
+        thread.join()
 
     @property
     def whole_days_interval(self) -> timedelta:
