@@ -1004,9 +1004,8 @@ class _DailyRows:
         self._updates: list[tuple[str, int]] = []
 
     def due(self) -> list[datetime]:
-        """The days (their UTC start) whose 1-day rows are recomputed now."""
-        if self.dirty.backfill:
-            return self.dirty.days()
+        """The days (their UTC start) whose 1-day rows a run recomputes now (a backfill's come
+        from the aggregates job)."""
         runner, marks = self.runner, self.runner.watermarks
         now = runner.now
         days: set[datetime] = set()
@@ -1044,54 +1043,22 @@ class _DailyRows:
 def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     family = next(f for f in runner.families if report.job.endswith(f":{f}"))
     starts = {window: dirty.starts(window) for window in SUB_DAY_WINDOWS}
-    spans = dirty.hour_spans()
-    # A backfill reads its days whole and takes their 1-day rows from the same read; a run
-    # leaves them to ``_daily_job``, which throttles them.
-    daily = _DailyRows(runner, report.job, dirty) if dirty.backfill else None
-    due = daily.due() if daily is not None else []
-    # Window by window from kept hours; a counter's increase needs each device's previous
-    # reading, which the hour-span reads below bring along.
-    by_window = not dirty.backfill
-    hours = _OpenHour(runner, report.job) if by_window else None
-    for day in sorted({floor(start, "1d") for start, _ in spans} | set(due)):
-        day_start, day_end = day_range(day)
-        if day in due:
-            # The day's p95 needs every reading of the day: read it once, whole, and take the
-            # dirty shorter windows from the same frame.
-            parts = [(day_start, day_end, list(WINDOWS))]
-        elif by_window:
-            for hour in sorted(h for h in starts["1h"] if epoch_ns(day_start) <= h < epoch_ns(day_end)):
-                _aggregate_hour(runner, family, hour, dirty, report, starts=starts, hours=hours)
-            continue
-        else:
-            parts = [
-                (start, end, list(SUB_DAY_WINDOWS)) for start, end in spans if day_start <= start < day_end
-            ]
-        for start, end, windows in parts:
-            raw = _read_raw(runner, family, start, end, report)
-            if raw.is_empty():
-                continue
-            if by_window:
-                runner.keep_recent(family, raw)
-            results = aggregate_all(raw, family, windows=windows)
-            for window in windows:
-                _write_windows(
-                    runner,
-                    family,
-                    window,
-                    _within_windows(results, family, window, span=(start, end), starts=starts),
-                    report,
-                )
-            if hours is not None:
-                for hour in starts["1h"]:
-                    if epoch_ns(start) <= hour < epoch_ns(end):
-                        hours.computed(hour)
-    if hours is not None:
-        for hour in hours.overdue():
-            frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
-            rows = _with_counter_prefix(runner, family, hour, frame, report)
-            _aggregate_windows(runner, family, ["1h"], rows, hour=hour, starts={"1h": {hour}}, report=report)
-            hours.computed(hour)
+    if dirty.backfill:
+        # Each day read once, whole: its 1-day rows (a p95 needs every reading of the day) and
+        # its dirty shorter windows come from the same frame.
+        for day in sorted(dirty.days()):
+            _aggregate_day(runner, family, day, report, windows=list(WINDOWS), starts=starts)
+        return
+    # A run goes window by window from the kept hours (a counter's increase needs each device's
+    # previous reading, which they bring along); the 1-day rows are ``_daily_job``'s.
+    hours = _OpenHour(runner, report.job)
+    for hour in sorted(starts["1h"]):
+        _aggregate_hour(runner, family, hour, dirty, report, starts=starts, hours=hours)
+    for hour in hours.overdue():
+        frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
+        rows = _with_counter_prefix(runner, family, hour, frame, report)
+        _aggregate_windows(runner, family, ["1h"], rows, hour=hour, starts={"1h": {hour}}, report=report)
+        hours.computed(hour)
 
 
 def _daily_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
@@ -1102,14 +1069,29 @@ def _daily_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     family = report.job.split(":", 1)[1]
     daily = _DailyRows(runner, report.job, dirty)
     for day in daily.due():
-        day_start, day_end = day_range(day)
-        raw = _read_raw(runner, family, day_start, day_end, report)
-        if raw.is_empty():
-            continue
-        results = aggregate_all(raw, family, windows=["1d"])
-        rows = _within_windows(results, family, "1d", span=(day_start, day_end), starts={})
-        _write_windows(runner, family, "1d", rows, report)
+        _aggregate_day(runner, family, day, report, windows=["1d"], starts={})
     daily.done()
+
+
+def _aggregate_day(
+    runner: Runner,
+    family: str,
+    day: datetime,
+    report: JobReport,
+    *,
+    windows: list[str],
+    starts: dict[str, set[int]],
+) -> None:
+    """Aggregate the day starting at ``day``, read whole, over ``windows``, and write its 1-day
+    rows and the shorter windows of ``starts``."""
+    day_start, day_end = day_range(day)
+    raw = _read_raw(runner, family, day_start, day_end, report)
+    if raw.is_empty():
+        return
+    results = aggregate_all(raw, family, windows=windows)
+    for window in windows:
+        rows = _within_windows(results, family, window, span=(day_start, day_end), starts=starts)
+        _write_windows(runner, family, window, rows, report)
 
 
 def _aggregate_hour(
