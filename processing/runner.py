@@ -34,7 +34,8 @@ What a run reads follows what arrived, not the size of the day:
   for the increase of its first reading in a window: a window's readings are aggregated after
   each device's last readings before them, from the kept hour and the hour before it (kept
   too), and for a device with no reading there, its last reading of the counter earlier in the
-  day (``_counter_prefix``), so increases come out as a full recompute gives them. A backfill
+  day (``_counter_prefix``; asked once per hour and device, ``Runner.earlier_readings``), so
+  increases come out as a full recompute gives them. A backfill
   reads whole days from the hour before midnight (``COUNTER_LOOKBACK``).
 * 1-day aggregate rows need the whole day (a p95 does not compose). A day with readings
   received since their last refresh (today, or a closed day whose late readings arrive) is
@@ -217,6 +218,9 @@ class Runner:
         self._arrived_before: dict[str, tuple[int, pl.DataFrame]] = {}
         # Raw readings of the latest hours by (family, hour start), refreshed minute by minute.
         self._recent: dict[tuple[str, int], _KeptHour] = {}
+        # What ``earlier_readings`` found by (family, span start ns, counters): asked of the store
+        # once per device, not at every run, until a reading arrives in the range it read.
+        self._earlier: dict[tuple[str, int, tuple[str, ...]], _EarlierReadings] = {}
         # By job: the open hour whose 1-hour rows were last computed, and when, and the hours
         # whose 1-hour rows wait for a refresh (``_OpenHour``).
         self._hour_refreshed: dict[str, tuple[int, datetime]] = {}
@@ -309,6 +313,7 @@ class Runner:
                     job.family, self._arrivals_threshold(family_jobs, marks)
                 )
                 report.arrivals_read += arrivals[job.family].height
+                self._drop_earlier_overtaken(job.family, arrivals[job.family])
                 report.arrivals_seconds += time.perf_counter() - started
             seen = arrivals[job.family]
             found = marks[job.name]
@@ -521,6 +526,48 @@ class Runner:
             hours.append((from_ns(hour), from_ns(hour + HOUR_NS), rows))
         return hours
 
+    def earlier_readings(
+        self, family: str, start: datetime, counters: Sequence[str], devices: Iterable[str], report: JobReport
+    ) -> pl.DataFrame:
+        """Each of ``devices``' last reading of each of ``counters`` earlier in the day than
+        ``COUNTER_LOOKBACK`` before ``start``, in time order (``_earlier_in_day``).
+
+        A device is looked for once per span start: one with no such reading (a fleet that began
+        reporting this hour, a gateway back from an outage) is not asked for again at the next
+        run, which for thousands of devices would be one query naming every one of them a minute.
+        A reading arriving in that range drops what was found (``_drop_earlier_overtaken``).
+        """
+        wanted = set(devices)
+        key = (family, epoch_ns(start), tuple(counters))
+        memo = self._earlier.setdefault(key, _EarlierReadings(set(), None, self._run))
+        memo.run = self._run
+        missing = sorted(wanted - memo.asked)
+        if missing:
+            earliest = floor(start, "1d") - COUNTER_LOOKBACK
+            older = self.read(
+                family, earliest, start - COUNTER_LOOKBACK, report, fields=counters, devices=missing
+            )
+            last = _last_counter_readings(older, counters)
+            if memo.found is not None and not memo.found.is_empty():
+                last = pl.concat([memo.found, last], how="diagonal_relaxed").sort("time", maintain_order=True)
+            memo.found = last
+            memo.asked.update(missing)
+        assert memo.found is not None  # set by the first call, which misses every device
+        return memo.found.filter(pl.col("device_id").is_in(sorted(wanted)))
+
+    def _drop_earlier_overtaken(self, family: str, arrived: pl.DataFrame) -> None:
+        """Forget what ``earlier_readings`` found for a span start when one of the ``arrived``
+        readings falls in the range it read (a late reading can be a device's last one there)."""
+        if arrived.is_empty():
+            return
+        lookback = duration_ns(COUNTER_LOOKBACK)
+        times = arrived["time"].cast(pl.Int64)
+        for key in [key for key in self._earlier if key[0] == family]:
+            start = key[1]
+            earliest = epoch_ns(floor(from_ns(start), "1d")) - lookback
+            if times.is_between(earliest, start - lookback, closed="left").any():
+                del self._earlier[key]
+
     def read_raw(self, family: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
         """Raw readings of ``family`` in ``[start, end)``, with the previous reading of each
         device's counters that an increase at ``start`` needs (``_read_raw``)."""
@@ -695,6 +742,11 @@ class Runner:
             for key, kept in self._recent.items()
             if key[1] >= recent_from or kept.run >= self._run - 1
         }
+        self._earlier = {
+            key: found
+            for key, found in self._earlier.items()
+            if key[1] >= recent_from or found.run >= self._run - 1
+        }
 
     def _new_after(self, found: tuple[int, int] | None) -> int | None:
         """The ``received_at`` above which readings are new to a job whose watermark and last
@@ -756,6 +808,7 @@ class Runner:
         """Drop what a failed job's family kept between runs, so that the next run reads, and
         recomputes, its hours whole."""
         self._recent = {key: kept for key, kept in self._recent.items() if key[0] != job.family}
+        self._earlier = {key: found for key, found in self._earlier.items() if key[0] != job.family}
         self._hour_refreshed.pop(job.name, None)
 
 
@@ -776,6 +829,18 @@ class _KeptHour:
     """The hourly means ``partials`` give, once computed."""
     checked: set[int] = field(default_factory=set)
     """Minutes ``run`` checked for readings the hour did not hold."""
+
+
+@dataclass(slots=True)
+class _EarlierReadings:
+    """What ``Runner.earlier_readings`` found for one span start of one family."""
+
+    asked: set[str]
+    """Devices looked for."""
+    found: pl.DataFrame | None
+    """The last counter readings of those that had any (None: nothing asked yet)."""
+    run: int
+    """The last run that used it."""
 
 
 def _count_written(measurement: str, result: WriteReport, report: JobReport) -> None:
@@ -886,9 +951,8 @@ def _earlier_in_day(
     ).unique()
     if unknown.is_empty():
         return inside.clear()
-    devices = unknown["device_id"].to_list()
-    older = runner.read(family, earliest, start - COUNTER_LOOKBACK, report, fields=counters, devices=devices)
-    return _last_counter_readings(older, counters).join(unknown, on=device, how="semi")
+    found = runner.earlier_readings(family, start, counters, unknown["device_id"].to_list(), report)
+    return found.join(unknown, on=device, how="semi")
 
 
 def _nothing_new() -> Dirty:

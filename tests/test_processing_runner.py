@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from simulator.fleet import FleetConfig, generate_fleet
 from smartcity.cli import main
 from smartcity.commands.process import build_runner
 from smartcity.settings import Settings
-from storage.base import TIME_DTYPE, Store, Write, WriteReport
+from storage.base import TIME_DTYPE, Store, TagFilter, Write, WriteReport
 from storage.duckdb_store import DuckDBStore
 from storage.errors import StoreUnavailable
 from tests.servers import wait_until
@@ -482,6 +482,69 @@ def test_a_new_minute_of_counters_reads_only_that_minute(any_store: Store, famil
                 check_exact=False,
                 rel_tol=1e-12,
             )
+
+
+class DeviceReadsStore(DuckDBStore):
+    """Counts the reads that name devices: what the runner asks for counters' earlier readings."""
+
+    device_reads = 0
+
+    def read(
+        self,
+        measurement: str,
+        *,
+        start: datetime,
+        end: datetime,
+        where: TagFilter | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        if where and "device_id" in where:
+            self.device_reads += 1
+        return super().read(measurement, start=start, end=end, where=where, fields=fields)
+
+
+def test_meters_new_this_hour_are_looked_for_earlier_in_the_day_once(tmp_path: Path) -> None:
+    """A fleet that began reporting within the hour (a new deployment, a gateway back from an
+    outage) has no reading in the counter lookback: its meters' earlier readings are looked for
+    once, not again at every minute's run (thousands of devices named in one query a minute kept
+    influxd busy in the soak); a reading that then arrives in that range is still used."""
+    store = DeviceReadsStore(tmp_path / "store.duckdb")
+    began = DAY + timedelta(hours=5, minutes=10)
+    write_all(store, fleet(["building"], began, began + timedelta(minutes=5)))
+    clock = Clock(began + timedelta(minutes=6))
+    runner = Runner(store, families=["building"], anomalies=False, clock=clock)
+    jobs_of(runner.run_once())
+    asked = store.device_reads
+    assert asked >= 1
+    for step in range(3):
+        minute = began + timedelta(minutes=5 + step)
+        write_all(store, fleet(["building"], minute, minute + timedelta(minutes=1)))
+        clock.now = minute + timedelta(minutes=2)
+        jobs_of(runner.run_once())
+    assert store.device_reads == asked
+
+    def first_minute() -> pl.DataFrame:
+        return read_between(store, "building_1m_commune", began, began + timedelta(minutes=1)).sort("insee")
+
+    before = first_minute()
+    # One meter's reading of three hours earlier arrives late, with its first reading of the
+    # hour sent again: that reading's increase now starts from the late one.
+    meter = fleet(["building"], began, began + timedelta(minutes=1))["building"].sort("device_id").head(1)
+    earlier = fleet(
+        ["building"], began - timedelta(hours=3), began - timedelta(hours=3) + timedelta(minutes=1)
+    )["building"]
+    arrived = pl.lit(int(clock.now.timestamp() * 1e9) + 1)
+    late = pl.concat([earlier.join(meter.select("device_id"), on="device_id", how="semi"), meter])
+    write_all(store, {"building": late.with_columns(received_at=arrived)})
+    clock.now += timedelta(minutes=1)
+    jobs_of(runner.run_once())
+    assert store.device_reads > asked
+
+    raw = read_between(store, "building", DAY - timedelta(hours=1), clock.now)
+    expected = aggregate(raw, "building", "1m", "commune").filter(pl.col("time") == began).sort("insee")
+    after = first_minute()
+    assert_frame_equal(after.select(expected.columns), expected, check_exact=False, rel_tol=1e-12)
+    assert not after.select(expected.columns).equals(before.select(expected.columns))
 
 
 def test_a_backlog_drained_run_after_run_reads_each_reading_once(any_store: Store) -> None:
