@@ -137,7 +137,9 @@ class Demo:
         broker.start()
         self._closers.append(broker.stop)
 
-        store = DuckDBStore(data / "smartcity.duckdb")
+        store = DuckDBStore.from_settings(
+            self.settings.store.duckdb.model_copy(update={"path": data / "smartcity.duckdb"})
+        )
         self._closers.append(store.close)
 
         mqtt_settings = self.settings.mqtt.model_copy(

@@ -32,4 +32,4 @@ def open_store(settings: StoreSettings) -> Store:
         return InfluxStore(settings.influxdb)
     from storage.duckdb_store import DuckDBStore
 
-    return DuckDBStore(settings.duckdb.path, minute_retention_days=settings.duckdb.minute_retention_days)
+    return DuckDBStore.from_settings(settings.duckdb)

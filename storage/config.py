@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MINUTE_RETENTION_DAYS = 35
 """Minute aggregates outlive the raw readings (30 days) by a margin: a late window can still be
@@ -82,6 +82,24 @@ class DuckDBSettings(BaseModel):
     minute_retention_days: int | None = Field(MINUTE_RETENTION_DAYS, ge=1)
     """How long the minute aggregates are kept (the store deletes older ones itself); None: for
     ever. Everything else is kept for ever."""
+    memory_limit: str | None = None
+    """Ceiling of DuckDB's buffer manager, in DuckDB's own terms ("1GB", "512MiB", "25%"); None:
+    DuckDB's default, 80 % of the machine's memory, which it fills with cached blocks of the file
+    as the file grows. Operations outside the buffer manager can exceed it."""
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _duckdb_accepts(cls, value: str | None) -> str | None:
+        # DuckDB parses it: a throw-away in-memory database says whether it takes the value.
+        if value is None:
+            return None
+        import duckdb
+
+        try:
+            duckdb.connect(":memory:", config={"memory_limit": value}).close()
+        except duckdb.Error as exc:
+            raise ValueError(f"DuckDB refuses memory_limit {value!r}: {exc}") from None
+        return value
 
 
 class StoreSettings(BaseModel):

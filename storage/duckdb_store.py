@@ -52,7 +52,7 @@ from storage.base import (
     epoch_ns,
     tag_values,
 )
-from storage.config import is_minute_aggregate
+from storage.config import DuckDBSettings, is_minute_aggregate
 from storage.errors import StoreError, WriteRejected
 from storage.frames import KIND_DTYPES, ROW, check_read_range, empty_frame, field_kind, prepare
 
@@ -105,7 +105,13 @@ class DuckDBStore:
 
     backend = "duckdb"
 
-    def __init__(self, path: str | Path = ":memory:", *, minute_retention_days: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        minute_retention_days: int | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
         self.path = str(path)
         self.minute_retention = timedelta(days=minute_retention_days) if minute_retention_days else None
         """How long minute aggregates are kept (None: for ever); ``sweep`` deletes older ones."""
@@ -113,7 +119,9 @@ class DuckDBStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = duckdb.connect(self.path)
+            self._conn = duckdb.connect(
+                self.path, config={"memory_limit": memory_limit} if memory_limit else {}
+            )
         except duckdb.Error as exc:
             raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -137,6 +145,21 @@ class DuckDBStore:
                 schema.tags.append(name)
             else:
                 schema.fields[name] = kind
+
+    @classmethod
+    def from_settings(cls, settings: DuckDBSettings) -> DuckDBStore:
+        """The store ``store.duckdb`` describes: its file, minute retention and memory limit."""
+        return cls(
+            settings.path,
+            minute_retention_days=settings.minute_retention_days,
+            memory_limit=settings.memory_limit,
+        )
+
+    @property
+    def memory_limit(self) -> str:
+        """DuckDB's buffer-manager ceiling as it reports it (``"1.0 GiB"``)."""
+        row = self._cursor().execute("SELECT current_setting('memory_limit')").fetchone()
+        return str(row[0]) if row else ""
 
     # -- connections ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
 from storage import StoreSettings, open_store
 from storage.base import TIME, Write
@@ -213,3 +214,19 @@ def test_minute_aggregates_older_than_their_retention_are_swept(tmp_path: Path) 
     assert store.retention("air_quality_15m") is None and store.retention("air_quality") is None
     store.close()
     assert DuckDBStore(":memory:").retention("air_quality_1m") is None  # a bare store keeps everything
+
+
+def test_the_memory_limit_setting_caps_duckdb_and_a_bad_one_is_refused_at_load(tmp_path: Path) -> None:
+    def mib(reported: str) -> float:
+        number, unit = reported.split()
+        return float(number) * {"MiB": 1.0, "GiB": 1024.0}[unit]
+
+    default = open_store(StoreSettings(duckdb={"path": tmp_path / "default.duckdb"}))
+    capped = open_store(StoreSettings(duckdb={"path": tmp_path / "capped.duckdb", "memory_limit": "256MB"}))
+    assert isinstance(default, DuckDBStore) and isinstance(capped, DuckDBStore)
+    assert 240 < mib(capped.memory_limit) < 260  # 256 MB is 244 MiB
+    assert mib(default.memory_limit) > mib(capped.memory_limit)
+    default.close()
+    capped.close()
+    with pytest.raises(ValidationError, match=r"memory_limit[\s\S]*DuckDB refuses memory_limit 'lots'"):
+        StoreSettings(duckdb={"memory_limit": "lots"})

@@ -37,7 +37,7 @@ def main() -> int:
     closers: list[Callable[[], object]] = []
 
     def app() -> Any:
-        store = DuckDBStore(settings.store.duckdb.path)
+        store = DuckDBStore.from_settings(settings.store.duckdb)
         ingestor = Ingestor(settings.mqtt, settings.ingest.model_copy(update={"workers": 1}), store, registry)
         ingestor.start()
         runner = Runner(store)
