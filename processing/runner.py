@@ -133,6 +133,9 @@ class RunReport:
     """Rows read to find what arrived: the readings of the horizon received after the lowest
     threshold of each family's jobs (see ``Runner._arrivals_threshold``)."""
     arrivals_seconds: float = 0.0
+    storing_seconds: float = 0.0
+    """Time spent storing the jobs' results (``Store.write_many``), apart from any job's: a run
+    stores what it holds before a job reads, and that write is not the reading job's work."""
 
     @property
     def rows_written(self) -> int:
@@ -231,6 +234,7 @@ class Runner:
         # A run's results, with the report of the job that made each, until the run stores them
         # with its watermarks in one ``Store.write_many`` (None: outside a run, written at once).
         self._pending: list[tuple[Write, JobReport]] | None = None
+        self._storing_seconds = 0.0
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -293,6 +297,7 @@ class Runner:
 
     def _run_jobs(self) -> RunReport:
         report = RunReport()
+        self._storing_seconds = 0.0
         jobs = self.jobs()
         # Read before any job runs: a job moves only its own watermark, so these stay the
         # values each job would have read when its turn came.
@@ -330,6 +335,7 @@ class Runner:
             if job_report.error is None and known:
                 self.set_mark(job.name, max(known))
         self._store_pending(with_marks=True)
+        report.storing_seconds = self._storing_seconds
         self._marks_out = {}
         self._arrived_before = {family: (self._run, seen) for family, seen in arrivals.items()}
         return report
@@ -382,6 +388,7 @@ class Runner:
         writes = [write for write, _ in pending] + ([marks] if marks is not None else [])
         if not writes:
             return
+        started = time.perf_counter()
         try:
             results = self.store.write_many(writes)
         except Exception as exc:
@@ -396,6 +403,8 @@ class Runner:
                     if key != failed.job and not key.startswith(f"{failed.job}/")
                 }
             return
+        finally:
+            self._storing_seconds += time.perf_counter() - started
         for (write, job), result in zip(pending, results, strict=False):
             _count_written(write.measurement, result, job)
 
@@ -462,12 +471,14 @@ class Runner:
                 slowest = max(report.jobs, key=lambda job: job.seconds, default=None)
                 # The run's time and its slowest job: what an operator watching the lag asks first.
                 log.info(
-                    "processing run (%s): %.2f s, %d rows read, %d written by %d jobs, %d failed%s",
+                    "processing run (%s): %.2f s, %d rows read, %d written by %d jobs (storing %.2f s), "
+                    "%d failed%s",
                     self.part,
                     time.monotonic() - started,
                     sum(job.rows_read for job in report.jobs),
                     report.rows_written,
                     len(report.jobs),
+                    report.storing_seconds,
                     len(report.failed),
                     f"; slowest {slowest.job} {slowest.seconds:.2f} s" if slowest else "",
                 )
@@ -792,7 +803,7 @@ class Runner:
 
     def _run_job(self, job: Job, dirty: Dirty) -> JobReport:
         report = JobReport(job.name)
-        started = time.perf_counter()
+        started, stored_before = time.perf_counter(), self._storing_seconds
         try:
             job.run(self, dirty, report)
         except Exception as exc:
@@ -801,7 +812,8 @@ class Runner:
             log.exception("processing job %s failed", job.name)
             report.error = f"{type(exc).__name__}: {exc}"
             self._forget(job)
-        report.seconds = time.perf_counter() - started
+        # The results of earlier jobs stored before this one read are the run's storing time.
+        report.seconds = time.perf_counter() - started - (self._storing_seconds - stored_before)
         return report
 
     def _forget(self, job: Job) -> None:

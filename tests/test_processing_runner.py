@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -545,6 +546,35 @@ def test_meters_new_this_hour_are_looked_for_earlier_in_the_day_once(tmp_path: P
     after = first_minute()
     assert_frame_equal(after.select(expected.columns), expected, check_exact=False, rel_tol=1e-12)
     assert not after.select(expected.columns).equals(before.select(expected.columns))
+
+
+class SlowWritesStore(DuckDBStore):
+    """A store whose writes take a second, as a busy influxd's do."""
+
+    writes = 0
+
+    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
+        self.writes += 1
+        time.sleep(WRITE_DELAY_S)
+        return super().write_many(writes)
+
+
+WRITE_DELAY_S = 1.0
+
+
+def test_a_jobs_time_leaves_out_storing_what_the_jobs_before_it_computed(tmp_path: Path) -> None:
+    """A run stores what it holds before a job reads (the job may read it): that write is the
+    run's storing time, not the reading job's, or the log names the wrong job as the slowest."""
+    store = SlowWritesStore(tmp_path / "store.duckdb")
+    write_all(store, fleet(["traffic", "building"], NOW - timedelta(minutes=10), NOW))
+    runner = Runner(store, families=["traffic", "building"], anomalies=False, clock=Clock(NOW))
+    store.writes = 0
+    report = runner.run_once()
+    jobs_of(report)  # none failed
+    assert store.writes >= 2  # the aggregates of traffic before building's jobs read, and the rest
+    assert report.storing_seconds >= store.writes * WRITE_DELAY_S
+    slowest = max(report.jobs, key=lambda job: job.seconds)
+    assert slowest.seconds < WRITE_DELAY_S, (slowest.job, slowest.seconds)
 
 
 def test_a_backlog_drained_run_after_run_reads_each_reading_once(any_store: Store) -> None:
