@@ -192,8 +192,8 @@ def test_a_broken_step_also_says_its_dashboards_were_invalid() -> None:
 
 
 def test_the_knee_table_gives_each_step_its_verdict() -> None:
-    held = _result()
-    slow = _result(dashboard=DashboardStats(callbacks=ENOUGH, p95_ms=6000))
+    held = _result(replace(STEP, devices=5000))
+    slow = _result(replace(STEP, devices=10000), dashboard=DashboardStats(callbacks=ENOUGH, p95_ms=6000))
 
     table = knee_markdown([(5000, held), (10000, slow)], "python -m bench.soak --knee")
 
@@ -201,6 +201,17 @@ def test_the_knee_table_gives_each_step_its_verdict() -> None:
     assert rows[0].endswith("| held |")
     assert f"| {ENOUGH} |" in rows[0]  # the callbacks the p95 rests on
     assert "broke: dashboards: callbacks p95 6.0 s > 5 s" in rows[1]
+
+
+def test_the_knee_table_gives_the_fleet_each_step_ran() -> None:
+    """Over 295 communes a step of 20,000 devices rounds up to whole communes: the table says
+    how many devices ran, not how many were asked."""
+    asked = replace(STEP, devices=20000, communes=295)
+    ran = replace(_result(asked), devices=asked.devices_per_family * 295 * len(asked.families))
+    assert ran.devices > 20000
+    table = knee_markdown([(20000, ran)], "python -m bench.soak --knee --communes 295")
+    assert f"| {ran.devices} | " in table
+    assert "| 20000 |" not in table
 
 
 # --- what retention keeps ------------------------------------------------------------------------

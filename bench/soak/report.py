@@ -394,12 +394,13 @@ def knee_markdown(steps: list[tuple[int, SoakResult]], command: str) -> str:
         "| callbacks | busiest component (cores) | lost | uptime after | verdict |",
         "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
-    for devices, result in steps:
+    # The fleet the step ran, not the size asked: devices are rounded up to whole communes.
+    for _, result in steps:
         cpu = cpu_seconds(result)
         busiest = max((k for k in cpu if k != "harness"), key=lambda k: cpu[k], default="-")
         cores = cpu.get(busiest, 0.0) / result.wall_s if result.wall_s else 0.0
         lines.append(
-            f"| {devices} | {readings_per_s(result):.0f} | "
+            f"| {result.devices} | {readings_per_s(result):.0f} | "
             f"{percentile(latency(result, 'stored'), 95):.2f} | "
             f"{percentile(latency(result, 'aggregated'), 95):.1f} | "
             f"{percentile(latency(result, 'alerted'), 95):.1f} | "
