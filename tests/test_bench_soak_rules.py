@@ -233,6 +233,18 @@ def test_a_year_on_disk_follows_each_retention_policy() -> None:
 
 
 # --- --communes ------------------------------------------------------------------------------------
+def test_a_soak_longer_than_processings_horizon_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fleet replays the past up to now: readings older than the horizon (24 h) would never
+    be processed, so two simulated days are refused with what to change."""
+    assert parse(["--minutes", "60", "--speedup", "24"]).speedup == 24  # a day: the default run
+    with pytest.raises(SystemExit):
+        parse(["--minutes", "30", "--speedup", "96"])
+    said = capsys.readouterr().err
+    assert "replays 48 simulated hours, past processing's horizon of 24 h" in said
+    assert "SMARTCITY_PROCESSING__HORIZON_S" in said
+    assert parse(["--knee", "--step-minutes", "2000"]).knee  # knee steps run at real time
+
+
 def test_more_communes_spread_the_fleet_and_keep_the_registrys_nine_first(tmp_path: Path) -> None:
     shipped = CommuneRegistry.load().codes
     path = write_registry(tmp_path / "communes.csv", 40)

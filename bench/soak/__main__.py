@@ -14,6 +14,7 @@ from bench.soak.disk import FAMILY_NAMES
 from bench.soak.report import breaks, knee_markdown, markdown, plot
 from bench.soak.run import SoakConfig, SoakResult, run_soak
 from bench.soak.territory import available
+from smartcity.settings import load_settings
 
 
 def families(text: str) -> tuple[str, ...]:
@@ -92,7 +93,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--step-minutes", type=float, default=10.0, help="wall minutes per knee step (default 10)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    span_s = args.minutes * 60 * args.speedup
+    horizon_s = load_settings().processing.horizon_s
+    if not args.knee and span_s > horizon_s:
+        # The fleet replays the past up to now: what is older than the horizon is never processed.
+        parser.error(
+            f"--minutes {args.minutes:g} at --speedup {args.speedup:g} replays {span_s / 3600:g} "
+            f"simulated hours, past processing's horizon of {horizon_s / 3600:g} h "
+            "(processing.horizon_s): the oldest readings would never reach the aggregates. "
+            "Shorten the run, lower the speed-up, or raise SMARTCITY_PROCESSING__HORIZON_S"
+        )
+    return args
 
 
 def _interrupt(signum: int, frame: object) -> None:
