@@ -83,9 +83,9 @@ class DuckDBSettings(BaseModel):
     """How long the minute aggregates are kept (the store deletes older ones itself); None: for
     ever. Everything else is kept for ever."""
     memory_limit: str | None = None
-    """Ceiling of DuckDB's buffer manager, in DuckDB's own terms ("1GB", "512MiB", "25%"); None:
-    DuckDB's default, 80 % of the machine's memory, which it fills with cached blocks of the file
-    as the file grows. Operations outside the buffer manager can exceed it."""
+    """Ceiling of DuckDB's buffer manager (its cache of the file's blocks and its working
+    memory), in DuckDB's own terms ("1GB", "512MiB"); None: DuckDB's default, 80 % of the
+    machine's memory. Operations outside the buffer manager can exceed it."""
 
     @field_validator("memory_limit")
     @classmethod
