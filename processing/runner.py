@@ -554,29 +554,25 @@ class Runner:
         memo.run = self._run
         missing = sorted(wanted - memo.asked)
         if missing:
-            earliest = floor(start, "1d") - COUNTER_LOOKBACK
-            older = self.read(
-                family, earliest, start - COUNTER_LOOKBACK, report, fields=counters, devices=missing
-            )
+            earliest, end = _earlier_span(start)
+            older = self.read(family, earliest, end, report, fields=counters, devices=missing)
             last = _last_counter_readings(older, counters)
             if memo.found is not None and not memo.found.is_empty():
                 last = pl.concat([memo.found, last], how="diagonal_relaxed").sort("time", maintain_order=True)
             memo.found = last
             memo.asked.update(missing)
         assert memo.found is not None  # set by the first call, which misses every device
-        return memo.found.filter(pl.col("device_id").is_in(sorted(wanted)))
+        return memo.found.filter(pl.col("device_id").is_in(list(wanted)))
 
     def _drop_earlier_overtaken(self, family: str, arrived: pl.DataFrame) -> None:
         """Forget what ``earlier_readings`` found for a span start when one of the ``arrived``
         readings falls in the range it read (a late reading can be a device's last one there)."""
         if arrived.is_empty():
             return
-        lookback = duration_ns(COUNTER_LOOKBACK)
         times = arrived["time"].cast(pl.Int64)
         for key in [key for key in self._earlier if key[0] == family]:
-            start = key[1]
-            earliest = epoch_ns(floor(from_ns(start), "1d")) - lookback
-            if times.is_between(earliest, start - lookback, closed="left").any():
+            earliest, end = _earlier_span(from_ns(key[1]))
+            if times.is_between(epoch_ns(earliest), epoch_ns(end), closed="left").any():
                 del self._earlier[key]
 
     def read_raw(self, family: str, start: datetime, end: datetime, report: JobReport) -> pl.DataFrame:
@@ -935,6 +931,12 @@ def _read_raw(runner: Runner, family: str, start: datetime, end: datetime, repor
     return raw if previous.is_empty() else pl.concat([previous, raw], how="diagonal_relaxed")
 
 
+def _earlier_span(start: datetime) -> tuple[datetime, datetime]:
+    """Where a counter's previous reading is looked for when the lookback before ``start`` has
+    none: from the lookback before the day's start to the lookback before ``start``."""
+    return floor(start, "1d") - COUNTER_LOOKBACK, start - COUNTER_LOOKBACK
+
+
 def _earlier_in_day(
     runner: Runner,
     family: str,
@@ -949,8 +951,8 @@ def _earlier_in_day(
     the devices that carry it in ``inside`` (readings from ``start`` on) but not in ``before``
     (the lookback's): what their first increase after a silence needs. Empty when none."""
     device = ["insee", "device_id"]
-    earliest = floor(start, "1d") - COUNTER_LOOKBACK
-    if start - COUNTER_LOOKBACK <= earliest or not counters:
+    earliest, end = _earlier_span(start)
+    if end <= earliest or not counters:
         return inside.clear()
 
     def carrying(frame: pl.DataFrame, counter: str) -> pl.DataFrame:
