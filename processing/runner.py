@@ -89,6 +89,7 @@ import polars as pl
 
 import processing.indices  # noqa: F401 - the index modules register themselves in the catalogue
 from processing.aggregates import aggregate_all, spec_of
+from processing.config import ProcessingSettings
 from processing.incremental import Dirty, JobReport, day_range, hour_spans, in_starts, within
 from processing.indices.air import (
     hourly_means,
@@ -235,6 +236,29 @@ class Runner:
         # with its watermarks in one ``Store.write_many`` (None: outside a run, written at once).
         self._pending: list[tuple[Write, JobReport]] | None = None
         self._storing_seconds = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        settings: ProcessingSettings,
+        *,
+        families: Iterable[str] | None = None,
+        anomalies: bool = True,
+    ) -> Runner:
+        """The runner ``settings`` (``[processing]``) describe, over ``store``: what ``smartcity
+        process`` runs, and the demo's processing thread. ``anomalies=False`` skips the anomaly
+        pass whatever the settings say (``--no-anomalies``)."""
+        return cls(
+            store,
+            families=families,
+            horizon=timedelta(seconds=settings.horizon_s),
+            settle=timedelta(seconds=settings.settle_s),
+            day_refresh=timedelta(seconds=settings.day_refresh_s),
+            hour_refresh=timedelta(seconds=settings.hour_refresh_s),
+            anomaly_refresh=timedelta(seconds=settings.anomaly_refresh_s),
+            anomalies=settings.anomalies and anomalies,
+        )
 
     # -- jobs ----------------------------------------------------------------------------------
 

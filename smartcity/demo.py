@@ -163,7 +163,7 @@ class Demo:
         self._thread("demo-fleet", self._publish, fleet, broker)
         self._wait_caught_up(store, fleet)
 
-        runner = Runner(store)
+        runner = Runner.from_settings(store, self.settings.processing)
         self._thread("demo-processing", runner.run_forever, opts.interval_s, stop=self.stop_event.is_set)
 
         self.wsgi_app = self._dashboards(store, registry)

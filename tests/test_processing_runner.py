@@ -1000,23 +1000,52 @@ def test_incremental_runs_end_where_a_backfill_does(tmp_path: Path) -> None:
         reference.close()
 
 
-@pytest.mark.parametrize("name", ["day_refresh", "anomaly_refresh"])
-def test_refresh_periods_are_settings_with_a_clear_error(
-    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("name", "must_be_positive"),
+    [
+        ("horizon", True),
+        ("settle", False),
+        ("day_refresh", True),
+        ("hour_refresh", False),
+        ("anomaly_refresh", True),
+    ],
+)
+def test_processing_periods_are_settings_with_a_clear_error(
+    name: str, must_be_positive: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     variable = f"SMARTCITY_PROCESSING__{name.upper()}_S"
     monkeypatch.setenv(variable, "600")
     assert getattr(Settings().processing, f"{name}_s") == 600.0
-    # ...and it reaches the runner `smartcity process` builds.
+    # ...and it reaches the runner `smartcity process` builds, and the demo's (same settings).
     monkeypatch.setenv("SMARTCITY_STORE__DUCKDB__PATH", str(tmp_path / "store.duckdb"))
     runner = build_runner(argparse.Namespace(family=None, no_anomalies=False), Settings())
     try:
         assert getattr(runner, name) == timedelta(minutes=10)
+        assert getattr(Runner.from_settings(runner.store, Settings().processing), name) == timedelta(
+            minutes=10
+        )
     finally:
         runner.store.close()
-    monkeypatch.setenv(variable, "0")
+    monkeypatch.setenv(variable, "-1")
     with pytest.raises(ValidationError, match=f"{name}_s"):
         Settings()
+    if must_be_positive:
+        monkeypatch.setenv(variable, "0")
+        with pytest.raises(ValidationError, match=f"{name}_s"):
+            Settings()
+
+
+def test_the_anomaly_pass_is_off_when_the_settings_or_the_command_line_say_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SMARTCITY_STORE__DUCKDB__PATH", str(tmp_path / "store.duckdb"))
+    for setting, option, runs in [("true", False, True), ("false", False, False), ("true", True, False)]:
+        monkeypatch.setenv("SMARTCITY_PROCESSING__ANOMALIES", setting)
+        runner = build_runner(argparse.Namespace(family=None, no_anomalies=option), Settings())
+        try:
+            assert runner.anomalies is runs
+        finally:
+            runner.store.close()
 
 
 def last_minute_spikes(store: DuckDBStore) -> int:

@@ -40,7 +40,7 @@ def main() -> int:
         store = DuckDBStore.from_settings(settings.store.duckdb)
         ingestor = Ingestor(settings.mqtt, settings.ingest.model_copy(update={"workers": 1}), store, registry)
         ingestor.start()
-        runner = Runner(store)
+        runner = Runner.from_settings(store, settings.processing)
         evaluator = build_evaluator(settings.alerts, store, registry)
         watcher = ProbeWatcher(store, Path(os.environ["SOAK_SIGHTINGS"]))
         watcher.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import timedelta
 
 from processing.memory import tune_for_service
 from processing.runner import Runner, RunReport
@@ -58,15 +57,11 @@ def build_runner(args: argparse.Namespace, settings: Settings) -> Runner:
     config = settings.processing
     tune_for_service()
     use_threads(config.threads)
-    return Runner(
+    return Runner.from_settings(
         open_store(settings.store),
+        config,
         families=args.family,
-        horizon=timedelta(seconds=config.horizon_s),
-        settle=timedelta(seconds=config.settle_s),
-        day_refresh=timedelta(seconds=config.day_refresh_s),
-        hour_refresh=timedelta(seconds=config.hour_refresh_s),
-        anomaly_refresh=timedelta(seconds=config.anomaly_refresh_s),
-        anomalies=config.anomalies and not args.no_anomalies,
+        anomalies=not args.no_anomalies,
     )
 
 
