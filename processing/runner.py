@@ -29,7 +29,11 @@ What a run reads follows what arrived, not the size of the day:
   does not hold yet, so a new minute of the fleet reads that minute. An older hour (late data)
   is read whole, and kept while run after run reads it, so a backlog being drained (a gateway
   flushing the hours it held) reads each reading once. The settle margin's readings count as
-  new only when the previous run's arrivals did not hold them (``_not_seen_before``).
+  new only when the previous run's arrivals did not hold them (``_not_seen_before``). Of the
+  minute's and quarter's device rows, a run writes those of the devices whose readings it
+  brought, from each one's first new reading on (``_changed_devices``): a fleet reports all
+  through the minute, so every run sees a minute in two parts, and the other devices' rows
+  are what the last run wrote. Commune rows, which any new reading changes, are all written.
 * Families with counters (energy meter, error counters) need each device's previous reading
   for the increase of its first reading in a window: a window's readings are aggregated after
   each device's last readings before them, from the kept hour and the hour before it (kept
@@ -100,7 +104,16 @@ from processing.indices.air import (
 )
 from processing.indices.scales import POLLUTANTS
 from processing.watermarks import Watermarks
-from processing.windows import HOUR_NS, MINUTE_NS, duration_ns, floor, from_ns, next_start, window_start
+from processing.windows import (
+    HOUR_NS,
+    MINUTE_NS,
+    WINDOW_WIDTHS,
+    duration_ns,
+    floor,
+    from_ns,
+    next_start,
+    window_start,
+)
 from sensors.catalogue import LEVEL_TAGS, LEVELS, WINDOWS, Level, aggregate_measurement, indices
 from sensors.families import FAMILIES, Family
 from storage.base import TIME_DTYPE, Store, Write, WriteReport, epoch_ns
@@ -679,6 +692,7 @@ class Runner:
             return kept  # read whole in this run
         if kept.run != self._run:
             kept.checked = set()
+            kept.new = None
         # Minutes already checked in this run (by another job) hold nothing unseen.
         stale = {m for m in dirty.starts("1m") if hour <= m < hour + HOUR_NS} - already - kept.checked
         kept.checked |= stale
@@ -690,11 +704,40 @@ class Runner:
                 self.read(family, start, end, report)
                 for start, end in _spans(sorted(stale), MINUTE_NS, HOUR_NS)
             ]
-            frames = [kept.frame.filter(~minute.is_in(sorted(stale))), *fresh]
+            held = minute.is_in(sorted(stale))
+            added = _not_held(kept.frame.filter(held), [f for f in fresh if f.width])
+            kept.new = added if kept.new is None else pl.concat([kept.new, added], how="vertical_relaxed")
+            frames = [kept.frame.filter(~held), *fresh]
             kept.frame = pl.concat([f for f in frames if f.width], how="diagonal_relaxed")
             kept.stale_minutes |= stale
         kept.run, kept.minutes = self._run, already | stale
         return kept
+
+    def new_in_hour(self, family: str, hour: int) -> pl.DataFrame | None:
+        """Device tags and ``time`` of the readings of the kept hour starting at ``hour`` (ns)
+        that this run read and the hour did not hold before; None: this run read the hour whole
+        (or keeps none of it), every reading of it counts as new."""
+        kept = self._recent.get((family, hour))
+        if kept is None or kept.minutes is None:
+            return None
+        if kept.run != self._run or kept.new is None:
+            return _NEW_NONE
+        return kept.new
+
+    def counter_prefix_changed(self, family: str, hour: int, prefix: pl.DataFrame) -> pl.DataFrame | None:
+        """The devices whose counters' previous readings before the hour starting at ``hour``
+        (ns) differ from those its windows were last computed with (None: not known, every
+        device counts as changed); ``prefix`` becomes what they were computed with."""
+        kept = self._recent.get((family, hour))
+        if kept is None:
+            return None
+        before, kept.prefix = kept.prefix, prefix
+        if before is None or set(before.columns) != set(prefix.columns):
+            return None
+        columns = sorted(prefix.columns)
+        gone = before.select(columns).join(prefix.select(columns), on=columns, how="anti", nulls_equal=True)
+        came = prefix.select(columns).join(before.select(columns), on=columns, how="anti", nulls_equal=True)
+        return pl.concat([gone, came]).select(_DEVICE).unique()
 
     def keep_recent(self, family: str, raw: pl.DataFrame) -> None:
         """Keep the latest hours of ``raw`` (every reading of them, as just read in this run),
@@ -861,6 +904,11 @@ class _KeptHour:
     """The hourly means ``partials`` give, once computed."""
     checked: set[int] = field(default_factory=set)
     """Minutes ``run`` checked for readings the hour did not hold."""
+    new: pl.DataFrame | None = None
+    """Device tags and ``time`` of the readings ``run`` read that the hour did not hold
+    before (None when ``minutes`` is: every reading is)."""
+    prefix: pl.DataFrame | None = None
+    """The counters' previous readings its windows were last computed with (``_counter_prefix``)."""
 
 
 @dataclass(slots=True)
@@ -879,6 +927,23 @@ def _count_written(measurement: str, result: WriteReport, report: JobReport) -> 
     report.rows_written += result.written
     for rejected in result.rejected[:5]:
         log.warning("%s: the store refused row %d: %s", measurement, rejected.row, rejected.reason)
+
+
+_DEVICE = list(LEVEL_TAGS["device"])
+_NEW_NONE = pl.DataFrame(schema={"insee": pl.String, "device_id": pl.String, "time": TIME_DTYPE})
+
+
+def _not_held(held: pl.DataFrame, read: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Device tags and ``time`` of the rows of ``read`` that ``held`` (the same minutes as kept
+    before) does not hold as they are: a new reading, or one the store now holds otherwise."""
+    if not read:
+        return _NEW_NONE
+    fresh = pl.concat(read, how="diagonal_relaxed")
+    if set(fresh.columns) == set(held.columns):
+        columns = fresh.columns
+        held = held.select(pl.col(c).cast(fresh.schema[c], strict=False) for c in columns)
+        fresh = fresh.join(held, on=columns, how="anti", nulls_equal=True)
+    return fresh.select(pl.col(_DEVICE).cast(pl.String), pl.col("time").cast(TIME_DTYPE))
 
 
 def _unseen_minutes(frame: pl.DataFrame, dirty: Dirty, minutes: set[int]) -> set[int]:
@@ -1221,15 +1286,16 @@ def _aggregate_hour(
         minutes &= fresh
     if not minutes:
         return
+    counters = _counters(family)
+    # The counters' previous readings, found once for the quarters and the hour (it may read).
+    prefix = _counter_prefix(runner, family, hour, frame, report) if counters else None
+    devices = _changed_devices(runner, family, hour, prefix)
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
     new_minutes = Dirty(touched)
     wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
     # The minutes' and the quarters' windows in one pass over the quarters' readings (the
     # minutes' readings are among them): one engine call, not one per window.
     quarter = window_start(pl.col("time"), "15m").cast(pl.Int64)
-    counters = _counters(family)
-    # The counters' previous readings, found once for the quarters and the hour (it may read).
-    prefix = _counter_prefix(runner, family, hour, frame, report) if counters else None
     if prefix is not None:
         # An increase needs each device's previous reading: every reading from the first wanted
         # quarter on (none missing between two wanted quarters), after the last ones before it.
@@ -1248,7 +1314,16 @@ def _aggregate_hour(
         )
     else:
         quarters = frame.filter(quarter.is_in(sorted(wanted["15m"])))
-    _aggregate_windows(runner, family, ["1m", "15m"], quarters, hour=hour, starts=wanted, report=report)
+    _aggregate_windows(
+        runner,
+        family,
+        ["1m", "15m"],
+        quarters,
+        hour=hour,
+        starts=wanted,
+        report=report,
+        devices=devices,
+    )
     if hours is not None:
         if not hours.due(hour):
             hours.skipped(hour)
@@ -1309,16 +1384,50 @@ def _aggregate_windows(
     hour: int,
     starts: dict[str, set[int]],
     report: JobReport,
+    devices: pl.DataFrame | None = None,
 ) -> None:
     """Aggregate ``rows`` (readings of the hour starting at ``hour``) over ``windows`` and write
-    the windows of ``starts``."""
+    the windows of ``starts``; of the device rows, only those ``devices`` says changed (None:
+    all)."""
     if rows.is_empty():
         return
     results = aggregate_all(rows, family, windows=windows)
     span = (from_ns(hour), from_ns(hour + HOUR_NS))
     for window in windows:
         rows_of = _within_windows(results, family, window, span=span, starts=starts)
+        if devices is not None:
+            rows_of["device"] = _changed_rows(rows_of["device"], devices, window)
         _write_windows(runner, family, window, rows_of, report)
+
+
+def _changed_devices(
+    runner: Runner, family: str, hour: int, prefix: pl.DataFrame | None
+) -> pl.DataFrame | None:
+    """The devices whose windows in the hour starting at ``hour`` may differ from what earlier
+    runs wrote, each with the time (``since``) from which they may: that of its first reading
+    new to this run (a counter's increase also changes at the device's next reading, so every
+    later window of the hour is included), or the hour's start when the counters' previous
+    readings changed. None: every device's windows may (the hour was read whole)."""
+    # Asked first: it also records the prefix these windows are computed with.
+    changed = runner.counter_prefix_changed(family, hour, prefix) if prefix is not None else _NEW_NONE
+    new = runner.new_in_hour(family, hour)
+    if new is None or changed is None:
+        return None
+    whole = changed.select(pl.col(c).cast(pl.String) for c in _DEVICE).with_columns(
+        pl.lit(hour, dtype=pl.Int64).alias("since")
+    )
+    since = new.group_by(_DEVICE).agg(pl.col("time").min().cast(pl.Int64).alias("since"))
+    return pl.concat([since, whole]).group_by(_DEVICE).agg(pl.col("since").min())
+
+
+def _changed_rows(rows: pl.DataFrame, devices: pl.DataFrame, window: str) -> pl.DataFrame:
+    """The device ``rows`` of ``window`` ending after their device's ``since``: those that may
+    differ from what earlier runs wrote (``_changed_devices``)."""
+    if rows.is_empty():
+        return rows
+    end = pl.col("time").cast(pl.Int64) + duration_ns(WINDOW_WIDTHS[window])
+    keys = devices.with_columns(pl.col(c).cast(rows.schema[c]) for c in _DEVICE)
+    return rows.join(keys, on=_DEVICE, how="inner").filter(end > pl.col("since")).drop("since")
 
 
 def _within_windows(

@@ -546,6 +546,66 @@ def test_meters_new_this_hour_are_looked_for_earlier_in_the_day_once(tmp_path: P
     after = first_minute()
     assert_frame_equal(after.select(expected.columns), expected, check_exact=False, rel_tol=1e-12)
     assert not after.select(expected.columns).equals(before.select(expected.columns))
+    # ...and the meter's own row of that minute, which only it changed.
+    own = (
+        aggregate(raw, "building", "1m", "device")
+        .filter(pl.col("time") == began)
+        .join(meter.select("device_id"), on="device_id", how="semi")
+    )
+    stored = read_between(store, "building_1m", began, began + timedelta(minutes=1)).join(
+        meter.select("device_id"), on="device_id", how="semi"
+    )
+    assert_frame_equal(stored.select(own.columns), own, check_exact=False, rel_tol=1e-12)
+
+
+class RowsWrittenStore(DuckDBStore):
+    """Counts the rows written to each measurement."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.rows: dict[str, int] = {}
+
+    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
+        for write in writes:
+            self.rows[write.measurement] = self.rows.get(write.measurement, 0) + write.frame.height
+        return super().write_many(writes)
+
+
+@pytest.mark.parametrize("family", ["air_quality", "building"])
+def test_a_run_rewrites_only_the_device_windows_its_new_readings_change(family: str, tmp_path: Path) -> None:
+    """A fleet's readings of a minute reach the store across two runs (devices report all
+    through the minute): the second run writes the minute and quarter rows of the devices
+    whose readings it brought, not every device's again (the soak's influxd spent most of its
+    time on such rewrites); what the store then holds is what the whole minute gives."""
+    store = RowsWrittenStore(tmp_path / "store.duckdb")
+    began = DAY + timedelta(hours=5, minutes=5)  # the split minute is inside a quarter
+    write_all(store, fleet([family], began, began + timedelta(minutes=5), devices=4))
+    clock = Clock(began + timedelta(minutes=5, seconds=10))
+    runner = Runner(store, families=[family], anomalies=False, clock=clock)
+    jobs_of(runner.run_once())
+
+    minute = began + timedelta(minutes=5)
+    readings = fleet([family], minute, minute + timedelta(minutes=1), devices=4)[family]
+    devices = sorted(readings["device_id"].unique().to_list())
+    early = readings.filter(pl.col("device_id").is_in(devices[:3]))
+    late = readings.filter(~pl.col("device_id").is_in(devices[:3]))
+    for part in (early, late):
+        write_all(store, {family: part})
+        clock.now += timedelta(minutes=1)
+        store.rows = {}
+        jobs_of(runner.run_once())
+        assert store.rows[f"{family}_1m"] == part.height
+        assert store.rows[f"{family}_15m"] == part.height
+        assert store.rows[f"{family}_1m_commune"] == part["insee"].n_unique()
+
+    raw = read_between(store, family, DAY, clock.now)
+    for window in ("1m", "15m"):
+        expected = (
+            aggregate(raw, family, window, "device").filter(pl.col("time") >= began).sort("device_id", "time")
+        )
+        stored = read_between(store, f"{family}_{window}", began, clock.now).sort("device_id", "time")
+        assert_frame_equal(stored.select(expected.columns), expected, check_exact=False, rel_tol=1e-12)
+    store.close()
 
 
 class SlowWritesStore(DuckDBStore):
