@@ -39,7 +39,9 @@ What a run reads follows what arrived, not the size of the day:
   each device's last readings before them, from the kept hour and the hour before it (kept
   too), and for a device with no reading there, its last reading of the counter earlier in the
   day (``_counter_prefix``; asked once per hour and device, ``Runner.earlier_readings``), so
-  increases come out as a full recompute gives them. A backfill
+  increases come out as a full recompute gives them. A reading that arrives late changes the
+  increase of its device's next reading too: that reading's minute is recomputed with the
+  late one's (``_next_counter_minutes``). A backfill
   reads whole days from the hour before midnight (``COUNTER_LOOKBACK``).
 * 1-day aggregate rows need the whole day (a p95 does not compose). A day with readings
   received since their last refresh (today, or a closed day whose late readings arrive) is
@@ -1290,6 +1292,8 @@ def _aggregate_hour(
     # The counters' previous readings, found once for the quarters and the hour (it may read).
     prefix = _counter_prefix(runner, family, hour, frame, report) if counters else None
     devices = _changed_devices(runner, family, hour, prefix)
+    if counters:
+        minutes |= _next_counter_minutes(frame, counters, minutes, devices, hour)
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
     new_minutes = Dirty(touched)
     wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
@@ -1418,6 +1422,38 @@ def _changed_devices(
     )
     since = new.group_by(_DEVICE).agg(pl.col("time").min().cast(pl.Int64).alias("since"))
     return pl.concat([since, whole]).group_by(_DEVICE).agg(pl.col("since").min())
+
+
+def _next_counter_minutes(
+    frame: pl.DataFrame, counters: Sequence[str], minutes: set[int], devices: pl.DataFrame | None, hour: int
+) -> set[int]:
+    """The minutes of the hour starting at ``hour`` (ns) whose counter increases the readings
+    new to this run change besides their own: each device's next counter reading after a new
+    one (a reading that arrives late falls between two its device already had, and the later
+    one's increase now starts from it). ``devices`` gives each device's first new reading
+    (``_changed_devices``); None: every reading of ``minutes`` counts as new."""
+    present = [c for c in counters if c in frame.columns]
+    if not present:
+        return set()
+    time_ns = pl.col("time").cast(pl.Int64)
+    minute = time_ns // MINUTE_NS * MINUTE_NS
+    readings = frame.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in present)).select(
+        *(pl.col(c).cast(pl.String) for c in _DEVICE), time_ns.alias("time")
+    )
+    if devices is None:
+        new = minute.is_in(sorted(minutes))
+    else:
+        readings = readings.join(devices, on=_DEVICE, how="left")
+        new = (pl.col("time") >= pl.col("since")).fill_null(False)
+    found = (
+        readings.sort([*_DEVICE, "time"])
+        .with_columns(pl.col("time").shift(-1).over(_DEVICE).alias("next"))
+        .filter(new)
+        .select(
+            pl.concat_list(minute, pl.col("next") // MINUTE_NS * MINUTE_NS).explode().drop_nulls().unique()
+        )
+    )
+    return {m for m in found[:, 0].to_list() if hour <= m < hour + HOUR_NS}
 
 
 def _changed_rows(rows: pl.DataFrame, devices: pl.DataFrame, window: str) -> pl.DataFrame:

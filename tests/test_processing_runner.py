@@ -608,6 +608,38 @@ def test_a_run_rewrites_only_the_device_windows_its_new_readings_change(family: 
     store.close()
 
 
+def test_a_late_meter_reading_corrects_the_increase_of_the_reading_after_it(tmp_path: Path) -> None:
+    """A meter's reading that arrives after the next one falls between two readings the store
+    had: the next reading's increase now starts from it, so that minute's row changes too (it
+    kept the whole step, and the meter's consumption was counted twice in the minute rows)."""
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    began = DAY + timedelta(hours=5, minutes=5)
+    readings = fleet(["building"], began, began + timedelta(minutes=6), devices=2)["building"]
+    held = (pl.col("device_id") == readings["device_id"].min()) & (
+        pl.col("time") == began + timedelta(minutes=2)
+    )
+    write_all(store, {"building": readings.filter(~held)})
+    clock = Clock(began + timedelta(minutes=6, seconds=10))
+    runner = Runner(store, families=["building"], anomalies=False, clock=clock)
+    jobs_of(runner.run_once())
+    clock.now += timedelta(minutes=1)
+    arrived = pl.lit(int(clock.now.timestamp() * 1e9) - 1)
+    write_all(store, {"building": readings.filter(held).with_columns(received_at=arrived)})
+    jobs_of(runner.run_once())
+
+    raw = read_between(store, "building", DAY, clock.now)
+    for window in ("1m", "15m"):
+        expected = aggregate(raw, "building", window, "device").filter(pl.col("time") >= began)
+        stored = read_between(store, f"building_{window}", began, clock.now)
+        assert_frame_equal(
+            stored.select(expected.columns).sort("device_id", "time"),
+            expected.sort("device_id", "time"),
+            check_exact=False,
+            rel_tol=1e-12,
+        )
+    store.close()
+
+
 class SlowWritesStore(DuckDBStore):
     """A store whose writes take a second, as a busy influxd's do."""
 
