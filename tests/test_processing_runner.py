@@ -416,8 +416,10 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
         in_hour = read_between(store, "air_quality", hour, hour + timedelta(hours=1))
         # The hour was kept from the run before: only the minute with new readings is read.
         assert jobs["aggregates:air_quality"].rows_read == in_minute.height
-        # Its minute, quarter and hour are recomputed (a row per device and per commune): not
-        # the minutes before it that the settle margin looks at again.
+        # Its minute, quarter and hour are recomputed: not the minutes before it that the
+        # settle margin looks at again. Every commune's rows are written, but of the minute's and
+        # the quarter's device rows only those of the devices whose readings came; the hour's
+        # rows are recomputed whole.
         touched = [
             in_hour.filter(
                 pl.col("time").is_between(floor(minute, w), floor(minute, w) + length, closed="left")
@@ -428,7 +430,10 @@ def test_one_new_minute_after_a_processed_day_reads_only_that_minute(any_store: 
                 ("1h", timedelta(hours=1)),
             )
         ]
-        expected_rows = sum(f["device_id"].n_unique() + f["insee"].n_unique() for f in touched)
+        came = frames["air_quality"]["device_id"].n_unique()
+        expected_rows = (
+            sum(f["insee"].n_unique() for f in touched) + 2 * came + touched[2]["device_id"].n_unique()
+        )
         assert jobs["aggregates:air_quality"].windows == expected_rows
         assert jobs["atmo_daily"].rows_read == 0
         assert jobs["eaqi_hourly"].rows_read == 0
