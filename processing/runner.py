@@ -1427,11 +1427,11 @@ def _changed_devices(
 def _next_counter_minutes(
     frame: pl.DataFrame, counters: Sequence[str], minutes: set[int], devices: pl.DataFrame | None, hour: int
 ) -> set[int]:
-    """The minutes of the hour starting at ``hour`` (ns) whose counter increases the readings
-    new to this run change besides their own: each device's next counter reading after a new
-    one (a reading that arrives late falls between two its device already had, and the later
-    one's increase now starts from it). ``devices`` gives each device's first new reading
-    (``_changed_devices``); None: every reading of ``minutes`` counts as new."""
+    """Minutes of the hour starting at ``hour`` (ns) to recompute for the counters besides
+    ``minutes``: a reading that arrives late falls between two its device already had, and the
+    later one's increase now starts from it. Taken wide, as the rows written are (``devices``,
+    ``_changed_devices``): the minutes of each device's counter readings from its first new one
+    on, and of the reading after each; None: from every reading of ``minutes``."""
     present = [c for c in counters if c in frame.columns]
     if not present:
         return set()
