@@ -1041,7 +1041,7 @@ def _earlier_in_day(
     """Each counter's last reading, earlier in the day than the lookback before ``start``, of
     the devices that carry it in ``inside`` (readings from ``start`` on) but not in ``before``
     (the lookback's): what their first increase after a silence needs. Empty when none."""
-    device = ["insee", "device_id"]
+    device = _DEVICE
     earliest, end = _earlier_span(start)
     if end <= earliest or not counters:
         return inside.clear()
@@ -1368,7 +1368,7 @@ def _counter_prefix(
 def _last_counter_readings(frame: pl.DataFrame, counters: Sequence[str]) -> pl.DataFrame:
     """Each device's last reading carrying each counter of ``frame`` (one row per device and
     counter, the same row once when it is the last for several), in time order."""
-    device = ["insee", "device_id"]
+    device = _DEVICE
     present = [c for c in counters if c in frame.columns]
     if frame.is_empty() or not present:
         return frame.clear()
