@@ -27,12 +27,13 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.processing_runner import TAGS, _Clock
 from processing.runner import Runner
+from sensors.families import FAMILIES
 from simulator.fleet import FleetConfig, generate_fleet
 from storage.base import Write, WriteReport
 from storage.duckdb_store import DuckDBStore
 
-TAGS = ["insee", "device_id"]
 START = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
 
 
@@ -100,29 +101,20 @@ def measure(families: list[str], devices: int, warmup: int, minutes: int, split:
     _print(store, readings, fleet.devices.height, minutes)
 
 
-class _Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def _print(store: CountingStore, readings: int, fleet: int, minutes: int) -> None:
-    raw = set(FAMILY_NAMES)
+    # Processing's results only: not the raw readings the bench wrote, nor the watermarks.
+    results = sorted(name for name in store.rows if name not in FAMILY_NAMES and not name.startswith("_"))
     print(f"{fleet} devices, {minutes} runs counted, {readings} readings arrived in them")
     print(f"{'measurement':28} {'rows':>9} {'rows/reading':>13} {'values':>11} {'values/reading':>15}")
-    for name in sorted(store.rows):
-        if name in raw or name.startswith("_"):
-            continue
+    for name in results:
         rows, values = store.rows[name], store.values[name]
         print(f"{name:28} {rows:9d} {rows / readings:13.2f} {values:11d} {values / readings:15.1f}")
-    rows = sum(v for k, v in store.rows.items() if k not in raw and not k.startswith("_"))
-    values = sum(v for k, v in store.values.items() if k not in raw and not k.startswith("_"))
+    rows = sum(store.rows[name] for name in results)
+    values = sum(store.values[name] for name in results)
     print(f"{'all results':28} {rows:9d} {rows / readings:13.2f} {values:11d} {values / readings:15.1f}")
 
 
-FAMILY_NAMES = ("air_quality", "traffic", "building", "camera", "network")
+FAMILY_NAMES = [family.value for family in FAMILIES]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
