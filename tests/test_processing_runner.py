@@ -15,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from pydantic import ValidationError
 
+from bench.processing_writes import CountingStore
 from processing.aggregates import aggregate
 from processing.runner import JobReport, Runner, RunReport
 from processing.watermarks import Watermarks
@@ -563,26 +564,13 @@ def test_meters_new_this_hour_are_looked_for_earlier_in_the_day_once(tmp_path: P
     assert_frame_equal(stored.select(own.columns), own, check_exact=False, rel_tol=1e-12)
 
 
-class RowsWrittenStore(DuckDBStore):
-    """Counts the rows written to each measurement."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.rows: dict[str, int] = {}
-
-    def write_many(self, writes: Sequence[Write]) -> list[WriteReport]:
-        for write in writes:
-            self.rows[write.measurement] = self.rows.get(write.measurement, 0) + write.frame.height
-        return super().write_many(writes)
-
-
 @pytest.mark.parametrize("family", ["air_quality", "building"])
 def test_a_run_rewrites_only_the_device_windows_its_new_readings_change(family: str, tmp_path: Path) -> None:
     """A fleet's readings of a minute reach the store across two runs (devices report all
     through the minute): the second run writes the minute and quarter rows of the devices
     whose readings it brought, not every device's again (the soak's influxd spent most of its
     time on such rewrites); what the store then holds is what the whole minute gives."""
-    store = RowsWrittenStore(tmp_path / "store.duckdb")
+    store = CountingStore(tmp_path / "store.duckdb")
     began = DAY + timedelta(hours=5, minutes=5)  # the split minute is inside a quarter
     write_all(store, fleet([family], began, began + timedelta(minutes=5), devices=4))
     clock = Clock(began + timedelta(minutes=5, seconds=10))
@@ -597,7 +585,7 @@ def test_a_run_rewrites_only_the_device_windows_its_new_readings_change(family: 
     for part in (early, late):
         write_all(store, {family: part})
         clock.now += timedelta(minutes=1)
-        store.rows = {}
+        store.rows.clear()
         jobs_of(runner.run_once())
         assert store.rows[f"{family}_1m"] == part.height
         assert store.rows[f"{family}_15m"] == part.height
