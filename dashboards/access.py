@@ -9,7 +9,7 @@ is shown through ``epci``, which narrows the view to its member communes the use
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -283,6 +283,10 @@ class CommuneData:
         return pl.concat(frames).sort("insee", "family", "device_id")
 
 
+Clock = Callable[[], datetime]
+"""What the pages read the time from: the real clock, or a fixed one where the data is fixed."""
+
+
 def utc_now() -> datetime:
-    """The current time, UTC (one place to read the clock)."""
+    """The current time, UTC: the clock the server runs on unless ``create_app`` is given another."""
     return datetime.now(UTC)

@@ -12,7 +12,7 @@ from dash import dcc, html
 from dash.development.base_component import Component
 
 from dashboards import api, oidc, tokens
-from dashboards.access import AccessError
+from dashboards.access import AccessError, Clock, utc_now
 from dashboards.auth import (
     AppContext,
     app_context,
@@ -98,8 +98,13 @@ def page_title(what: str) -> str:
     return f"{what} — Smartcity"
 
 
-def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegistry) -> dash.Dash:
+def create_app(
+    store: Store, settings: DashboardSettings, registry: CommuneRegistry, clock: Clock = utc_now
+) -> dash.Dash:
     """The dashboards over ``store``, signing in the users of ``settings.users_file``.
+
+    The pages read the time from ``clock``: the real one, or, over a store filled for a fixed
+    moment (tests, screenshots), that moment, so "today" is the data's day however long they run.
 
     Several apps may live in one process (tests): callbacks are attached to this app, not to
     Dash's global list, and each request finds its store through its own Flask app.
@@ -113,6 +118,7 @@ def create_app(store: Store, settings: DashboardSettings, registry: CommuneRegis
         users=UserDirectory(Path(settings.users_file)),
         limiter=SignInLimiter.from_settings(SQLiteStorage(state), settings),
         sessions=SessionStore(state, idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s),
+        clock=clock,
     )
     install(server, context)
     tokens.install(server, tokens.open_tokens(settings))

@@ -15,13 +15,14 @@ import hmac
 import html
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 import flask
 from werkzeug.wrappers import Response
 
-from dashboards.access import CommuneData
+from dashboards.access import Clock, CommuneData, utc_now
 from dashboards.agents import signed_in_agent
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, language, t
@@ -46,7 +47,8 @@ PUBLIC_PREFIXES = (
 
 @dataclass(frozen=True)
 class AppContext:
-    """What the server's requests need: the store, settings, registry, users, limiter, sessions."""
+    """What the server's requests need: the store, settings, registry, users, limiter, sessions
+    and the clock the pages read the time from."""
 
     store: Store
     settings: DashboardSettings
@@ -54,12 +56,18 @@ class AppContext:
     users: UserDirectory
     limiter: SignInLimiter
     sessions: SessionStore
+    clock: Clock = utc_now
 
 
 def app_context() -> AppContext:
     """The context of the Flask app serving the current request."""
     context: AppContext = flask.current_app.extensions[EXTENSION]
     return context
+
+
+def current_time() -> datetime:
+    """Now, by the clock of the app serving the current request (UTC)."""
+    return app_context().clock()
 
 
 def rights_fingerprint(user: User) -> str:

@@ -408,7 +408,10 @@ def make_env(directory: Path, now: datetime | None = None, **settings: object) -
         {"users_file": directory / "users.toml", "basemap": "none", **settings}
     )
     registry = CommuneRegistry.load()
-    return DashboardEnv(store, config, registry, scenario, accounts, create_app(store, config, registry))
+    # The pages see the scenario's moment, so a suite that runs past Paris midnight still finds
+    # "today" where the data put it.
+    app = create_app(store, config, registry, clock=lambda: scenario.now)
+    return DashboardEnv(store, config, registry, scenario, accounts, app)
 
 
 def dash_callback(

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -24,7 +25,15 @@ from dashboards.pages import commune, device, overview
 from dashboards.pages.common import CUSTOM, range_key, span_of
 from dashboards.views import ATMO_COLORS, atmo_text, family_chart, paris_day_start, traffic_text
 from storage.base import TIME
-from tests.dashboard_fixtures import CONFLANS, MONTROUGE, POISSY, DashboardEnv, make_env, status_callback
+from tests.dashboard_fixtures import (
+    CONFLANS,
+    MONTROUGE,
+    POISSY,
+    DashboardEnv,
+    dash_callback,
+    make_env,
+    status_callback,
+)
 
 
 @pytest.fixture(scope="module")
@@ -386,3 +395,28 @@ def test_health_check_needs_no_sign_in_and_reveals_no_commune(env: DashboardEnv)
     response = env.app.server.test_client().get("/healthz")
     assert response.status_code == 200
     assert response.get_data(as_text=True) == "ok\n"
+
+
+def test_the_pages_read_today_from_the_apps_clock_not_the_machines(tmp_path: Path) -> None:
+    # A store filled for noon two days ago: the overview's "today" is that day, whatever the
+    # machine's clock says (a suite running past Paris midnight must not see an empty day).
+    moment = paris_day_start(datetime.now(UTC)) - timedelta(days=2) + timedelta(hours=12)
+    past = make_env(tmp_path, now=moment.astimezone(UTC))
+    try:
+        client = past.app.server.test_client()
+        account = past.accounts["poissy"]
+        assert sign_in(client, account.name, account.password).status_code == 302
+        body = dash_callback(
+            [("overview-content", "children"), ("overview-updated", "children")],
+            [("overview-tick", "n_intervals", None)],
+            "overview-tick.n_intervals",
+        )
+        shown = client.post("/_dash-update-component", json=body).get_data(as_text=True)
+        that_day = past.scenario.atmo.filter(
+            (pl.col("insee") == POISSY) & (pl.col(TIME) == paris_day_start(moment).astimezone(UTC))
+        )
+        assert atmo_text(that_day.get_column("index").item(), "fr") in shown
+        # That day's own index and traffic, not "no data yet, here is the last complete day".
+        assert "Dernier jour complet" not in shown and atmo_text(None, "fr") not in shown
+    finally:
+        past.store.close()

@@ -82,10 +82,11 @@ def test_the_day_so_far_is_classed_on_the_atmo_scale_with_its_hours() -> None:
 def day_one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     directory: Path = tmp_path_factory.mktemp("day-one")
     store = DuckDBStore()
-    _fill_day_one(store, utc_now(), hours=3)
+    now = utc_now()
+    _fill_day_one(store, now, hours=3)
     accounts = write_users(directory / "users.toml", [("poissy", [POISSY])])
     settings = DashboardSettings.model_validate({"users_file": directory / "users.toml", "refresh_s": 600})
-    app = create_app(store, settings, CommuneRegistry.load())
+    app = create_app(store, settings, CommuneRegistry.load(), clock=lambda: now)
     with served_in_thread(app.server) as base:
         yield base, "poissy", accounts["poissy"].password
     store.close()

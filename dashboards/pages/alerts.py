@@ -16,8 +16,8 @@ from dash.development.base_component import Component
 
 from alerts.actions import Action, ActionError
 from dashboards import alert_desk
-from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
-from dashboards.auth import app_context, current_data, current_language
+from dashboards.access import AccessError, CommuneData, Forbidden
+from dashboards.auth import app_context, current_data, current_language, current_time
 from dashboards.i18n import PARIS, Language, format_datetime, t
 from dashboards.links import device_href
 from dashboards.pages.common import aria, range_picker, register_range_picker, span_of, table
@@ -42,7 +42,7 @@ def layout(commune: str = "", **_: Any) -> Component:
     ]
     chosen = commune if any(c.insee == commune for c in communes) else ALL
     own = [{"label": f"{c.name} ({c.insee})", "value": c.insee} for c in communes]
-    default_until = (utc_now().astimezone(PARIS) + timedelta(hours=2)).strftime(UNTIL_SHOWN[lang])
+    default_until = (current_time().astimezone(PARIS) + timedelta(hours=2)).strftime(UNTIL_SHOWN[lang])
     return html.Main(
         [
             html.H1(t(lang, "alert_desk.title")),
@@ -335,7 +335,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 severities=list(severities or []),
                 range_key=range_key,
                 lang=lang,
-                now=utc_now(),
+                now=current_time(),
             )
         except AccessError as exc:
             return [html.P(str(exc), role="alert")], [], [], ""
@@ -371,7 +371,9 @@ def register_callbacks(app: dash.Dash) -> None:
             return t(lang, "alert_desk.ack_choose"), acted
         insee, rule, scope = target.split("|", 2)
         try:
-            alert_desk.acknowledge(current_data(), insee, rule, scope, comment=comment or "", now=utc_now())
+            alert_desk.acknowledge(
+                current_data(), insee, rule, scope, comment=comment or "", now=current_time()
+            )
         except (AccessError, ActionError) as exc:
             return refusal_text(exc, lang), acted
         return t(lang, "alert_desk.ack_done"), acted + 1
@@ -404,7 +406,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 None if device in (None, ALL) else device,
                 until=end,
                 reason=reason or "",
-                now=utc_now(),
+                now=current_time(),
             )
         except (AccessError, ActionError) as exc:
             return refusal_text(exc, lang), acted
@@ -423,7 +425,7 @@ def register_callbacks(app: dash.Dash) -> None:
         if not target:
             return t(lang, "alert_desk.unsilence_choose"), acted
         try:
-            alert_desk.end_silence(current_data(), target, utc_now())
+            alert_desk.end_silence(current_data(), target, current_time())
         except (AccessError, ActionError) as exc:
             return refusal_text(exc, lang), acted
         return t(lang, "alert_desk.unsilence_done"), acted + 1

@@ -11,8 +11,8 @@ import polars as pl
 from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
-from dashboards.auth import app_context, current_data, current_language
+from dashboards.access import AccessError, CommuneData, Forbidden
+from dashboards.auth import app_context, current_data, current_language, current_time
 from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
@@ -298,7 +298,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 range_key=range_key,
                 lang=lang,
                 settings=app_context().settings,
-                now=utc_now(),
+                now=current_time(),
             )
         except AccessError as exc:
             figure, updated = _refused_figure(lang, exc), ""
@@ -313,7 +313,7 @@ def register_callbacks(app: dash.Dash) -> None:
     def on_atmo(insee: str, range_key: str, _: int | None) -> tuple[go.Figure, str, list[Any]]:
         lang = current_language()
         try:
-            figure = atmo_panel(current_data(), insee, range_key, lang, utc_now())
+            figure = atmo_panel(current_data(), insee, range_key, lang, current_time())
         except AccessError as exc:
             figure = _refused_figure(lang, exc)
         return present_chart(figure, lang)
@@ -328,7 +328,12 @@ def register_callbacks(app: dash.Dash) -> None:
         lang = current_language()
         try:
             return status_panel(
-                current_data(), insee, range_key, lang=lang, settings=app_context().settings, now=utc_now()
+                current_data(),
+                insee,
+                range_key,
+                lang=lang,
+                settings=app_context().settings,
+                now=current_time(),
             )
         except Forbidden:
             return [refusal(lang, insee)]
@@ -352,7 +357,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 range_key=range_key,
                 lang=current_language(),
                 settings=app_context().settings,
-                now=utc_now(),
+                now=current_time(),
             )
         except AccessError:
             raise dash.exceptions.PreventUpdate from None

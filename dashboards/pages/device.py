@@ -17,8 +17,8 @@ from dash.development.base_component import Component
 
 from alerts.topology import Topology
 from dashboards import alert_desk
-from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
-from dashboards.auth import app_context, current_data, current_language
+from dashboards.access import AccessError, CommuneData, Forbidden
+from dashboards.auth import app_context, current_data, current_language, current_time
 from dashboards.chart_truth import thresholds_for
 from dashboards.config import DashboardSettings
 from dashboards.event_tables import alert_title, anomaly_cells, anomaly_headers, presence_cell
@@ -270,7 +270,7 @@ def register_callbacks(app: dash.Dash) -> None:
         lang = current_language()
         try:
             return device_summary(
-                current_data(), key, lang=lang, settings=app_context().settings, now=utc_now()
+                current_data(), key, lang=lang, settings=app_context().settings, now=current_time()
             )
         except AccessError:
             return [refusal(lang, str(key.get("insee", "")))]
@@ -295,7 +295,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 range_key=range_key,
                 lang=lang,
                 settings=app_context().settings,
-                now=utc_now(),
+                now=current_time(),
             )
         except AccessError:
             figure, anomalies = (

@@ -16,8 +16,8 @@ import polars as pl
 from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dashboards.access import AccessError, CommuneData, Forbidden, utc_now
-from dashboards.auth import app_context, current_data, current_language
+from dashboards.access import AccessError, CommuneData, Forbidden
+from dashboards.auth import app_context, current_data, current_language, current_time
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import aria, chart_box, table
@@ -200,7 +200,7 @@ def register_callbacks(app: dash.Dash) -> None:
         if not isinstance(siren, str):
             raise dash.exceptions.PreventUpdate
         try:
-            return epci_content(current_data(), siren, lang, app_context().settings, utc_now())
+            return epci_content(current_data(), siren, lang, app_context().settings, current_time())
         except Forbidden:
             # A forged callback naming another EPCI gets the refusal, never its communes.
             return [refusal(lang, siren)], ""

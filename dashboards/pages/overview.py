@@ -12,8 +12,8 @@ import polars as pl
 from dash import Input, Output, dcc, html
 from dash.development.base_component import Component
 
-from dashboards.access import CommuneData, utc_now
-from dashboards.auth import app_context, current_data, current_language
+from dashboards.access import CommuneData
+from dashboards.auth import app_context, current_data, current_language, current_time
 from dashboards.basemap import Basemap, basemap
 from dashboards.config import DashboardSettings
 from dashboards.i18n import Language, format_datetime, format_number, t
@@ -242,7 +242,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Input("overview-tick", "n_intervals"),
     )
     def refresh(_: int | None) -> tuple[list[Component], str]:
-        return overview_content(current_data(), current_language(), app_context().settings, utc_now())
+        return overview_content(current_data(), current_language(), app_context().settings, current_time())
 
     @app.callback(
         Output("overview-location", "href"),

@@ -13,8 +13,8 @@ import polars as pl
 from dash import Input, Output, html
 from dash.development.base_component import Component
 
-from dashboards.access import AccessError, CommuneData, utc_now
-from dashboards.auth import current_data, current_language
+from dashboards.access import AccessError, CommuneData
+from dashboards.auth import current_data, current_language, current_time
 from dashboards.i18n import Language, format_datetime, format_number, t
 from dashboards.pages.common import span_of, table
 from sensors.lorawan.radio import RADIO_MEASUREMENT, STATUS_MEASUREMENT
@@ -78,7 +78,7 @@ def register_callbacks(app: dash.Dash) -> None:
     def on_radio(key: dict[str, str], range_key: str, _: int | None) -> Component:
         try:
             return radio_section(
-                current_data(), key, range_key=range_key, lang=current_language(), now=utc_now()
+                current_data(), key, range_key=range_key, lang=current_language(), now=current_time()
             )
         except AccessError:
             return html.Div()
