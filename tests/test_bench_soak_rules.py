@@ -3,6 +3,7 @@ results: no server, no clock."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from bench.soak.__main__ import parse
 from bench.soak.dashboard import DashboardStats
 from bench.soak.disk import FAMILY_NAMES, FamilyDisk
+from bench.soak.platform import ingest_worker_count
 from bench.soak.probes import ProbeResults, Probes
 from bench.soak.procstat import Sample
 from bench.soak.report import (
@@ -277,3 +279,27 @@ def test_one_alert_message_raising_two_fault_probes_times_both() -> None:
     assert sorted(round(seconds) for _, seconds in probes.results.alerted) == [3, 63]
     assert probes.faults_pending() == 0
     assert probes.results.fleet_alerts == 0
+
+
+# --- ingest workers ---------------------------------------------------------------------------
+
+
+def test_the_soak_waits_for_theingest_worker_count_smartcity_ingest_starts() -> None:
+    """The soak waits for and reads as many ingest workers as ``smartcity ingest`` starts with
+    the platform's environment: one when ``ingest.workers`` says one (it waited for a worker per
+    core, and timed out), one per core on Mosquitto otherwise, one with an MQTT 3.1.1 broker."""
+    assert ingest_worker_count({"SMARTCITY_INGEST__WORKERS": "1"}) == 1
+    assert ingest_worker_count({"SMARTCITY_INGEST__WORKERS": "3"}) == 3
+    assert ingest_worker_count({"SMARTCITY_MQTT__PROTOCOL": "5"}) == len(os.sched_getaffinity(0))
+    assert ingest_worker_count({"SMARTCITY_MQTT__PROTOCOL": "3.1.1"}) == 1
+
+
+def testingest_worker_count_are_asked_of_the_command_line_and_said_in_the_report(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parse(["--ingest-workers", "1"]).ingest_workers == 1
+    assert parse([]).ingest_workers is None
+    with pytest.raises(SystemExit):
+        parse(["--ingest-workers", "0"])
+    assert "--ingest-workers 0: give 1 or more" in capsys.readouterr().err
+    assert "1 ingest worker(s)" in markdown(_result(replace(STEP, ingest_workers=1)), "python -m bench.soak")

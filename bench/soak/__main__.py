@@ -74,6 +74,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--users", type=int, default=SoakConfig.users, help="dashboard staff sessions (default 50)"
     )
     parser.add_argument(
+        "--ingest-workers",
+        type=int,
+        help="ingest.workers (default: smartcity ingest's own rule, one per core on Mosquitto)",
+    )
+    parser.add_argument(
         "--process-interval", type=float, help="processing.interval_s (default: the platform's, 60)"
     )
     parser.add_argument(
@@ -94,6 +99,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--step-minutes", type=float, default=10.0, help="wall minutes per knee step (default 10)"
     )
     args = parser.parse_args(argv)
+    if args.ingest_workers is not None and args.ingest_workers < 1:
+        parser.error(f"--ingest-workers {args.ingest_workers}: give 1 or more")
     span_s = args.minutes * 60 * args.speedup
     horizon_s = load_settings().processing.horizon_s
     if not args.knee and span_s > horizon_s:
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         process_interval_s=args.process_interval,
         alerts_interval_s=args.alerts_interval,
         communes=args.communes,
+        ingest_workers=args.ingest_workers,
     )
     if args.knee:
         steps: list[tuple[int, SoakResult]] = []

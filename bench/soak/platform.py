@@ -16,8 +16,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 from bench.ingest_common import REPO
+from smartcity.commands.ingest import worker_count
+from smartcity.settings import load_settings
 from storage.config import InfluxSettings
 from storage.provision import provision
 from tests.servers import Influxd, Mosquitto, free_listening_ports, free_port, wait_until
@@ -54,6 +57,8 @@ class Platform:
     dashboard_url: str
     dashboard_password: str
     ingest_metrics_port: int
+    ingest_workers: int
+    """``smartcity ingest`` processes (1 on the embedded store: its one ingestor)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     communes_file: Path | None = None
     """The commune registry every process reads (None: the shipped one)."""
@@ -121,9 +126,11 @@ def start_platform(
     sightings: Path,
     communes_file: Path | None = None,
     offline_rules: bool = False,
+    ingest_workers: int | None = None,
 ) -> Platform:
     """Start the servers and every service, serving the communes of ``communes_file`` (None: the
-    shipped registry's); return when the dashboards answer."""
+    shipped registry's) with ``ingest_workers`` ingest processes (None: as ``smartcity ingest``
+    decides from the settings, one per core on Mosquitto); return when the dashboards answer."""
     workdir.mkdir(parents=True, exist_ok=True)
     mosquitto = Mosquitto(workdir / "mosquitto")
     mosquitto.start()
@@ -156,6 +163,8 @@ def start_platform(
     }
     if communes_file is not None:
         env["SMARTCITY_COMMUNES_FILE"] = str(communes_file)
+    if ingest_workers is not None:
+        env["SMARTCITY_INGEST__WORKERS"] = str(ingest_workers)
     if process_interval_s:
         env["SMARTCITY_PROCESSING__INTERVAL_S"] = str(process_interval_s)
     if alerts_interval_s:
@@ -207,6 +216,7 @@ def start_platform(
         f"http://127.0.0.1:{dashboard_port}",
         password,
         metrics_port,
+        ingest_workers=ingest_worker_count(env) if store == "influxdb" else 1,
         communes_file=communes_file,
     )
     if store == "influxdb":
@@ -239,6 +249,13 @@ def start_platform(
         platform.stop()
         raise RuntimeError(f"a service exited at start: {platform.failed()}\n{tails}")
     return platform
+
+
+def ingest_worker_count(env: dict[str, str]) -> int:
+    """How many processes ``smartcity ingest`` starts with ``env``: its own rule, read the way it
+    reads it, so the soak waits for and reads every worker and no other."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        return worker_count(load_settings())
 
 
 def _spawn(workdir: Path, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

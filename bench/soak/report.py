@@ -180,7 +180,7 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
         f"(at real time: the load of {result.devices * c.speedup:.0f} devices)",
         f"- processing every {processing_interval(result):g} s, "
         f"alerts every {c.alerts_interval_s or 60:g} s, "
-        f"{c.users} dashboard sessions",
+        f"{c.users} dashboard sessions, {c.ingest_workers or 'default'} ingest worker(s)",
         "",
         "| latency | n | p50 | p95 | max |",
         "|---|---:|---:|---:|---:|",

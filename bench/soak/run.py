@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,9 @@ class SoakConfig:
     communes: int | None = None
     """Communes of Yvelines and Hauts-de-Seine the fleet spreads over (``bench.soak.territory``);
     None: the shipped registry's nine."""
+    ingest_workers: int | None = None
+    """``ingest.workers`` of the run; None: ``smartcity ingest``'s own rule (one per core on
+    Mosquitto, or what ``SMARTCITY_INGEST__WORKERS`` says)."""
 
     @property
     def commune_count(self) -> int:
@@ -167,7 +170,10 @@ def _ingest(platform: Platform) -> IngestRun:
     """A handle on the ingest metrics (a worker per core serves port + index)."""
     process = platform.processes.get("ingest") or platform.processes["platform"]
     return IngestRun(
-        process, platform.ingest_metrics_port, platform.workdir / "ingest.log", workers=os.cpu_count() or 1
+        process,
+        platform.ingest_metrics_port,
+        platform.workdir / "ingest.log",
+        workers=platform.ingest_workers,
     )
 
 
@@ -212,7 +218,7 @@ def _start_feeds(
 def ingest_subscribed(platform: Platform) -> bool:
     """Every ingest worker answers ``/healthz`` 200, which it only does once subscribed: a
     reading published before would reach no subscriber and be dropped by the broker."""
-    workers = (os.cpu_count() or 1) if "ingest" in platform.processes else 1
+    workers = platform.ingest_workers
     return all(h.healthy for h in probe_workers("127.0.0.1", platform.ingest_metrics_port, workers))
 
 
@@ -340,7 +346,9 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         sightings=sightings,
         communes_file=write_registry(workdir / "communes.csv", config.communes) if config.communes else None,
         offline_rules=config.speedup == 1,
+        ingest_workers=config.ingest_workers,
     )
+    config = replace(config, ingest_workers=platform.ingest_workers)  # the report says how many ran
     watcher = None
     load = None
     feeds: list[tuple[Path, subprocess.Popen[bytes]]] = []
