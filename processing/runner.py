@@ -1223,6 +1223,15 @@ def _aggregates_job(runner: Runner, dirty: Dirty, report: JobReport) -> None:
     hours = _OpenHour(runner, report.job)
     for hour in sorted(starts["1h"]):
         _aggregate_hour(runner, family, hour, dirty, report, starts=starts, hours=hours)
+    if _counters(family):
+        # A meter's new reading may be the last before an hour with nothing new (it came once
+        # that hour was over): that hour's first increase now starts from it.
+        current = epoch_ns(floor(runner.now, "1h"))
+        for hour in sorted({h + HOUR_NS for h in starts["1h"]} - starts["1h"]):
+            if hour <= current:
+                _aggregate_hour(
+                    runner, family, hour, dirty, report, starts=starts, hours=hours, after_late=True
+                )
     for hour in hours.overdue():
         frame, _ = runner.recent_hour(family, hour, _nothing_new(), report)
         rows = _with_counter_prefix(runner, family, hour, frame, report)
@@ -1272,10 +1281,12 @@ def _aggregate_hour(
     *,
     starts: dict[str, set[int]],
     hours: _OpenHour | None,
+    after_late: bool = False,
 ) -> None:
     """The windows of one hour holding readings new to the kept hour (``Runner.recent_hour``):
     the new minute's and its quarter's, from the quarter's readings; the hour's, from the hour's,
-    when ``hours`` says they are due.
+    when ``hours`` says they are due. ``after_late``: the hour holds nothing new but follows one
+    that does, so only the windows of the meters whose previous reading changed are redone.
 
     The settle margin makes the readings of the last minutes before the previous run new again
     at every run; those the kept hour already holds were computed and written by that run.
@@ -1286,14 +1297,20 @@ def _aggregate_hour(
     minutes = {m for m in starts["1m"] if hour <= m < hour + HOUR_NS}
     if fresh is not None:
         minutes &= fresh
-    if not minutes:
+    if not minutes and not after_late:
         return
     counters = _counters(family)
     # The counters' previous readings, found once for the quarters and the hour (it may read).
     prefix = _counter_prefix(runner, family, hour, frame, report) if counters else None
     devices = _changed_devices(runner, family, hour, prefix)
+    if after_late and devices is None:
+        devices = _late_devices(runner, family, hour)
+        if devices is None:  # the hour before was read whole: any meter's reading may be new
+            minutes = set(_minutes_of(frame))
     if counters:
         minutes |= _next_counter_minutes(frame, counters, minutes, devices, hour)
+    if not minutes:
+        return
     touched = pl.Series("time", sorted(minutes), dtype=pl.Int64).cast(TIME_DTYPE)
     new_minutes = Dirty(touched)
     wanted = {window: new_minutes.starts(window) for window in SUB_DAY_WINDOWS}
@@ -1422,6 +1439,22 @@ def _changed_devices(
     )
     since = new.group_by(_DEVICE).agg(pl.col("time").min().cast(pl.Int64).alias("since"))
     return pl.concat([since, whole]).group_by(_DEVICE).agg(pl.col("since").min())
+
+
+def _late_devices(runner: Runner, family: str, hour: int) -> pl.DataFrame | None:
+    """The devices with readings new to this run in the hour before the one starting at
+    ``hour`` (ns), each with the hour's start as the time its windows may change from
+    (``_changed_devices``); None: that hour was read whole, every device may have one."""
+    new = runner.new_in_hour(family, hour - HOUR_NS)
+    if new is None:
+        return None
+    return new.select(_DEVICE).unique().with_columns(pl.lit(hour, dtype=pl.Int64).alias("since"))
+
+
+def _minutes_of(frame: pl.DataFrame) -> list[int]:
+    """The minutes (ns) ``frame``'s readings fall in."""
+    minute = pl.col("time").cast(pl.Int64) // MINUTE_NS * MINUTE_NS
+    return frame.select(minute.unique())[:, 0].to_list()
 
 
 def _next_counter_minutes(

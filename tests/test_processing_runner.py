@@ -633,6 +633,38 @@ def test_a_late_meter_reading_corrects_the_increase_of_the_reading_after_it(tmp_
     store.close()
 
 
+def test_a_meter_reading_hours_late_corrects_the_increase_in_the_next_hour(tmp_path: Path) -> None:
+    """A meter's last reading of an hour that arrives once the next hour is complete: the next
+    hour's first increase starts from it, though that hour holds nothing new (the minute, the
+    quarter and the hour rows there kept the whole step: consumption counted twice)."""
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    began = DAY + timedelta(hours=5, minutes=55)
+    readings = fleet(["building"], began, began + timedelta(minutes=10), devices=2)["building"]
+    held = (pl.col("device_id") == readings["device_id"].min()) & (
+        pl.col("time") == began + timedelta(minutes=4)
+    )
+    write_all(store, {"building": readings.filter(~held)})
+    clock = Clock(began + timedelta(minutes=10, seconds=10))
+    runner = Runner(store, families=["building"], anomalies=False, clock=clock)
+    jobs_of(runner.run_once())
+    clock.now += timedelta(hours=2)
+    arrived = pl.lit(int(clock.now.timestamp() * 1e9) - 1)
+    write_all(store, {"building": readings.filter(held).with_columns(received_at=arrived)})
+    jobs_of(runner.run_once())
+
+    raw = read_between(store, "building", DAY, clock.now)
+    for window in ("1m", "15m", "1h"):
+        expected = aggregate(raw, "building", window, "device").filter(pl.col("time") >= began)
+        stored = read_between(store, f"building_{window}", began, clock.now)
+        assert_frame_equal(
+            stored.select(expected.columns).sort("device_id", "time"),
+            expected.sort("device_id", "time"),
+            check_exact=False,
+            rel_tol=1e-12,
+        )
+    store.close()
+
+
 class SlowWritesStore(DuckDBStore):
     """A store whose writes take a second, as a busy influxd's do."""
 
