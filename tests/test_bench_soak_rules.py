@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -21,6 +23,7 @@ from bench.soak.procstat import Sample
 from bench.soak.report import (
     DASHBOARD_LAG_LIMIT_S,
     DASHBOARD_REFRESH_S,
+    MB,
     MIN_CALLBACK_SHARE,
     breaks,
     dashboard_invalid,
@@ -29,6 +32,7 @@ from bench.soak.report import (
     kept_mb,
     knee_markdown,
     markdown,
+    rss_growth_mb_per_h,
     verdict,
 )
 from bench.soak.run import SoakConfig, SoakResult
@@ -303,3 +307,32 @@ def testingest_worker_count_are_asked_of_the_command_line_and_said_in_the_report
         parse(["--ingest-workers", "0"])
     assert "--ingest-workers 0: give 1 or more" in capsys.readouterr().err
     assert "1 ingest worker(s)" in markdown(_result(replace(STEP, ingest_workers=1)), "python -m bench.soak")
+
+
+# --- what grows ------------------------------------------------------------------------------
+
+
+def _memory(rss_mb: Callable[[float], float], minutes: float = 60) -> list[Sample]:
+    """A component's samples every 5 s, its RSS (MB) as a function of the run's second."""
+    return [
+        Sample(at=float(at), cpu={"process": 0.0}, rss={"process": int(rss_mb(at) * MB)})
+        for at in range(0, int(minutes * 60) + 1, 5)
+    ]
+
+
+def test_a_one_time_step_in_memory_is_not_read_as_growth() -> None:
+    """The two-day run's process stepped up once, at its first whole-day pass, and stayed flat:
+    a line through the second half read that as +488 MB/h."""
+    step = _memory(lambda at: 800.0 if at < 0.55 * 3600 else 1_500.0 + (at % 60) / 60)
+    assert abs(rss_growth_mb_per_h(step, "process")) < 5
+
+
+def test_a_leak_reads_as_its_rate() -> None:
+    leak = _memory(lambda at: 300.0 + 100.0 * at / 3600)
+    assert rss_growth_mb_per_h(leak, "process") == pytest.approx(100.0, rel=0.01)
+
+
+def test_too_short_a_run_says_so_instead_of_a_growth() -> None:
+    short = _result(samples=_memory(lambda at: 300.0 + at, minutes=8))
+    assert np.isnan(rss_growth_mb_per_h(short.samples, "process"))
+    assert "| n/a (run too short) |" in markdown(short, "python -m bench.soak")

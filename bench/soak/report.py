@@ -57,21 +57,27 @@ def cpu_seconds(result: SoakResult) -> dict[str, float]:
     return dict(result.samples[-1].cpu) if result.samples else {}
 
 
-def rss_slope_mb_per_h(samples: list[Sample], name: str) -> float:
-    """Growth of a component's RSS over the second half of the run (least squares), MB/h:
-    the first half is warm-up (caches, imports, pools filling)."""
+def rss_growth_mb_per_h(samples: list[Sample], name: str) -> float:
+    """How fast a component's RSS still grows at the end of the run, MB/h: the median of the
+    last quarter's samples against the median of the quarter before, over the time between.
+
+    A leak reads as its rate. A one-time step (a cache filled once, the first whole-day pass)
+    in the first half of the second half reads as none, where a line fitted through the second
+    half turned it into a slope; a step later than that cannot be told from growth in one run.
+    """
     points = [(s.at, s.rss.get(name, 0)) for s in samples if s.rss.get(name)]
-    half = points[len(points) // 2 :]
-    if len(half) < 3 or half[-1][0] - half[0][0] < 300:
+    quarter = len(points) // 4
+    if quarter < 3 or points[-1][0] - points[-2 * quarter][0] < 300:
         return float("nan")
-    at, rss = np.array(half, dtype=float).T
-    slope = np.polyfit(at, rss, 1)[0]
-    return float(slope * 3600 / MB)
+    third = np.array(points[-2 * quarter : -quarter], dtype=float)
+    fourth = np.array(points[-quarter:], dtype=float)
+    hours = (np.median(fourth[:, 0]) - np.median(third[:, 0])) / 3600
+    return float((np.median(fourth[:, 1]) - np.median(third[:, 1])) / MB / hours)
 
 
-def _slope(samples: list[Sample], name: str) -> str:
-    slope = rss_slope_mb_per_h(samples, name)
-    return "n/a (run too short)" if np.isnan(slope) else f"{slope:+.0f}"
+def _growth(samples: list[Sample], name: str) -> str:
+    growth = rss_growth_mb_per_h(samples, name)
+    return "n/a (run too short)" if np.isnan(growth) else f"{growth:+.0f}"
 
 
 def processing_interval(result: SoakResult) -> float:
@@ -203,7 +209,7 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
     lines += [
         "",
         "| component | CPU s | cores | CPU s / 1,000 readings | RSS start MB | RSS end MB | RSS max MB "
-        "| RSS slope MB/h (2nd half) |",
+        "| RSS growth MB/h (last quarter) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     cpu = cpu_seconds(result)
@@ -214,7 +220,7 @@ def markdown(result: SoakResult, command: str, plot: str | None = None) -> str:
         lines.append(
             f"| {name} | {seconds:.1f} | {seconds / result.wall_s:.2f} | "
             f"{seconds / max(result.readings, 1) * 1000:.3f} | {first.get(name, 0) / MB:.0f} | "
-            f"{last.get(name, 0) / MB:.0f} | {peak / MB:.0f} | {_slope(result.samples, name)} |"
+            f"{last.get(name, 0) / MB:.0f} | {peak / MB:.0f} | {_growth(result.samples, name)} |"
         )
     lines += ["", disk_table(result), "", counts_table(result)]
     judged = verdict(result)
