@@ -601,61 +601,50 @@ def test_a_run_rewrites_only_the_device_windows_its_new_readings_change(family: 
     store.close()
 
 
-def test_a_late_meter_reading_corrects_the_increase_of_the_reading_after_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("began", "held_at", "late_by", "windows"),
+    [
+        pytest.param(
+            timedelta(hours=5, minutes=5),
+            timedelta(minutes=2),
+            timedelta(minutes=1),
+            ("1m", "15m"),
+            id="the next reading in the same hour",
+        ),
+        pytest.param(
+            timedelta(hours=5, minutes=55),
+            timedelta(minutes=4),
+            timedelta(hours=2),
+            ("1m", "15m", "1h"),
+            id="the next reading in the next hour, over when the late one came",
+        ),
+    ],
+)
+def test_a_late_meter_reading_corrects_the_increase_of_the_reading_after_it(
+    tmp_path: Path, began: timedelta, held_at: timedelta, late_by: timedelta, windows: tuple[str, ...]
+) -> None:
     """A meter's reading that arrives after the next one falls between two readings the store
-    had: the next reading's increase now starts from it, so that minute's row changes too (it
-    kept the whole step, and the meter's consumption was counted twice in the minute rows)."""
+    had: the next reading's increase now starts from it, so that reading's rows change too (they
+    kept the whole step, and the meter's consumption was counted twice), also when the next
+    reading lies in an hour that holds nothing new (the late one came hours later)."""
     store = DuckDBStore(tmp_path / "store.duckdb")
-    began = DAY + timedelta(hours=5, minutes=5)
-    readings = fleet(["building"], began, began + timedelta(minutes=6), devices=2)["building"]
-    held = (pl.col("device_id") == readings["device_id"].min()) & (
-        pl.col("time") == began + timedelta(minutes=2)
-    )
+    start = DAY + began
+    end = start + held_at * 2 + timedelta(minutes=2)
+    readings = fleet(["building"], start, end, devices=2)["building"]
+    held = (pl.col("device_id") == readings["device_id"].min()) & (pl.col("time") == start + held_at)
     write_all(store, {"building": readings.filter(~held)})
-    clock = Clock(began + timedelta(minutes=6, seconds=10))
+    clock = Clock(end + timedelta(seconds=10))
     runner = Runner(store, families=["building"], anomalies=False, clock=clock)
     jobs_of(runner.run_once())
-    clock.now += timedelta(minutes=1)
+    clock.now += late_by
     arrived = pl.lit(int(clock.now.timestamp() * 1e9) - 1)
     write_all(store, {"building": readings.filter(held).with_columns(received_at=arrived)})
     jobs_of(runner.run_once())
 
     raw = read_between(store, "building", DAY, clock.now)
-    for window in ("1m", "15m"):
-        expected = aggregate(raw, "building", window, "device").filter(pl.col("time") >= began)
-        stored = read_between(store, f"building_{window}", began, clock.now)
-        assert_frame_equal(
-            stored.select(expected.columns).sort("device_id", "time"),
-            expected.sort("device_id", "time"),
-            check_exact=False,
-            rel_tol=1e-12,
-        )
-    store.close()
-
-
-def test_a_meter_reading_hours_late_corrects_the_increase_in_the_next_hour(tmp_path: Path) -> None:
-    """A meter's last reading of an hour that arrives once the next hour is complete: the next
-    hour's first increase starts from it, though that hour holds nothing new (the minute, the
-    quarter and the hour rows there kept the whole step: consumption counted twice)."""
-    store = DuckDBStore(tmp_path / "store.duckdb")
-    began = DAY + timedelta(hours=5, minutes=55)
-    readings = fleet(["building"], began, began + timedelta(minutes=10), devices=2)["building"]
-    held = (pl.col("device_id") == readings["device_id"].min()) & (
-        pl.col("time") == began + timedelta(minutes=4)
-    )
-    write_all(store, {"building": readings.filter(~held)})
-    clock = Clock(began + timedelta(minutes=10, seconds=10))
-    runner = Runner(store, families=["building"], anomalies=False, clock=clock)
-    jobs_of(runner.run_once())
-    clock.now += timedelta(hours=2)
-    arrived = pl.lit(int(clock.now.timestamp() * 1e9) - 1)
-    write_all(store, {"building": readings.filter(held).with_columns(received_at=arrived)})
-    jobs_of(runner.run_once())
-
-    raw = read_between(store, "building", DAY, clock.now)
-    for window in ("1m", "15m", "1h"):
-        expected = aggregate(raw, "building", window, "device").filter(pl.col("time") >= began)
-        stored = read_between(store, f"building_{window}", began, clock.now)
+    for window in windows:
+        expected = aggregate(raw, "building", window, "device").filter(pl.col("time") >= start)
+        stored = read_between(store, f"building_{window}", start, clock.now)
         assert_frame_equal(
             stored.select(expected.columns).sort("device_id", "time"),
             expected.sort("device_id", "time"),
