@@ -167,7 +167,7 @@ INGEST_HOLDING = (
 
 
 def _ingest(platform: Platform) -> IngestRun:
-    """A handle on the ingest metrics (a worker per core serves port + index)."""
+    """A handle on the ingest metrics (worker *i* of ``platform.ingest_workers`` serves port + i)."""
     process = platform.processes.get("ingest") or platform.processes["platform"]
     return IngestRun(
         process,
@@ -218,8 +218,8 @@ def _start_feeds(
 def ingest_subscribed(platform: Platform) -> bool:
     """Every ingest worker answers ``/healthz`` 200, which it only does once subscribed: a
     reading published before would reach no subscriber and be dropped by the broker."""
-    workers = platform.ingest_workers
-    return all(h.healthy for h in probe_workers("127.0.0.1", platform.ingest_metrics_port, workers))
+    workers = probe_workers("127.0.0.1", platform.ingest_metrics_port, platform.ingest_workers)
+    return all(h.healthy for h in workers)
 
 
 def _wait(condition: Any, timeout: float, what: str, platform: Platform) -> None:
