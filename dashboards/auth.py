@@ -10,9 +10,11 @@ every request, and a session ends when that user's password or communes change.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -166,13 +168,29 @@ def load_secret_key(settings: DashboardSettings) -> str:
     if settings.secret_key:
         return settings.secret_key
     path = Path(settings.users_file).parent / "dashboard_secret.key"
-    if path.exists():
-        return path.read_text("utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.touch(mode=0o600)
-    path.write_text(secret, "utf-8")
+    if not path.exists():
+        _create_secret_file(path)
+    secret = path.read_text("utf-8").strip()
+    if not secret:
+        raise ValueError(f"{path} is empty: delete it (a new secret is made) or set dashboard.secret_key")
     return secret
+
+
+def _create_secret_file(path: Path) -> None:
+    # Every server worker comes here on a first start: the secret is written whole under another
+    # name, then linked in place, which fails if a worker got there first. So all of them read
+    # the same complete secret, never an empty or a second one (a cookie would then be valid in
+    # one worker only).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        draft.unlink()
 
 
 def _safe_next(target: str | None) -> str:

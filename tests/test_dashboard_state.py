@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
+from dashboards.auth import load_secret_key
+from dashboards.config import DashboardSettings
 from dashboards.signin_limits import SignInLimiter
 from dashboards.state import SessionStore, SQLiteStorage, StateFile, digest
 from tests.servers import wait_until
@@ -68,6 +71,33 @@ def test_counts_are_shared_between_processes(tmp_path: Path) -> None:
         process.join(60)
         assert process.exitcode == 0
     assert limits.retry_after("alice", "10.0.0.1") > 0
+
+
+def _read_secret(users_file: Path, ready: Any, secrets: Any) -> None:
+    ready.wait()
+    secrets.put(load_secret_key(DashboardSettings(users_file=users_file)))
+
+
+def test_workers_starting_together_the_first_time_all_sign_cookies_with_one_secret(tmp_path: Path) -> None:
+    # A cookie signed with another worker's secret is no session there: sign-in would work one
+    # request in two. The workers are released together on a fresh directory, several times over.
+    context = multiprocessing.get_context("fork")
+    workers = 6
+    for attempt in range(12):
+        users_file = tmp_path / str(attempt) / "users.toml"
+        ready, secrets = context.Barrier(workers), context.Queue()
+        processes = [
+            context.Process(target=_read_secret, args=(users_file, ready, secrets)) for _ in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        read = [secrets.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(60)
+            assert process.exitcode == 0
+        kept = (users_file.parent / "dashboard_secret.key").read_text("utf-8").strip()
+        assert len(kept) >= 32 and read == [kept] * workers, f"attempt {attempt}: {len(set(read))} secrets"
+        assert [path.name for path in users_file.parent.iterdir()] == ["dashboard_secret.key"]
 
 
 def test_sessions_end_on_sign_out_idle_age_and_for_a_user(tmp_path: Path) -> None:

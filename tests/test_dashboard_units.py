@@ -190,6 +190,9 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
     assert (
         load_secret_key(DashboardSettings(users_file=tmp_path / "users.toml", secret_key="given")) == "given"
     )
+    (tmp_path / "dashboard_secret.key").write_text("\n", "utf-8")
+    with pytest.raises(ValueError, match=r"dashboard_secret\.key is empty"):
+        load_secret_key(settings)  # never sign cookies with an empty secret
 
 
 def contrast(first: str, second: str) -> float:

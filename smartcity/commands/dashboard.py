@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the dashboards with gunicorn until interrupted."""
+    from dashboards.auth import load_secret_key
     from dashboards.server import serve
     from dashboards.state import StateFile
 
@@ -80,6 +81,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log.info("the DuckDB store is served by one worker process (%d asked)", workers)
         workers = 1
     StateFile(config.state_path)  # created once here rather than raced by the workers
+    try:
+        load_secret_key(config)  # likewise: every worker must sign cookies with the same secret
+    except ValueError as exc:
+        print(f"smartcity dashboard: {exc}", file=sys.stderr)
+        return 2
     stores: list[Store] = []
 
     def app() -> Any:
