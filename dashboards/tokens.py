@@ -211,11 +211,11 @@ class TokenStore:
         with self._connect() as db:
             for user in users:
                 for token in user.tokens:
-                    if db.execute("SELECT 1 FROM tokens WHERE sha256 = ?", (token.sha256,)).fetchone():
-                        continue
-                    db.execute(
+                    # One statement, not a look then an insert: every server worker takes over the
+                    # same file on a first start, and the one that comes second must find it done.
+                    taken += db.execute(
                         "INSERT INTO tokens (id, user, label, sha256, scope, created, expires) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
                         (
                             secrets.token_hex(4),
                             user.name,
@@ -225,8 +225,7 @@ class TokenStore:
                             now.isoformat(),
                             (now + lifetime).isoformat(),
                         ),
-                    )
-                    taken += 1
+                    ).rowcount
         return taken
 
 

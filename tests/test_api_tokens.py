@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -133,6 +135,35 @@ def test_tokens_left_in_an_old_users_file_are_taken_over_with_an_expiry(tmp_path
     # Opening again (a restart) neither duplicates nor brings back a revoked token.
     again = open_tokens(settings).all()
     assert len(again) == 2 and next(r for r in again if r.label == "gone").revoked is not None
+
+
+def _open_tokens_with_others(users_file: Path, ready: Any) -> None:
+    from dashboards.config import DashboardSettings
+
+    ready.wait()
+    open_tokens(DashboardSettings(users_file=users_file))
+
+
+def test_workers_starting_together_take_over_an_old_users_files_tokens_once(tmp_path: Path) -> None:
+    # Every server worker opens the token store as it starts; none may fail to start because
+    # another took the same token over a moment before it. Many tokens, so that the take-overs overlap.
+    context = multiprocessing.get_context("fork")
+    workers = 6
+    for attempt in range(8):
+        users_file = tmp_path / str(attempt) / "users.toml"
+        tokens = tuple(ApiToken(f"notebook-{n}", token_digest(f"sct_old_{attempt}_{n}")) for n in range(300))
+        UserDirectory(users_file).save([User("poissy", frozenset({POISSY}), tokens=tokens)])
+        ready = context.Barrier(workers)
+        processes = [
+            context.Process(target=_open_tokens_with_others, args=(users_file, ready)) for _ in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [process.exitcode for process in processes] == [0] * workers, f"attempt {attempt}"
+        records = TokenStore(users_file.parent / "tokens.sqlite").all()
+        assert sorted(record.label for record in records) == sorted(token.name for token in tokens)
 
 
 @pytest.mark.parametrize(("text", "days"), [("30d", 30), ("12h", 0.5), ("8w", 56)])

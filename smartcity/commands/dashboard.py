@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from dashboards.auth import load_secret_key
     from dashboards.server import serve
     from dashboards.state import StateFile
+    from dashboards.tokens import open_tokens
 
     config = settings.dashboard
     host, port = args.host or config.host, args.port or config.port
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     StateFile(config.state_path)  # created once here rather than raced by the workers
     try:
         load_secret_key(config)  # likewise: every worker must sign cookies with the same secret
+        open_tokens(config)  # takes a users file's old tokens over once, not in every worker
     except ValueError as exc:
         print(f"smartcity dashboard: {exc}", file=sys.stderr)
         return 2
