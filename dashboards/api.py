@@ -21,7 +21,7 @@ import flask
 import polars as pl
 
 from dashboards.access import INDICES, AccessError, BadQuery, CommuneData, Forbidden
-from dashboards.auth import app_context
+from dashboards.auth import app_context, current_time
 from dashboards.timerange import WINDOWS, TimeRange, TimeRangeError
 from dashboards.tokens import TokenRefused, bearer_data
 from sensors.catalogue import STATISTICS, Level, aggregate_measurement, statistics_of
@@ -147,7 +147,8 @@ def _span(max_days: float, what: str) -> TimeRange:
     start = flask.request.args.get("start")
     if not start:
         raise ApiError(400, "missing start: give a relative time like start=-7d or an ISO 8601 time")
-    span = TimeRange.parse(start, flask.request.args.get("end"))
+    # Relative times count from the app's clock, as the pages' do.
+    span = TimeRange.parse(start, flask.request.args.get("end"), current_time())
     if span.span > timedelta(days=max_days):
         raise ApiError(
             400,

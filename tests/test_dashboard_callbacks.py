@@ -397,7 +397,7 @@ def test_health_check_needs_no_sign_in_and_reveals_no_commune(env: DashboardEnv)
     assert response.get_data(as_text=True) == "ok\n"
 
 
-def test_the_pages_read_today_from_the_apps_clock_not_the_machines(tmp_path: Path) -> None:
+def test_the_pages_and_the_api_read_the_time_from_the_apps_clock_not_the_machines(tmp_path: Path) -> None:
     # A store filled for noon two days ago: the overview's "today" is that day, whatever the
     # machine's clock says (a suite running past Paris midnight must not see an empty day).
     moment = paris_day_start(datetime.now(UTC)) - timedelta(days=2) + timedelta(hours=12)
@@ -418,5 +418,13 @@ def test_the_pages_read_today_from_the_apps_clock_not_the_machines(tmp_path: Pat
         assert atmo_text(that_day.get_column("index").item(), "fr") in shown
         # That day's own index and traffic, not "no data yet, here is the last complete day".
         assert "Dernier jour complet" not in shown and atmo_text(None, "fr") not in shown
+        # The API's relative times count from the same clock: the six hours before that noon.
+        answer = client.get(
+            f"/api/v1/aggregates/air_quality?communes={POISSY}&start=-6h&every=1h&fields=pm25&format=csv",
+            headers={"Authorization": f"Bearer {account.token}"},
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        times = pl.read_csv(answer.data, try_parse_dates=True).get_column(TIME)
+        assert times.len() >= 5 and times.max() <= moment
     finally:
         past.store.close()
