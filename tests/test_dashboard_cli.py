@@ -52,6 +52,7 @@ def test_add_user_and_tokens(
     directory = UserDirectory(users_file)
     assert directory.authenticate("poissy", "a long enough passphrase") is not None
     capsys.readouterr()
+    before = datetime.now(UTC)
     assert main(["dashboard", "add-token", "poissy", "--label", "notebook"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("sct_") and token not in users_file.read_text()
@@ -64,11 +65,15 @@ def test_add_user_and_tokens(
     narrowed = capsys.readouterr().out.strip()
     listed = {row["label"]: row for row in tokens_listed(capsys)}
     assert set(listed) == {"notebook", "atmo"}
-    today = datetime.now(UTC)
+    after = datetime.now(UTC)
+
+    def days_after(days: int) -> set[str]:  # the tokens were made between before and after
+        return {f"{moment + timedelta(days=days):%Y-%m-%d}" for moment in (before, after)}
+
     assert listed["notebook"]["communes"] == "all of the user's"
-    assert listed["notebook"]["expires"].startswith(f"{today + timedelta(days=90):%Y-%m-%d}")
+    assert listed["notebook"]["expires"][:10] in days_after(90)
     assert listed["atmo"]["communes"] == POISSY
-    assert listed["atmo"]["expires"].startswith(f"{today + timedelta(days=30):%Y-%m-%d}")
+    assert listed["atmo"]["expires"][:10] in days_after(30)
     assert listed["atmo"]["last_used"] == "never" and listed["atmo"]["user"] == "poissy"
     printed = capsys.readouterr().out
     assert token not in printed and narrowed not in printed

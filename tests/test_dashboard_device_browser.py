@@ -4,7 +4,7 @@ their end, alerts) and on a chart (the period's axis, levels as lines, incomplet
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -58,7 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dashboard
         tags=["insee", "rule", "scope"],
     )
     # The quarter of an hour still running: its energy so far is lower than a whole quarter's.
-    running = floor_time(datetime.now(UTC), timedelta(minutes=15))
+    running = floor_time(now, timedelta(minutes=15))  # by the app's clock, not the machine's
     env.store.write(
         "building_15m_commune",
         pl.DataFrame(
