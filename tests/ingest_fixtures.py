@@ -3,6 +3,7 @@ checks that the store holds exactly what was published."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -267,9 +268,14 @@ class IngestProcess:
         """The process ids of the workers, as the supervisor started them."""
         assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        pids = [int(pid) for pid in children]
-        # multiprocessing's spawn start method also runs a resource tracker: not a worker.
-        return [pid for pid in pids if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()]
+        workers = []
+        for pid in map(int, children):
+            # A child reaped since the listing is gone; multiprocessing's spawn start method also
+            # runs a resource tracker: not a worker.
+            with contextlib.suppress(FileNotFoundError):
+                if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
+                    workers.append(pid)
+        return workers
 
     def metrics(self) -> str:
         """The ``/metrics`` page."""
@@ -287,9 +293,10 @@ class IngestProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
-    def log(self) -> str:
-        """The process's output so far (last lines)."""
+    def log(self, last: int | None = 40) -> str:
+        """The process's output so far: its ``last`` lines, or all of it (None)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(lines if last is None else lines[-last:])
         except OSError:
             return "(no log)"

@@ -17,12 +17,16 @@ from bench.ingest_steady import main, run, templates
 from bench.paced_publisher import PacedPublisher
 from tests.servers import Mosquitto
 
+LOADED_MACHINE_BEHIND_S = 5.0
+"""How far behind its schedule the publisher may fall here: the suite shares two cores with it
+(the benchmark itself refuses a run one second behind)."""
+
 
 def test_a_short_steady_run_holds_its_rate_and_measures_latency() -> None:
     result = run(400, 12, publishers=2, warmup_s=2)
 
     report = result.publisher
-    assert report.shortfall() is None, report.summary()
+    assert report.shortfall(max_behind_s=LOADED_MACHINE_BEHIND_S) is None, report.summary()
     assert report.acked == report.sent >= 0.99 * 400 * 12
     assert report.cpu_s > 0
     assert result.ingest_exit_code == 0
@@ -57,7 +61,7 @@ def test_the_publisher_stamps_each_reading_with_its_send_time_once_per_device_in
         client.disconnect()
         client.loop_stop()
 
-    assert report.shortfall() is None, report.summary()
+    assert report.shortfall(max_behind_s=LOADED_MACHINE_BEHIND_S) is None, report.summary()
     templates_by_topic = dict(devices)
     assert Counter(topic for topic, _ in received) == report.sent_by_device
     keys = [(topic, payload["ts"]) for topic, payload in received]

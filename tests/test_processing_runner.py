@@ -655,7 +655,7 @@ def test_a_late_meter_reading_corrects_the_increase_of_the_reading_after_it(
 
 
 class SlowWritesStore(DuckDBStore):
-    """A store whose writes take a second, as a busy influxd's do."""
+    """A store whose writes take seconds, as a busy influxd's do."""
 
     writes = 0
 
@@ -665,7 +665,7 @@ class SlowWritesStore(DuckDBStore):
         return super().write_many(writes)
 
 
-WRITE_DELAY_S = 1.0
+WRITE_DELAY_S = 3.0  # well above what a job takes on a loaded machine
 
 
 def test_a_jobs_time_leaves_out_storing_what_the_jobs_before_it_computed(tmp_path: Path) -> None:
