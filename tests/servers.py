@@ -26,11 +26,12 @@ class ServerUnavailable(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on loopback that nothing listens on right now, for a server started later."""
+    return free_listening_ports(1)
+
+
+_HANDED_OUT: set[int] = set()
+"""Ports this process gave out: two servers asked for before either binds get different ones."""
 
 
 def free_listening_ports(count: int = 1) -> int:
@@ -42,7 +43,9 @@ def free_listening_ports(count: int = 1) -> int:
     high = ephemeral.start if ephemeral is not None else 32768
     for _ in range(200):
         first = random.randrange(10000, high - count)
-        if all(_bindable(first + offset) for offset in range(count)):
+        ports = range(first, first + count)
+        if _HANDED_OUT.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            _HANDED_OUT.update(ports)
             return first
     raise RuntimeError(f"no {count} consecutive free ports between 10000 and {high}")
 
