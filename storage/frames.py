@@ -81,6 +81,10 @@ def check_name(kind: str, name: str) -> None:
         raise WriteRejected(f"{kind} name {name!r} contains a line break or ends with a backslash")
     if name == TIME or name.startswith("__"):
         raise WriteRejected(f"{kind} name {name!r} is reserved")
+    if kind != "measurement" and (name == "*" or (name.startswith("^") and name.endswith("$"))):
+        # Polars reads such a column name as every column or a pattern: its values would be lost
+        # or mixed with others'.
+        raise WriteRejected(f"{kind} name {name!r} reads as a wildcard or a regular expression in polars")
     if kind == "measurement" and name.startswith("#"):
         # A line starting with "#" is a comment in line protocol: InfluxDB would skip it silently.
         raise WriteRejected(f"measurement name {name!r} starts with '#'")
