@@ -1,67 +1,25 @@
-"""``smartcity demo`` end to end, as a newcomer runs it: one process, nothing installed, and within
-two minutes a commune page in a real browser shows live data, an anomaly and an alert.
+"""``smartcity demo`` end to end, as a newcomer runs it: one process, nothing installed, and a
+commune page in a real browser shows live data, an anomaly and an alert (how soon: bench.demo_ready).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.demo_fixtures import BANNER, COMMUNE, EPCI_BANNER, Running, start_demo
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
 
-BANNER = re.compile(
-    r"dashboards:\s+(?P<url>http://\S+?)/\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
-)
-COMMUNE = re.compile(r"commune:\s+\S+/commune/(?P<insee>\w+)")
-EPCI_BANNER = re.compile(
-    r"EPCI user:\s+(?P<url>http://\S+/epci/\d+)\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
-)
-
-
-@dataclass
-class Running:
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=90)
-
-
-def start_demo(repo_root: Path, data_dir: Path) -> Running:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "smartcity.cli", "demo", "--data-dir", str(data_dir), "--port", "0"],
-        cwd=repo_root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    running = Running(process)
-    assert process.stdout is not None
-    stdout = process.stdout
-    threading.Thread(target=lambda: running.lines.extend(iter(stdout.readline, "")), daemon=True).start()
-    return running
+DEADLINE_S = 300
+"""Seconds the demo has to show everything before the test calls it broken."""
 
 
 @pytest.fixture
@@ -76,18 +34,20 @@ def demo(repo_root: Path, tmp_path: Path) -> Iterator[tuple[Running, float, Path
             running.process.wait()
 
 
-def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
+def test_the_demo_shows_live_data_an_anomaly_and_an_alert(
     demo: tuple[Running, float, Path], repo_root: Path
 ) -> None:
     running, started, data_dir = demo
     if shutil.which(CHROMIUM) is None:
         pytest.fail("Debian's chromium is needed: apt-get install -y chromium", pytrace=False)
-    wait_until(lambda: BANNER.search(running.output) is not None, timeout=110, what="the demo's banner")
+    wait_until(lambda: BANNER.search(running.output) is not None, timeout=240, what="the demo's banner")
     banner = BANNER.search(running.output)
     commune = COMMUNE.search(running.output)
     assert banner and commune, running.output
     base, insee = banner["url"], commune["insee"]
-    budget_ms = max(1.0, 120 - (time.monotonic() - started)) * 1000
+    # A deadline for a broken demo, not a speed test: how soon it shows it all is measured apart
+    # (docs/performance.md), since a loaded CI machine would make a timed test fail by chance.
+    budget_ms = max(1.0, DEADLINE_S - (time.monotonic() - started)) * 1000
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -107,7 +67,6 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
         expect(page.locator("#commune-alerts")).to_contain_text(
             "Équipement réseau injoignable", timeout=budget_ms
         )
-        assert time.monotonic() - started < 120, "the demo took more than two minutes to show it all"
         # The intercommunality's user compares its member communes, and sees no other.
         epci = EPCI_BANNER.search(running.output)
         assert epci, running.output
@@ -135,7 +94,7 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert_within_two_minutes(
     # Started again, it continues from the stored data instead of replaying the history.
     again = start_demo(repo_root, data_dir)
     try:
-        wait_until(lambda: "smartcity demo is running" in again.output, timeout=110, what="the second banner")
+        wait_until(lambda: "smartcity demo is running" in again.output, timeout=240, what="the second banner")
         assert "continued from the stored data" in again.output
         # The password of the first run is kept (and not printed again).
         assert "the password printed at the first run" in again.output and banner["pw"] not in again.output
