@@ -17,6 +17,7 @@ printed before and after; measure on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import tempfile
@@ -41,6 +42,8 @@ STEPS = (
     ("alert", "#commune-alerts", "Équipement réseau injoignable"),
 )
 """What the commune page shows, in the order it is waited for: (name, selector, text)."""
+RUNNING = re.compile("smartcity demo is running")
+"""The banner of a restart, which does not print the password again."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,11 @@ def one_run(browser: Browser, data_dir: Path) -> DemoRun:
     restarted = time.monotonic()
     again = start_demo(REPO, data_dir)
     try:
-        wait_until(lambda: _printed(again.output, again.process), timeout=TIMEOUT_S, what="the second banner")
+        wait_until(
+            lambda: _printed(again.output, again.process, RUNNING),
+            timeout=TIMEOUT_S,
+            what="the second banner",
+        )
         restart_banner_s = time.monotonic() - restarted
         assert again.stop() == 0, again.output
     finally:
@@ -93,10 +100,10 @@ def one_run(browser: Browser, data_dir: Path) -> DemoRun:
     return DemoRun(banner_s, shown_s, cpu_s, restart_banner_s)
 
 
-def _printed(output: str, process: subprocess.Popen[str]) -> bool:
+def _printed(output: str, process: subprocess.Popen[str], banner: re.Pattern[str] = BANNER) -> bool:
     if process.poll() is not None:
         raise RuntimeError(f"smartcity demo exited with code {process.returncode}:\n{output[-3000:]}")
-    return BANNER.search(output) is not None
+    return banner.search(output) is not None
 
 
 def report(runs: list[DemoRun]) -> str:
