@@ -178,10 +178,12 @@ def test_sigterm_flushes_acknowledges_and_exits_0(
     ingest = IngestProcess(tmp_path, mosquitto.port, env)
     ingest.start()
     publish(mosquitto.port, messages)
+    # Every message in the open batch: received, not yet acknowledged (a minute before it would
+    # flush on its own).
     wait_until(
-        lambda: metric(ingest.metrics(), "smartcity_ingest_messages_total") == messages.height,
-        timeout=60,
-        what="every message received",
+        lambda: metric(ingest.metrics(), "smartcity_ingest_held_messages") == messages.height,
+        timeout=50,
+        what="every message received and held",
     )
     assert metric(ingest.metrics(), "smartcity_ingest_acked_messages_total") == 0
     assert ingest.terminate() == 0, ingest.log()
