@@ -53,6 +53,8 @@ class Served:
     store: str
     workers: int
     trusted_proxies: int
+    env: dict[str, str]
+    """The ``SMARTCITY_...`` settings it was started with (another server can share them)."""
 
 
 def _fill(store: Any) -> None:
@@ -65,7 +67,7 @@ def influxdb_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         directory = tmp_path_factory.mktemp("influx-dashboard")
         accounts = write_users(directory / "users.toml", USERS)
         with serve_dashboard(directory / "users.toml", env, workers=2) as base:
-            yield Served(base, accounts, directory / "users.toml", "influxdb", 2, 0)
+            yield Served(base, accounts, directory / "users.toml", "influxdb", 2, 0, env)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def duckdb_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "SMARTCITY_DASHBOARD__TRUSTED_PROXIES": "1",
     }
     with serve_dashboard(directory / "users.toml", env, workers=1) as base:
-        yield Served(base, accounts, directory / "users.toml", "duckdb", 1, 1)
+        yield Served(base, accounts, directory / "users.toml", "duckdb", 1, 1, env)
 
 
 @pytest.fixture(params=["influxdb", "duckdb"])
@@ -142,7 +144,8 @@ def test_a_cookie_captured_before_sign_out_is_dead_after_it_in_every_worker(serv
     client, answer = sign_in(served.base, served.accounts["poissy"])
     assert answer.status_code == 302
     captured = httpx.Cookies(client.cookies)
-    # Several requests each way, so that every worker answers some (the kernel spreads them).
+    # Several requests each way, so that every worker likely answers some (the kernel decides:
+    # the next test shows it across processes for certain).
     assert all(alive(served.base, captured) == (True, True) for _ in range(6))
     client.get("/logout")  # a link or an image cannot sign out
     assert client.post("/logout", data={"csrf": "forged"}).status_code == 400
@@ -150,6 +153,22 @@ def test_a_cookie_captured_before_sign_out_is_dead_after_it_in_every_worker(serv
     signed_out = client.post("/logout", data={"csrf": signout_token(client)})
     assert signed_out.status_code == 303 and signed_out.headers["Location"] == "/login"
     assert all(alive(served.base, captured) == (False, False) for _ in range(6))
+
+
+def test_a_session_started_or_ended_in_one_server_process_holds_in_another(influxdb_served: Served) -> None:
+    # The kernel decides which worker answers a request, so the test above cannot show that
+    # both did. A second server on the same users directory is another process for certain.
+    served = influxdb_served
+    with serve_dashboard(served.users_file, served.env, workers=1) as other:
+        client, answer = sign_in(served.base, served.accounts["poissy"])
+        assert answer.status_code == 302
+        assert alive(other, client.cookies) == (True, True)
+        elsewhere, answer = sign_in(other, served.accounts["poissy"])
+        assert answer.status_code == 302
+        assert alive(served.base, elsewhere.cookies) == (True, True)
+        assert client.post("/logout", data={"csrf": signout_token(client)}).status_code == 303
+        assert alive(other, client.cookies) == (False, False)
+        assert alive(other, elsewhere.cookies) == (True, True)  # only the session signed out ends
 
 
 def test_changing_a_password_or_rights_ends_that_users_sessions(served: Served) -> None:
