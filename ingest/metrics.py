@@ -233,7 +233,10 @@ class IngestMetrics:
 
     def __init__(self) -> None:
         p = "smartcity_ingest_"
-        self.messages = Counter(p + "messages_total", "MQTT messages received on the readings topics.")
+        self.messages = Counter(
+            p + "messages_total",
+            "MQTT messages received on the readings topics, counted as each batch is decoded.",
+        )
         self.bytes = Counter(p + "bytes_total", "Payload bytes received.")
         self.readings = Counter(p + "readings_total", "Readings decoded and accepted, by family.", ["family"])
         self.rows_written = Counter(
