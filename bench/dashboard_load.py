@@ -65,6 +65,7 @@ from bench.dash_client import (
     DashPage,
     callbacks_of,
 )
+from bench.soak.procstat import uptime
 from sensors.communes import CommuneRegistry
 from tests.servers import free_port, wait_until
 
@@ -357,11 +358,6 @@ def measured_cpu(pids: Sequence[int], demo_rate: float | None) -> Iterator[list[
     span = time.monotonic() - started
     alone = demo_rate * span if demo_rate is not None else None
     result.append(ServerCpu(cpu_seconds(pids) - total_before, alone, new))
-
-
-def uptime() -> str:
-    """The machine's load, as ``uptime`` prints it."""
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 # -- the demo -----------------------------------------------------------------------------------

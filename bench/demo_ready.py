@@ -27,7 +27,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, expect
 
-from bench.soak.procstat import cpu_seconds
+from bench.soak.procstat import cpu_seconds, uptime
 from tests.browser_fixtures import chromium, sign_in
 from tests.demo_fixtures import BANNER, COMMUNE, start_demo
 from tests.servers import wait_until
@@ -125,10 +125,6 @@ def report(runs: list[DemoRun]) -> str:
     return "\n".join(lines)
 
 
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Time ``--runs`` cold starts of the demo and print them."""
     parser = argparse.ArgumentParser(
@@ -136,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="cold starts to time (default 3)")
     args = parser.parse_args(argv)
-    print(f"before: {_uptime()}", flush=True)
+    print(f"before: {uptime()}", flush=True)
     runs = []
     with chromium() as browser, tempfile.TemporaryDirectory(prefix="demo-ready-") as tmp:
         for index in range(args.runs):
             runs.append(one_run(browser, Path(tmp) / f"run-{index}"))
             print(f"run {index + 1}: all shown at {max(runs[-1].shown_s.values()):.1f} s", flush=True)
     print(report(runs))
-    print(f"after: {_uptime()}")
+    print(f"after: {uptime()}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""CPU and resident memory of process trees, read from /proc, sampled on a thread."""
+"""CPU and resident memory of process trees, read from /proc, sampled on a thread; the machine's load."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,11 @@ from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def uptime() -> str:
+    """The machine's load, as ``uptime`` prints it (a benchmark says it before and after)."""
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def process_tree(pid: int) -> list[int]:

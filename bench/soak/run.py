@@ -32,7 +32,7 @@ from bench.soak.probes import (
     probe_rule,
     start_mailbox,
 )
-from bench.soak.procstat import Sample, Sampler
+from bench.soak.procstat import Sample, Sampler, uptime
 from bench.soak.territory import soak_codes, write_registry
 from ingest.health import probe_workers
 from sensors.communes import CommuneRegistry
@@ -136,11 +136,6 @@ class SoakResult:
     def sim_days(self) -> float:
         """Simulated days the fleet covered."""
         return self.config.span_s / 86400
-
-
-def uptime() -> str:
-    """The machine's load, as ``uptime`` prints it."""
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 MISSING_SHOWN = 50
