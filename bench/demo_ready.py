@@ -25,22 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser
 
 from bench.soak.procstat import cpu_seconds, uptime
 from tests.browser_fixtures import chromium, sign_in
-from tests.demo_fixtures import BANNER, COMMUNE, start_demo
+from tests.demo_fixtures import BANNER, COMMUNE, COMMUNE_PAGE_SHOWS, start_demo, wait_shown
 from tests.servers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900.0
 """How long any one step may take before the run is called broken."""
-STEPS = (
-    ("chart", "#commune-chart .legendtext", None),
-    ("devices online", "#commune-devices", "en ligne"),
-    ("anomaly", "#commune-anomalies", "hors ligne"),
-    ("alert", "#commune-alerts", "Équipement réseau injoignable"),
-)
+STEPS = COMMUNE_PAGE_SHOWS
 """What the commune page shows, in the order it is waited for: (name, selector, text)."""
 RUNNING = re.compile("smartcity demo is running")
 """The banner of a restart, which does not print the password again."""
@@ -70,11 +65,7 @@ def one_run(browser: Browser, data_dir: Path) -> DemoRun:
         sign_in(page, banner["url"], banner["user"], banner["pw"], target=f"/commune/{commune['insee']}")
         shown_s = {}
         for name, selector, text in STEPS:
-            located = page.locator(selector)
-            if text is None:
-                expect(located.first).to_be_visible(timeout=TIMEOUT_S * 1000)
-            else:
-                expect(located).to_contain_text(text, timeout=TIMEOUT_S * 1000)
+            wait_shown(page, selector, text, TIMEOUT_S * 1000)
             shown_s[name] = time.monotonic() - started
         cpu_s = cpu_seconds(running.process.pid)
         page.close()

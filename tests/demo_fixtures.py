@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from playwright.sync_api import Page, expect
+
 BANNER = re.compile(
     r"dashboards:\s+(?P<url>http://\S+?)/\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
 )
@@ -21,6 +23,27 @@ COMMUNE = re.compile(r"commune:\s+\S+/commune/(?P<insee>\w+)")
 EPCI_BANNER = re.compile(
     r"EPCI user:\s+(?P<url>http://\S+/epci/\d+)\s+sign in as '(?P<user>[^']+)' with password '(?P<pw>[^']+)'"
 )
+
+COMMUNE_PAGE_SHOWS = (
+    # Live data: the chart draws traces of the aggregates, the device table lists online devices.
+    ("chart", "#commune-chart .legendtext", None),
+    ("devices online", "#commune-devices", "en ligne"),
+    # The staged incident: the switch is offline, found by processing and alerted on; alerts are
+    # named by their rule's title in the page's language, not by the rule's slug.
+    ("anomaly", "#commune-anomalies", "hors ligne"),
+    ("alert", "#commune-alerts", "Équipement réseau injoignable"),
+)
+"""What the demo's commune page shows a newcomer, in the order it comes: (name, selector, text
+it contains, or None: visible)."""
+
+
+def wait_shown(page: Page, selector: str, text: str | None, timeout_ms: float) -> None:
+    """Wait until ``page`` shows one step of ``COMMUNE_PAGE_SHOWS``."""
+    located = page.locator(selector)
+    if text is None:
+        expect(located.first).to_be_visible(timeout=timeout_ms)
+    else:
+        expect(located).to_contain_text(text, timeout=timeout_ms)
 
 
 @dataclass

@@ -13,7 +13,15 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
-from tests.demo_fixtures import BANNER, COMMUNE, EPCI_BANNER, Running, start_demo
+from tests.demo_fixtures import (
+    BANNER,
+    COMMUNE,
+    COMMUNE_PAGE_SHOWS,
+    EPCI_BANNER,
+    Running,
+    start_demo,
+    wait_shown,
+)
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,15 +66,9 @@ def test_the_demo_shows_live_data_an_anomaly_and_an_alert(
         page.get_by_label("Mot de passe").fill(banner["pw"])
         page.keyboard.press("Enter")
         expect(page).to_have_url(f"{base}/commune/{insee}", timeout=budget_ms)
-        # Live data: the chart draws traces of the aggregates, the device table lists online devices.
-        expect(page.locator("#commune-chart .legendtext").first).to_be_visible(timeout=budget_ms)
-        expect(page.locator("#commune-devices")).to_contain_text("en ligne", timeout=budget_ms)
-        # The staged incident: the switch is offline, found by processing and alerted on.
-        expect(page.locator("#commune-anomalies")).to_contain_text("hors ligne", timeout=budget_ms)
-        # Alerts are named by their rule's title in the page's language, not by the rule's slug.
-        expect(page.locator("#commune-alerts")).to_contain_text(
-            "Équipement réseau injoignable", timeout=budget_ms
-        )
+        # Live data, the staged incident as an anomaly and as an alert named in French.
+        for _, selector, text in COMMUNE_PAGE_SHOWS:
+            wait_shown(page, selector, text, budget_ms)
         # The intercommunality's user compares its member communes, and sees no other.
         epci = EPCI_BANNER.search(running.output)
         assert epci, running.output
